@@ -1,0 +1,299 @@
+"""The ``fpstore`` command: a thin click layer over the library.
+
+Exit status: 0 success; 1 an error (``Error: ...`` on stderr); 2 a usage error; 3 ingest finished but
+some files failed (unless ``--allow-failures``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import io
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import click
+
+import fpstore
+from fpstore.config import resolve_settings
+from fpstore.errors import FpstoreError
+from fpstore.ingest import FileEvent, IngestSummary, ingest
+from fpstore.report import ZONE_COLUMNS, Report, build_report
+from fpstore.store import Store, head_revision, open_store
+from fpstore.synth import write_example_audio
+
+EXIT_SOME_FILES_FAILED = 3
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class NumberOrWord(click.ParamType):
+    """A number, or the one word that means "no limit" (``none`` or ``full``)."""
+
+    name = "number"
+
+    def __init__(self, cast: type, word: str) -> None:
+        self.cast, self.word = cast, word
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.strip().lower() == self.word:
+            return self.word
+        try:
+            return self.cast(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a number nor {self.word!r}", param, ctx)
+
+
+class FpstoreGroup(click.Group):
+    """Turns every FpstoreError into ``Error: <message>`` and exit status 1, unless --traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FpstoreError as exc:
+            if ctx.params.get("traceback"):
+                raise
+            raise click.ClickException(str(exc)) from None
+
+
+def fingerprint_options(command: F) -> F:
+    """Options for every fingerprint parameter; unset ones fall back to the config file, then the seed."""
+    options = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     help="TOML file with [database] and [fingerprint] (default: $FPSTORE_CONFIG)."),
+        click.option("--sample-rate", type=int, help="Resample to this rate, Hz [22050]."),
+        click.option("--n-fft", type=int, help="STFT window and FFT size, samples [2048]."),
+        click.option("--hop-length", type=int, help="STFT hop, samples [1024]."),
+        click.option("--bin-max", type=NumberOrWord(int, "none"), help="Keep bins below this, or 'none' [1024]."),
+        click.option("--peak-dist-freq", type=int, help="Max-filter half-height, bins [12]."),
+        click.option("--peak-dist-time", type=int, help="Max-filter half-width, frames [6]."),
+        click.option("--peak-thresh", type=float, help="Minimum peak magnitude [0.01]."),
+        click.option("--top-k", "top_k_targets", type=NumberOrWord(int, "none"),
+                     help="Strongest targets kept per anchor, or 'none' [5]."),
+        click.option("--duration", "duration_s", type=NumberOrWord(float, "full"),
+                     help="Seconds loaded per file, or 'full' [30]."),
+        click.option("--zone", "zones", multiple=True, metavar="NAME:DF:DTMIN:DTMAX",
+                     help="A target zone (repeat; replaces the four seed zones)."),
+    ]
+    return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
+
+
+@contextlib.contextmanager
+def store_from(ctx: click.Context, database_url: str | None = None) -> Iterator[Store]:
+    """Open the database chosen by --db, $FPSTORE_DATABASE_URL, the config file or the embedded default."""
+    with open_store(database_url or ctx.obj["db"]) as store:
+        yield store
+
+
+def _settings(ctx: click.Context, config_path: str | None, zones: tuple[str, ...], **options: Any) -> Any:
+    from fpstore.config import parse_zone
+
+    if zones:
+        options["zones"] = tuple(parse_zone(spec) for spec in zones)
+    return resolve_settings(config_path, options=options, database_url=ctx.obj["db"])
+
+
+@click.group(cls=FpstoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(fpstore.__version__, prog_name="fpstore")
+@click.option("--db", envvar="FPSTORE_DATABASE_URL", metavar="URL",
+              help="PostgreSQL URL (postgresql://user@host:port/db). Default: fpstore's embedded server.")
+@click.option("-v", "--verbose", count=True, help="Say more (per-file lines).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the final summary.")
+@click.option("--traceback", is_flag=True, help="Show the Python traceback of errors.")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None, verbose: int, quiet: bool, traceback: bool) -> None:
+    """fpstore: Shazam-style audio fingerprints in PostgreSQL.
+
+    \b
+    Example:
+      fpstore example-audio examples && fpstore ingest examples && fpstore report
+    """
+    ctx.obj = {"db": db, "verbose": verbose, "quiet": quiet}
+
+
+@cli.command("ingest")
+@click.argument("folder", type=click.Path(exists=True))
+@fingerprint_options
+@click.option("--force", is_flag=True, help="Re-ingest files whose content is already stored.")
+@click.option("-j", "--jobs", type=click.IntRange(1), help="Worker processes [all cores].")
+@click.option("--allow-failures", is_flag=True, help="Exit 0 even if some files could not be read.")
+@click.pass_context
+def ingest_command(ctx: click.Context, folder: str, config_path: str | None, zones: tuple[str, ...],
+                   force: bool, jobs: int | None, allow_failures: bool, **options: Any) -> None:
+    """Fingerprint the audio files under FOLDER and store the new ones.
+
+    Files (.mp3 .wav .m4a .flac .ogg, any case) are found recursively and taken in sorted order; a file
+    whose content is already stored is skipped unless --force.
+
+    \b
+    Example:
+      fpstore ingest ~/music/clips --jobs 2
+      fpstore ingest ~/music/full --duration full
+    """
+    settings = _settings(ctx, config_path, zones, **options)
+    with store_from(ctx, settings.database_url) as store, _progress(ctx) as (on_start, on_file):
+        summary = ingest(store, folder, settings.params, force=force, jobs=jobs, on_file=on_file, on_start=on_start)
+    click.echo(_format_summary(summary))
+    if summary.tracks_failed and not allow_failures:
+        ctx.exit(EXIT_SOME_FILES_FAILED)
+
+
+@contextlib.contextmanager
+def _progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Callable[[FileEvent], None]]]:
+    """A progress bar on a terminal, and one line per skipped or failed file (every file with -v)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="file", disable=ctx.obj["quiet"] or not sys.stderr.isatty(), file=sys.stderr)
+
+    def on_start(n_files: int) -> None:
+        bar.total = n_files
+        bar.refresh()
+
+    def on_file(event: FileEvent) -> None:
+        bar.update(1)
+        if event.status == "failed" or (not ctx.obj["quiet"] and (event.status == "skipped" or ctx.obj["verbose"])):
+            line = f"{event.status}: {event.path}" + (f" ({event.detail})" if event.status != "failed" else "")
+            if event.status == "failed":
+                line = f"failed: {event.detail}"
+            bar.write(line, file=sys.stderr)
+
+    try:
+        yield on_start, on_file
+    finally:
+        bar.close()
+
+
+def _format_summary(summary: IngestSummary) -> str:
+    lines = [
+        f"run {summary.run_id}: {summary.files_seen} files: {summary.tracks_added} added, "
+        f"{summary.tracks_skipped} skipped, {summary.tracks_failed} failed in {summary.elapsed_s:.1f} s",
+        "postings added per zone:",
+    ]
+    lines += [f"  {zone:<16} {count:>12,}" for zone, count in summary.postings_by_zone.items()]
+    lines.append(f"  {'total':<16} {summary.postings:>12,}")
+    return "\n".join(lines)
+
+
+@cli.command("report")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, writable=True),
+              help="Also write the per-zone table to this CSV file (the seed's hash_db_report.csv).")
+@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True, help="How to print the report.")
+@click.pass_context
+def report_command(ctx: click.Context, csv_path: str | None, output_format: str) -> None:
+    """Per-zone hash counts and storage sizes, computed in the database.
+
+    \b
+    Example:
+      fpstore report --csv hash_db_report.csv
+    """
+    with store_from(ctx) as store:
+        report = build_report(store)
+    if csv_path:
+        with open(csv_path, "w", newline="") as handle:
+            handle.write(_zones_csv(report))
+    if output_format == "json":
+        click.echo(json.dumps({"zones": report.zones, "relations": report.relations,
+                               "bytes_per_posting": report.bytes_per_posting}, indent=2))
+    elif output_format == "csv":
+        click.echo(_zones_csv(report), nl=False)
+    else:
+        click.echo(_report_table(report))
+
+
+def _zones_csv(report: Report) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=ZONE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(report.zones)
+    return buffer.getvalue()
+
+
+def _report_table(report: Report) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.2f}"
+        return "" if value is None else str(value)
+
+    rows = [list(ZONE_COLUMNS)] + [[cell(row[c]) for c in ZONE_COLUMNS] for row in report.zones]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(ZONE_COLUMNS))]
+    lines = ["  ".join(value.rjust(w) for value, w in zip(r, widths)) for r in rows]
+    lines.append("")
+    lines.append(f"{'relation':<28} {'kind':<6} {'bytes':>14}")
+    lines += [f"{r['name']:<28} {r['kind']:<6} {r['bytes']:>14,}" for r in report.relations]
+    if report.bytes_per_posting is not None:
+        lines.append(f"hashes heap + indexes: {report.bytes_per_posting:.1f} bytes per posting")
+    return "\n".join(lines)
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Schema migrations of the database."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Migrate the schema up to REVISION (default: the newest).
+
+    \b
+    Example:
+      fpstore --db postgresql://team@dbhost/fp db upgrade
+    """
+    with store_from(ctx) as store:
+        store.upgrade(revision)
+        click.echo(f"{store.url}: schema at revision {store.schema_revision()}")
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+@click.pass_context
+def db_downgrade(ctx: click.Context, revision: str) -> None:
+    """Migrate the schema down to REVISION ('base' drops every fpstore table).
+
+    \b
+    Example:
+      fpstore db downgrade base
+    """
+    with store_from(ctx) as store:
+        store.downgrade(revision)
+        click.echo(f"{store.url}: schema at revision {store.schema_revision() or 'base'}")
+
+
+@db_group.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    """Print the database's schema revision and the newest one this fpstore knows.
+
+    \b
+    Example:
+      fpstore db current
+    """
+    with store_from(ctx) as store:
+        click.echo(f"{store.url}: revision {store.schema_revision() or 'none'} (this fpstore: {head_revision()})")
+
+
+@cli.command("example-audio")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--tracks", "n_tracks", type=click.IntRange(1, 99), default=5, show_default=True,
+              help="How many tunes to write.")
+@click.option("--seconds", "duration_s", type=click.FloatRange(0.1, 600), default=30.0, show_default=True,
+              help="Length of each tune.")
+def example_audio_command(folder: str, n_tracks: int, duration_s: float) -> None:
+    """Write synthetic example tunes (WAV) into FOLDER, to try fpstore without music at hand.
+
+    \b
+    Example:
+      fpstore example-audio examples --tracks 5
+    """
+    paths = write_example_audio(folder, n_tracks=n_tracks, duration_s=duration_s)
+    click.echo(f"wrote {len(paths)} files to {folder}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="fpstore")

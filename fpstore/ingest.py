@@ -1,0 +1,270 @@
+"""Ingest: walk a folder, fingerprint every new audio file in worker processes, write tracks in batches.
+
+Data flows one way: path → content digest (skip known content) → worker: decode + fingerprint →
+writer (this process): a batch of tracks and their postings, one transaction, binary COPY.
+
+Conventions
+-----------
+- Files are visited in sorted order of their path; extensions are matched without regard to case.
+- Memory stays bounded: at most ``2 * jobs`` files are in flight and a batch holds at most
+  ``batch_postings`` postings before it is written.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import multiprocessing
+import os
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from fpstore.audio import AUDIO_EXTENSIONS
+from fpstore.errors import AudioError, FpstoreError
+from fpstore.fingerprint import Fingerprint, fingerprint_file
+from fpstore.params import FingerprintParams
+from fpstore.store import Store, TrackRecord
+
+FileStatus = Literal["added", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class FileEvent:
+    """What happened to one file: ``status`` and a one-line ``detail`` naming the reason."""
+
+    path: str
+    status: FileStatus
+    detail: str = ""
+
+
+@dataclass
+class IngestSummary:
+    """Totals of one ingest run."""
+
+    run_id: int
+    files_seen: int = 0
+    tracks_added: int = 0
+    tracks_skipped: int = 0
+    tracks_failed: int = 0
+    postings_by_zone: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    failures: list[FileEvent] = field(default_factory=list)
+
+    @property
+    def postings(self) -> int:
+        """Postings added over all zones."""
+        return sum(self.postings_by_zone.values())
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as valid UTF-8 text: bytes that are not UTF-8 are shown as ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
+def discover_audio_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Audio files under ``root`` (recursively), or ``[root]`` if it is a file, in sorted path order.
+
+    Symbolic links to files are listed (their target is read later); links to folders are not followed,
+    so a link loop cannot trap the walk.
+
+    Raises
+    ------
+    NotFound
+        If ``root`` does not exist.
+    """
+    from fpstore.errors import NotFound
+
+    root_path = Path(root)
+    if root_path.is_file():
+        return [root_path]
+    if not root_path.is_dir():
+        raise NotFound(f"{display_path(root_path)}: no such file or folder")
+    found = [
+        Path(folder) / name
+        for folder, _subfolders, names in os.walk(root_path)
+        for name in names
+        if name.lower().endswith(AUDIO_EXTENSIONS)
+    ]
+    return sorted(found, key=os.fsencode)
+
+
+def file_sha256(path: Path) -> bytes:
+    """SHA-256 digest of the file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.digest()
+
+
+def _fingerprint_job(path: Path, params: FingerprintParams) -> Fingerprint | str:
+    """Worker body: the fingerprint, or a one-line reason why the file cannot be fingerprinted."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fingerprint_file(path, params)
+    except AudioError as exc:
+        return str(exc)
+    except (FpstoreError, ValueError, MemoryError) as exc:
+        return f"{display_path(path)}: {type(exc).__name__}: {exc}"
+
+
+def ingest(
+    store: Store,
+    root: str | os.PathLike[str],
+    params: FingerprintParams | None = None,
+    *,
+    force: bool = False,
+    jobs: int | None = None,
+    batch_postings: int = 2_000_000,
+    on_file: Callable[[FileEvent], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> IngestSummary:
+    """Fingerprint every audio file under ``root`` and store the new ones.
+
+    Parameters
+    ----------
+    store : Store
+    root : path
+        A folder (searched recursively) or a single file.
+    params : FingerprintParams or None
+        Defaults to the seed's parameters. The database keeps the parameters of its first ingest;
+        later ingests must use the same (``duration_s`` may differ).
+    force : bool
+        Re-ingest files whose content is already stored (their old postings are replaced).
+    jobs : int or None
+        Worker processes for decoding and fingerprinting; None uses every core, 1 works in-process.
+    batch_postings : int
+        Write a batch once it holds this many postings.
+    on_file : callable or None
+        Called with a :class:`FileEvent` for every file, in order.
+    on_start : callable or None
+        Called once with the number of files found.
+
+    Returns
+    -------
+    summary : IngestSummary
+
+    Raises
+    ------
+    ProfileMismatch
+        If ``params`` differ from the database's.
+    SchemaNotAtHead
+        If the database schema is not the one this fpstore knows.
+    """
+    params = params or FingerprintParams()
+    started = time.perf_counter()
+    store.check_schema(upgrade_empty=True)
+    zone_ids = store.ensure_profile(params)
+    store.mark_interrupted_runs()
+    run_id = store.start_run("ingest", display_path(os.path.abspath(root)), params, zone_ids)
+    summary = IngestSummary(run_id, postings_by_zone={zone.name: 0 for zone in params.zones})
+    notify = on_file or (lambda event: None)
+
+    def record(event: FileEvent) -> None:
+        if event.status == "failed":
+            summary.tracks_failed += 1
+            summary.failures.append(event)
+            store.record_failure(run_id, event.path, event.detail)
+        elif event.status == "skipped":
+            summary.tracks_skipped += 1
+        else:
+            summary.tracks_added += 1
+        notify(event)
+
+    batch: list[TrackRecord] = []
+
+    def flush() -> None:
+        for written in store.write_tracks(run_id, batch, zone_ids, replace=force):
+            fp = written.record.fingerprint
+            if written.track_id is None:
+                record(FileEvent(written.record.path, "skipped", "same content stored meanwhile by another run"))
+                continue
+            for zone_name, postings in fp.zones.items():
+                summary.postings_by_zone[zone_name] += len(postings.hashes)
+            record(FileEvent(written.record.path, "added", f"track {written.track_id}, {fp.n_postings} postings"))
+        batch.clear()
+
+    try:
+        files = discover_audio_files(root)
+        summary.files_seen = len(files)
+        if on_start:
+            on_start(len(files))
+        for path, sha256, outcome in _fingerprint_new_files(store, files, params, force, jobs, record):
+            if isinstance(outcome, str):
+                record(FileEvent(display_path(path), "failed", outcome))
+                continue
+            batch.append(TrackRecord(display_path(os.path.abspath(path)), sha256, outcome))
+            if sum(r.fingerprint.n_postings for r in batch) >= batch_postings:
+                flush()
+        flush()
+    except KeyboardInterrupt:
+        store.finish_run(run_id, "interrupted")
+        raise
+    except BaseException:
+        store.finish_run(run_id, "failed")
+        raise
+    store.finish_run(run_id, "completed")
+    summary.elapsed_s = time.perf_counter() - started
+    return summary
+
+
+def _fingerprint_new_files(
+    store: Store,
+    files: list[Path],
+    params: FingerprintParams,
+    force: bool,
+    jobs: int | None,
+    record: Callable[[FileEvent], None],
+) -> Iterator[tuple[Path, bytes, Fingerprint | str]]:
+    """Yield ``(path, sha256, fingerprint or failure reason)`` for each file not yet stored, in order."""
+    jobs = jobs or os.cpu_count() or 1
+    seen: dict[bytes, str] = {}
+    executor = (
+        concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("forkserver"))
+        if jobs > 1
+        else None
+    )
+    in_flight: deque[tuple[Path, bytes, concurrent.futures.Future[Fingerprint | str]]] = deque()
+    try:
+        for path in files:
+            shown = display_path(path)
+            try:
+                sha256 = file_sha256(path)
+            except OSError as exc:
+                record(FileEvent(shown, "failed", f"{shown}: cannot read ({exc.strerror or exc})"))
+                continue
+            if sha256 in seen:
+                record(FileEvent(shown, "skipped", f"same content as {seen[sha256]}"))
+                continue
+            seen[sha256] = shown
+            if not force and (track_id := store.track_id_by_sha256(sha256)) is not None:
+                record(FileEvent(shown, "skipped", f"already in the database as track {track_id}"))
+                continue
+            if executor is None:
+                yield path, sha256, _fingerprint_job(path, params)
+                continue
+            in_flight.append((path, sha256, executor.submit(_fingerprint_job, path, params)))
+            while len(in_flight) >= 2 * jobs:
+                done_path, done_sha, future = in_flight.popleft()
+                yield done_path, done_sha, _result(done_path, future)
+        while in_flight:
+            done_path, done_sha, future = in_flight.popleft()
+            yield done_path, done_sha, _result(done_path, future)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(path: Path, future: concurrent.futures.Future[Fingerprint | str]) -> Fingerprint | str:
+    try:
+        return future.result()
+    except concurrent.futures.process.BrokenProcessPool:
+        raise
+    except Exception as exc:  # a worker-side crash we did not foresee: report it against the file
+        return f"{display_path(path)}: {type(exc).__name__}: {exc}"

@@ -1,0 +1,137 @@
+"""Constellation map: local maxima of the spectrogram, as time-sorted peak arrays.
+
+Conventions
+-----------
+- ``t_frames`` are STFT frame indices, ``f_bins`` frequency bin indices, ``magnitudes`` linear STFT
+  magnitudes (float32, exactly the spectrogram's values).
+- Peaks are ordered by time, then by frequency: the order the seed's stable sort produces, which decides
+  which target wins when magnitudes tie.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy import ndimage
+
+from fpstore.errors import ParameterError
+from fpstore.validate import valid_peaks, valid_spectrogram
+
+
+class Peaks(NamedTuple):
+    """Spectral peaks, sorted by ``t_frames`` then ``f_bins``.
+
+    Attributes
+    ----------
+    t_frames : np.ndarray [shape=(n_peaks,), dtype=int32], in frames
+    f_bins : np.ndarray [shape=(n_peaks,), dtype=int32], in bins
+    magnitudes : np.ndarray [shape=(n_peaks,), dtype=float32]
+    """
+
+    t_frames: np.ndarray
+    f_bins: np.ndarray
+    magnitudes: np.ndarray
+
+    def validate(self) -> Peaks:
+        """Raise ParameterError unless the arrays are well-formed peaks; return self."""
+        valid_peaks(self.t_frames, self.f_bins, self.magnitudes)
+        return self
+
+
+def constellation_map(
+    magnitudes: np.ndarray, *, dist_freq: int = 12, dist_time: int = 6, thresh: float = 0.01
+) -> np.ndarray:
+    """Mark the points that are the maximum of their neighbourhood and louder than ``thresh``.
+
+    Parameters
+    ----------
+    magnitudes : np.ndarray [shape=(n_bins, n_frames)], float
+        Magnitude spectrogram.
+    dist_freq : int
+        Half-height of the neighbourhood, in bins (the window is ``2 * dist_freq + 1`` bins).
+    dist_time : int
+        Half-width of the neighbourhood, in frames.
+    thresh : float
+        Minimum magnitude of a peak (exclusive).
+
+    Returns
+    -------
+    cmap : np.ndarray [shape=(n_bins, n_frames), dtype=bool]
+
+    Raises
+    ------
+    ParameterError
+        If ``magnitudes`` is not a finite 2-D floating-point array.
+
+    Examples
+    --------
+    >>> S = np.zeros((5, 5), dtype=np.float32); S[2, 3] = 1.0
+    >>> np.argwhere(constellation_map(S, dist_freq=1, dist_time=1)).tolist()
+    [[2, 3]]
+    """
+    valid_spectrogram(magnitudes)
+    # mode="constant" pads with 0, as the seed does: an edge point competes only with real neighbours.
+    neighbourhood_max = ndimage.maximum_filter(
+        magnitudes, size=(2 * dist_freq + 1, 2 * dist_time + 1), mode="constant"
+    )
+    return (magnitudes == neighbourhood_max) & (neighbourhood_max > thresh)
+
+
+def extract_peaks(magnitudes: np.ndarray, cmap: np.ndarray) -> Peaks:
+    """Turn a constellation map into peak arrays sorted by time, then frequency.
+
+    Parameters
+    ----------
+    magnitudes : np.ndarray [shape=(n_bins, n_frames)], float
+        The spectrogram the map was computed from.
+    cmap : np.ndarray [shape=(n_bins, n_frames), dtype=bool]
+        Peak mask.
+
+    Returns
+    -------
+    peaks : Peaks
+
+    Raises
+    ------
+    ParameterError
+        If the shapes differ or the inputs are not a spectrogram and a boolean mask.
+
+    Examples
+    --------
+    >>> S = np.zeros((4, 3), dtype=np.float32); S[3, 0] = S[1, 2] = S[0, 2] = 1.0
+    >>> extract_peaks(S, S > 0).f_bins.tolist()
+    [3, 0, 1]
+    """
+    valid_spectrogram(magnitudes)
+    if not isinstance(cmap, np.ndarray) or cmap.dtype != np.bool_ or cmap.shape != magnitudes.shape:
+        raise ParameterError(f"cmap must be a boolean array of shape {magnitudes.shape}")
+    # Scanning the transposed mask yields time-major order with rising frequency inside each frame:
+    # the same order as the seed's stable sort of (f, t)-ordered peaks by t.
+    t_frames, f_bins = np.nonzero(cmap.T)
+    return Peaks(
+        t_frames.astype(np.int32),
+        f_bins.astype(np.int32),
+        magnitudes[f_bins, t_frames].astype(np.float32, copy=False),
+    )
+
+
+def find_peaks(
+    magnitudes: np.ndarray, *, dist_freq: int = 12, dist_time: int = 6, thresh: float = 0.01
+) -> Peaks:
+    """:func:`constellation_map` followed by :func:`extract_peaks`.
+
+    Parameters
+    ----------
+    magnitudes : np.ndarray [shape=(n_bins, n_frames)], float
+    dist_freq, dist_time : int
+        Neighbourhood half-sizes, in bins and frames.
+    thresh : float
+        Minimum peak magnitude.
+
+    Returns
+    -------
+    peaks : Peaks
+    """
+    cmap = constellation_map(magnitudes, dist_freq=dist_freq, dist_time=dist_time, thresh=thresh)
+    return extract_peaks(magnitudes, cmap)

@@ -1,0 +1,77 @@
+"""PostgreSQL binary COPY rows for the ``hashes`` table, built from numpy arrays without a Python loop.
+
+Conventions
+-----------
+- One row is ``(zone smallint, hash integer, track_id integer, t_anchor integer)``; ``hash`` is the
+  stored (signed) form of the seed's uint32 hash.
+- The binary COPY format is big-endian: a 16-bit field count, then per field a 32-bit byte length and the
+  value (PostgreSQL documentation, "COPY: Binary Format").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fpstore.errors import ParameterError
+
+#: Signature, flags field and header-extension length that open every binary COPY stream.
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+#: The 16-bit -1 field count that ends a binary COPY stream.
+COPY_TRAILER = b"\xff\xff"
+
+#: Column list matching :data:`POSTING_ROW`, for ``COPY hashes (...) FROM STDIN (FORMAT BINARY)``.
+POSTING_COLUMNS = ("zone", "hash", "track_id", "t_anchor")
+
+POSTING_ROW = np.dtype(
+    [
+        ("n_fields", ">i2"),
+        ("zone_len", ">i4"), ("zone", ">i2"),
+        ("hash_len", ">i4"), ("hash", ">i4"),
+        ("track_len", ">i4"), ("track_id", ">i4"),
+        ("t_len", ">i4"), ("t_anchor", ">i4"),
+    ]
+)
+
+
+def encode_postings(
+    zone_ids: np.ndarray, hash_keys: np.ndarray, track_ids: np.ndarray, t_anchor_frames: np.ndarray
+) -> bytes:
+    """Encode postings as binary COPY rows (without header and trailer).
+
+    Parameters
+    ----------
+    zone_ids : np.ndarray [shape=(n,)], integer
+        ``zones.id`` of each posting.
+    hash_keys : np.ndarray [shape=(n,), dtype=int32]
+        Stored form of each hash (see :func:`fpstore.hashing.hash_keys`).
+    track_ids : np.ndarray [shape=(n,)], integer
+        ``tracks.id`` of each posting.
+    t_anchor_frames : np.ndarray [shape=(n,)], integer, in frames
+
+    Returns
+    -------
+    rows : bytes
+        ``n * 32`` bytes.
+
+    Raises
+    ------
+    ParameterError
+        If the arrays differ in length.
+
+    Examples
+    --------
+    >>> len(encode_postings(np.array([1]), np.array([7], np.int32), np.array([3]), np.array([0])))
+    32
+    """
+    n = len(hash_keys)
+    if not len(zone_ids) == len(track_ids) == len(t_anchor_frames) == n:
+        raise ParameterError("zone_ids, hash_keys, track_ids and t_anchor_frames must have one length")
+    rows = np.empty(n, dtype=POSTING_ROW)
+    rows["n_fields"] = len(POSTING_COLUMNS)
+    rows["zone_len"] = 2
+    rows["hash_len"] = rows["track_len"] = rows["t_len"] = 4
+    rows["zone"] = zone_ids
+    rows["hash"] = hash_keys
+    rows["track_id"] = track_ids
+    rows["t_anchor"] = t_anchor_frames
+    return rows.tobytes()

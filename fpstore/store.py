@@ -1,0 +1,457 @@
+"""Storage: the PostgreSQL database behind fpstore — schema state, runs, tracks and postings.
+
+Every statement takes its values as bound parameters. Postings are written with binary COPY built from
+numpy arrays (:mod:`fpstore.pgcopy`); a batch of tracks and all their postings is one transaction, so a
+reader never sees part of a track.
+
+Conventions
+-----------
+- ``sha256`` is the 32-byte digest of a file's content; it identifies a track.
+- Counts of postings are rows of ``hashes``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import psycopg
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import OperationalError
+
+import fpstore
+from fpstore.dburl import display_url, normalize_url
+from fpstore.errors import DatabaseError, NotFound, ProfileMismatch, SchemaNotAtHead
+from fpstore.fingerprint import Fingerprint
+from fpstore.hashing import hash_keys
+from fpstore.params import FingerprintParams, Zone
+from fpstore.pgcopy import COPY_HEADER, COPY_TRAILER, POSTING_COLUMNS, encode_postings
+
+#: Environment variable naming the database; without it (and without ``--db``) fpstore runs its own.
+DATABASE_URL_ENV = "FPSTORE_DATABASE_URL"
+
+# Any constant will do: it serialises schema upgrades and profile creation between fpstore processes.
+_ADVISORY_LOCK_KEY = 0x46505354
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """A fingerprinted file, ready to be written.
+
+    Attributes
+    ----------
+    path : str
+        Where the file was found (valid UTF-8; undecodable bytes are backslash-escaped).
+    sha256 : bytes
+        Digest of the file's content.
+    fingerprint : Fingerprint
+    """
+
+    path: str
+    sha256: bytes
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True)
+class WrittenTrack:
+    """Outcome of writing one :class:`TrackRecord`: its new id, or None if its content was already stored."""
+
+    record: TrackRecord
+    track_id: int | None
+
+
+def migrations_config() -> Config:
+    """Alembic configuration pointing at fpstore's migrations, wherever fpstore is installed."""
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("fpstore.migrations")))
+    return config
+
+
+def head_revision() -> str:
+    """The newest schema revision this version of fpstore knows."""
+    head = ScriptDirectory.from_config(migrations_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+class Store:
+    """An fpstore database.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        Connected to a PostgreSQL database through psycopg 3.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def url(self) -> str:
+        """The database URL, password masked."""
+        return display_url(self.engine.url)
+
+    # -- schema ---------------------------------------------------------------------------------
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at, or None for a database fpstore never touched."""
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply migrations up to ``revision`` (all of them by default)."""
+        self._migrate(command.upgrade, revision)
+
+    def downgrade(self, revision: str) -> None:
+        """Revert migrations down to ``revision`` (``"base"`` removes every fpstore table)."""
+        self._migrate(command.downgrade, revision)
+
+    def _migrate(self, action: Any, revision: str) -> None:
+        config = migrations_config()
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+            conn.commit()
+            try:
+                config.attributes["connection"] = conn
+                action(config, revision)
+                conn.commit()
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+                conn.commit()
+
+    def check_schema(self, *, upgrade_empty: bool = False) -> None:
+        """Make sure the schema is the one this fpstore knows.
+
+        Parameters
+        ----------
+        upgrade_empty : bool
+            Create the schema if the database has never been migrated.
+
+        Raises
+        ------
+        SchemaNotAtHead
+            If the schema is older (run ``fpstore db upgrade``), newer than this fpstore, or absent
+            and ``upgrade_empty`` is False.
+        """
+        head = head_revision()
+        current = self.schema_revision()
+        if current == head:
+            return
+        if current is None and upgrade_empty:
+            self.upgrade()
+            return
+        script = ScriptDirectory.from_config(migrations_config())
+        if current is None:
+            raise SchemaNotAtHead(f"database {self.url} has no fpstore schema: run `fpstore db upgrade`")
+        try:
+            script.get_revision(current)
+        except Exception:
+            raise SchemaNotAtHead(
+                f"database {self.url} is at schema revision {current}, newer than this fpstore "
+                f"(knows up to {head}): upgrade fpstore before writing to it"
+            ) from None
+        raise SchemaNotAtHead(
+            f"database {self.url} is at schema revision {current}, older than {head}: run `fpstore db upgrade`"
+        )
+
+    # -- profile ----------------------------------------------------------------------------------
+    def ensure_profile(self, params: FingerprintParams) -> dict[str, int]:
+        """Record ``params`` as the database's profile if it has none; refuse a different one.
+
+        Returns
+        -------
+        zone_ids : dict[str, int]
+            ``zones.id`` by zone name.
+
+        Raises
+        ------
+        ProfileMismatch
+            If the database was built with other fingerprint parameters.
+        """
+        wanted = params.profile()
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+            stored = conn.execute(text("SELECT params FROM profile")).scalar()
+            if stored is None:
+                conn.execute(text("INSERT INTO profile (params) VALUES (CAST(:p AS jsonb))"),
+                             {"p": _json(wanted)})
+                conn.execute(
+                    text("INSERT INTO zones (id, name, df_bins, dt_min_frames, dt_max_frames) "
+                         "VALUES (:id, :name, :df_bins, :dt_min_frames, :dt_max_frames)"),
+                    [dict(id=i, **dataclasses.asdict(zone)) for i, zone in enumerate(params.zones, start=1)],
+                )
+            elif stored != wanted:
+                differences = [
+                    f"{key}: database {stored.get(key)!r}, asked {wanted.get(key)!r}"
+                    for key in sorted(set(stored) | set(wanted))
+                    if stored.get(key) != wanted.get(key)
+                ]
+                raise ProfileMismatch(
+                    "the database was built with other fingerprint parameters ("
+                    + "; ".join(differences)
+                    + "): use the database's parameters, or another database"
+                )
+            return dict(conn.execute(text("SELECT name, id FROM zones")).tuples().all())
+
+    def params(self, *, duration_s: float | None = 30.0) -> FingerprintParams:
+        """The fingerprint parameters the database was built with.
+
+        Raises
+        ------
+        NotFound
+            If nothing has been ingested yet, so the database has no profile.
+        """
+        with self.engine.connect() as conn:
+            stored = conn.execute(text("SELECT params FROM profile")).scalar()
+        if stored is None:
+            raise NotFound(f"database {self.url} holds no fingerprints yet (no profile): ingest first")
+        values = dict(stored)
+        values["zones"] = tuple(Zone(**zone) for zone in values["zones"])
+        return FingerprintParams(duration_s=duration_s, **values)
+
+    # -- runs -----------------------------------------------------------------------------------
+    def start_run(self, command_name: str, source: str, params: FingerprintParams,
+                  zone_ids: dict[str, int]) -> int:
+        """Insert a ``running`` run with every parameter; return its id."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(
+                text(
+                    "INSERT INTO runs (command, source, fpstore_version, host, pid, backend_pid, sample_rate,"
+                    " n_fft, hop_length, bin_max, peak_dist_freq, peak_dist_time, peak_thresh, top_k_targets,"
+                    " duration_s, zone_ids) VALUES (:command, :source, :version, :host, :pid,"
+                    " pg_backend_pid(), :sample_rate, :n_fft, :hop_length, :bin_max, :peak_dist_freq,"
+                    " :peak_dist_time, :peak_thresh, :top_k_targets, :duration_s, CAST(:zone_ids AS jsonb))"
+                    " RETURNING id"
+                ),
+                dict(
+                    command=command_name, source=source, version=fpstore.__version__,
+                    host=socket.gethostname(), pid=os.getpid(),
+                    sample_rate=params.sample_rate, n_fft=params.n_fft, hop_length=params.hop_length,
+                    bin_max=params.bin_max, peak_dist_freq=params.peak_dist_freq,
+                    peak_dist_time=params.peak_dist_time, peak_thresh=params.peak_thresh,
+                    top_k_targets=params.top_k_targets, duration_s=params.duration_s,
+                    zone_ids=_json([zone_ids[zone.name] for zone in params.zones]),
+                ),
+            ).scalar_one())
+
+    def add_run_counts(self, run_id: int, *, skipped: int = 0) -> None:
+        """Add to a run's count of skipped files."""
+        with self.engine.begin() as conn:
+            conn.execute(text("UPDATE runs SET tracks_skipped = tracks_skipped + :n WHERE id = :id"),
+                         {"n": skipped, "id": run_id})
+
+    def record_failure(self, run_id: int, path: str, reason: str) -> None:
+        """Record that ``path`` could not be ingested, and why."""
+        with self.engine.begin() as conn:
+            conn.execute(text("INSERT INTO failures (run_id, path, reason) VALUES (:r, :p, :why)"),
+                         {"r": run_id, "p": path, "why": reason})
+            conn.execute(text("UPDATE runs SET tracks_failed = tracks_failed + 1 WHERE id = :id"), {"id": run_id})
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        """Set a run's final status and finish time."""
+        with self.engine.begin() as conn:
+            conn.execute(text("UPDATE runs SET status = :s, finished_at = now() WHERE id = :id"),
+                         {"s": status, "id": run_id})
+
+    def mark_interrupted_runs(self) -> int:
+        """Mark as ``interrupted`` every ``running`` run whose database session has ended.
+
+        A run's session ends without finishing the run only if its process or the server died; the
+        transaction it had open was rolled back, so no partial track remains.
+
+        Returns
+        -------
+        n_marked : int
+        """
+        with self.engine.begin() as conn:
+            return conn.execute(text(
+                "UPDATE runs SET status = 'interrupted', finished_at = now() WHERE status = 'running'"
+                " AND backend_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)"
+            )).rowcount
+
+    # -- tracks ---------------------------------------------------------------------------------
+    def track_id_by_sha256(self, sha256: bytes) -> int | None:
+        """The id of the track with this content digest, or None."""
+        with self.engine.connect() as conn:
+            found = conn.execute(text("SELECT id FROM tracks WHERE sha256 = :d"), {"d": sha256}).scalar()
+        return None if found is None else int(found)
+
+    def write_tracks(self, run_id: int, records: Sequence[TrackRecord], zone_ids: dict[str, int], *,
+                     replace: bool = False) -> list[WrittenTrack]:
+        """Insert tracks and COPY all their postings in one transaction.
+
+        A track whose content is already stored (by another run, or a concurrent process) is left
+        as it is and reported with ``track_id=None``, unless ``replace`` is set: then the old track
+        and its postings are deleted first, in the same transaction.
+
+        Parameters
+        ----------
+        run_id : int
+        records : sequence of TrackRecord
+        zone_ids : dict[str, int]
+            From :meth:`ensure_profile`.
+        replace : bool
+
+        Returns
+        -------
+        written : list of WrittenTrack, in the order of ``records``
+        """
+        if not records:
+            return []
+        with self._raw_connection() as conn, conn.transaction(), conn.cursor() as cur:
+            digests = [record.sha256 for record in records]
+            if replace:
+                cur.execute("DELETE FROM hashes WHERE track_id IN (SELECT id FROM tracks WHERE sha256 = ANY(%s))",
+                            (digests,))
+                cur.execute("DELETE FROM tracks WHERE sha256 = ANY(%s)", (digests,))
+            fps = [record.fingerprint for record in records]
+            cur.execute(
+                "INSERT INTO tracks (path, file_name, sha256, duration_s, n_frames, n_peaks, n_postings, run_id)"
+                " SELECT p, f, d, s, nf, np, npost, %s FROM unnest(%s::text[], %s::text[], %s::bytea[],"
+                " %s::float8[], %s::int[], %s::int[], %s::int[]) AS u(p, f, d, s, nf, np, npost)"
+                " ON CONFLICT (sha256) DO NOTHING RETURNING id, sha256",
+                (
+                    run_id,
+                    [record.path for record in records],
+                    [os.path.basename(record.path) for record in records],
+                    digests,
+                    [fp.duration_s for fp in fps],
+                    [fp.n_frames for fp in fps],
+                    [fp.n_peaks for fp in fps],
+                    [fp.n_postings for fp in fps],
+                ),
+            )
+            new_ids = {bytes(digest): int(track_id) for track_id, digest in cur.fetchall()}
+            written = [WrittenTrack(record, new_ids.get(record.sha256)) for record in records]
+            payload = _postings_payload(written, zone_ids)
+            if payload:
+                with cur.copy(f"COPY hashes ({', '.join(POSTING_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.write(COPY_HEADER)
+                    copy.write(payload)
+                    copy.write(COPY_TRAILER)
+            added = [w for w in written if w.track_id is not None]
+            cur.execute(
+                "UPDATE runs SET tracks_added = tracks_added + %s, tracks_skipped = tracks_skipped + %s,"
+                " postings_added = postings_added + %s WHERE id = %s",
+                (len(added), len(written) - len(added), sum(w.record.fingerprint.n_postings for w in added), run_id),
+            )
+        return written
+
+    @contextlib.contextmanager
+    def _raw_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        raw = self.engine.raw_connection()
+        try:
+            driver = raw.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            driver.autocommit = True  # conn.transaction() then opens exactly one transaction
+            yield driver
+        finally:
+            driver.autocommit = False
+            raw.close()
+
+    def count_tracks(self) -> int:
+        """Number of tracks stored."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM tracks")).scalar_one())
+
+    def track_postings(self, track_id: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """All postings of one track, per zone name, as ``(hashes uint32, t_anchor_frames int32)``.
+
+        Raises
+        ------
+        NotFound
+            If there is no track ``track_id``.
+        """
+        with self.engine.connect() as conn:
+            if conn.execute(text("SELECT 1 FROM tracks WHERE id = :id"), {"id": track_id}).first() is None:
+                raise NotFound(f"track id={track_id} is not in the database")
+            zone_names = dict(conn.execute(text("SELECT id, name FROM zones")).tuples().all())
+            rows = conn.execute(
+                text("SELECT zone, hash, t_anchor FROM hashes WHERE track_id = :id"), {"id": track_id}
+            ).all()
+        zone_col = np.array([r[0] for r in rows], dtype=np.int16)
+        hash_col = np.array([r[1] for r in rows], dtype=np.int32).view(np.uint32)
+        t_col = np.array([r[2] for r in rows], dtype=np.int32)
+        return {
+            name: (hash_col[zone_col == zone_id], t_col[zone_col == zone_id]) for zone_id, name in zone_names.items()
+        }
+
+
+def _postings_payload(written: Sequence[WrittenTrack], zone_ids: dict[str, int]) -> bytes:
+    """Binary COPY rows of every posting of the tracks that got an id."""
+    zone_parts, hash_parts, track_parts, t_parts = [], [], [], []
+    for item in written:
+        if item.track_id is None:
+            continue
+        for zone_name, postings in item.record.fingerprint.zones.items():
+            n = len(postings.hashes)
+            zone_parts.append(np.full(n, zone_ids[zone_name], dtype=np.int16))
+            hash_parts.append(hash_keys(postings.hashes))
+            track_parts.append(np.full(n, item.track_id, dtype=np.int32))
+            t_parts.append(postings.t_anchor_frames)
+    if not hash_parts:
+        return b""
+    return encode_postings(
+        np.concatenate(zone_parts), np.concatenate(hash_parts), np.concatenate(track_parts), np.concatenate(t_parts)
+    )
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def resolve_url(url: str | None) -> URL | None:
+    """The database URL to use: ``url``, else $FPSTORE_DATABASE_URL, else None (the embedded server)."""
+    chosen = url or os.environ.get(DATABASE_URL_ENV)
+    return normalize_url(chosen) if chosen else None
+
+
+@contextlib.contextmanager
+def open_store(url: str | None = None) -> Iterator[Store]:
+    """Open the fpstore database at ``url``, or fpstore's own embedded server when there is none.
+
+    Parameters
+    ----------
+    url : str or None
+        A PostgreSQL URL (see :func:`fpstore.dburl.normalize_url`); None means $FPSTORE_DATABASE_URL,
+        and if that is unset too, the embedded server in :func:`fpstore.embedded.default_data_dir`,
+        which is started if needed and stopped when the last fpstore process using it ends.
+
+    Yields
+    ------
+    store : Store
+
+    Raises
+    ------
+    DatabaseError
+        If the database cannot be reached.
+    """
+    resolved = resolve_url(url)
+    with contextlib.ExitStack() as stack:
+        if resolved is None:
+            from fpstore.embedded import EmbeddedServer
+
+            server = stack.enter_context(EmbeddedServer())
+            resolved = normalize_url(server.url)
+        engine = create_engine(resolved, pool_pre_ping=True)
+        stack.callback(engine.dispose)
+        try:
+            with engine.connect():
+                pass
+        except OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise DatabaseError(f"cannot connect to {display_url(resolved)}: {reason}") from None
+        yield Store(engine)
