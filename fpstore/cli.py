@@ -120,9 +120,12 @@ def cli(ctx: click.Context, db: str | None, verbose: int, quiet: bool, traceback
 @click.option("--force", is_flag=True, help="Re-ingest files whose content is already stored.")
 @click.option("-j", "--jobs", type=click.IntRange(1), help="Worker processes [all cores].")
 @click.option("--allow-failures", is_flag=True, help="Exit 0 even if some files could not be read.")
+@click.option("--batch-postings", type=click.IntRange(1), default=2_000_000, show_default=True,
+              help="Commit a batch of tracks once it holds this many postings (bounds memory).")
 @click.pass_context
 def ingest_command(ctx: click.Context, folder: str, config_path: str | None, zones: tuple[str, ...],
-                   force: bool, jobs: int | None, allow_failures: bool, **options: Any) -> None:
+                   force: bool, jobs: int | None, allow_failures: bool, batch_postings: int,
+                   **options: Any) -> None:
     """Fingerprint the audio files under FOLDER and store the new ones.
 
     Files (.mp3 .wav .m4a .flac .ogg, any case) are found recursively and taken in sorted order; a file
@@ -135,7 +138,8 @@ def ingest_command(ctx: click.Context, folder: str, config_path: str | None, zon
     """
     settings = _settings(ctx, config_path, zones, **options)
     with store_from(ctx, settings.database_url) as store, _progress(ctx) as (on_start, on_file):
-        summary = ingest(store, folder, settings.params, force=force, jobs=jobs, on_file=on_file, on_start=on_start)
+        summary = ingest(store, folder, settings.params, force=force, jobs=jobs, batch_postings=batch_postings,
+                         on_file=on_file, on_start=on_start)
     click.echo(_format_summary(summary))
     if summary.tracks_failed and not allow_failures:
         ctx.exit(EXIT_SOME_FILES_FAILED)

@@ -202,7 +202,7 @@ class Store:
                     + "; ".join(differences)
                     + "): use the database's parameters, or another database"
                 )
-            return dict(conn.execute(text("SELECT name, id FROM zones")).tuples().all())
+            return {name: zone_id for name, zone_id in conn.execute(text("SELECT name, id FROM zones"))}
 
     def params(self, *, duration_s: float | None = 30.0) -> FingerprintParams:
         """The fingerprint parameters the database was built with.
@@ -376,7 +376,7 @@ class Store:
         with self.engine.connect() as conn:
             if conn.execute(text("SELECT 1 FROM tracks WHERE id = :id"), {"id": track_id}).first() is None:
                 raise NotFound(f"track id={track_id} is not in the database")
-            zone_names = dict(conn.execute(text("SELECT id, name FROM zones")).tuples().all())
+            zone_names = {zone_id: name for zone_id, name in conn.execute(text("SELECT id, name FROM zones"))}
             rows = conn.execute(
                 text("SELECT zone, hash, t_anchor FROM hashes WHERE track_id = :id"), {"id": track_id}
             ).all()

@@ -1,0 +1,153 @@
+"""Shared fixtures: a real PostgreSQL for the whole session, a fresh migrated database per test.
+
+Where the server comes from, in order:
+1. ``FPSTORE_TEST_DATABASE_URL``: an existing server; its role must be allowed to CREATE DATABASE.
+2. testcontainers' PostgreSQL, when a Docker engine answers.
+3. fpstore's own embedded server, started from local binaries in a throwaway folder.
+Each test that takes ``db_url`` gets its own database, cloned from a template migrated once per session.
+``--no-postgres`` skips every test marked ``postgres``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from fpstore.dburl import normalize_url
+from fpstore.store import Store
+
+CORPUS_DIR = Path(os.environ.get("FPSTORE_CORPUS", Path(__file__).resolve().parents[2] / "corpus" / "dev"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--no-postgres", action="store_true", help="skip tests that need PostgreSQL")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--no-postgres"):
+        skip = pytest.mark.skip(reason="--no-postgres")
+        for item in items:
+            if "postgres" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def rng_factory():
+    """Make numpy generators from a fixed seed, so every run sees the same 'random' data."""
+
+    def make(offset: int = 0) -> np.random.Generator:
+        return np.random.default_rng(20261124 + offset)
+
+    return make
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # testcontainers depends on it
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """SQLAlchemy URL of a maintenance database on a real PostgreSQL server, for the whole session."""
+    env_url = os.environ.get("FPSTORE_TEST_DATABASE_URL")
+    if env_url:
+        yield normalize_url(env_url).render_as_string(hide_password=False)
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16", driver="psycopg") as container:
+            yield container.get_connection_url()
+        return
+    from fpstore.embedded import EmbeddedServer
+
+    with tempfile.TemporaryDirectory(prefix="fpstore-test-pg-") as folder:
+        os.chmod(folder, 0o755)  # the server's own user (when we are root) must reach its data folder
+        with EmbeddedServer(Path(folder)) as server:
+            yield server.url
+
+
+def _admin(url: str) -> psycopg.Connection:
+    parsed = make_url(url)
+    return psycopg.connect(
+        parsed.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
+    )
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server_url: str) -> Iterator[str]:
+    """Name of a database migrated to head once per session; per-test databases are cloned from it."""
+    name = f"fpstore_tpl_{uuid.uuid4().hex[:8]}"
+    with _admin(pg_server_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(pg_server_url).set(database=name)
+    engine = create_engine(url)
+    Store(engine).upgrade()
+    engine.dispose()
+    yield name
+    with _admin(pg_server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def _scratch_database(server_url: str, prefix: str, template: str | None) -> Iterator[str]:
+    """Create a uniquely named database (a clone of ``template`` if given); drop it afterwards."""
+    name = f"{prefix}{next(_counter)}_{uuid.uuid4().hex[:6]}"
+    clause = f' TEMPLATE "{template}"' if template else ""
+    with _admin(server_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"{clause}')
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with _admin(server_url) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(pg_server_url: str, template_db: str) -> Iterator[str]:
+    """URL (SQLAlchemy form, with password) of a fresh database at schema head, dropped after the test."""
+    with _scratch_database(pg_server_url, "fpstore_t", template_db) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_db_url(pg_server_url: str) -> Iterator[str]:
+    """URL of a fresh database with no schema at all."""
+    with _scratch_database(pg_server_url, "fpstore_e", None) as url:
+        yield url
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """A Store on a fresh database at schema head."""
+    engine = create_engine(db_url)
+    yield Store(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def corpus_clips() -> list[Path]:
+    """The real-music 30 s clips, or skip when the corpus has not been built."""
+    clips = sorted((CORPUS_DIR / "clips30").glob("*.mp3"))
+    if not clips:
+        pytest.skip(f"real-music corpus not built at {CORPUS_DIR} (bash ../shared/corpus/make_corpus_dev.sh)")
+    return clips

@@ -1,0 +1,32 @@
+"""Helpers shared by tests: synthetic audio folders and comparison with the seed oracle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+import seed_port
+from fpstore.synth import synth_tune
+
+
+def write_tunes(folder: Path, seeds: list[int], *, duration_s: float = 8.0) -> list[Path]:
+    """Write synthetic tunes as 16-bit WAV files named ``tune_<seed>.wav``; return their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in seeds:
+        path = folder / f"tune_{seed:03d}.wav"
+        soundfile.write(path, synth_tune(seed, duration_s=duration_s), 22050, subtype="PCM_16")
+        paths.append(path)
+    return paths
+
+
+def sorted_pairs(hashes: np.ndarray, t_anchor: np.ndarray) -> list[tuple[int, int]]:
+    """(hash, t_anchor) pairs as a sorted list of Python ints, for exact multiset comparison."""
+    return sorted(zip(np.asarray(hashes).astype(np.int64).tolist(), np.asarray(t_anchor).tolist()))
+
+
+def oracle_pairs(path: Path, duration: float | None = 30.0) -> dict[str, list[tuple[int, int]]]:
+    """The seed port's pairs for one file, per zone name, sorted."""
+    return {zone: sorted(pairs) for zone, pairs in seed_port.seed_pairs_of_file(str(path), duration=duration).items()}

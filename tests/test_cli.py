@@ -1,0 +1,117 @@
+"""The command line, through click's CliRunner, against a real database."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from click.testing import CliRunner
+
+from fpstore.cli import cli
+from fpstore.report import ZONE_COLUMNS
+from helpers import write_tunes
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def run(db_url):
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(cli, ["--db", db_url, *args], catch_exceptions=False)
+
+    return invoke
+
+
+def test_ingest_then_report(run, tmp_path) -> None:
+    write_tunes(tmp_path / "music", [1, 2])
+    result = run("-q", "ingest", str(tmp_path / "music"), "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("run 1: 2 files: 2 added, 0 skipped, 0 failed in ")
+    assert "postings added per zone:" in result.output and "Flarge_Tlong" in result.output
+
+    again = run("ingest", str(tmp_path / "music"), "--jobs", "1")
+    assert again.exit_code == 0
+    assert "run 2: 2 files: 0 added, 2 skipped, 0 failed" in again.output
+    assert "already in the database as track 1" in again.output
+
+    report = run("report", "--csv", str(tmp_path / "report.csv"))
+    assert report.exit_code == 0
+    assert report.output.split("\n")[0].split() == list(ZONE_COLUMNS)
+    assert "bytes per posting" in report.output
+    with open(tmp_path / "report.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["zone"] for row in rows] == ["Fsmall_Tshort", "Fsmall_Tlong", "Flarge_Tshort", "Flarge_Tlong"]
+    assert all(row["num_tracks"] == "2" and row["top_k_targets"] == "5" for row in rows)
+
+
+def test_failed_file_gives_exit_3_unless_allowed(run, tmp_path) -> None:
+    write_tunes(tmp_path, [1])
+    (tmp_path / "broken.mp3").write_bytes(b"ID3 not really")
+    result = run("ingest", str(tmp_path), "--jobs", "1")
+    assert result.exit_code == 3
+    failed = [line for line in result.output.splitlines() if line.startswith("failed:")]
+    assert len(failed) == 1 and "broken.mp3" in failed[0]
+    assert run("ingest", str(tmp_path), "--jobs", "1", "--allow-failures").exit_code == 0
+
+
+def test_parameter_options_and_mismatch_error(run, tmp_path) -> None:
+    write_tunes(tmp_path, [1])
+    assert run("ingest", str(tmp_path), "--jobs", "1", "--top-k", "none", "--duration", "full").exit_code == 0
+    clash = run("ingest", str(tmp_path), "--jobs", "1", "--hop-length", "512")
+    assert clash.exit_code == 1
+    assert clash.output.startswith("Error: the database was built with other fingerprint parameters")
+
+
+def test_bad_parameter_value_names_it(run, tmp_path) -> None:
+    result = run("ingest", str(tmp_path), "--zone", "wide:150:1:5000")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: zone 'wide': dt_max_frames=5000 must be an integer in [0, 4095]")
+
+
+def test_unreachable_database_is_one_line_without_password(tmp_path) -> None:
+    url = "postgresql://someone:s3cret@127.0.0.1:1/nowhere"
+    result = CliRunner().invoke(cli, ["--db", url, "report"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: cannot connect to postgresql+psycopg://someone:***@127.0.0.1:1/nowhere")
+    assert "s3cret" not in result.output
+
+
+def test_not_postgres_url_is_refused() -> None:
+    result = CliRunner().invoke(cli, ["--db", "sqlite:///x.db", "report"])
+    assert result.exit_code == 1 and "is not PostgreSQL" in result.output
+
+
+def test_db_commands(run) -> None:
+    current = run("db", "current")
+    assert current.exit_code == 0 and "revision 0001" in current.output
+    assert "schema at revision base" in run("db", "downgrade", "base").output
+    assert "schema at revision 0001" in run("db", "upgrade").output
+
+
+def test_report_on_database_without_schema_says_what_to_do(empty_db_url) -> None:
+    result = CliRunner().invoke(cli, ["--db", empty_db_url, "report"])
+    assert result.exit_code == 1 and "run `fpstore db upgrade`" in result.output
+
+
+def test_example_audio(tmp_path) -> None:
+    result = CliRunner().invoke(cli, ["example-audio", str(tmp_path), "--tracks", "2", "--seconds", "1"])
+    assert result.exit_code == 0 and result.output == f"wrote 2 files to {tmp_path}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["example_01.wav", "example_02.wav"]
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    import click
+
+    def walk(command, path):
+        yield path, command
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                yield from walk(sub, path + [name])
+
+    for path, command in walk(cli, []):
+        if isinstance(command, click.Group) and path:
+            continue
+        result = CliRunner().invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0 and "Example" in result.output, path
