@@ -148,3 +148,13 @@ def test_sigkill_midway_leaves_complete_tracks_and_rerun_completes(db_url, tmp_p
     assert incomplete_tracks() == 0
     assert statuses == ["interrupted", "completed"]
     engine.dispose()
+
+
+@pytest.mark.corpus
+def test_real_music_stored_postings_equal_seed_port(store, corpus_clips, tmp_path) -> None:
+    for clip in corpus_clips[:3]:
+        (tmp_path / clip.name).symlink_to(clip)
+    summary = ingest(store, tmp_path, jobs=2)
+    assert summary.tracks_added == 3
+    for clip in corpus_clips[:3]:
+        assert stored_pairs(store, clip.name) == oracle_pairs(clip)
