@@ -354,6 +354,13 @@ class Store:
             )
         return written
 
+    def raw_connection(self) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
+        """A psycopg connection in autocommit mode (``conn.transaction()`` opens one transaction).
+
+        For statements SQLAlchemy cannot express, such as COPY or ``psycopg.sql`` identifiers.
+        """
+        return self._raw_connection()
+
     @contextlib.contextmanager
     def _raw_connection(self) -> Iterator[psycopg.Connection[Any]]:
         raw = self.engine.raw_connection()
