@@ -4,6 +4,11 @@ Every statement takes its values as bound parameters. Postings are written with 
 numpy arrays (:mod:`fpstore.pgcopy`); a batch of tracks and all their postings is one transaction, so a
 reader never sees part of a track.
 
+A failure of the server or of the connection to it (a restart, a crash, a dropped network) surfaces as
+one :class:`~fpstore.errors.DatabaseError` line saying that the unfinished transaction was rolled back
+and that running the command again finishes the work; fpstore does not retry by itself, because the
+rerun is exact (committed tracks are skipped by content) and a retry loop could hide a server in trouble.
+
 Conventions
 -----------
 - ``sha256`` is the 32-byte digest of a file's content; it identifies a track.

@@ -146,12 +146,12 @@ def test_each_bad_file_fails_with_one_line_naming_it_and_the_run_goes_on(store, 
 
 
 def test_failed_files_make_exit_status_3_unless_allowed(db_url, bad_folder) -> None:
-    failing = run_fpstore(db_url, "ingest", str(bad_folder), "--jobs", "2")
+    failing = run_fpstore(db_url, "ingest", str(bad_folder), "--jobs", "1")
     assert failing.returncode == 3, failing.stderr
     assert "Traceback" not in failing.stderr
     failed_lines = [line for line in failing.stderr.splitlines() if line.startswith("failed: ")]
     assert len(failed_lines) >= len(EXPECTED_REASONS)
-    allowed = run_fpstore(db_url, "ingest", str(bad_folder), "--jobs", "2", "--allow-failures")
+    allowed = run_fpstore(db_url, "ingest", str(bad_folder), "--jobs", "1", "--allow-failures")
     assert allowed.returncode == 0, allowed.stderr
     engine = create_engine(db_url)
     with engine.connect() as conn:
