@@ -75,6 +75,16 @@ def decode_failure_reason(exc: BaseException) -> str:
     librosa tries soundfile (WAV, FLAC, OGG, MP3) first and falls back to audioread (ffmpeg); when both
     fail, audioread's ``NoBackendError`` says nothing, so soundfile's complaint (the exception's context)
     is the informative part.
+
+    Parameters
+    ----------
+    exc : BaseException
+        What ``librosa.load`` raised.
+
+    Returns
+    -------
+    reason : str
+        One line, e.g. ``"not a readable audio file: format not recognised; ffmpeg could not decode it either"``.
     """
     soundfile_error = exc.__context__
     if type(exc).__name__ == "NoBackendError":

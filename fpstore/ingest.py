@@ -8,6 +8,8 @@ Conventions
 - Files are visited in sorted order of their path; extensions are matched without regard to case.
 - Memory stays bounded: at most ``2 * jobs`` files are in flight and a batch holds at most
   ``batch_postings`` postings before it is written.
+- A file that cannot be fingerprinted fails with one line ``<path>: <reason>`` (recorded in ``failures``)
+  and the run goes on; so does a file whose worker process dies twice (the pool is replaced in between).
 """
 
 from __future__ import annotations
@@ -69,6 +71,16 @@ def one_line(text: str) -> str:
 
     File names may hold newlines (and non-UTF-8 bytes, already escaped by :func:`display_path`); a failure
     reason naming such a file must still be one line, in the terminal and in ``failures.reason``.
+
+    Parameters
+    ----------
+    text : str
+        May hold surrogate escapes (undecodable bytes) and control characters.
+
+    Returns
+    -------
+    line : str
+        ``"new\\nline.mp3"`` for ``"new\nline.mp3"``; printable text is unchanged.
     """
     text = text.encode("utf-8", errors="backslashreplace").decode("utf-8")
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
@@ -79,6 +91,16 @@ def unreadable_reason(path: Path) -> str | None:
 
     Checked before anything opens the file, so that a named pipe (which would block ``open`` forever),
     a device, a broken symbolic link or a link loop gets a precise reason instead of a hang.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A file found by :func:`discover_audio_files` (possibly a symbolic link).
+
+    Returns
+    -------
+    reason : str or None
+        ``"<path>: <reason>"``, e.g. ``"a.mp3: symbolic link loop"``; None for a readable regular file.
     """
     shown = display_path(path)
     try:
