@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 
 import fpstore
+from fpstore.access import grant_reader
 from fpstore.config import resolve_settings
 from fpstore.errors import FpstoreError
 from fpstore.ingest import FileEvent, IngestSummary, ingest
@@ -279,6 +280,26 @@ def db_current(ctx: click.Context) -> None:
     """
     with store_from(ctx) as store:
         click.echo(f"{store.url}: revision {store.schema_revision() or 'none'} (this fpstore: {head_revision()})")
+
+
+@db_group.command("grant-reader")
+@click.argument("role")
+@click.pass_context
+def db_grant_reader(ctx: click.Context, role: str) -> None:
+    """Give the existing database role ROLE read-only access to the fpstore tables and functions.
+
+    ROLE may then SELECT from every table and view and call every fpstore SQL function, but not
+    insert, update, delete, truncate or drop. Running it again is harmless.
+
+    \b
+    Example:
+      psql -c "CREATE ROLE matching LOGIN PASSWORD 'secret'"
+      fpstore --db postgresql://admin@dbhost/fp db grant-reader matching
+    """
+    with store_from(ctx) as store:
+        grant = grant_reader(store, role)
+    click.echo(f"{grant.role} may now read {grant.database}: {len(grant.relations)} tables and views, "
+               f"{len(grant.functions)} functions in schema {grant.schema} (read-only)")
 
 
 @cli.command("example-audio")

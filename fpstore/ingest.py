@@ -8,14 +8,19 @@ Conventions
 - Files are visited in sorted order of their path; extensions are matched without regard to case.
 - Memory stays bounded: at most ``2 * jobs`` files are in flight and a batch holds at most
   ``batch_postings`` postings before it is written.
+- A file that cannot be fingerprinted fails with one line ``<path>: <reason>`` (recorded in ``failures``)
+  and the run goes on; so does a file whose worker process dies twice (the pool is replaced in between).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import errno
 import hashlib
 import multiprocessing
 import os
+import stat
 import time
 import warnings
 from collections import deque
@@ -24,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from fpstore.audio import AUDIO_EXTENSIONS
-from fpstore.errors import AudioError, FpstoreError
+from fpstore.audio import AUDIO_EXTENSIONS, display_path
+from fpstore.errors import AudioError, DatabaseError, FpstoreError
 from fpstore.fingerprint import Fingerprint, fingerprint_file
 from fpstore.params import FingerprintParams
 from fpstore.store import Store, TrackRecord
@@ -61,9 +66,56 @@ class IngestSummary:
         return sum(self.postings_by_zone.values())
 
 
-def display_path(path: str | os.PathLike[str]) -> str:
-    """``path`` as valid UTF-8 text: bytes that are not UTF-8 are shown as ``\\xNN`` escapes."""
-    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+def one_line(text: str) -> str:
+    """``text`` as one line of valid UTF-8: line breaks and other control characters become escapes.
+
+    File names may hold newlines (and non-UTF-8 bytes, already escaped by :func:`display_path`); a failure
+    reason naming such a file must still be one line, in the terminal and in ``failures.reason``.
+
+    Parameters
+    ----------
+    text : str
+        May hold surrogate escapes (undecodable bytes) and control characters.
+
+    Returns
+    -------
+    line : str
+        ``"new\\nline.mp3"`` for ``"new\nline.mp3"``; printable text is unchanged.
+    """
+    text = text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a regular file (one line, naming it), or None if it can.
+
+    Checked before anything opens the file, so that a named pipe (which would block ``open`` forever),
+    a device, a broken symbolic link or a link loop gets a precise reason instead of a hang.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A file found by :func:`discover_audio_files` (possibly a symbolic link).
+
+    Returns
+    -------
+    reason : str or None
+        ``"<path>: <reason>"``, e.g. ``"a.mp3: symbolic link loop"``; None for a readable regular file.
+    """
+    shown = display_path(path)
+    try:
+        status = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{shown}: symbolic link loop"
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            return f"{shown}: broken symbolic link (to {display_path(os.readlink(path))}, which does not exist)"
+        return f"{shown}: cannot read ({exc.strerror or exc})"
+    if not stat.S_ISREG(status.st_mode):
+        return f"{shown}: not a regular file (a named pipe, socket or device)"
+    if not os.access(path, os.R_OK):
+        return f"{shown}: cannot read (permission denied)"
+    return None
 
 
 def discover_audio_files(root: str | os.PathLike[str]) -> list[Path]:
@@ -107,11 +159,24 @@ def _fingerprint_job(path: Path, params: FingerprintParams) -> Fingerprint | str
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return fingerprint_file(path, params)
+            fingerprint = fingerprint_file(path, params)
     except AudioError as exc:
         return str(exc)
     except (FpstoreError, ValueError, MemoryError) as exc:
         return f"{display_path(path)}: {type(exc).__name__}: {exc}"
+    if fingerprint.n_postings == 0:
+        return f"{display_path(path)}: no hashes: {_why_no_hashes(fingerprint, params)}"
+    return fingerprint
+
+
+def _why_no_hashes(fingerprint: Fingerprint, params: FingerprintParams) -> str:
+    """Why a decoded file gave no posting: too short, silent, or peaks that pair with nothing."""
+    n_samples = round(fingerprint.duration_s * params.sample_rate)
+    if n_samples < params.n_fft:
+        return f"audio shorter than one STFT frame ({n_samples} samples < n_fft={params.n_fft})"
+    if fingerprint.n_peaks == 0:
+        return f"no spectral peak above peak_thresh={params.peak_thresh} (silence?)"
+    return f"{fingerprint.n_peaks} peaks, but no anchor has a target inside any zone"
 
 
 def ingest(
@@ -168,6 +233,7 @@ def ingest(
 
     def record(event: FileEvent) -> None:
         if event.status == "failed":
+            event = FileEvent(event.path, "failed", one_line(event.detail))
             summary.tracks_failed += 1
             summary.failures.append(event)
             store.record_failure(run_id, event.path, event.detail)
@@ -203,11 +269,11 @@ def ingest(
             if sum(r.fingerprint.n_postings for r in batch) >= batch_postings:
                 flush()
         flush()
-    except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted")
-        raise
-    except BaseException:
-        store.finish_run(run_id, "failed")
+    except BaseException as exc:
+        # If the database itself failed, the run cannot be updated: it stays 'running' and the next
+        # ingest marks it 'interrupted' (its session is gone). Do not let that mask the first error.
+        with contextlib.suppress(DatabaseError):
+            store.finish_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         raise
     store.finish_run(run_id, "completed")
     summary.elapsed_s = time.perf_counter() - started
@@ -225,19 +291,18 @@ def _fingerprint_new_files(
     """Yield ``(path, sha256, fingerprint or failure reason)`` for each file not yet stored, in order."""
     jobs = jobs or os.cpu_count() or 1
     seen: dict[bytes, str] = {}
-    executor = (
-        concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("forkserver"))
-        if jobs > 1
-        else None
-    )
+    pool = _WorkerPool(jobs) if jobs > 1 else None
     in_flight: deque[tuple[Path, bytes, concurrent.futures.Future[Fingerprint | str]]] = deque()
     try:
         for path in files:
             shown = display_path(path)
             try:
-                sha256 = file_sha256(path)
+                reason = unreadable_reason(path)
+                sha256 = file_sha256(path) if reason is None else b""
             except OSError as exc:
-                record(FileEvent(shown, "failed", f"{shown}: cannot read ({exc.strerror or exc})"))
+                reason = f"{shown}: cannot read ({exc.strerror or exc})"
+            if reason is not None:
+                record(FileEvent(shown, "failed", reason))
                 continue
             if sha256 in seen:
                 record(FileEvent(shown, "skipped", f"same content as {seen[sha256]}"))
@@ -246,19 +311,75 @@ def _fingerprint_new_files(
             if not force and (track_id := store.track_id_by_sha256(sha256)) is not None:
                 record(FileEvent(shown, "skipped", f"already in the database as track {track_id}"))
                 continue
-            if executor is None:
+            if pool is None:
                 yield path, sha256, _fingerprint_job(path, params)
                 continue
-            in_flight.append((path, sha256, executor.submit(_fingerprint_job, path, params)))
+            in_flight.append((path, sha256, pool.submit(path, params)))
             while len(in_flight) >= 2 * jobs:
-                done_path, done_sha, future = in_flight.popleft()
-                yield done_path, done_sha, _result(done_path, future)
-        while in_flight:
-            done_path, done_sha, future = in_flight.popleft()
-            yield done_path, done_sha, _result(done_path, future)
+                yield from pool.collect(in_flight, params, until=2 * jobs - 1)
+        yield from pool.collect(in_flight, params, until=0) if pool is not None else ()
     finally:
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown()
+
+
+class _WorkerPool:
+    """Worker processes that survive the death of one of them (a decoder's segfault, the OOM killer).
+
+    When a worker dies, every file in flight gets ``BrokenProcessPool`` and nobody can tell whose file
+    killed it. The pool is then replaced and each of those files is tried again *alone*; a file whose
+    worker dies again alone is the culprit and fails with a reason, the others go on.
+    """
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+        self.executor = self._new_executor()
+
+    def _new_executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        return concurrent.futures.ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("forkserver"))
+
+    def submit(self, path: Path, params: FingerprintParams) -> concurrent.futures.Future[Fingerprint | str]:
+        return self.executor.submit(_fingerprint_job, path, params)
+
+    def collect(
+        self,
+        in_flight: deque[tuple[Path, bytes, concurrent.futures.Future[Fingerprint | str]]],
+        params: FingerprintParams,
+        *,
+        until: int,
+    ) -> Iterator[tuple[Path, bytes, Fingerprint | str]]:
+        """Yield finished files from the head of ``in_flight`` (in order) until ``until`` remain."""
+        while len(in_flight) > until:
+            path, sha256, future = in_flight.popleft()
+            try:
+                yield path, sha256, _result(path, future)
+            except concurrent.futures.process.BrokenProcessPool:
+                suspects = [(path, sha256)] + [(p, d) for p, d, _ in in_flight]
+                in_flight.clear()
+                self._replace()
+                yield from self._retry_alone(suspects, params)
+
+    def _retry_alone(
+        self, suspects: list[tuple[Path, bytes]], params: FingerprintParams
+    ) -> Iterator[tuple[Path, bytes, Fingerprint | str]]:
+        for path, sha256 in suspects:
+            try:
+                outcome = _result(path, self.submit(path, params))
+            except concurrent.futures.process.BrokenProcessPool:
+                self._replace()
+                outcome = (
+                    f"{display_path(path)}: the worker process died while decoding it, twice (a crash in a "
+                    "native decoder, or killed for lack of memory)"
+                )
+            yield path, sha256, outcome
+
+    def _replace(self) -> None:
+        """Swap the broken executor (its surviving workers are told to exit) for a fresh one."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor = self._new_executor()
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _result(path: Path, future: concurrent.futures.Future[Fingerprint | str]) -> Fingerprint | str:

@@ -4,6 +4,11 @@ Every statement takes its values as bound parameters. Postings are written with 
 numpy arrays (:mod:`fpstore.pgcopy`); a batch of tracks and all their postings is one transaction, so a
 reader never sees part of a track.
 
+A failure of the server or of the connection to it (a restart, a crash, a dropped network) surfaces as
+one :class:`~fpstore.errors.DatabaseError` line saying that the unfinished transaction was rolled back
+and that running the command again finishes the work; fpstore does not retry by itself, because the
+rerun is exact (committed tracks are skipped by content) and a retry loop could hide a server in trouble.
+
 Conventions
 -----------
 - ``sha256`` is the 32-byte digest of a file's content; it identifies a track.
@@ -27,8 +32,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Engine, ExceptionContext
 from sqlalchemy.exc import OperationalError
 
 import fpstore
@@ -97,6 +102,8 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        if not event.contains(engine, "handle_error", _report_operational_error):
+            event.listen(engine, "handle_error", _report_operational_error)
 
     @property
     def url(self) -> str:
@@ -309,22 +316,26 @@ class Store:
         """
         if not records:
             return []
-        with self._raw_connection() as conn, conn.transaction(), conn.cursor() as cur:
-            digests = [record.sha256 for record in records]
+        # Concurrent writers insert overlapping tracks: each waits on the other's uncommitted sha256
+        # index entries, so all must take them in one order (sorted by digest), or two can deadlock.
+        ordered = sorted(records, key=lambda record: record.sha256)
+        with _lost_connection_reported(self.url), self._raw_connection() as conn, conn.transaction(), \
+                conn.cursor() as cur:
+            digests = [record.sha256 for record in ordered]
             if replace:
                 cur.execute("DELETE FROM hashes WHERE track_id IN (SELECT id FROM tracks WHERE sha256 = ANY(%s))",
                             (digests,))
                 cur.execute("DELETE FROM tracks WHERE sha256 = ANY(%s)", (digests,))
-            fps = [record.fingerprint for record in records]
+            fps = [record.fingerprint for record in ordered]
             cur.execute(
                 "INSERT INTO tracks (path, file_name, sha256, duration_s, n_frames, n_peaks, n_postings, run_id)"
                 " SELECT p, f, d, s, nf, np, npost, %s FROM unnest(%s::text[], %s::text[], %s::bytea[],"
-                " %s::float8[], %s::int[], %s::int[], %s::int[]) AS u(p, f, d, s, nf, np, npost)"
-                " ON CONFLICT (sha256) DO NOTHING RETURNING id, sha256",
+                " %s::float8[], %s::int[], %s::int[], %s::int[]) WITH ORDINALITY AS u(p, f, d, s, nf, np, npost, i)"
+                " ORDER BY i ON CONFLICT (sha256) DO NOTHING RETURNING id, sha256",
                 (
                     run_id,
-                    [record.path for record in records],
-                    [os.path.basename(record.path) for record in records],
+                    [record.path for record in ordered],
+                    [os.path.basename(record.path) for record in ordered],
                     digests,
                     [fp.duration_s for fp in fps],
                     [fp.n_frames for fp in fps],
@@ -347,6 +358,13 @@ class Store:
                 (len(added), len(written) - len(added), sum(w.record.fingerprint.n_postings for w in added), run_id),
             )
         return written
+
+    def raw_connection(self) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
+        """A psycopg connection in autocommit mode (``conn.transaction()`` opens one transaction).
+
+        For statements SQLAlchemy cannot express, such as COPY or ``psycopg.sql`` identifiers.
+        """
+        return self._raw_connection()
 
     @contextlib.contextmanager
     def _raw_connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -405,6 +423,34 @@ def _postings_payload(written: Sequence[WrittenTrack], zone_ids: dict[str, int])
     return encode_postings(
         np.concatenate(zone_parts), np.concatenate(hash_parts), np.concatenate(track_parts), np.concatenate(t_parts)
     )
+
+
+def _operational_error_message(url: str, exc: BaseException) -> str:
+    """One line for a failure of the server or of the connection to it (restart, crash, network)."""
+    text = str(exc).strip()
+    reason = text.splitlines()[0] if text else type(exc).__name__
+    return (f"database {url} failed: {reason}; the unfinished transaction was rolled back (no partial "
+            "track is stored): run the command again once the server is back to finish the work")
+
+
+def _report_operational_error(context: ExceptionContext) -> None:
+    """SQLAlchemy ``handle_error`` hook: a lost connection or server failure becomes a DatabaseError.
+
+    Pre-ping probes are left alone: their failure is how the pool notices a dead connection and reconnects.
+    """
+    if context.is_pre_ping or not isinstance(context.original_exception, psycopg.OperationalError):
+        return
+    url = display_url(context.engine.url) if context.engine is not None else "(unknown)"
+    raise DatabaseError(_operational_error_message(url, context.original_exception))
+
+
+@contextlib.contextmanager
+def _lost_connection_reported(url: str) -> Iterator[None]:
+    """Turn psycopg's OperationalError (used directly for COPY) into a one-line DatabaseError."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(_operational_error_message(url, exc)) from exc
 
 
 def _json(value: Any) -> str:
