@@ -267,11 +267,8 @@ def import_seed_pickle(store: Store, path: str | os.PathLike[str]) -> PickleSumm
         if zone.name not in db["index"]:
             raise ParameterError(f"{shown}: index has no zone {zone.name!r} though meta lists it")
         hashes, postings = index_arrays(db["index"][zone.name])
-        slot = np.searchsorted(seed_ids, postings >> POSTING_T_BITS)
-        known = slot < seed_ids.size
-        known[known] = seed_ids[slot[known]] == (postings[known] >> POSTING_T_BITS)
-        if not known.all():
-            raise ParameterError(f"{shown}: zone {zone.name!r} has postings of track ids missing from tracks")
+        slot = _dense_track_ids(seed_ids, (postings >> POSTING_T_BITS).astype(np.int64),
+                                f"{shown}: zone {zone.name!r} has postings of track ids missing from tracks")
         per_zone[zone.name] = (slot, hashes, (postings & POSTING_T_MASK).astype(np.int32))
     records = _track_records(shown, digest, db["tracks"], seed_ids, per_zone, params)
     seconds["arrays"] = time.perf_counter() - clock
@@ -370,7 +367,8 @@ def export_seed_pickle(store: Store, path: str | os.PathLike[str], *, overwrite:
 
     clock = time.perf_counter()
     track_ids = np.array([track_id for track_id, _ in tracks], dtype=np.int64)
-    seed_track = _dense_track_ids(track_ids, rows["track_id"].astype(np.int64))
+    seed_track = _dense_track_ids(track_ids, rows["track_id"].astype(np.int64),
+                                  "hashes holds postings of track ids missing from tracks; remove them first")
     t_anchor = rows["t_anchor"].astype(np.int64)
     _check_fits_posting(tracks, seed_track, t_anchor)
     packed = (seed_track << POSTING_T_BITS) | t_anchor
@@ -427,12 +425,12 @@ def zone_index(hashes: np.ndarray, postings: np.ndarray) -> dict[int, list[int]]
     return {keys[i]: flat[starts[i]:ends[i]] for i in by_first.tolist()}
 
 
-def _dense_track_ids(track_ids: np.ndarray, posting_tracks: np.ndarray) -> np.ndarray:
-    """Position of each posting's track in ``track_ids`` (sorted); refuse postings of unknown tracks."""
+def _dense_track_ids(track_ids: np.ndarray, posting_tracks: np.ndarray, unknown_message: str) -> np.ndarray:
+    """Position of each posting's track in ``track_ids`` (sorted); ParameterError(unknown_message) if absent."""
     slot = np.searchsorted(track_ids, posting_tracks)
     inside = slot < track_ids.size
     if not inside.all() or not (track_ids[slot[inside]] == posting_tracks).all():
-        raise ParameterError("hashes holds postings of track ids missing from tracks; remove them first")
+        raise ParameterError(unknown_message)
     return slot.astype(np.int64)
 
 

@@ -215,3 +215,13 @@ def test_cli_import_and_export(db_url, seed_pickle, tmp_path) -> None:
     twice = runner.invoke(cli, ["--db", db_url, "import-pickle", str(seed_pickle[0])])
     assert twice.exit_code == 1 and "imported before" in twice.output
     assert os.path.getsize(out) > 0
+
+
+def test_posting_of_an_unknown_track_is_refused(store, seed_pickle, tmp_path) -> None:
+    _, original, _ = seed_pickle
+    index = dict(original["index"], Fsmall_Tshort={123: [(9 << 16) | 4]})
+    with open(tmp_path / "orphan.pkl", "wb") as handle:
+        pickle.dump(dict(original, index=index), handle)
+    with pytest.raises(ParameterError, match="zone 'Fsmall_Tshort' has postings of track ids missing from tracks"):
+        import_seed_pickle(store, tmp_path / "orphan.pkl")
+    assert store.count_tracks() == 0
