@@ -225,3 +225,18 @@ def test_posting_of_an_unknown_track_is_refused(store, seed_pickle, tmp_path) ->
     with pytest.raises(ParameterError, match="zone 'Fsmall_Tshort' has postings of track ids missing from tracks"):
         import_seed_pickle(store, tmp_path / "orphan.pkl")
     assert store.count_tracks() == 0
+
+
+@pytest.mark.corpus
+@pytest.mark.slow
+def test_round_trip_and_notebook_cells_on_real_music(store, corpus_clips, tmp_path) -> None:
+    original = seed_port.build_seed_pickle([str(p) for p in corpus_clips[:2]], str(tmp_path / "real.pkl"))
+    import_seed_pickle(store, tmp_path / "real.pkl")
+    export_seed_pickle(store, tmp_path / "back.pkl")
+    with open(tmp_path / "back.pkl", "rb") as handle:
+        exported = pickle.load(handle)
+    assert exported["tracks"] == original["tracks"] and exported["index"] == original["index"]
+    printed = parse_statistics(notebook_cells(str(tmp_path / "back.pkl")))
+    for row in build_report(store).zones:
+        assert printed[row["zone"]]["unique_hashes"] == row["unique_hashes"]
+        assert printed[row["zone"]]["total_postings"] == row["total_hashes"]
