@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import functools
 import io
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -19,12 +21,15 @@ import click
 
 import fpstore
 from fpstore.access import grant_reader
-from fpstore.config import resolve_settings
+from fpstore.config import resolve_settings, settings_in_force
 from fpstore.errors import FpstoreError
 from fpstore.ingest import FileEvent, IngestSummary, ingest
+from fpstore.pickle_io import PickleSummary, export_seed_pickle, import_seed_pickle
+from fpstore.plots import plot_fingerprint
 from fpstore.report import ZONE_COLUMNS, Report, build_report
 from fpstore.store import Store, head_revision, open_store
 from fpstore.synth import write_example_audio
+from fpstore.tracks import list_tracks, remove_tracks, show_track
 
 EXIT_SOME_FILES_FAILED = 3
 
@@ -187,16 +192,24 @@ def _format_summary(summary: IngestSummary) -> str:
               help="Also write the per-zone table to this CSV file (the seed's hash_db_report.csv).")
 @click.option("--format", "output_format", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True, help="How to print the report.")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
+              help="Also write histograms (hashes per track, posting-list lengths per zone) as PNGs here.")
 @click.pass_context
-def report_command(ctx: click.Context, csv_path: str | None, output_format: str) -> None:
+def report_command(ctx: click.Context, csv_path: str | None, output_format: str, plots_dir: str | None) -> None:
     """Per-zone hash counts and storage sizes, computed in the database.
 
     \b
     Example:
       fpstore report --csv hash_db_report.csv
+      fpstore report --plots report_plots
     """
     with store_from(ctx) as store:
         report = build_report(store)
+        if plots_dir:
+            from fpstore.plots import plot_report
+
+            for path in plot_report(store, plots_dir):
+                click.echo(f"wrote {path}", err=True)
     if csv_path:
         with open(csv_path, "w", newline="") as handle:
             handle.write(_zones_csv(report))
@@ -317,6 +330,244 @@ def example_audio_command(folder: str, n_tracks: int, duration_s: float) -> None
     """
     paths = write_example_audio(folder, n_tracks=n_tracks, duration_s=duration_s)
     click.echo(f"wrote {len(paths)} files to {folder}")
+
+
+# -- everyday use: the notebook's pickle, tracks, pictures, configuration ---------------------------
+
+
+def _store_url(ctx: click.Context) -> str | None:
+    """--db, else $FPSTORE_DATABASE_URL, else the [database] url of $FPSTORE_CONFIG, else embedded."""
+    return resolve_settings(None, database_url=ctx.obj["db"]).database_url
+
+
+def json_option(command: F) -> F:
+    """The --json flag of commands whose output programs read."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(command)
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def _format_pickle_summary(summary: PickleSummary, verbose: int) -> str:
+    lines = [f"  {'zone':<16} {'unique hashes':>14} {'postings':>12}"]
+    lines += [f"  {zone:<16} {summary.unique_hashes_by_zone[zone]:>14,} {count:>12,}"
+              for zone, count in summary.postings_by_zone.items()]
+    if verbose:
+        lines.append("  seconds: " + ", ".join(f"{step} {s:.3f}" for step, s in summary.seconds.items()))
+    return "\n".join(lines)
+
+
+@cli.command("import-pickle")
+@click.argument("pickle_path", type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def import_pickle_command(ctx: click.Context, pickle_path: str) -> None:
+    """Load the notebook's hash_db.pkl (meta, tracks, index) into the database, as one run.
+
+    The pickle's parameters become the profile of an empty database, or must equal the database's.
+    The pickle holds no audio digest: each track gets SHA-256("fpstore-import:" + the pickle file's
+    SHA-256 + its id + its name), so importing the same file twice is refused. Only dicts, lists,
+    numbers and strings are unpickled; anything else is refused.
+
+    \b
+    Example:
+      fpstore import-pickle task1_hash_db/hash_db.pkl
+    """
+    with store_from(ctx, _store_url(ctx)) as store:
+        summary = import_seed_pickle(store, pickle_path)
+    click.echo(f"run {summary.run_id}: imported {summary.n_tracks} tracks and {summary.postings:,} postings "
+               f"from {summary.path}")
+    if not ctx.obj["quiet"]:
+        click.echo(_format_pickle_summary(summary, ctx.obj["verbose"]))
+
+
+@cli.command("export-pickle")
+@click.argument("out_path", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite OUT_PATH if it exists.")
+@click.pass_context
+def export_pickle_command(ctx: click.Context, out_path: str, force: bool) -> None:
+    """Write the database as the notebook's hash_db.pkl, for its loading and statistics cells.
+
+    Track ids become 0..n-1 in database id order. The notebook packs a posting into 16 bits of track
+    id and 16 bits of anchor frame: a database with more than 65536 tracks, or an anchor at frame
+    65536 or later (about 50 minutes at hop 1024, 22050 Hz), is refused rather than truncated.
+
+    \b
+    Example:
+      fpstore export-pickle hash_db.pkl
+    """
+    with store_from(ctx, _store_url(ctx)) as store:
+        summary = export_seed_pickle(store, out_path, overwrite=force)
+    click.echo(f"wrote {summary.n_tracks} tracks and {summary.postings:,} postings to {summary.path}")
+    if not ctx.obj["quiet"]:
+        click.echo(_format_pickle_summary(summary, ctx.obj["verbose"]))
+
+
+@cli.group("tracks")
+def tracks_group() -> None:
+    """List, inspect and remove tracks."""
+
+
+@tracks_group.command("list")
+@click.option("--name", metavar="PATTERN", help="File names matching PATTERN (* and ?, any letter case).")
+@click.option("--run", "run_id", type=int, help="Tracks added by this run.")
+@click.option("--min-postings", type=click.IntRange(0), help="At least this many postings.")
+@click.option("--max-postings", type=click.IntRange(0), help="At most this many postings.")
+@click.option("--limit", type=click.IntRange(1), help="Show at most this many (counts cover all matches).")
+@json_option
+@click.pass_context
+def tracks_list(ctx: click.Context, name: str | None, run_id: int | None, min_postings: int | None,
+                max_postings: int | None, limit: int | None, as_json: bool) -> None:
+    """List tracks in id order, with their postings, and count the matches.
+
+    \b
+    Example:
+      fpstore tracks list --name 'track00*' --min-postings 1000 --limit 20
+    """
+    with store_from(ctx, _store_url(ctx)) as store:
+        listing = list_tracks(store, name=name, run_id=run_id, min_postings=min_postings,
+                              max_postings=max_postings, limit=limit)
+    if as_json:
+        _echo_json(dataclasses.asdict(listing))
+        return
+    if listing.tracks:
+        width = max(len(t["file_name"]) for t in listing.tracks)
+        click.echo(f"{'id':>6}  {'file_name':<{width}}  {'duration_s':>10}  {'postings':>9}  {'run':>4}")
+        for t in listing.tracks:
+            click.echo(f"{t['id']:>6}  {t['file_name']:<{width}}  {t['duration_s']:>10.1f}  "
+                       f"{t['n_postings']:>9,}  {t['run_id']:>4}")
+    click.echo(f"{listing.n_matching} of {listing.n_total} tracks match, {listing.postings_matching:,} postings")
+
+
+@tracks_group.command("show")
+@click.argument("track")
+@json_option
+@click.pass_context
+def tracks_show(ctx: click.Context, track: str, as_json: bool) -> None:
+    """Statistics of one track (by id, or by a file name only one track has).
+
+    Reads the track's postings with one scan of the hashes table (it has no index on track_id).
+    shared_hashes counts the track's distinct hashes that some other track has in the same zone.
+
+    \b
+    Example:
+      fpstore tracks show 3
+      fpstore tracks show track003.mp3 --json
+    """
+    with store_from(ctx, _store_url(ctx)) as store:
+        info = show_track(store, track)
+    if as_json:
+        _echo_json(info)
+        return
+    for key, value in info.items():
+        if key != "zones":
+            click.echo(f"{key + ':':<14} {value}")
+    click.echo(f"{'zone':<16} {'postings':>9} {'unique':>8} {'shared':>8} {'anchors (frames)':>17} {'per s':>7}")
+    for z in info["zones"]:
+        span = f"{z['first_anchor']}..{z['last_anchor']}" if z["postings"] else "-"
+        rate = f"{z['postings_per_s']:.1f}" if z["postings_per_s"] is not None else "-"
+        click.echo(f"{z['zone']:<16} {z['postings']:>9,} {z['unique_hashes']:>8,} {z['shared_hashes']:>8,} "
+                   f"{span:>17} {rate:>7}")
+
+
+@tracks_group.command("remove")
+@click.argument("track_ids", nargs=-1, required=True, type=int)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--vacuum", is_flag=True, help="Run VACUUM (ANALYZE) on hashes and tracks afterwards.")
+@click.pass_context
+def tracks_remove(ctx: click.Context, track_ids: tuple[int, ...], yes: bool, vacuum: bool) -> None:
+    """Remove tracks and all their postings, in one transaction.
+
+    hashes has no index on track_id (to save its bytes), so each call scans hashes once: give many
+    ids in one call rather than one call per id. After removing more than 10% of all postings, run
+    VACUUM (ANALYZE) hashes (or pass --vacuum) so the space is reused and the planner's statistics
+    are fresh. Unknown ids remove nothing.
+
+    \b
+    Example:
+      fpstore tracks remove 12 13 14 --yes
+    """
+    if not yes:
+        click.confirm(f"Remove {len(set(track_ids))} track(s) and all their postings?", abort=True)
+    with store_from(ctx, _store_url(ctx)) as store:
+        removal = remove_tracks(store, track_ids, vacuum=vacuum)
+    click.echo(f"removed {len(removal.track_ids)} tracks and {removal.postings_removed:,} postings "
+               f"({100 * removal.share_removed:.1f}% of all postings)" + (", then vacuumed" if removal.vacuumed else ""))
+    if removal.vacuum_advised:
+        click.echo("advice: that is more than 10% of the hashes table; run `VACUUM (ANALYZE) hashes;` in psql "
+                   "(or use --vacuum next time) so PostgreSQL reuses the space and plans with fresh statistics",
+                   err=True)
+
+
+@cli.command("plot")
+@click.argument("audio_file", type=click.Path(exists=True, dir_okay=False))
+@fingerprint_options
+@click.option("-o", "--out", "out_png", type=click.Path(dir_okay=False),
+              help="PNG to write [AUDIO_FILE's name with .png, in the current folder].")
+@click.option("--pairs-zone", "plot_zone", metavar="NAME", help="Zone whose anchor→target pairs are drawn [the first zone].")
+@click.option("--anchors", "n_anchors", type=click.IntRange(0, 1000), default=5, show_default=True,
+              help="Anchors whose pairs are drawn, spread over the file.")
+@click.option("--width", "width_px", type=click.IntRange(100, 10_000), default=1400, show_default=True,
+              help="Image width, pixels.")
+@click.option("--height", "height_px", type=click.IntRange(100, 10_000), default=700, show_default=True,
+              help="Image height, pixels.")
+@click.pass_context
+def plot_command(ctx: click.Context, audio_file: str, config_path: str | None, zones: tuple[str, ...],
+                 out_png: str | None, plot_zone: str | None, n_anchors: int, width_px: int, height_px: int,
+                 **options: Any) -> None:
+    """Draw AUDIO_FILE's spectrogram with its constellation peaks and a few anchor→target pairs.
+
+    Uses the parameters in force (options, config file, defaults: see `fpstore config show`); no
+    database is needed.
+
+    \b
+    Example:
+      fpstore plot track001.mp3 --pairs-zone Flarge_Tlong --anchors 8 -o track001.png
+    """
+    settings = _settings(ctx, config_path, zones, **options)
+    out_png = out_png or os.path.splitext(os.path.basename(audio_file))[0] + ".png"
+    counts = plot_fingerprint(audio_file, out_png, settings.params, zone=plot_zone, n_anchors=n_anchors,
+                              width_px=width_px, height_px=height_px)
+    click.echo(f"wrote {out_png} ({width_px}x{height_px}): {counts['n_frames']} frames, {counts['n_peaks']} peaks, "
+               f"{counts['n_pairs_drawn']} of {counts['n_zone_hashes']} pairs drawn")
+
+
+@cli.group("config")
+def config_group() -> None:
+    """The configuration in force."""
+
+
+@config_group.command("show")
+@fingerprint_options
+@json_option
+@click.pass_context
+def config_show(ctx: click.Context, config_path: str | None, zones: tuple[str, ...], as_json: bool,
+                **options: Any) -> None:
+    """Print every setting in force and where it came from (option, environment, file or default).
+
+    Takes the same options as ingest, to show what they would change.
+
+    \b
+    Example:
+      fpstore config show --config fpstore.toml --top-k none
+      FPSTORE_CONFIG=fpstore.toml fpstore config show --json
+    """
+    from fpstore.config import parse_zone
+
+    if zones:
+        options["zones"] = tuple(parse_zone(spec) for spec in zones)
+    db_from_command_line = ctx.find_root().get_parameter_source("db") == click.core.ParameterSource.COMMANDLINE
+    rows = settings_in_force(config_path, options=options, database_url=ctx.obj["db"] if db_from_command_line else None)
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        value = row["value"]
+        if row["key"] == "zones":
+            value = ", ".join(f"{z['name']}:{z['df_bins']}:{z['dt_min_frames']}:{z['dt_max_frames']}" for z in value)
+        elif value is None:
+            value = {"database_url": "(embedded server)", "config_file": "(none)"}.get(row["key"], "none")
+        click.echo(f"{row['key']:<16} {value!s:<48} {row['source']}")
 
 
 def main() -> None:

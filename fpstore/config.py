@@ -183,3 +183,43 @@ def resolve_settings(config_path: str | None = None, *, options: dict[str, Any] 
     else:
         url, sources["database_url"] = None, "default"
     return Settings(params, url, sources)
+
+
+def settings_in_force(config_path: str | None = None, *, options: dict[str, Any] | None = None,
+                      database_url: str | None = None) -> list[dict[str, Any]]:
+    """What ``fpstore config show`` prints: every setting, its value and where the value came from.
+
+    Parameters
+    ----------
+    config_path, options, database_url
+        As for :func:`resolve_settings`.
+
+    Returns
+    -------
+    rows : list of dict
+        ``{"key", "value", "source"}`` per setting, in this order: ``config_file``, ``database_url``
+        (password masked; None = the embedded server), each fingerprint parameter, ``zones`` (a list of
+        dicts). ``source`` is ``default``, ``option``, ``environment`` or the config file's path.
+
+    Raises
+    ------
+    ParameterError
+        If the config file or an option holds an unknown key or an out-of-range value.
+    """
+    from fpstore.dburl import display_url, normalize_url
+
+    chosen_file = config_path or os.environ.get(CONFIG_ENV)
+    file_source = "option" if config_path else ("environment" if chosen_file else "default")
+    settings = resolve_settings(config_path, options=options, database_url=database_url)
+    rows: list[dict[str, Any]] = [
+        {"key": "config_file", "value": os.fsdecode(chosen_file) if chosen_file else None, "source": file_source},
+        {"key": "database_url",
+         "value": display_url(normalize_url(settings.database_url)) if settings.database_url else None,
+         "source": settings.sources["database_url"]},
+    ]
+    for spec in dataclasses.fields(FingerprintParams):
+        value = getattr(settings.params, spec.name)
+        if spec.name == "zones":
+            value = [dataclasses.asdict(zone) for zone in value]
+        rows.append({"key": spec.name, "value": value, "source": settings.sources[spec.name]})
+    return rows

@@ -75,3 +75,47 @@ def encode_postings(
     rows["track_id"] = track_ids
     rows["t_anchor"] = t_anchor_frames
     return rows.tobytes()
+
+
+def decode_postings(stream: bytes) -> np.ndarray:
+    """Decode a whole binary COPY stream of ``hashes (zone, hash, track_id, t_anchor)`` rows.
+
+    The inverse of :func:`encode_postings` with header and trailer, as ``COPY ... TO STDOUT (FORMAT
+    BINARY)`` sends it; no Python loop over rows.
+
+    Parameters
+    ----------
+    stream : bytes
+        Header, ``n`` rows of :data:`POSTING_COLUMNS`, trailer.
+
+    Returns
+    -------
+    rows : np.ndarray [shape=(n,), dtype=POSTING_ROW]
+        Fields ``zone``, ``hash`` (stored form), ``track_id``, ``t_anchor`` (big-endian; read them with
+        ``.astype``).
+
+    Raises
+    ------
+    ParameterError
+        If the stream is not rows of exactly those four non-null columns.
+
+    Examples
+    --------
+    >>> rows = encode_postings(np.array([1]), np.array([7], np.int32), np.array([3]), np.array([0]))
+    >>> decode_postings(COPY_HEADER + rows + COPY_TRAILER)["hash"].tolist()
+    [7]
+    """
+    body = memoryview(stream)[len(COPY_HEADER): len(stream) - len(COPY_TRAILER)]
+    if (
+        bytes(stream[: len(COPY_HEADER)]) != COPY_HEADER
+        or bytes(stream[len(stream) - len(COPY_TRAILER):]) != COPY_TRAILER
+        or len(body) % POSTING_ROW.itemsize
+    ):
+        raise ParameterError("not a binary COPY stream of (zone, hash, track_id, t_anchor) rows")
+    rows = np.frombuffer(body, dtype=POSTING_ROW)
+    if rows.size and not (
+        (rows["n_fields"] == len(POSTING_COLUMNS)).all() and (rows["zone_len"] == 2).all()
+        and (rows["hash_len"] == 4).all() and (rows["track_len"] == 4).all() and (rows["t_len"] == 4).all()
+    ):
+        raise ParameterError("binary COPY rows do not have the layout (smallint, int, int, int), or hold NULLs")
+    return rows

@@ -405,6 +405,36 @@ class Store:
             name: (hash_col[zone_col == zone_id], t_col[zone_col == zone_id]) for zone_id, name in zone_names.items()
         }
 
+    def postings_snapshot(self) -> tuple[list[tuple[int, str]], dict[int, str], float | None, bytes]:
+        """Tracks, zones and every posting, read in one consistent snapshot (for exports).
+
+        Returns
+        -------
+        tracks : list of (id, file_name), by id
+        zone_names : dict[int, str]
+            Zone name by ``zones.id``.
+        duration_s : float or None
+            Seconds loaded per file by the newest run that added tracks (None: full tracks; 30.0 if
+            no run added any).
+        copy_stream : bytes
+            ``hashes (zone, hash, track_id, t_anchor)`` as a binary COPY stream
+            (:func:`fpstore.pgcopy.decode_postings` reads it).
+        """
+        with self._raw_connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cur.execute("SELECT id, file_name FROM tracks ORDER BY id")
+            tracks = [(int(track_id), str(name)) for track_id, name in cur.fetchall()]
+            cur.execute("SELECT id, name FROM zones")
+            zone_names = {int(zone_id): str(name) for zone_id, name in cur.fetchall()}
+            cur.execute("SELECT duration_s, true FROM runs WHERE tracks_added > 0 ORDER BY id DESC LIMIT 1")
+            newest = cur.fetchone()
+            duration_s = 30.0 if newest is None else newest[0]
+            stream = bytearray()
+            with cur.copy(f"COPY hashes ({', '.join(POSTING_COLUMNS)}) TO STDOUT (FORMAT BINARY)") as copy:
+                for block in copy:
+                    stream += block
+        return tracks, zone_names, duration_s, bytes(stream)
+
 
 def _postings_payload(written: Sequence[WrittenTrack], zone_ids: dict[str, int]) -> bytes:
     """Binary COPY rows of every posting of the tracks that got an id."""

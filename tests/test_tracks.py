@@ -1,0 +1,86 @@
+"""Track management against a real database: list, show, remove."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import text
+
+from fpstore.cli import cli
+from fpstore.errors import NotFound
+from fpstore.ingest import ingest
+from fpstore.tracks import list_tracks, remove_tracks, show_track
+from helpers import write_tunes
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def three_tracks(store, tmp_path):
+    write_tunes(tmp_path / "music", [21, 22, 23], duration_s=5.0)
+    ingest(store, tmp_path / "music", jobs=1)
+    return store
+
+
+def postings_of(store, track_id: int) -> int:
+    with store.engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM hashes WHERE track_id = :id"), {"id": track_id}).scalar_one()
+
+
+def test_list_filters_and_counts(three_tracks) -> None:
+    everything = list_tracks(three_tracks)
+    assert [t["file_name"] for t in everything.tracks] == ["tune_021.wav", "tune_022.wav", "tune_023.wav"]
+    assert everything.n_total == everything.n_matching == 3
+    assert everything.postings_matching == sum(postings_of(three_tracks, t["id"]) for t in everything.tracks)
+    named = list_tracks(three_tracks, name="TUNE_02?.wav", limit=1)
+    assert len(named.tracks) == 1 and named.n_matching == 3
+    assert list_tracks(three_tracks, name="*22*").n_matching == 1
+    smallest = min(t["n_postings"] for t in everything.tracks)
+    assert list_tracks(three_tracks, max_postings=smallest).n_matching == 1
+    assert list_tracks(three_tracks, run_id=99).n_matching == 0
+
+
+def test_show_counts_postings_per_zone(three_tracks) -> None:
+    info = show_track(three_tracks, "tune_022.wav")
+    assert info["id"] == 2 and info["run_command"] == "ingest"
+    assert sum(z["postings"] for z in info["zones"]) == info["n_postings"] == postings_of(three_tracks, 2)
+    assert all(z["shared_hashes"] <= z["unique_hashes"] <= z["postings"] for z in info["zones"])
+    with pytest.raises(NotFound, match="no track answer"):
+        show_track(three_tracks, "nothing.wav")
+
+
+def test_remove_deletes_postings_in_one_go_and_advises_vacuum(three_tracks) -> None:
+    before = postings_of(three_tracks, 1) + postings_of(three_tracks, 3)
+    removal = remove_tracks(three_tracks, [1, 3])
+    assert removal.track_ids == [1, 3] and removal.postings_removed == before
+    assert removal.vacuum_advised and removal.share_removed > 0.5
+    assert postings_of(three_tracks, 1) == postings_of(three_tracks, 3) == 0
+    assert [t["id"] for t in list_tracks(three_tracks).tracks] == [2]
+
+
+def test_remove_with_an_unknown_id_removes_nothing(three_tracks) -> None:
+    with pytest.raises(NotFound, match="no track with id 7: nothing removed"):
+        remove_tracks(three_tracks, [2, 7])
+    assert list_tracks(three_tracks).n_total == 3 and postings_of(three_tracks, 2) > 0
+
+
+def test_cli_tracks(three_tracks, db_url) -> None:
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["--db", db_url, "tracks", "list", "--json"])
+    assert listed.exit_code == 0 and json.loads(listed.output)["n_matching"] == 3
+    text_list = runner.invoke(cli, ["--db", db_url, "tracks", "list", "--name", "*21*"])
+    assert text_list.exit_code == 0 and text_list.output.endswith("1 of 3 tracks match, "
+                                                                   f"{postings_of(three_tracks, 1):,} postings\n")
+    shown = runner.invoke(cli, ["--db", db_url, "tracks", "show", "1", "--json"])
+    assert shown.exit_code == 0 and json.loads(shown.output)["file_name"] == "tune_021.wav"
+    missing = runner.invoke(cli, ["--db", db_url, "tracks", "show", "42"])
+    assert missing.exit_code == 1 and missing.output.startswith("Error: no track answer")
+    declined = runner.invoke(cli, ["--db", db_url, "tracks", "remove", "1"], input="n\n")
+    assert declined.exit_code == 1 and list_tracks(three_tracks).n_total == 3
+    removed = runner.invoke(cli, ["--db", db_url, "tracks", "remove", "1", "2", "--yes", "--vacuum"])
+    assert removed.exit_code == 0, removed.output
+    assert removed.output.startswith("removed 2 tracks and ") and "then vacuumed" in removed.output
+    unknown = runner.invoke(cli, ["--db", db_url, "tracks", "remove", "9", "--yes"])
+    assert unknown.exit_code == 1 and "no track with id 9" in unknown.output
