@@ -8,6 +8,9 @@ Conventions
 - Files are visited in sorted order of their path; extensions are matched without regard to case.
 - Memory stays bounded: at most ``2 * jobs`` files are in flight and a batch holds at most
   ``batch_postings`` postings before it is written.
+- A run over at least :data:`BULK_MIN_FILES` files uses the store's bulk path (staging table, index built
+  after the load, attached as a partition with its tracks); smaller runs use the ordinary path. A bulk
+  run publishes its tracks every ``partition_postings`` postings and at its end.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from fpstore.audio import AUDIO_EXTENSIONS
 from fpstore.errors import AudioError, FpstoreError
 from fpstore.fingerprint import Fingerprint, fingerprint_file
 from fpstore.params import FingerprintParams
-from fpstore.store import Store, TrackRecord
+from fpstore.store import BulkLoad, Store, TrackRecord
+
+#: Runs over at least this many files take the bulk path (README, "Speed").
+BULK_MIN_FILES = 64
 
 FileStatus = Literal["added", "skipped", "failed"]
 
@@ -122,6 +128,8 @@ def ingest(
     force: bool = False,
     jobs: int | None = None,
     batch_postings: int = 2_000_000,
+    bulk: bool | None = None,
+    partition_postings: int = 50_000_000,
     on_file: Callable[[FileEvent], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> IngestSummary:
@@ -141,6 +149,10 @@ def ingest(
         Worker processes for decoding and fingerprinting; None uses every core, 1 works in-process.
     batch_postings : int
         Write a batch once it holds this many postings.
+    bulk : bool or None
+        Use the bulk path (True), the ordinary path (False), or decide by the number of files (None).
+    partition_postings : int
+        Bulk path: publish the staged tracks as one partition once this many postings are staged.
     on_file : callable or None
         Called with a :class:`FileEvent` for every file, in order.
     on_start : callable or None
@@ -178,8 +190,26 @@ def ingest(
         notify(event)
 
     batch: list[TrackRecord] = []
+    staging: list[BulkLoad] = []
+
+    def publish() -> None:
+        for staged, added in store.commit_bulk(staging.pop(), replace=force):
+            if not added:
+                record(FileEvent(staged.path, "skipped", "same content stored meanwhile by another run"))
+                continue
+            record(FileEvent(staged.path, "added", f"track {staged.track_id}, {staged.n_postings} postings"))
 
     def flush() -> None:
+        if staging:
+            store.stage_tracks(staging[0], batch, zone_ids)
+            for item in batch:
+                for zone_name, postings in item.fingerprint.zones.items():
+                    summary.postings_by_zone[zone_name] += len(postings.hashes)
+            batch.clear()
+            if staging[0].n_postings >= partition_postings:
+                publish()
+                staging.append(store.begin_bulk(run_id))
+            return
         for written in store.write_tracks(run_id, batch, zone_ids, replace=force):
             fp = written.record.fingerprint
             if written.track_id is None:
@@ -195,6 +225,9 @@ def ingest(
         summary.files_seen = len(files)
         if on_start:
             on_start(len(files))
+        if bulk if bulk is not None else len(files) >= BULK_MIN_FILES:
+            store.drop_stale_staging()
+            staging.append(store.begin_bulk(run_id))
         for path, sha256, outcome in _fingerprint_new_files(store, files, params, force, jobs, record):
             if isinstance(outcome, str):
                 record(FileEvent(display_path(path), "failed", outcome))
@@ -203,15 +236,28 @@ def ingest(
             if sum(r.fingerprint.n_postings for r in batch) >= batch_postings:
                 flush()
         flush()
+        if staging:
+            publish()
     except KeyboardInterrupt:
+        _discard(store, staging)
         store.finish_run(run_id, "interrupted")
         raise
     except BaseException:
+        _discard(store, staging)
         store.finish_run(run_id, "failed")
         raise
     store.finish_run(run_id, "completed")
     summary.elapsed_s = time.perf_counter() - started
     return summary
+
+
+def _discard(store: Store, staging: list[BulkLoad]) -> None:
+    """Drop an unpublished bulk load; if that fails too, the next bulk run drops it."""
+    for bulk in staging:
+        try:
+            store.drop_bulk(bulk)
+        except Exception:  # the original error matters more; drop_stale_staging cleans up later
+            pass
 
 
 def _fingerprint_new_files(

@@ -1,8 +1,17 @@
 """Storage: the PostgreSQL database behind fpstore — schema state, runs, tracks and postings.
 
 Every statement takes its values as bound parameters. Postings are written with binary COPY built from
-numpy arrays (:mod:`fpstore.pgcopy`); a batch of tracks and all their postings is one transaction, so a
-reader never sees part of a track.
+numpy arrays (:mod:`fpstore.pgcopy`), sorted by (zone, hash) so index insertion walks the B-tree in order;
+a batch of tracks and all their postings is one transaction, so a reader never sees part of a track.
+
+Two write paths (README, "Speed"):
+
+- ordinary (:meth:`Store.write_tracks`): COPY into ``hashes``; the rows land in the DEFAULT partition,
+  whose (zone, hash) index is maintained row by row. For small additions.
+- bulk (:meth:`Store.begin_bulk`, :meth:`Store.stage_tracks`, :meth:`Store.commit_bulk`): COPY into a
+  fresh, unattached, unindexed table; then, in ONE transaction, insert the tracks, build the table's
+  index and attach it as the partition of its track id range. Readers see the tracks and their postings
+  together, at that commit. Its cost depends only on the data it loads, not on the table's size.
 
 Conventions
 -----------
@@ -23,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg import sql
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -62,6 +72,37 @@ class TrackRecord:
     path: str
     sha256: bytes
     fingerprint: Fingerprint
+
+
+@dataclass(frozen=True)
+class StagedTrack:
+    """A track whose postings sit in a bulk staging table, with everything its ``tracks`` row needs."""
+
+    path: str
+    sha256: bytes
+    duration_s: float
+    n_frames: int
+    n_peaks: int
+    n_postings: int
+    track_id: int
+
+
+@dataclass
+class BulkLoad:
+    """An open bulk load: the staging table, and the tracks staged in it so far."""
+
+    run_id: int
+    table: str
+    staged: list[StagedTrack] = dataclasses.field(default_factory=list)
+
+    @property
+    def n_postings(self) -> int:
+        """Postings staged so far."""
+        return sum(track.n_postings for track in self.staged)
+
+
+#: Prefix of bulk staging tables; the rest of the name is ``r<run id>_<n>``.
+STAGING_PREFIX = "hashes_bulk_"
 
 
 @dataclass(frozen=True)
@@ -334,12 +375,7 @@ class Store:
             )
             new_ids = {bytes(digest): int(track_id) for track_id, digest in cur.fetchall()}
             written = [WrittenTrack(record, new_ids.get(record.sha256)) for record in records]
-            payload = _postings_payload(written, zone_ids)
-            if payload:
-                with cur.copy(f"COPY hashes ({', '.join(POSTING_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.write(COPY_HEADER)
-                    copy.write(payload)
-                    copy.write(COPY_TRAILER)
+            _copy_postings(cur, "hashes", _postings_payload(written, zone_ids))
             added = [w for w in written if w.track_id is not None]
             cur.execute(
                 "UPDATE runs SET tracks_added = tracks_added + %s, tracks_skipped = tracks_skipped + %s,"
@@ -347,6 +383,129 @@ class Store:
                 (len(added), len(written) - len(added), sum(w.record.fingerprint.n_postings for w in added), run_id),
             )
         return written
+
+    # -- bulk path ----------------------------------------------------------------------------------
+    def begin_bulk(self, run_id: int) -> BulkLoad:
+        """Create an empty, unindexed staging table for a bulk load of run ``run_id``.
+
+        The table is not part of ``hashes`` until :meth:`commit_bulk`; no reader sees its rows before.
+        """
+        with self._raw_connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relname LIKE %s", (f"{STAGING_PREFIX}r{run_id}\\_%",))
+            table = f"{STAGING_PREFIX}r{int(run_id)}_{int(cur.fetchone()[0])}"
+            cur.execute(sql.SQL("CREATE TABLE {} (LIKE hashes)").format(sql.Identifier(table)))
+        return BulkLoad(run_id, table)
+
+    def stage_tracks(self, bulk: BulkLoad, records: Sequence[TrackRecord], zone_ids: dict[str, int]) -> None:
+        """Reserve track ids for ``records`` and COPY their postings into the staging table.
+
+        Only the tracks' metadata stays in ``bulk``; the fingerprints can be dropped afterwards.
+        """
+        if not records:
+            return
+        with self._raw_connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT nextval(pg_get_serial_sequence('tracks', 'id')) FROM generate_series(1, %s)",
+                        (len(records),))
+            ids = [int(row[0]) for row in cur.fetchall()]
+            written = [WrittenTrack(record, track_id) for record, track_id in zip(records, ids)]
+            _copy_postings(cur, bulk.table, _postings_payload(written, zone_ids))
+        bulk.staged.extend(
+            StagedTrack(r.path, r.sha256, r.fingerprint.duration_s, r.fingerprint.n_frames, r.fingerprint.n_peaks,
+                        r.fingerprint.n_postings, track_id)
+            for r, track_id in zip(records, ids)
+        )
+
+    def commit_bulk(self, bulk: BulkLoad, *, replace: bool = False) -> list[tuple[StagedTrack, bool]]:
+        """Publish a bulk load: tracks, index and partition in one transaction.
+
+        A track whose content is already stored is dropped from the load (its staged postings are
+        deleted) unless ``replace`` is set, which deletes the old track and its postings first. If the
+        partition cannot be attached (a concurrent writer took a track id inside the load's range), the
+        postings are inserted through the ordinary path instead, in the same transaction.
+
+        Returns
+        -------
+        outcome : list of (StagedTrack, added)
+            ``added`` is False for a track skipped because its content was stored meanwhile.
+        """
+        staged = bulk.staged
+        table = sql.Identifier(bulk.table)
+        with self._raw_connection() as conn, conn.transaction(), conn.cursor() as cur:
+            digests = [t.sha256 for t in staged]
+            if replace and staged:
+                cur.execute("DELETE FROM hashes WHERE track_id IN (SELECT id FROM tracks WHERE sha256 = ANY(%s))",
+                            (digests,))
+                cur.execute("DELETE FROM tracks WHERE sha256 = ANY(%s)", (digests,))
+            cur.execute(
+                "INSERT INTO tracks (id, path, file_name, sha256, duration_s, n_frames, n_peaks, n_postings, run_id)"
+                " SELECT i, p, f, d, s, nf, np, npost, %s FROM unnest(%s::int[], %s::text[], %s::text[],"
+                " %s::bytea[], %s::float8[], %s::int[], %s::int[], %s::int[]) AS u(i, p, f, d, s, nf, np, npost)"
+                " ON CONFLICT (sha256) DO NOTHING RETURNING id",
+                (bulk.run_id, [t.track_id for t in staged], [t.path for t in staged],
+                 [os.path.basename(t.path) for t in staged], digests, [t.duration_s for t in staged],
+                 [t.n_frames for t in staged], [t.n_peaks for t in staged], [t.n_postings for t in staged]),
+            )
+            added_ids = {int(row[0]) for row in cur.fetchall()}
+            lost = [t.track_id for t in staged if t.track_id not in added_ids]
+            if lost:
+                cur.execute(sql.SQL("DELETE FROM {} WHERE track_id = ANY(%s)").format(table), (lost,))
+            if added_ids:
+                self._attach_staging(cur, bulk.table, min(added_ids), max(added_ids) + 1)
+            else:
+                cur.execute(sql.SQL("DROP TABLE {}").format(table))
+            added = [t for t in staged if t.track_id in added_ids]
+            cur.execute(
+                "UPDATE runs SET tracks_added = tracks_added + %s, tracks_skipped = tracks_skipped + %s,"
+                " postings_added = postings_added + %s WHERE id = %s",
+                (len(added), len(staged) - len(added), sum(t.n_postings for t in added), bulk.run_id),
+            )
+        bulk.staged = []
+        return [(t, t.track_id in added_ids) for t in staged]
+
+    @staticmethod
+    def _attach_staging(cur: psycopg.Cursor[Any], table_name: str, low_id: int, high_id: int) -> None:
+        """Index the staging table and attach it as the partition ``[low_id, high_id)`` of ``hashes``."""
+        table = sql.Identifier(table_name)
+        # Built once over sorted input: compact (full leaves), and the partition is never updated.
+        cur.execute(sql.SQL("CREATE INDEX {} ON {} (zone, hash) WITH (fillfactor = 100)").format(
+            sql.Identifier("hashes_zone_hash_" + table_name.removeprefix("hashes_")), table))
+        # This CHECK lets ATTACH skip its own validating scan of the new partition's rows.
+        cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (track_id >= {} AND track_id < {})").format(
+            table, sql.Identifier(f"{table_name}_range"), sql.Literal(low_id), sql.Literal(high_id)))
+        try:
+            with cur.connection.transaction():
+                cur.execute(sql.SQL("ALTER TABLE hashes ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+                    table, sql.Literal(low_id), sql.Literal(high_id)))
+        except psycopg.errors.CheckViolation:
+            # hashes_default holds a track id inside the range: fall back to the ordinary path.
+            cur.execute(sql.SQL("INSERT INTO hashes SELECT * FROM {} ORDER BY zone, hash").format(table))
+            cur.execute(sql.SQL("DROP TABLE {}").format(table))
+
+    def drop_bulk(self, bulk: BulkLoad) -> None:
+        """Discard an unfinished bulk load (its staging table and staged postings)."""
+        with self._raw_connection() as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(bulk.table)))
+        bulk.staged = []
+
+    def drop_stale_staging(self) -> int:
+        """Drop staging tables left by bulk loads whose run is no longer running (crash, kill).
+
+        Returns
+        -------
+        n_dropped : int
+        """
+        with self._raw_connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' AND c.relname LIKE %s"
+                " AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)"
+                " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.status = 'running'"
+                "                 AND c.relname LIKE %s || 'r' || r.id || '\\_%%')",
+                (STAGING_PREFIX.replace("_", "\\_") + "%", STAGING_PREFIX),
+            )
+            stale = [row[0] for row in cur.fetchall()]
+            for name in stale:
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+        return len(stale)
 
     @contextlib.contextmanager
     def _raw_connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -388,8 +547,24 @@ class Store:
         }
 
 
+def _copy_postings(cur: psycopg.Cursor[Any], table_name: str, payload: bytes) -> None:
+    """COPY binary posting rows (without header and trailer) into ``table_name``."""
+    if not payload:
+        return
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table_name), sql.SQL(", ").join(map(sql.Identifier, POSTING_COLUMNS)))
+    with cur.copy(statement) as copy:
+        copy.write(COPY_HEADER)
+        copy.write(payload)
+        copy.write(COPY_TRAILER)
+
+
 def _postings_payload(written: Sequence[WrittenTrack], zone_ids: dict[str, int]) -> bytes:
-    """Binary COPY rows of every posting of the tracks that got an id."""
+    """Binary COPY rows of every posting of the tracks that got an id, sorted by (zone, hash).
+
+    Sorted rows make B-tree insertion (ordinary path) visit leaf pages in order, and leave a bulk
+    partition's heap clustered by (zone, hash), so one lookup reads few heap pages.
+    """
     zone_parts, hash_parts, track_parts, t_parts = [], [], [], []
     for item in written:
         if item.track_id is None:
@@ -402,9 +577,10 @@ def _postings_payload(written: Sequence[WrittenTrack], zone_ids: dict[str, int])
             t_parts.append(postings.t_anchor_frames)
     if not hash_parts:
         return b""
-    return encode_postings(
-        np.concatenate(zone_parts), np.concatenate(hash_parts), np.concatenate(track_parts), np.concatenate(t_parts)
-    )
+    zones, keys = np.concatenate(zone_parts), np.concatenate(hash_parts)
+    order = np.lexsort((keys, zones))
+    return encode_postings(zones[order], keys[order], np.concatenate(track_parts)[order],
+                           np.concatenate(t_parts)[order])
 
 
 def _json(value: Any) -> str:
