@@ -201,11 +201,16 @@ def ingest(
 
     def flush() -> None:
         if staging:
-            store.stage_tracks(staging[0], batch, zone_ids)
-            for item in batch:
-                for zone_name, postings in item.fingerprint.zones.items():
-                    summary.postings_by_zone[zone_name] += len(postings.hashes)
-            batch.clear()
+            while batch:
+                if not staging[0].free_ids:
+                    publish()
+                    staging.append(store.begin_bulk(run_id))
+                part = batch[:staging[0].free_ids]
+                store.stage_tracks(staging[0], part, zone_ids)
+                for item in part:
+                    for zone_name, postings in item.fingerprint.zones.items():
+                        summary.postings_by_zone[zone_name] += len(postings.hashes)
+                del batch[:len(part)]
             if staging[0].n_postings >= partition_postings:
                 publish()
                 staging.append(store.begin_bulk(run_id))

@@ -6,12 +6,14 @@ a batch of tracks and all their postings is one transaction, so a reader never s
 
 Two write paths (README, "Speed"):
 
-- ordinary (:meth:`Store.write_tracks`): COPY into ``hashes``; the rows land in the DEFAULT partition,
-  whose (zone, hash) index is maintained row by row. For small additions.
-- bulk (:meth:`Store.begin_bulk`, :meth:`Store.stage_tracks`, :meth:`Store.commit_bulk`): COPY into a
-  fresh, unattached, unindexed table; then, in ONE transaction, insert the tracks, build the table's
-  index and attach it as the partition of its track id range. Readers see the tracks and their postings
-  together, at that commit. Its cost depends only on the data it loads, not on the table's size.
+- ordinary (:meth:`Store.write_tracks`): COPY into ``hashes``; the rows land in the partition
+  ``hashes_main`` (track ids below 1e9), whose (zone, hash) index is maintained row by row. For small
+  additions.
+- bulk (:meth:`Store.begin_bulk`, :meth:`Store.stage_tracks`, :meth:`Store.commit_bulk`): reserve a
+  block of :data:`BULK_BLOCK_IDS` track ids from ``tracks_bulk_id_seq``, COPY into a fresh, unattached,
+  unindexed table; then, in ONE transaction, insert the tracks, build the table's index and attach it
+  as the partition of its id block. Readers see the tracks and their postings together, at that
+  commit. Its cost depends only on the data it loads, not on the table's size.
 
 Conventions
 -----------
@@ -43,7 +45,7 @@ from sqlalchemy.exc import OperationalError
 
 import fpstore
 from fpstore.dburl import display_url, normalize_url
-from fpstore.errors import DatabaseError, NotFound, ProfileMismatch, SchemaNotAtHead
+from fpstore.errors import DatabaseError, NotFound, ParameterError, ProfileMismatch, SchemaNotAtHead
 from fpstore.fingerprint import Fingerprint
 from fpstore.hashing import hash_keys
 from fpstore.params import FingerprintParams, Zone
@@ -87,13 +89,27 @@ class StagedTrack:
     track_id: int
 
 
+#: Track ids reserved per bulk load (partition); ids are cheap (int4 above 1e9 leaves ~11,000 blocks).
+BULK_BLOCK_IDS = 100_000
+
+# Serialises reservations of id blocks, so each block is contiguous.
+_BULK_IDS_LOCK_KEY = 0x46505355
+
+
 @dataclass
 class BulkLoad:
-    """An open bulk load: the staging table, and the tracks staged in it so far."""
+    """An open bulk load: the staging table, its id block ``[first_id, first_id + BULK_BLOCK_IDS)``,
+    and the tracks staged in it so far."""
 
     run_id: int
     table: str
+    first_id: int
     staged: list[StagedTrack] = dataclasses.field(default_factory=list)
+
+    @property
+    def free_ids(self) -> int:
+        """Tracks that still fit in the id block."""
+        return BULK_BLOCK_IDS - len(self.staged)
 
     @property
     def n_postings(self) -> int:
@@ -390,23 +406,32 @@ class Store:
 
         The table is not part of ``hashes`` until :meth:`commit_bulk`; no reader sees its rows before.
         """
-        with self._raw_connection() as conn, conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relname LIKE %s", (f"{STAGING_PREFIX}r{run_id}\\_%",))
-            table = f"{STAGING_PREFIX}r{int(run_id)}_{int(cur.fetchone()[0])}"
+        with self._raw_connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_BULK_IDS_LOCK_KEY,))
+            cur.execute("SELECT nextval('tracks_bulk_id_seq')")
+            first_id = int(cur.fetchone()[0])
+            cur.execute("SELECT setval('tracks_bulk_id_seq', %s)", (first_id + BULK_BLOCK_IDS - 1,))
+            table = f"{STAGING_PREFIX}r{int(run_id)}_{first_id}"
             cur.execute(sql.SQL("CREATE TABLE {} (LIKE hashes)").format(sql.Identifier(table)))
-        return BulkLoad(run_id, table)
+        return BulkLoad(run_id, table, first_id)
 
     def stage_tracks(self, bulk: BulkLoad, records: Sequence[TrackRecord], zone_ids: dict[str, int]) -> None:
         """Reserve track ids for ``records`` and COPY their postings into the staging table.
 
         Only the tracks' metadata stays in ``bulk``; the fingerprints can be dropped afterwards.
+
+        Raises
+        ------
+        ParameterError
+            If more records are given than ``bulk.free_ids``.
         """
         if not records:
             return
+        if len(records) > bulk.free_ids:
+            raise ParameterError(f"{len(records)} tracks do not fit in the bulk load's {bulk.free_ids} free ids")
+        first = bulk.first_id + len(bulk.staged)
+        ids = list(range(first, first + len(records)))
         with self._raw_connection() as conn, conn.cursor() as cur:
-            cur.execute("SELECT nextval(pg_get_serial_sequence('tracks', 'id')) FROM generate_series(1, %s)",
-                        (len(records),))
-            ids = [int(row[0]) for row in cur.fetchall()]
             written = [WrittenTrack(record, track_id) for record, track_id in zip(records, ids)]
             _copy_postings(cur, bulk.table, _postings_payload(written, zone_ids))
         bulk.staged.extend(
@@ -419,9 +444,7 @@ class Store:
         """Publish a bulk load: tracks, index and partition in one transaction.
 
         A track whose content is already stored is dropped from the load (its staged postings are
-        deleted) unless ``replace`` is set, which deletes the old track and its postings first. If the
-        partition cannot be attached (a concurrent writer took a track id inside the load's range), the
-        postings are inserted through the ordinary path instead, in the same transaction.
+        deleted) unless ``replace`` is set, which deletes the old track and its postings first.
 
         Returns
         -------
@@ -450,7 +473,7 @@ class Store:
             if lost:
                 cur.execute(sql.SQL("DELETE FROM {} WHERE track_id = ANY(%s)").format(table), (lost,))
             if added_ids:
-                self._attach_staging(cur, bulk.table, min(added_ids), max(added_ids) + 1)
+                self._attach_staging(cur, bulk.table, bulk.first_id, bulk.first_id + BULK_BLOCK_IDS)
             else:
                 cur.execute(sql.SQL("DROP TABLE {}").format(table))
             added = [t for t in staged if t.track_id in added_ids]
@@ -469,17 +492,12 @@ class Store:
         # Built once over sorted input: compact (full leaves), and the partition is never updated.
         cur.execute(sql.SQL("CREATE INDEX {} ON {} (zone, hash) WITH (fillfactor = 100)").format(
             sql.Identifier("hashes_zone_hash_" + table_name.removeprefix("hashes_")), table))
-        # This CHECK lets ATTACH skip its own validating scan of the new partition's rows.
+        # This CHECK (validated by one sequential scan of the new rows) lets ATTACH skip its own scan.
         cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (track_id >= {} AND track_id < {})").format(
             table, sql.Identifier(f"{table_name}_range"), sql.Literal(low_id), sql.Literal(high_id)))
-        try:
-            with cur.connection.transaction():
-                cur.execute(sql.SQL("ALTER TABLE hashes ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-                    table, sql.Literal(low_id), sql.Literal(high_id)))
-        except psycopg.errors.CheckViolation:
-            # hashes_default holds a track id inside the range: fall back to the ordinary path.
-            cur.execute(sql.SQL("INSERT INTO hashes SELECT * FROM {} ORDER BY zone, hash").format(table))
-            cur.execute(sql.SQL("DROP TABLE {}").format(table))
+        # Takes SHARE UPDATE EXCLUSIVE on hashes: readers go on; no other partition is scanned.
+        cur.execute(sql.SQL("ALTER TABLE hashes ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+            table, sql.Literal(low_id), sql.Literal(high_id)))
 
     def drop_bulk(self, bulk: BulkLoad) -> None:
         """Discard an unfinished bulk load (its staging table and staged postings)."""

@@ -147,8 +147,8 @@ def test_bulk_ingest_stores_seed_postings_in_indexed_partitions(store, tmp_path)
         conn.execute(text("ANALYZE hashes"))
         plan = "\n".join(r[0] for r in conn.execute(text(
             "EXPLAIN SELECT track_id FROM hashes WHERE zone = 1 AND hash = 12345")))
-    assert partitions >= 3  # the default partition and at least two bulk partitions
-    # Every bulk partition is searched through its own (zone, hash) index (the empty default
+    assert partitions >= 3  # hashes_main and at least two bulk partitions
+    # Every bulk partition is searched through its own (zone, hash) index (the empty hashes_main
     # partition may be seq-scanned: it has no rows).
     assert "Seq Scan on hashes_bulk" not in plan and plan.count("hashes_zone_hash_bulk") >= 2
     again = ingest(store, tmp_path, bulk=True, jobs=1, force=True)
@@ -167,7 +167,7 @@ def test_staged_tracks_are_invisible_until_commit(store, db_url, tmp_path) -> No
     records = [TrackRecord(str(p), bytes([i]) * 32, fingerprint_file(p, params)) for i, p in enumerate(paths)]
     bulk = store.begin_bulk(run_id)
     store.stage_tracks(bulk, records[:1], zone_ids)
-    # An ordinary write takes a track id inside the bulk's range: attaching must fall back, not fail.
+    # An ordinary write meanwhile (another id space, another partition) does not disturb the bulk load.
     store.write_tracks(run_id, records[1:2], zone_ids)
     store.stage_tracks(bulk, records[2:], zone_ids)
     reader = create_engine(db_url)
@@ -181,6 +181,9 @@ def test_staged_tracks_are_invisible_until_commit(store, db_url, tmp_path) -> No
     reader.dispose()
     want = {p.name: oracle_pairs(p) for p in paths}
     assert stored(store) == want
+    with store.engine.connect() as conn:
+        bulk_ids = conn.execute(text("SELECT id FROM tracks WHERE id >= 1000000000 ORDER BY id")).scalars().all()
+    assert bulk_ids == [bulk.first_id, bulk.first_id + 1]
 
 
 @pytest.mark.postgres
