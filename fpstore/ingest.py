@@ -191,39 +191,58 @@ def ingest(
 
     batch: list[TrackRecord] = []
     staging: list[BulkLoad] = []
+    writer = _BatchWriter()
 
-    def publish() -> None:
+    def apply(outcome: _WriteOutcome) -> None:
+        """Main thread: account for what the writer thread wrote."""
+        for zone_name, n in outcome.postings_by_zone.items():
+            summary.postings_by_zone[zone_name] += n
+        for event in outcome.events:
+            record(event)
+
+    def publish(outcome: _WriteOutcome) -> None:
         for staged, added in store.commit_bulk(staging.pop(), replace=force):
             if not added:
-                record(FileEvent(staged.path, "skipped", "same content stored meanwhile by another run"))
+                outcome.events.append(FileEvent(staged.path, "skipped", "same content stored meanwhile by another run"))
                 continue
-            record(FileEvent(staged.path, "added", f"track {staged.track_id}, {staged.n_postings} postings"))
+            outcome.events.append(
+                FileEvent(staged.path, "added", f"track {staged.track_id}, {staged.n_postings} postings"))
 
-    def flush() -> None:
+    def write(records: list[TrackRecord], last: bool) -> _WriteOutcome:
+        """Writer thread: write one batch (and publish the bulk load when it is full or ``last``)."""
+        outcome = _WriteOutcome()
         if staging:
-            while batch:
+            while records:
                 if not staging[0].free_ids:
-                    publish()
+                    publish(outcome)
                     staging.append(store.begin_bulk(run_id))
-                part = batch[:staging[0].free_ids]
+                part, records = records[:staging[0].free_ids], records[staging[0].free_ids:]
                 store.stage_tracks(staging[0], part, zone_ids)
-                for item in part:
-                    for zone_name, postings in item.fingerprint.zones.items():
-                        summary.postings_by_zone[zone_name] += len(postings.hashes)
-                del batch[:len(part)]
-            if staging[0].n_postings >= partition_postings:
-                publish()
-                staging.append(store.begin_bulk(run_id))
-            return
-        for written in store.write_tracks(run_id, batch, zone_ids, replace=force):
-            fp = written.record.fingerprint
+                outcome.count(part)
+            if last or staging[0].n_postings >= partition_postings:
+                publish(outcome)
+                if not last:
+                    staging.append(store.begin_bulk(run_id))
+            return outcome
+        for written in store.write_tracks(run_id, records, zone_ids, replace=force):
             if written.track_id is None:
-                record(FileEvent(written.record.path, "skipped", "same content stored meanwhile by another run"))
+                outcome.events.append(
+                    FileEvent(written.record.path, "skipped", "same content stored meanwhile by another run"))
                 continue
-            for zone_name, postings in fp.zones.items():
-                summary.postings_by_zone[zone_name] += len(postings.hashes)
-            record(FileEvent(written.record.path, "added", f"track {written.track_id}, {fp.n_postings} postings"))
+            outcome.count([written.record])
+            outcome.events.append(FileEvent(written.record.path, "added",
+                                            f"track {written.track_id}, {written.record.fingerprint.n_postings} postings"))
+        return outcome
+
+    def flush(last: bool = False) -> None:
+        # The batch is written in the writer thread while the workers go on fingerprinting; at most
+        # one batch is being written while the next one fills, so memory stays bounded.
+        previous = writer.submit(write, list(batch), last)
         batch.clear()
+        if previous is not None:
+            apply(previous)
+        if last:
+            apply(writer.wait())
 
     try:
         files = discover_audio_files(root)
@@ -240,20 +259,64 @@ def ingest(
             batch.append(TrackRecord(display_path(os.path.abspath(path)), sha256, outcome))
             if sum(r.fingerprint.n_postings for r in batch) >= batch_postings:
                 flush()
-        flush()
-        if staging:
-            publish()
+        flush(last=True)
     except KeyboardInterrupt:
+        writer.abandon()
         _discard(store, staging)
         store.finish_run(run_id, "interrupted")
         raise
     except BaseException:
+        writer.abandon()
         _discard(store, staging)
         store.finish_run(run_id, "failed")
         raise
+    finally:
+        writer.close()
     store.finish_run(run_id, "completed")
     summary.elapsed_s = time.perf_counter() - started
     return summary
+
+
+@dataclass
+class _WriteOutcome:
+    """What one batch write did: per-file events and postings added per zone."""
+
+    events: list[FileEvent] = field(default_factory=list)
+    postings_by_zone: dict[str, int] = field(default_factory=dict)
+
+    def count(self, records: list[TrackRecord]) -> None:
+        for item in records:
+            for zone_name, postings in item.fingerprint.zones.items():
+                self.postings_by_zone[zone_name] = self.postings_by_zone.get(zone_name, 0) + len(postings.hashes)
+
+
+class _BatchWriter:
+    """One writer thread: a batch is written while the next one fills (psycopg's COPY releases the GIL)."""
+
+    def __init__(self) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fpstore-writer")
+        self._pending: concurrent.futures.Future[_WriteOutcome] | None = None
+
+    def submit(self, fn: Callable[..., _WriteOutcome], *args: object) -> _WriteOutcome | None:
+        """Wait for the batch being written (re-raising its error), start ``fn(*args)``; return the finished outcome."""
+        previous = self.wait()
+        self._pending = self._pool.submit(fn, *args)
+        return previous
+
+    def wait(self) -> _WriteOutcome | None:
+        """The outcome of the batch being written, once written; None if there is none."""
+        pending, self._pending = self._pending, None
+        return None if pending is None else pending.result()
+
+    def abandon(self) -> None:
+        """Let the batch being written finish (or fail) without reporting it: the run is failing anyway."""
+        try:
+            self.wait()
+        except BaseException:  # the error that ends the run is already being raised
+            pass
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def _discard(store: Store, staging: list[BulkLoad]) -> None:
@@ -276,11 +339,10 @@ def _fingerprint_new_files(
     """Yield ``(path, sha256, fingerprint or failure reason)`` for each file not yet stored, in order."""
     jobs = jobs or os.cpu_count() or 1
     seen: dict[bytes, str] = {}
-    executor = (
-        concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("forkserver"))
-        if jobs > 1
-        else None
-    )
+    context = multiprocessing.get_context("forkserver")
+    # Workers fork from a server that has imported the signal stack once (librosa, scipy: seconds).
+    context.set_forkserver_preload(["fpstore.fingerprint"])
+    executor = concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) if jobs > 1 else None
     in_flight: deque[tuple[Path, bytes, concurrent.futures.Future[Fingerprint | str]]] = deque()
     try:
         for path in files:
