@@ -7,8 +7,8 @@ Measures, in one run on the same folder (default /work/corpus/dev/clips30, 30 s 
   ``--prefill`` postings, on the bulk path (the default for big runs) and on the ordinary path;
 - a per-clip stage breakdown on one core (decode, STFT, peaks, hashing, database write);
 - bytes per posting on disk (heap + indexes);
-- with ``--full-folder``: ingest of full-length tracks (``--duration full``) with peak memory (ru_maxrss) of
-  the writer and of the worker processes; with ``--long-hours H``: one synthetic H-hour FLAC (44.1 kHz
+- with ``--full-folder``: ingest of full-length tracks (``--duration full``) with peak memory (VmHWM, the
+  kernel's peak RSS) of the writer and of the largest worker process; with ``--long-hours H``: one synthetic H-hour FLAC (44.1 kHz
   stereo, written in blocks into a temp folder) fingerprinted by the streaming path, with its peak memory.
 
 The corpus has only 14 clips, so the folder is replicated ``--copies`` times into a temp folder; every
@@ -17,7 +17,7 @@ skips files whose content it already stored) while the decoder ignores the tag. 
 that a tagged copy decodes to the same samples, and that fpstore's stored postings for the first copy
 equal the seed pickle's.
 
-Every ingest runs in a child process (this script with ``--child``), so its ru_maxrss is its own.
+Every ingest runs in a child process (this script with ``--child``), so its peak memory is its own.
 
 Usage (the README's "Speed" table comes from this command)::
 
@@ -35,7 +35,6 @@ import json
 import os
 import pathlib
 import pickle
-import resource
 import shutil
 import subprocess
 import sys
@@ -84,6 +83,63 @@ def audio_seconds(paths: list[pathlib.Path], duration_s: float | None) -> float:
 
 def rss_mb(kilobytes: int) -> float:
     return kilobytes / 1024
+
+
+def peak_rss_kb(pid: int | str = "self") -> int:
+    """``VmHWM`` (peak resident set) of a process, in kB; 0 if it is gone.
+
+    Not ``ru_maxrss``: Linux carries the parent's peak across fork and exec into it, and a forkserver's
+    workers are not our children.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``."""
+    parent_of = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    parent_of[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        children = [p for p, parent in parent_of.items() if parent == current]
+        found += children
+        frontier += children
+    return found
+
+
+class WorkerPeak:
+    """Samples the peak RSS of this process's descendants (the ingest workers) every 0.2 s."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for pid in descendants(os.getpid()):
+                self.peak_kb = max(self.peak_kb, peak_rss_kb(pid))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb
 
 
 @contextmanager
@@ -136,7 +192,7 @@ def run_child(args: list[str]) -> dict:
 
 
 def child_ingest(url: str, folder: str, jobs: int, duration: str, bulk: str) -> None:
-    """Child body: one ingest; prints elapsed time, counts and ru_maxrss of itself and its workers."""
+    """Child body: one ingest; prints elapsed time, counts and the peak RSS of itself and of its largest worker."""
     from fpstore.ingest import ingest
     from fpstore.params import FingerprintParams
     from fpstore.store import open_store
@@ -144,13 +200,14 @@ def child_ingest(url: str, folder: str, jobs: int, duration: str, bulk: str) -> 
     params = FingerprintParams(duration_s=None if duration == "full" else float(duration))
     with open_store(url) as store:
         store.check_schema(upgrade_empty=True)  # a one-off migration is not ingest work
+        sampler = WorkerPeak()
         started = time.perf_counter()
         summary = ingest(store, folder, params, jobs=jobs, bulk={"auto": None, "yes": True, "no": False}[bulk])
         elapsed = time.perf_counter() - started
+        workers_kb = sampler.stop()
     print(json.dumps(dict(
         elapsed_s=elapsed, tracks=summary.tracks_added, failed=summary.tracks_failed, postings=summary.postings,
-        writer_maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        workers_maxrss_kb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        writer_maxrss_kb=peak_rss_kb(), workers_maxrss_kb=workers_kb,
     )))
 
 
@@ -162,7 +219,7 @@ def child_long(path: str) -> None:
     started = time.perf_counter()
     fp = fingerprint_file(path, FingerprintParams(duration_s=None))
     print(json.dumps(dict(elapsed_s=time.perf_counter() - started, postings=fp.n_postings,
-                          audio_s=fp.duration_s, maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))
+                          audio_s=fp.duration_s, maxrss_kb=peak_rss_kb())))
 
 
 def write_long_flac(path: pathlib.Path, hours: float) -> None:
@@ -269,6 +326,7 @@ def main() -> None:
     parser.add_argument("--prefill", type=int, default=10_000_000, help="postings held before the second ingest")
     parser.add_argument("--full-folder", help="also ingest this folder of full tracks with --duration full")
     parser.add_argument("--long-hours", type=float, default=0.0, help="also stream one synthetic file this long")
+    parser.add_argument("--skip-clips", action="store_true", help="only the --full-folder and --long-hours parts")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -289,46 +347,47 @@ def main() -> None:
     clips = pathlib.Path(args.folder)
     with tempfile.TemporaryDirectory(prefix="fpstore-bench-") as tmp, server(args.db) as srv:
         tmpdir = pathlib.Path(tmp)
-        paths = replicate(clips, args.copies, tmpdir / "music")
-        seconds = audio_seconds(paths, 30.0)
-        from fpstore.audio import load_audio
+        if not args.skip_clips:
+            paths = replicate(clips, args.copies, tmpdir / "music")
+            seconds = audio_seconds(paths, 30.0)
+            from fpstore.audio import load_audio
 
-        same = np.array_equal(load_audio(paths[0]), load_audio(clips / paths[0].name))
-        print(f"{len(paths)} files ({args.copies} tagged copies of {clips}), {seconds:.0f} s of audio, "
-              f"jobs={args.jobs}, tagged copy decodes identically: {same}", flush=True)
+            same = np.array_equal(load_audio(paths[0]), load_audio(clips / paths[0].name))
+            print(f"{len(paths)} files ({args.copies} tagged copies of {clips}), {seconds:.0f} s of audio, "
+                  f"jobs={args.jobs}, tagged copy decodes identically: {same}", flush=True)
 
-        seed_s = seed_run(paths, tmpdir / "seed_hash_db.pkl")
-        seed_rate = len(paths) / seed_s
-        show("seed pipeline (1 process, pickle)", f"{seed_rate:6.2f} tracks/s  {seconds / seed_s:7.1f} audio s/s")
+            seed_s = seed_run(paths, tmpdir / "seed_hash_db.pkl")
+            seed_rate = len(paths) / seed_s
+            show("seed pipeline (1 process, pickle)", f"{seed_rate:6.2f} tracks/s  {seconds / seed_s:7.1f} audio s/s")
 
-        with scratch_db(srv) as url:
-            breakdown = stage_breakdown(sorted(clips.glob("*.mp3")), url)
-        for key, value in breakdown.items():
-            show(f"stage, one core: {key}", f"{value:8.1f}" + ("" if key.startswith("postings") else " ms/clip"))
-
-        rates = {}
-        for label, bulk, pre in (("empty DB, bulk path", "auto", 0), ("empty DB, ordinary path", "no", 0),
-                                 ("DB holding prefill, bulk path", "auto", args.prefill),
-                                 ("DB holding prefill, ordinary path", "no", args.prefill)):
             with scratch_db(srv) as url:
-                held = prefill(url, clips, pre) if pre else 0
-                result = run_child([url, str(tmpdir / "music"), str(args.jobs), "30", bulk])
-                rate = result["tracks"] / result["elapsed_s"]
-                rates[label] = rate
-                name = label.replace("prefill", f"{held / 1e6:.1f} M postings")
-                show(f"fpstore ingest, {name}",
-                     f"{rate:6.2f} tracks/s  {seconds * result['tracks'] / len(paths) / result['elapsed_s']:7.1f}"
-                     f" audio s/s  {result['postings'] / result['elapsed_s'] / 1e3:6.0f} k postings/s")
-                if label == "empty DB, bulk path":
-                    bpp, n = bytes_per_posting(url)
-                    show("bytes per posting, clips DB (copies dedup in the index!)", f"{bpp:6.1f} ({n} postings)")
-                    check_parity(url, tmpdir / "seed_hash_db.pkl", paths)
-                    show("stored postings equal the seed pickle's (all tracks)", "yes")
-        show("fpstore bulk / seed throughput", f"{rates['empty DB, bulk path'] / seed_rate:6.1f} x")
-        show("bulk path: rate with prefill / rate into empty DB",
-             f"{100 * rates['DB holding prefill, bulk path'] / rates['empty DB, bulk path']:6.0f} %")
-        show("ordinary path: rate with prefill / rate into empty DB",
-             f"{100 * rates['DB holding prefill, ordinary path'] / rates['empty DB, ordinary path']:6.0f} %")
+                breakdown = stage_breakdown(sorted(clips.glob("*.mp3")), url)
+            for key, value in breakdown.items():
+                show(f"stage, one core: {key}", f"{value:8.1f}" + ("" if key.startswith("postings") else " ms/clip"))
+
+            rates = {}
+            for label, bulk, pre in (("empty DB, bulk path", "auto", 0), ("empty DB, ordinary path", "no", 0),
+                                     ("DB holding prefill, bulk path", "auto", args.prefill),
+                                     ("DB holding prefill, ordinary path", "no", args.prefill)):
+                with scratch_db(srv) as url:
+                    held = prefill(url, clips, pre) if pre else 0
+                    result = run_child([url, str(tmpdir / "music"), str(args.jobs), "30", bulk])
+                    rate = result["tracks"] / result["elapsed_s"]
+                    rates[label] = rate
+                    name = label.replace("prefill", f"{held / 1e6:.1f} M postings")
+                    show(f"fpstore ingest, {name}",
+                         f"{rate:6.2f} tracks/s  {seconds * result['tracks'] / len(paths) / result['elapsed_s']:7.1f}"
+                         f" audio s/s  {result['postings'] / result['elapsed_s'] / 1e3:6.0f} k postings/s")
+                    if label == "empty DB, bulk path":
+                        bpp, n = bytes_per_posting(url)
+                        show("bytes per posting, clips DB (copies dedup in the index!)", f"{bpp:6.1f} ({n} postings)")
+                        check_parity(url, tmpdir / "seed_hash_db.pkl", paths)
+                        show("stored postings equal the seed pickle's (all tracks)", "yes")
+            show("fpstore bulk / seed throughput", f"{rates['empty DB, bulk path'] / seed_rate:6.1f} x")
+            show("bulk path: rate with prefill / rate into empty DB",
+                 f"{100 * rates['DB holding prefill, bulk path'] / rates['empty DB, bulk path']:6.0f} %")
+            show("ordinary path: rate with prefill / rate into empty DB",
+                 f"{100 * rates['DB holding prefill, ordinary path'] / rates['empty DB, ordinary path']:6.0f} %")
 
         if args.full_folder:
             full = sorted(pathlib.Path(args.full_folder).glob("*.mp3"))
