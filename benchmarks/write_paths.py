@@ -74,7 +74,7 @@ def main():
                 bpp = (a+b)/rows
             else:
                 bpp = (s1[0]+s1[1]-s0[0]-s0[1])/rows
-            print(f"prefill={have:>9} {mode:20s} rows={rows} {rows/dt/1e3:8.0f} k rows/s  bytes/posting(new)={bpp:.1f} total bpp={(s1[0]+s1[1])/max(s1[2],1):.1f}", flush=True)
+            print(f"prefill={have:>9} {mode:20s} rows={rows} {rows/dt/1e3:8.0f} k rows/s  bytes/posting(new)={bpp:.1f} total bpp={(s1[0]+s1[1])/s1[2] if s1[2] else float('nan'):.1f}", flush=True)
 
 
 if __name__ == "__main__":
