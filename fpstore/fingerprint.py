@@ -3,6 +3,9 @@
 Conventions
 -----------
 - Times are STFT frames (``hop_length`` samples at ``sample_rate`` Hz) unless a name ends in ``_s``.
+- Files longer than :data:`STREAM_ABOVE_S` (or read whole, ``duration_s=None``) are decoded and
+  fingerprinted block by block (:mod:`fpstore.stream`) when soundfile can read them; the result is the
+  same fingerprint, with memory bounded by the block size instead of the file length.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fpstore.audio import load_audio
+from fpstore.audio import can_stream, load_audio
 from fpstore.hashing import ZoneHashes, zone_hashes
 from fpstore.params import FingerprintParams
 from fpstore.peaks import find_peaks
@@ -48,6 +51,16 @@ class Fingerprint:
         return sum(len(zh.hashes) for zh in self.zones.values())
 
 
+#: Requested durations above this many seconds (and ``None``, the whole file) use the streaming path.
+STREAM_ABOVE_S = 300.0
+
+
+def empty_fingerprint(params: FingerprintParams) -> Fingerprint:
+    """The fingerprint of an empty signal: no postings in any zone."""
+    empty = ZoneHashes(np.empty(0, np.uint32), np.empty(0, np.int32))
+    return Fingerprint({zone.name: empty for zone in params.zones}, 0.0, 0, 0)
+
+
 def fingerprint_signal(y: np.ndarray, params: FingerprintParams) -> Fingerprint:
     """Fingerprint mono audio already sampled at ``params.sample_rate``.
 
@@ -74,8 +87,7 @@ def fingerprint_signal(y: np.ndarray, params: FingerprintParams) -> Fingerprint:
     duration_s = y.size / params.sample_rate
     if y.size == 0:
         warnings.warn("audio is empty: no hashes", stacklevel=2)
-        empty = ZoneHashes(np.empty(0, np.uint32), np.empty(0, np.int32))
-        return Fingerprint({zone.name: empty for zone in params.zones}, 0.0, 0, 0)
+        return empty_fingerprint(params)
     magnitudes = magnitude_spectrogram(
         y, n_fft=params.n_fft, hop_length=params.hop_length, bin_max=params.bin_max
     )
@@ -112,5 +124,10 @@ def fingerprint_file(path: str | os.PathLike[str], params: FingerprintParams) ->
     AudioError
         If the file cannot be decoded.
     """
+    long_read = params.duration_s is None or params.duration_s > STREAM_ABOVE_S
+    if long_read and can_stream(path):
+        from fpstore.stream import fingerprint_file_streaming  # stream builds on this module
+
+        return fingerprint_file_streaming(path, params)
     y = load_audio(path, sample_rate=params.sample_rate, duration_s=params.duration_s)
     return fingerprint_signal(y, params)

@@ -10,6 +10,9 @@ Conventions
   ``batch_postings`` postings before it is written.
 - A file that cannot be fingerprinted fails with one line ``<path>: <reason>`` (recorded in ``failures``)
   and the run goes on; so does a file whose worker process dies twice (the pool is replaced in between).
+- A run over at least :data:`BULK_MIN_FILES` files uses the store's bulk path (staging table, index built
+  after the load, attached as a partition with its tracks); smaller runs use the ordinary path. A bulk
+  run publishes its tracks every ``partition_postings`` postings and at its end.
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ from fpstore.audio import AUDIO_EXTENSIONS, display_path
 from fpstore.errors import AudioError, DatabaseError, FpstoreError
 from fpstore.fingerprint import Fingerprint, fingerprint_file
 from fpstore.params import FingerprintParams
-from fpstore.store import Store, TrackRecord
+from fpstore.store import BulkLoad, Store, TrackRecord
+
+#: Runs over at least this many files take the bulk path (README, "Speed").
+BULK_MIN_FILES = 64
 
 FileStatus = Literal["added", "skipped", "failed"]
 
@@ -187,6 +193,8 @@ def ingest(
     force: bool = False,
     jobs: int | None = None,
     batch_postings: int = 2_000_000,
+    bulk: bool | None = None,
+    partition_postings: int = 50_000_000,
     on_file: Callable[[FileEvent], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> IngestSummary:
@@ -206,6 +214,10 @@ def ingest(
         Worker processes for decoding and fingerprinting; None uses every core, 1 works in-process.
     batch_postings : int
         Write a batch once it holds this many postings.
+    bulk : bool or None
+        Use the bulk path (True), the ordinary path (False), or decide by the number of files (None).
+    partition_postings : int
+        Bulk path: publish the staged tracks as one partition once this many postings are staged.
     on_file : callable or None
         Called with a :class:`FileEvent` for every file, in order.
     on_start : callable or None
@@ -244,23 +256,68 @@ def ingest(
         notify(event)
 
     batch: list[TrackRecord] = []
+    staging: list[BulkLoad] = []
+    writer = _BatchWriter()
 
-    def flush() -> None:
-        for written in store.write_tracks(run_id, batch, zone_ids, replace=force):
-            fp = written.record.fingerprint
-            if written.track_id is None:
-                record(FileEvent(written.record.path, "skipped", "same content stored meanwhile by another run"))
+    def apply(outcome: _WriteOutcome) -> None:
+        """Main thread: account for what the writer thread wrote."""
+        for zone_name, n in outcome.postings_by_zone.items():
+            summary.postings_by_zone[zone_name] += n
+        for event in outcome.events:
+            record(event)
+
+    def publish(outcome: _WriteOutcome) -> None:
+        for staged, added in store.commit_bulk(staging.pop(), replace=force):
+            if not added:
+                outcome.events.append(FileEvent(staged.path, "skipped", "same content stored meanwhile by another run"))
                 continue
-            for zone_name, postings in fp.zones.items():
-                summary.postings_by_zone[zone_name] += len(postings.hashes)
-            record(FileEvent(written.record.path, "added", f"track {written.track_id}, {fp.n_postings} postings"))
+            outcome.events.append(
+                FileEvent(staged.path, "added", f"track {staged.track_id}, {staged.n_postings} postings"))
+
+    def write(records: list[TrackRecord], last: bool) -> _WriteOutcome:
+        """Writer thread: write one batch (and publish the bulk load when it is full or ``last``)."""
+        outcome = _WriteOutcome()
+        if staging:
+            while records:
+                if not staging[0].free_ids:
+                    publish(outcome)
+                    staging.append(store.begin_bulk(run_id))
+                part, records = records[:staging[0].free_ids], records[staging[0].free_ids:]
+                store.stage_tracks(staging[0], part, zone_ids)
+                outcome.count(part)
+            if last or staging[0].n_postings >= partition_postings:
+                publish(outcome)
+                if not last:
+                    staging.append(store.begin_bulk(run_id))
+            return outcome
+        for written in store.write_tracks(run_id, records, zone_ids, replace=force):
+            if written.track_id is None:
+                outcome.events.append(
+                    FileEvent(written.record.path, "skipped", "same content stored meanwhile by another run"))
+                continue
+            outcome.count([written.record])
+            outcome.events.append(FileEvent(written.record.path, "added",
+                                            f"track {written.track_id}, {written.record.fingerprint.n_postings} postings"))
+        return outcome
+
+    def flush(last: bool = False) -> None:
+        # The batch is written in the writer thread while the workers go on fingerprinting; at most
+        # one batch is being written while the next one fills, so memory stays bounded.
+        previous = writer.submit(write, list(batch), last)
         batch.clear()
+        if previous is not None:
+            apply(previous)
+        if last:
+            apply(writer.wait())
 
     try:
         files = discover_audio_files(root)
         summary.files_seen = len(files)
         if on_start:
             on_start(len(files))
+        if bulk if bulk is not None else len(files) >= BULK_MIN_FILES:
+            store.drop_stale_staging()
+            staging.append(store.begin_bulk(run_id))
         for path, sha256, outcome in _fingerprint_new_files(store, files, params, force, jobs, record):
             if isinstance(outcome, str):
                 record(FileEvent(display_path(path), "failed", outcome))
@@ -268,16 +325,71 @@ def ingest(
             batch.append(TrackRecord(display_path(os.path.abspath(path)), sha256, outcome))
             if sum(r.fingerprint.n_postings for r in batch) >= batch_postings:
                 flush()
-        flush()
+        flush(last=True)
     except BaseException as exc:
+        writer.abandon()
+        _discard(store, staging)
         # If the database itself failed, the run cannot be updated: it stays 'running' and the next
         # ingest marks it 'interrupted' (its session is gone). Do not let that mask the first error.
         with contextlib.suppress(DatabaseError):
             store.finish_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         raise
+    finally:
+        writer.close()
     store.finish_run(run_id, "completed")
     summary.elapsed_s = time.perf_counter() - started
     return summary
+
+
+@dataclass
+class _WriteOutcome:
+    """What one batch write did: per-file events and postings added per zone."""
+
+    events: list[FileEvent] = field(default_factory=list)
+    postings_by_zone: dict[str, int] = field(default_factory=dict)
+
+    def count(self, records: list[TrackRecord]) -> None:
+        for item in records:
+            for zone_name, postings in item.fingerprint.zones.items():
+                self.postings_by_zone[zone_name] = self.postings_by_zone.get(zone_name, 0) + len(postings.hashes)
+
+
+class _BatchWriter:
+    """One writer thread: a batch is written while the next one fills (psycopg's COPY releases the GIL)."""
+
+    def __init__(self) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fpstore-writer")
+        self._pending: concurrent.futures.Future[_WriteOutcome] | None = None
+
+    def submit(self, fn: Callable[..., _WriteOutcome], *args: object) -> _WriteOutcome | None:
+        """Wait for the batch being written (re-raising its error), start ``fn(*args)``; return the finished outcome."""
+        previous = self.wait()
+        self._pending = self._pool.submit(fn, *args)
+        return previous
+
+    def wait(self) -> _WriteOutcome | None:
+        """The outcome of the batch being written, once written; None if there is none."""
+        pending, self._pending = self._pending, None
+        return None if pending is None else pending.result()
+
+    def abandon(self) -> None:
+        """Let the batch being written finish (or fail) without reporting it: the run is failing anyway."""
+        try:
+            self.wait()
+        except BaseException:  # the error that ends the run is already being raised
+            pass
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _discard(store: Store, staging: list[BulkLoad]) -> None:
+    """Drop an unpublished bulk load; if that fails too, the next bulk run drops it."""
+    for bulk in staging:
+        try:
+            store.drop_bulk(bulk)
+        except Exception:  # the original error matters more; drop_stale_staging cleans up later
+            pass
 
 
 def _fingerprint_new_files(
@@ -336,7 +448,10 @@ class _WorkerPool:
         self.executor = self._new_executor()
 
     def _new_executor(self) -> concurrent.futures.ProcessPoolExecutor:
-        return concurrent.futures.ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("forkserver"))
+        context = multiprocessing.get_context("forkserver")
+        # Workers fork from a server that has imported the signal stack once (librosa, scipy: seconds).
+        context.set_forkserver_preload(["fpstore.fingerprint"])
+        return concurrent.futures.ProcessPoolExecutor(self.jobs, mp_context=context)
 
     def submit(self, path: Path, params: FingerprintParams) -> concurrent.futures.Future[Fingerprint | str]:
         return self.executor.submit(_fingerprint_job, path, params)

@@ -133,4 +133,7 @@ hashes = Table(
     Column("t_anchor", Integer, nullable=False, comment="anchor time, in STFT frames"),
     Index("hashes_zone_hash", "zone", "hash"),
     comment="The inverted index: one row per (zone, hash, track, anchor time) posting.",
+    # Bulk loads attach their own track-id-block partition; small additions go to hashes_main
+    # (migration 0003).
+    postgresql_partition_by="RANGE (track_id)",
 )

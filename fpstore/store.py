@@ -1,8 +1,19 @@
 """Storage: the PostgreSQL database behind fpstore — schema state, runs, tracks and postings.
 
 Every statement takes its values as bound parameters. Postings are written with binary COPY built from
-numpy arrays (:mod:`fpstore.pgcopy`); a batch of tracks and all their postings is one transaction, so a
-reader never sees part of a track.
+numpy arrays (:mod:`fpstore.pgcopy`), sorted by (zone, hash) so index insertion walks the B-tree in order;
+a batch of tracks and all their postings is one transaction, so a reader never sees part of a track.
+
+Two write paths (README, "Speed"):
+
+- ordinary (:meth:`Store.write_tracks`): COPY into ``hashes``; the rows land in the partition
+  ``hashes_main`` (track ids below 1e9), whose (zone, hash) index is maintained row by row. For small
+  additions.
+- bulk (:meth:`Store.begin_bulk`, :meth:`Store.stage_tracks`, :meth:`Store.commit_bulk`): reserve a
+  block of :data:`BULK_BLOCK_IDS` track ids from ``tracks_bulk_id_seq``, COPY into a fresh, unattached,
+  unindexed table; then, in ONE transaction, insert the tracks, build the table's index and attach it
+  as the partition of its id block. Readers see the tracks and their postings together, at that
+  commit. Its cost depends only on the data it loads, not on the table's size.
 
 A failure of the server or of the connection to it (a restart, a crash, a dropped network) surfaces as
 one :class:`~fpstore.errors.DatabaseError` line saying that the unfinished transaction was rolled back
@@ -28,17 +39,18 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg import sql
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import URL, Engine, ExceptionContext
+from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 from sqlalchemy.exc import OperationalError
 
 import fpstore
 from fpstore.dburl import display_url, normalize_url
-from fpstore.errors import DatabaseError, NotFound, ProfileMismatch, SchemaNotAtHead
+from fpstore.errors import DatabaseError, NotFound, ParameterError, ProfileMismatch, SchemaNotAtHead
 from fpstore.fingerprint import Fingerprint
 from fpstore.hashing import hash_keys
 from fpstore.params import FingerprintParams, Zone
@@ -67,6 +79,51 @@ class TrackRecord:
     path: str
     sha256: bytes
     fingerprint: Fingerprint
+
+
+@dataclass(frozen=True)
+class StagedTrack:
+    """A track whose postings sit in a bulk staging table, with everything its ``tracks`` row needs."""
+
+    path: str
+    sha256: bytes
+    duration_s: float
+    n_frames: int
+    n_peaks: int
+    n_postings: int
+    track_id: int
+
+
+#: Track ids reserved per bulk load (partition); ids are cheap (int4 above 1e9 leaves ~11,000 blocks).
+BULK_BLOCK_IDS = 100_000
+
+# Serialises reservations of id blocks, so each block is contiguous.
+_BULK_IDS_LOCK_KEY = 0x46505355
+
+
+@dataclass
+class BulkLoad:
+    """An open bulk load: the staging table, its id block ``[first_id, first_id + BULK_BLOCK_IDS)``,
+    and the tracks staged in it so far."""
+
+    run_id: int
+    table: str
+    first_id: int
+    staged: list[StagedTrack] = dataclasses.field(default_factory=list)
+
+    @property
+    def free_ids(self) -> int:
+        """Tracks that still fit in the id block."""
+        return BULK_BLOCK_IDS - len(self.staged)
+
+    @property
+    def n_postings(self) -> int:
+        """Postings staged so far."""
+        return sum(track.n_postings for track in self.staged)
+
+
+#: Prefix of bulk staging tables; the rest of the name is ``r<run id>_<n>``.
+STAGING_PREFIX = "hashes_bulk_"
 
 
 @dataclass(frozen=True)
@@ -102,6 +159,7 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._run_leases: dict[int, Connection] = {}
         if not event.contains(engine, "handle_error", _report_operational_error):
             event.listen(engine, "handle_error", _report_operational_error)
 
@@ -230,9 +288,15 @@ class Store:
     # -- runs -----------------------------------------------------------------------------------
     def start_run(self, command_name: str, source: str, params: FingerprintParams,
                   zone_ids: dict[str, int]) -> int:
-        """Insert a ``running`` run with every parameter; return its id."""
-        with self.engine.begin() as conn:
-            return int(conn.execute(
+        """Insert a ``running`` run with every parameter; return its id.
+
+        The run keeps one database session open until :meth:`finish_run` (its *lease*): the session's
+        backend pid is stored in ``runs.backend_pid``, so that if the process dies, the session ends
+        with it and :meth:`mark_interrupted_runs` can tell.
+        """
+        lease = self.engine.connect()
+        try:
+            run_id = int(lease.execute(
                 text(
                     "INSERT INTO runs (command, source, fpstore_version, host, pid, backend_pid, sample_rate,"
                     " n_fft, hop_length, bin_max, peak_dist_freq, peak_dist_time, peak_thresh, top_k_targets,"
@@ -251,12 +315,12 @@ class Store:
                     zone_ids=_json([zone_ids[zone.name] for zone in params.zones]),
                 ),
             ).scalar_one())
-
-    def add_run_counts(self, run_id: int, *, skipped: int = 0) -> None:
-        """Add to a run's count of skipped files."""
-        with self.engine.begin() as conn:
-            conn.execute(text("UPDATE runs SET tracks_skipped = tracks_skipped + :n WHERE id = :id"),
-                         {"n": skipped, "id": run_id})
+            lease.commit()
+        except BaseException:
+            lease.close()
+            raise
+        self._run_leases[run_id] = lease
+        return run_id
 
     def record_failure(self, run_id: int, path: str, reason: str) -> None:
         """Record that ``path`` could not be ingested, and why."""
@@ -266,10 +330,15 @@ class Store:
             conn.execute(text("UPDATE runs SET tracks_failed = tracks_failed + 1 WHERE id = :id"), {"id": run_id})
 
     def finish_run(self, run_id: int, status: str) -> None:
-        """Set a run's final status and finish time."""
-        with self.engine.begin() as conn:
-            conn.execute(text("UPDATE runs SET status = :s, finished_at = now() WHERE id = :id"),
-                         {"s": status, "id": run_id})
+        """Set a run's final status and finish time, and end its lease."""
+        lease = self._run_leases.pop(run_id, None)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(text("UPDATE runs SET status = :s, finished_at = now() WHERE id = :id"),
+                             {"s": status, "id": run_id})
+        finally:
+            if lease is not None:
+                lease.close()
 
     def mark_interrupted_runs(self) -> int:
         """Mark as ``interrupted`` every ``running`` run whose database session has ended.
@@ -319,21 +388,25 @@ class Store:
         # Concurrent writers insert overlapping tracks: each waits on the other's uncommitted sha256
         # index entries, so all must take them in one order (sorted by digest), or two can deadlock.
         ordered = sorted(records, key=lambda record: record.sha256)
-        with _lost_connection_reported(self.url), self._raw_connection() as conn, conn.transaction(), \
-                conn.cursor() as cur:
+        with self._raw_connection() as conn, conn.transaction(), conn.cursor() as cur:
             digests = [record.sha256 for record in ordered]
             if replace:
                 cur.execute("DELETE FROM hashes WHERE track_id IN (SELECT id FROM tracks WHERE sha256 = ANY(%s))",
                             (digests,))
                 cur.execute("DELETE FROM tracks WHERE sha256 = ANY(%s)", (digests,))
             fps = [record.fingerprint for record in ordered]
+            # Ids follow the order of ``records`` (the files' sorted order), whatever the insert order.
+            cur.execute("SELECT nextval(pg_get_serial_sequence('tracks', 'id')) FROM generate_series(1, %s)",
+                        (len(records),))
+            id_by_digest = dict(zip((r.sha256 for r in records), sorted(int(row[0]) for row in cur.fetchall())))
             cur.execute(
-                "INSERT INTO tracks (path, file_name, sha256, duration_s, n_frames, n_peaks, n_postings, run_id)"
-                " SELECT p, f, d, s, nf, np, npost, %s FROM unnest(%s::text[], %s::text[], %s::bytea[],"
-                " %s::float8[], %s::int[], %s::int[], %s::int[]) WITH ORDINALITY AS u(p, f, d, s, nf, np, npost, i)"
+                "INSERT INTO tracks (id, path, file_name, sha256, duration_s, n_frames, n_peaks, n_postings, run_id)"
+                " SELECT id, p, f, d, s, nf, np, npost, %s FROM unnest(%s::int[], %s::text[], %s::text[], %s::bytea[],"
+                " %s::float8[], %s::int[], %s::int[], %s::int[]) WITH ORDINALITY AS u(id, p, f, d, s, nf, np, npost, i)"
                 " ORDER BY i ON CONFLICT (sha256) DO NOTHING RETURNING id, sha256",
                 (
                     run_id,
+                    [id_by_digest[digest] for digest in digests],
                     [record.path for record in ordered],
                     [os.path.basename(record.path) for record in ordered],
                     digests,
@@ -345,12 +418,7 @@ class Store:
             )
             new_ids = {bytes(digest): int(track_id) for track_id, digest in cur.fetchall()}
             written = [WrittenTrack(record, new_ids.get(record.sha256)) for record in records]
-            payload = _postings_payload(written, zone_ids)
-            if payload:
-                with cur.copy(f"COPY hashes ({', '.join(POSTING_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.write(COPY_HEADER)
-                    copy.write(payload)
-                    copy.write(COPY_TRAILER)
+            _copy_postings(cur, "hashes", _postings_payload(written, zone_ids))
             added = [w for w in written if w.track_id is not None]
             cur.execute(
                 "UPDATE runs SET tracks_added = tracks_added + %s, tracks_skipped = tracks_skipped + %s,"
@@ -366,16 +434,149 @@ class Store:
         """
         return self._raw_connection()
 
+    # -- bulk path ----------------------------------------------------------------------------------
+    def begin_bulk(self, run_id: int) -> BulkLoad:
+        """Create an empty, unindexed staging table for a bulk load of run ``run_id``.
+
+        The table is not part of ``hashes`` until :meth:`commit_bulk`; no reader sees its rows before.
+        """
+        with self._raw_connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_BULK_IDS_LOCK_KEY,))
+            cur.execute("SELECT nextval('tracks_bulk_id_seq')")
+            first_id = int(cur.fetchone()[0])
+            cur.execute("SELECT setval('tracks_bulk_id_seq', %s)", (first_id + BULK_BLOCK_IDS - 1,))
+            table = f"{STAGING_PREFIX}r{int(run_id)}_{first_id}"
+            cur.execute(sql.SQL("CREATE TABLE {} (LIKE hashes)").format(sql.Identifier(table)))
+        return BulkLoad(run_id, table, first_id)
+
+    def stage_tracks(self, bulk: BulkLoad, records: Sequence[TrackRecord], zone_ids: dict[str, int]) -> None:
+        """Reserve track ids for ``records`` and COPY their postings into the staging table.
+
+        Only the tracks' metadata stays in ``bulk``; the fingerprints can be dropped afterwards.
+
+        Raises
+        ------
+        ParameterError
+            If more records are given than ``bulk.free_ids``.
+        """
+        if not records:
+            return
+        if len(records) > bulk.free_ids:
+            raise ParameterError(f"{len(records)} tracks do not fit in the bulk load's {bulk.free_ids} free ids")
+        first = bulk.first_id + len(bulk.staged)
+        ids = list(range(first, first + len(records)))
+        with self._raw_connection() as conn, conn.cursor() as cur:
+            written = [WrittenTrack(record, track_id) for record, track_id in zip(records, ids)]
+            _copy_postings(cur, bulk.table, _postings_payload(written, zone_ids))
+        bulk.staged.extend(
+            StagedTrack(r.path, r.sha256, r.fingerprint.duration_s, r.fingerprint.n_frames, r.fingerprint.n_peaks,
+                        r.fingerprint.n_postings, track_id)
+            for r, track_id in zip(records, ids)
+        )
+
+    def commit_bulk(self, bulk: BulkLoad, *, replace: bool = False) -> list[tuple[StagedTrack, bool]]:
+        """Publish a bulk load: tracks, index and partition in one transaction.
+
+        A track whose content is already stored is dropped from the load (its staged postings are
+        deleted) unless ``replace`` is set, which deletes the old track and its postings first.
+
+        Returns
+        -------
+        outcome : list of (StagedTrack, added)
+            ``added`` is False for a track skipped because its content was stored meanwhile.
+        """
+        staged = bulk.staged
+        table = sql.Identifier(bulk.table)
+        with self._raw_connection() as conn, conn.transaction(), conn.cursor() as cur:
+            digests = [t.sha256 for t in staged]
+            if replace and staged:
+                cur.execute("DELETE FROM hashes WHERE track_id IN (SELECT id FROM tracks WHERE sha256 = ANY(%s))",
+                            (digests,))
+                cur.execute("DELETE FROM tracks WHERE sha256 = ANY(%s)", (digests,))
+            # Inserted in digest order, like write_tracks, so concurrent writers cannot deadlock.
+            by_digest = sorted(staged, key=lambda t: t.sha256)
+            cur.execute(
+                "INSERT INTO tracks (id, path, file_name, sha256, duration_s, n_frames, n_peaks, n_postings, run_id)"
+                " SELECT i, p, f, d, s, nf, np, npost, %s FROM unnest(%s::int[], %s::text[], %s::text[],"
+                " %s::bytea[], %s::float8[], %s::int[], %s::int[], %s::int[]) WITH ORDINALITY"
+                " AS u(i, p, f, d, s, nf, np, npost, o) ORDER BY o ON CONFLICT (sha256) DO NOTHING RETURNING id",
+                (bulk.run_id, [t.track_id for t in by_digest], [t.path for t in by_digest],
+                 [os.path.basename(t.path) for t in by_digest], [t.sha256 for t in by_digest],
+                 [t.duration_s for t in by_digest], [t.n_frames for t in by_digest], [t.n_peaks for t in by_digest],
+                 [t.n_postings for t in by_digest]),
+            )
+            added_ids = {int(row[0]) for row in cur.fetchall()}
+            lost = [t.track_id for t in staged if t.track_id not in added_ids]
+            if lost:
+                cur.execute(sql.SQL("DELETE FROM {} WHERE track_id = ANY(%s)").format(table), (lost,))
+            if added_ids:
+                self._attach_staging(cur, bulk.table, bulk.first_id, bulk.first_id + BULK_BLOCK_IDS)
+            else:
+                cur.execute(sql.SQL("DROP TABLE {}").format(table))
+            added = [t for t in staged if t.track_id in added_ids]
+            cur.execute(
+                "UPDATE runs SET tracks_added = tracks_added + %s, tracks_skipped = tracks_skipped + %s,"
+                " postings_added = postings_added + %s WHERE id = %s",
+                (len(added), len(staged) - len(added), sum(t.n_postings for t in added), bulk.run_id),
+            )
+        bulk.staged = []
+        return [(t, t.track_id in added_ids) for t in staged]
+
+    @staticmethod
+    def _attach_staging(cur: psycopg.Cursor[Any], table_name: str, low_id: int, high_id: int) -> None:
+        """Index the staging table and attach it as the partition ``[low_id, high_id)`` of ``hashes``."""
+        table = sql.Identifier(table_name)
+        # Built once over sorted input: compact (full leaves), and the partition is never updated.
+        cur.execute(sql.SQL("CREATE INDEX {} ON {} (zone, hash) WITH (fillfactor = 100)").format(
+            sql.Identifier("hashes_zone_hash_" + table_name.removeprefix("hashes_")), table))
+        # This CHECK (validated by one sequential scan of the new rows) lets ATTACH skip its own scan.
+        cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (track_id >= {} AND track_id < {})").format(
+            table, sql.Identifier(f"{table_name}_range"), sql.Literal(low_id), sql.Literal(high_id)))
+        # Takes SHARE UPDATE EXCLUSIVE on hashes: readers go on; no other partition is scanned.
+        cur.execute(sql.SQL("ALTER TABLE hashes ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+            table, sql.Literal(low_id), sql.Literal(high_id)))
+
+    def drop_bulk(self, bulk: BulkLoad) -> None:
+        """Discard an unfinished bulk load (its staging table and staged postings)."""
+        with self._raw_connection() as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(bulk.table)))
+        bulk.staged = []
+
+    def drop_stale_staging(self) -> int:
+        """Drop staging tables left by bulk loads whose run is no longer running (crash, kill).
+
+        Returns
+        -------
+        n_dropped : int
+        """
+        with self._raw_connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' AND c.relname LIKE %s"
+                " AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)"
+                " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.status = 'running'"
+                "                 AND c.relname LIKE %s || 'r' || r.id || '\\_%%')",
+                (STAGING_PREFIX.replace("_", "\\_") + "%", STAGING_PREFIX),
+            )
+            stale = [row[0] for row in cur.fetchall()]
+            for name in stale:
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+        return len(stale)
+
     @contextlib.contextmanager
     def _raw_connection(self) -> Iterator[psycopg.Connection[Any]]:
         raw = self.engine.raw_connection()
+        driver = raw.driver_connection
+        assert isinstance(driver, psycopg.Connection)
         try:
-            driver = raw.driver_connection
-            assert isinstance(driver, psycopg.Connection)
             driver.autocommit = True  # conn.transaction() then opens exactly one transaction
             yield driver
+        except psycopg.OperationalError as exc:
+            # psycopg used directly (COPY, bulk loads) bypasses SQLAlchemy's error hook: report it here.
+            raw.invalidate()
+            raise DatabaseError(_operational_error_message(self.url, exc)) from exc
         finally:
-            driver.autocommit = False
+            if not driver.closed:
+                driver.autocommit = False
             raw.close()
 
     def count_tracks(self) -> int:
@@ -436,8 +637,24 @@ class Store:
         return tracks, zone_names, duration_s, bytes(stream)
 
 
+def _copy_postings(cur: psycopg.Cursor[Any], table_name: str, payload: bytes) -> None:
+    """COPY binary posting rows (without header and trailer) into ``table_name``."""
+    if not payload:
+        return
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table_name), sql.SQL(", ").join(map(sql.Identifier, POSTING_COLUMNS)))
+    with cur.copy(statement) as copy:
+        copy.write(COPY_HEADER)
+        copy.write(payload)
+        copy.write(COPY_TRAILER)
+
+
 def _postings_payload(written: Sequence[WrittenTrack], zone_ids: dict[str, int]) -> bytes:
-    """Binary COPY rows of every posting of the tracks that got an id."""
+    """Binary COPY rows of every posting of the tracks that got an id, sorted by (zone, hash).
+
+    Sorted rows make B-tree insertion (ordinary path) visit leaf pages in order, and leave a bulk
+    partition's heap clustered by (zone, hash), so one lookup reads few heap pages.
+    """
     zone_parts, hash_parts, track_parts, t_parts = [], [], [], []
     for item in written:
         if item.track_id is None:
@@ -450,9 +667,10 @@ def _postings_payload(written: Sequence[WrittenTrack], zone_ids: dict[str, int])
             t_parts.append(postings.t_anchor_frames)
     if not hash_parts:
         return b""
-    return encode_postings(
-        np.concatenate(zone_parts), np.concatenate(hash_parts), np.concatenate(track_parts), np.concatenate(t_parts)
-    )
+    zones, keys = np.concatenate(zone_parts), np.concatenate(hash_parts)
+    order = np.lexsort((keys, zones))
+    return encode_postings(zones[order], keys[order], np.concatenate(track_parts)[order],
+                           np.concatenate(t_parts)[order])
 
 
 def _operational_error_message(url: str, exc: BaseException) -> str:
@@ -472,15 +690,6 @@ def _report_operational_error(context: ExceptionContext) -> None:
         return
     url = display_url(context.engine.url) if context.engine is not None else "(unknown)"
     raise DatabaseError(_operational_error_message(url, context.original_exception))
-
-
-@contextlib.contextmanager
-def _lost_connection_reported(url: str) -> Iterator[None]:
-    """Turn psycopg's OperationalError (used directly for COPY) into a one-line DatabaseError."""
-    try:
-        yield
-    except psycopg.OperationalError as exc:
-        raise DatabaseError(_operational_error_message(url, exc)) from exc
 
 
 def _json(value: Any) -> str:
