@@ -132,8 +132,23 @@ hashes = Table(
     Column("track_id", Integer, nullable=False, comment="tracks.id"),
     Column("t_anchor", Integer, nullable=False, comment="anchor time, in STFT frames"),
     Index("hashes_zone_hash", "zone", "hash"),
-    comment="The inverted index: one row per (zone, hash, track, anchor time) posting.",
+    comment="The inverted index: one row per (zone, hash, track, anchor time) posting."
+    " Partitioned by track id range: ids below 1e9 in hashes_main; each bulk load attaches its own id block.",
     # Bulk loads attach their own track-id-block partition; small additions go to hashes_main
     # (migration 0003).
     postgresql_partition_by="RANGE (track_id)",
 )
+
+
+def include_in_comparison(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic ``include_name`` hook: leave the partitions of ``hashes`` out of schema comparisons.
+
+    ``hashes_main`` and each bulk load's ``hashes_bulk_*`` partition (with their indexes) are created by
+    migration 0003 and by bulk ingests; the model describes only the partitioned parent, which is what
+    readers query.
+    """
+    if type_ == "table" and name is not None:
+        return not name.startswith("hashes_")
+    if type_ == "index" and name is not None:
+        return not name.startswith("hashes_zone_hash_")
+    return True

@@ -631,7 +631,7 @@ class Store:
             newest = cur.fetchone()
             duration_s = 30.0 if newest is None else newest[0]
             stream = bytearray()
-            with cur.copy(f"COPY hashes ({', '.join(POSTING_COLUMNS)}) TO STDOUT (FORMAT BINARY)") as copy:
+            with cur.copy(f"COPY (SELECT {', '.join(POSTING_COLUMNS)} FROM hashes) TO STDOUT (FORMAT BINARY)") as copy:
                 for block in copy:
                     stream += block
         return tracks, zone_names, duration_s, bytes(stream)

@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from fpstore.dburl import normalize_url
-from fpstore.models import metadata
+from fpstore.models import include_in_comparison, metadata
 
 config = context.config
 
@@ -15,7 +15,8 @@ def run_migrations_online() -> None:
     """Run migrations on ``config.attributes['connection']`` or on FPSTORE_DATABASE_URL / sqlalchemy.url."""
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=metadata, transaction_per_migration=True)
+        context.configure(connection=connection, target_metadata=metadata, transaction_per_migration=True,
+                          include_name=include_in_comparison)
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -26,7 +27,8 @@ def run_migrations_online() -> None:
         raise SystemExit("set FPSTORE_DATABASE_URL (or use `fpstore db upgrade`, which also knows the embedded database)")
     engine = create_engine(normalize_url(url))
     with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=metadata, transaction_per_migration=True)
+        context.configure(connection=conn, target_metadata=metadata, transaction_per_migration=True,
+                          include_name=include_in_comparison)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()
