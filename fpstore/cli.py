@@ -404,6 +404,26 @@ def eval_command(ctx: click.Context, queries_csv: str, zone: str, min_votes: int
     click.echo(f"wrote {outcome.per_query_csv}, {outcome.summary_csv}, {outcome.plot_png}")
 
 
+@db_group.command("lookup-index")
+@click.argument("variant", type=click.Choice(["plain", "covering"]))
+@click.pass_context
+def db_lookup_index(ctx: click.Context, variant: str) -> None:
+    """Index postings with the plain (zone, hash) B-tree, or a covering one for index-only lookups.
+
+    The covering index makes matching faster and costs about 11 bytes more per posting (see README,
+    Matching); switching builds the new index, then drops the old one.
+
+    \b
+    Example:
+      fpstore db lookup-index covering
+    """
+    from fpstore.match import set_lookup_index
+
+    with store_from(ctx) as store:
+        index_bytes = set_lookup_index(store, variant)
+    click.echo(f"postings indexed by the {variant} index ({index_bytes:,} bytes)")
+
+
 @dataclasses.dataclass(frozen=True)
 class _Done:
     """A finished eval query, shaped like an ingest FileEvent for the progress bar."""

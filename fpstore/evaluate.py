@@ -300,6 +300,7 @@ def plot_accuracy_vs_length(rows: Sequence[dict[str, Any]], png_path: str | os.P
         ax.set_xlabel("excerpt length (s)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("top-1 accuracy (%)")
+    axes[0][0].set_ylim(0, 103)
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(png_path, dpi=110)

@@ -101,7 +101,7 @@ def test_eval_command(store, db_url, tmp_path, rng_factory) -> None:
     # tune_023 is not stored here, but no row names it: a.wav and b.wav are positives, c.wav negative
     assert result.exit_code == 0, result.output
     assert "| zone | degradation | n_positive | top1_accuracy |" in result.output
-    assert "| all | * | 2 | 100.0% | 100.0% | 0 | 1 | 0.0% |" in result.output
+    assert "| Fsmall_Tlong | * | 2 | 100.0% | 100.0% | 0 | 1 | 0.0% |" in result.output
     assert (tmp_path / "out" / "accuracy_vs_length.png").is_file()
 
 

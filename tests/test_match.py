@@ -207,3 +207,25 @@ def test_match_command_on_empty_database_says_ingest_first(db_url, query_files) 
 def test_match_command_unknown_zone(tuned_store, db_url, query_files) -> None:
     result = CliRunner().invoke(cli, ["--db", db_url, "match", "--zone", "nope", str(query_files[0])])
     assert result.exit_code == 1 and result.output.startswith("Error: zone='nope' is not one of")
+
+
+@pytest.mark.postgres
+def test_lookup_index_command_switches_and_answers_stay_the_same(tuned_store, db_url, query_files) -> None:
+    hit, _ = query_files
+    runner = CliRunner()
+    before = runner.invoke(cli, ["--db", db_url, "match", "--json", str(hit)], catch_exceptions=False).output
+    result = runner.invoke(cli, ["--db", db_url, "db", "lookup-index", "covering"], catch_exceptions=False)
+    assert result.exit_code == 0 and result.output.startswith("postings indexed by the covering index (")
+    with tuned_store.engine.connect() as conn:
+        from sqlalchemy import text
+
+        names = set(conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = 'hashes'")).scalars())
+    assert names == {"hashes_zone_hash_cover"}
+    assert runner.invoke(cli, ["--db", db_url, "match", "--json", str(hit)], catch_exceptions=False).output == before
+    back = runner.invoke(cli, ["--db", db_url, "db", "lookup-index", "plain"], catch_exceptions=False)
+    assert back.exit_code == 0 and "plain index" in back.output
+
+
+def test_lookup_index_command_refuses_unknown_variant() -> None:
+    result = CliRunner().invoke(cli, ["db", "lookup-index", "hash"])
+    assert result.exit_code == 2 and "'hash' is not one of 'plain', 'covering'" in result.output
