@@ -48,7 +48,7 @@ from sqlalchemy.engine import make_url
 from fpstore.audio import load_audio
 from fpstore.fingerprint import fingerprint_signal
 from fpstore.ingest import ingest
-from fpstore.match import ALL_ZONES, DecisionRule, match_fingerprint
+from fpstore.match import ALL_ZONES, DecisionRule, match_fingerprint, set_lookup_index
 from fpstore.store import Store
 
 # Frequency shifts per replica before the dt rotation changes; 128 * (dt range) * n clips variants exist.
@@ -118,26 +118,11 @@ def build(server: str, name: str, clips: Path, n_tracks: int, zones: str) -> str
     return url.render_as_string(hide_password=False)
 
 
-INDEX_SQL = {
-    "plain": ("hashes_zone_hash", "CREATE INDEX hashes_zone_hash ON hashes (zone, hash)"),
-    "covering": ("hashes_zone_hash_cover",
-                 "CREATE INDEX hashes_zone_hash_cover ON hashes (zone, hash) INCLUDE (track_id, t_anchor)"),
-}
-
-
 def ensure_index(url: str, variant: str) -> None:
     """Leave exactly one (zone, hash) index on ``hashes``: the plain one or the covering one."""
-    raw = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(raw, autocommit=True) as conn:
-        present = {name for (name,) in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'hashes'")}
-        wanted, create = INDEX_SQL[variant]
-        if wanted not in present:
-            conn.execute("SET maintenance_work_mem = '1GB'")
-            conn.execute(create)
-        for other, _ in INDEX_SQL.values():
-            if other != wanted and other in present:
-                conn.execute(f"DROP INDEX {other}")
-        conn.execute("VACUUM ANALYZE hashes")
+    engine = create_engine(url)
+    set_lookup_index(Store(engine), variant)
+    engine.dispose()
 
 
 def existing_tracks(server: str, name: str) -> int | None:
