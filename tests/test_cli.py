@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from fpstore.cli import cli
 from fpstore.store import head_revision
 from fpstore.report import ZONE_COLUMNS
+from fpstore.store import head_revision
 from helpers import write_tunes
 
 pytestmark = pytest.mark.postgres

@@ -10,7 +10,7 @@ one too. The parent's index ``hashes_zone_hash`` is partitioned: every lookup is
 partition.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-24
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,362 @@
+"""Recognition evaluation: run a table of labelled queries through the matcher and score the answers.
+
+Input is a CSV with a ``file`` column (absolute, or relative to the CSV's folder), a ``true_track``
+column (a stored track's file name or its file name's stem, e.g. ``track001``; empty for a query whose
+track is not in the database) and label columns (e.g. ``degradation``, ``length_s``). Output: a
+per-query CSV, a summary CSV and a PNG plot.
+
+Conventions
+-----------
+- ``top1_accuracy``: among queries whose track is stored, the share the matcher *names* correctly
+  (the "no match" rule applies); ``top1_no_rule``: the share whose best-voted track is the true one,
+  whatever the rule says (the seed notebook's argmax has no rule).
+- ``false_positive_rate``: among queries whose track is not stored, the share that name a track.
+- Excerpt lengths are measured from the decoded audio, in seconds, rounded to 0.1 s.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from fpstore.errors import NotFound, ParameterError
+from fpstore.fingerprint import fingerprint_file
+from fpstore.match import ALL_ZONES, DecisionRule, MatchResult, match_fingerprint
+from fpstore.store import Store
+
+#: Columns that are never labels.
+RESERVED_COLUMNS = ("file", "true_track", "start_s")
+#: A column with at most this many distinct values is taken as a label when none are named.
+MAX_LABEL_VALUES = 8
+
+PER_QUERY_COLUMNS = (
+    "file", "true_track", "zone", "measured_length_s", "predicted", "predicted_id", "votes", "runner_up",
+    "runner_up_votes", "confidence", "offset_s", "offset_error_s", "best", "outcome",
+)
+SUMMARY_COLUMNS = (
+    "zone", "n_positive", "top1_accuracy", "top1_no_rule", "n_wrong", "n_negative", "false_positive_rate",
+)
+
+
+@dataclass(frozen=True)
+class Query:
+    """One row of the queries CSV.
+
+    Attributes
+    ----------
+    path : Path
+        The audio file, resolved against the CSV's folder.
+    file : str
+        As written in the CSV.
+    true_track : str
+        Stored file name or stem; empty if the query is not in the database.
+    labels : dict[str, str]
+    start_s : float or None
+        Where the excerpt starts in its track, seconds, if the CSV says.
+    """
+
+    path: Path
+    file: str
+    true_track: str
+    labels: dict[str, str]
+    start_s: float | None
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """Where an evaluation wrote its files, and its summary rows."""
+
+    per_query_csv: Path
+    summary_csv: Path
+    plot_png: Path
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    labels: list[str]
+
+
+def read_queries(csv_path: str | os.PathLike[str], labels: Sequence[str] | None = None) -> tuple[list[Query], list[str]]:
+    """Read the queries CSV; choose label columns if none are named.
+
+    Parameters
+    ----------
+    csv_path : path-like
+    labels : sequence of str or None
+        Label columns; None takes every column but file/true_track/start_s with at most
+        :data:`MAX_LABEL_VALUES` distinct values.
+
+    Returns
+    -------
+    queries : list of Query
+    labels : list of str
+
+    Raises
+    ------
+    ParameterError
+        If a required or named column is missing, or a ``start_s`` is not a number (``path:line``).
+    NotFound
+        If a query file does not exist (``path:line``).
+    """
+    csv_path = Path(csv_path)
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = list(reader.fieldnames or [])
+        records = list(reader)
+    for needed in ("file", "true_track"):
+        if needed not in columns:
+            raise ParameterError(f"{csv_path}: column {needed!r} is missing (has {columns})")
+    if labels is None:
+        labels = [c for c in columns if c not in RESERVED_COLUMNS
+                  and 1 < len({r[c] for r in records}) <= MAX_LABEL_VALUES]
+    for label in labels:
+        if label not in columns:
+            raise ParameterError(f"{csv_path}: label column {label!r} is not one of {columns}")
+    queries = []
+    for line, record in enumerate(records, start=2):
+        path = Path(record["file"])
+        path = path if path.is_absolute() else csv_path.parent / path
+        if not path.is_file():
+            raise NotFound(f"{csv_path}:{line}: query file {path} does not exist")
+        start = (record.get("start_s") or "").strip()
+        try:
+            start_s = float(start) if start else None
+        except ValueError:
+            raise ParameterError(f"{csv_path}:{line}: start_s={start!r} is not a number") from None
+        queries.append(Query(path, record["file"], (record["true_track"] or "").strip(),
+                             {label: record[label] for label in labels}, start_s))
+    return queries, list(labels)
+
+
+def stored_track_ids(store: Store) -> dict[str, int]:
+    """Track id by file name and by file-name stem (``track001.mp3`` and ``track001``)."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, file_name FROM tracks")).all()
+    found: dict[str, int] = {}
+    for track_id, file_name in rows:
+        found[file_name] = int(track_id)
+        found.setdefault(os.path.splitext(file_name)[0], int(track_id))
+    return found
+
+
+def score_row(query: Query, true_id: int | None, result: MatchResult, length_s: float) -> dict[str, Any]:
+    """One per-query CSV row: the answer, and whether it was right.
+
+    ``outcome`` is ``correct`` / ``wrong`` (named another track) / ``missed`` (said no match) for a
+    stored track, and ``false_positive`` / ``true_negative`` for a query not in the database.
+    """
+    best, runner, named = result.best, result.runner_up, result.match
+    if true_id is None:
+        outcome = "true_negative" if named is None else "false_positive"
+    elif named is None:
+        outcome = "missed"
+    else:
+        outcome = "correct" if named.track_id == true_id else "wrong"
+    offset_error = (
+        round(named.offset_s - query.start_s, 3)
+        if outcome == "correct" and named is not None and query.start_s is not None else ""
+    )
+    return {
+        "file": query.file, "true_track": query.true_track, **query.labels, "zone": result.zone,
+        "measured_length_s": length_s,
+        "predicted": named.file_name if named else "", "predicted_id": named.track_id if named else "",
+        "votes": best.votes if best else 0, "runner_up": runner.file_name if runner else "",
+        "runner_up_votes": runner.votes if runner else 0, "confidence": round(result.confidence, 4),
+        "offset_s": round(best.offset_s, 3) if best else "", "offset_error_s": offset_error,
+        "best": best.file_name if best else "",
+        "best_is_true": int(best is not None and best.track_id == true_id),
+        "outcome": outcome,
+    }
+
+
+def evaluate_queries(
+    store: Store,
+    queries: Sequence[Query],
+    *,
+    zones: Sequence[str] | None = None,
+    rule: DecisionRule = DecisionRule(),
+    on_query: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Fingerprint each query once, match it in every asked zone, and score it.
+
+    Parameters
+    ----------
+    store : Store
+    queries : sequence of Query
+    zones : sequence of str or None
+        Zone names (or ``"all"``); None evaluates every zone and ``"all"``.
+    rule : DecisionRule
+    on_query : callable(str) or None
+        Called with each query's path when it is done.
+
+    Returns
+    -------
+    rows : list of dict
+        One per query and zone (see :func:`score_row`).
+
+    Raises
+    ------
+    NotFound
+        If a ``true_track`` names no stored track.
+    """
+    store.check_schema()
+    params = store.params(duration_s=None)
+    zone_names = [z.name for z in params.zones] + [ALL_ZONES] if zones is None else list(zones)
+    for name in zone_names:
+        if name != ALL_ZONES:
+            params.zone(name)
+    known = stored_track_ids(store)
+    rows = []
+    for query in queries:
+        true_id = None
+        if query.true_track:
+            if query.true_track not in known:
+                raise NotFound(f"{query.file}: true_track {query.true_track!r} is not a stored track's file name")
+            true_id = known[query.true_track]
+        fingerprint = fingerprint_file(query.path, params)
+        length_s = round(fingerprint.duration_s, 1)
+        for zone in zone_names:
+            result = match_fingerprint(store, fingerprint, params, zone=zone, rule=rule, query=query.file)
+            rows.append(score_row(query, true_id, result, length_s))
+        if on_query is not None:
+            on_query(str(query.path))
+    return rows
+
+
+def summarise(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Top-1 accuracy and false-positive rate per zone and label group, plus a ``*`` row per zone.
+
+    Returns
+    -------
+    summary : list of dict
+        Keys ``zone``, each label, then :data:`SUMMARY_COLUMNS` after ``zone``; rates are in [0, 1]
+        (None when the group has no query of that kind).
+    """
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["zone"], *(str(row[label]) for label in labels)), []).append(row)
+        groups.setdefault((row["zone"], *("*" for _ in labels)), []).append(row)
+    summary = []
+    for key in sorted(groups, key=lambda k: (k[0], ["~" if v == "*" else v for v in k[1:]])):
+        members = groups[key]
+        positives = [r for r in members if r["true_track"]]
+        negatives = [r for r in members if not r["true_track"]]
+        summary.append({
+            "zone": key[0], **dict(zip(labels, key[1:])),
+            "n_positive": len(positives),
+            "top1_accuracy": _share(positives, lambda r: r["outcome"] == "correct"),
+            "top1_no_rule": _share(positives, lambda r: r["best_is_true"] == 1),
+            "n_wrong": sum(r["outcome"] == "wrong" for r in positives),
+            "n_negative": len(negatives),
+            "false_positive_rate": _share(negatives, lambda r: r["outcome"] == "false_positive"),
+        })
+    return summary
+
+
+def _share(rows: Sequence[dict[str, Any]], hit: Callable[[dict[str, Any]], bool]) -> float | None:
+    return sum(map(hit, rows)) / len(rows) if rows else None
+
+
+def format_summary(summary: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
+    """The summary as a Markdown table (percentages with one decimal)."""
+    columns = ["zone", *labels, *SUMMARY_COLUMNS[1:]]
+
+    def cell(value: Any, column: str) -> str:
+        if value is None:
+            return "–"
+        if column in ("top1_accuracy", "top1_no_rule", "false_positive_rate"):
+            return f"{100 * value:.1f}%"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[c], c) for c in columns) + " |" for row in summary]
+    return "\n".join(lines)
+
+
+def plot_accuracy_vs_length(rows: Sequence[dict[str, Any]], png_path: str | os.PathLike[str], *,
+                            group_label: str | None) -> None:
+    """Top-1 accuracy against excerpt length, one line per ``group_label`` value, one panel per zone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    positives = [r for r in rows if r["true_track"]]
+    zones = list(dict.fromkeys(r["zone"] for r in rows))
+    fig, axes = plt.subplots(1, len(zones), figsize=(4 * len(zones), 3.6), sharey=True, squeeze=False)
+    for ax, zone in zip(axes[0], zones):
+        in_zone = [r for r in positives if r["zone"] == zone]
+        for group in sorted({str(r[group_label]) if group_label else "all" for r in in_zone}):
+            members = [r for r in in_zone if (str(r[group_label]) if group_label else "all") == group]
+            lengths = sorted({r["measured_length_s"] for r in members})
+            accuracy = [100 * _share([r for r in members if r["measured_length_s"] == x],
+                                     lambda r: r["outcome"] == "correct") for x in lengths]  # type: ignore[operator]
+            ax.plot(lengths, accuracy, marker="o", label=group)
+        ax.set_title(zone)
+        ax.set_xlabel("excerpt length (s)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("top-1 accuracy (%)")
+    axes[0][0].set_ylim(0, 103)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Write ``rows`` with ``columns`` first, then any other keys, in order."""
+    extra = [k for k in (rows[0] if rows else {}) if k not in columns]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*columns, *extra], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run_eval(
+    store: Store,
+    queries_csv: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    zones: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+    rule: DecisionRule = DecisionRule(),
+    on_start: Callable[[int], None] | None = None,
+    on_query: Callable[[str], None] | None = None,
+) -> EvalOutcome:
+    """Read the queries, evaluate them, write ``per_query.csv``, ``summary.csv`` and ``accuracy_vs_length.png``.
+
+    Parameters
+    ----------
+    store : Store
+    queries_csv : path-like
+    out_dir : path-like
+        Created if needed.
+    zones, rule, on_query
+        As in :func:`evaluate_queries`.
+    labels : sequence of str or None
+        As in :func:`read_queries`.
+    on_start : callable(int) or None
+        Called with the number of queries before the first one runs.
+
+    Returns
+    -------
+    outcome : EvalOutcome
+    """
+    queries, chosen = read_queries(queries_csv, labels)
+    if on_start is not None:
+        on_start(len(queries))
+    rows = evaluate_queries(store, queries, zones=zones, rule=rule, on_query=on_query)
+    summary = summarise(rows, chosen)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    outcome = EvalOutcome(out / "per_query.csv", out / "summary.csv", out / "accuracy_vs_length.png",
+                          rows, summary, chosen)
+    write_csv(outcome.per_query_csv, rows, PER_QUERY_COLUMNS[:2] + tuple(chosen) + PER_QUERY_COLUMNS[2:])
+    write_csv(outcome.summary_csv, summary, ("zone", *chosen, *SUMMARY_COLUMNS[1:]))
+    group = "degradation" if "degradation" in chosen else next((c for c in chosen if c != "length_s"), None)
+    plot_accuracy_vs_length(rows, outcome.plot_png, group_label=group)
+    return outcome

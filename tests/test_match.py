@@ -1,0 +1,231 @@
+"""The matcher: the offset-histogram vote, the "no match" rule, and the Python and SQL paths on a real database."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+from click.testing import CliRunner
+
+from fpstore.cli import cli
+from fpstore.errors import ParameterError
+from fpstore.ingest import ingest
+from fpstore.match import (
+    ALL_ZONES,
+    DEFAULT_MIN_VOTES_ALL_ZONES,
+    DEFAULT_MIN_VOTES_ONE_ZONE,
+    DecisionRule,
+    match_files,
+    match_fingerprint,
+    match_signal,
+    vote,
+)
+from fpstore.fingerprint import fingerprint_signal
+from fpstore.params import FingerprintParams
+from fpstore.synth import synth_tune
+from helpers import write_tunes
+
+SR = 22050
+HOP = 1024
+TUNE_SEEDS = [11, 12, 13]
+ZONES = [z.name for z in FingerprintParams().zones] + [ALL_ZONES]
+
+
+# -- the vote, on arrays ------------------------------------------------------------------------------
+def test_vote_counts_bins_and_ranks_tracks() -> None:
+    tracks = np.array([7, 7, 7, 3, 3, 9, 7])
+    offsets = np.array([5, 5, 9, -2, -2, 4, 9])
+    ranked_tracks, votes, ranked_offsets = vote(tracks, offsets, top_k=5)
+    # track 7 has bins {5: 2, 9: 2}: its offset is the smaller of its fullest bins; 3 and 7 tie on 2 votes.
+    assert ranked_tracks.tolist() == [3, 7, 9]
+    assert votes.tolist() == [2, 2, 1]
+    assert ranked_offsets.tolist() == [-2, 5, 4]
+
+
+def test_vote_top_k_and_empty() -> None:
+    assert vote(np.array([1, 2, 2]), np.array([0, 0, 0]), top_k=1)[0].tolist() == [2]
+    assert all(a.size == 0 for a in vote(np.array([], int), np.array([], int), top_k=3))
+
+
+@pytest.mark.parametrize("top_k", [0, -1, True, 1.5])
+def test_vote_refuses_bad_top_k(top_k) -> None:
+    with pytest.raises(ParameterError, match="top_k="):
+        vote(np.array([1]), np.array([1]), top_k=top_k)
+
+
+def test_vote_refuses_mismatched_arrays() -> None:
+    with pytest.raises(ParameterError, match="same shape"):
+        vote(np.array([1, 2]), np.array([1]), top_k=2)
+
+
+def test_decision_rule() -> None:
+    assert DecisionRule().votes_needed(ALL_ZONES) == DEFAULT_MIN_VOTES_ALL_ZONES
+    assert DecisionRule().votes_needed("Flarge_Tlong") == DEFAULT_MIN_VOTES_ONE_ZONE
+    rule = DecisionRule(min_votes=10, min_ratio=2.0)
+    assert rule.accepts(10, 5, "z") and not rule.accepts(9, 0, "z") and not rule.accepts(10, 6, "z")
+    with pytest.raises(ParameterError, match="min_votes=0"):
+        DecisionRule(min_votes=0)
+    with pytest.raises(ParameterError, match="min_ratio=0.5"):
+        DecisionRule(min_ratio=0.5)
+
+
+# -- on a real database ----------------------------------------------------------------------------------
+def _excerpt(seed: int, start_frames: int, seconds: float, rng: np.random.Generator, snr_db: float | None):
+    y = synth_tune(seed, duration_s=8.0)
+    start = start_frames * HOP
+    piece = y[start:start + int(seconds * SR)].astype(np.float32)
+    if snr_db is not None:
+        noise = rng.standard_normal(piece.size).astype(np.float32)
+        noise *= np.sqrt(np.mean(piece ** 2) / 10 ** (snr_db / 10) / np.mean(noise ** 2))
+        piece = np.clip(piece + noise, -1, 1).astype(np.float32)
+    return piece
+
+
+@pytest.fixture
+def tuned_store(store, tmp_path):
+    write_tunes(tmp_path / "music", TUNE_SEEDS)
+    ingest(store, tmp_path / "music", jobs=1)
+    return store
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("snr_db", [None, 10.0])
+def test_excerpts_find_their_tune_and_offset(tuned_store, rng_factory, snr_db) -> None:
+    rng = rng_factory(1)
+    for seed, start_frames in [(11, 20), (12, 50), (13, 5)]:
+        y = _excerpt(seed, start_frames, 4.0, rng, snr_db)
+        result = match_signal(tuned_store, y, zone=ALL_ZONES)
+        assert result.match is not None, result
+        assert result.match.file_name == f"tune_{seed:03d}.wav"
+        assert result.match.offset_frames == start_frames
+        assert result.match.offset_s == pytest.approx(start_frames * HOP / SR)
+        assert result.runner_up is not None and result.runner_up.track_id != result.match.track_id
+        assert 0 < result.confidence <= 1
+
+
+@pytest.mark.postgres
+def test_python_and_sql_paths_rank_the_same(tuned_store, rng_factory) -> None:
+    params = tuned_store.params(duration_s=None)
+    rng = rng_factory(2)
+    queries = [_excerpt(12, 30, 3.0, rng, 5.0), _excerpt(13, 0, 2.0, rng, 0.0), synth_tune(99, duration_s=3.0)]
+    compared = 0
+    for y in queries:
+        fp = fingerprint_signal(y, params)
+        for zone in ZONES:
+            by_python = match_fingerprint(tuned_store, fp, params, zone=zone, top_k=3, method="python")
+            by_sql = match_fingerprint(tuned_store, fp, params, zone=zone, top_k=3, method="sql")
+            assert by_python.candidates == by_sql.candidates, zone
+            assert by_python.match == by_sql.match
+            compared += len(by_python.candidates)
+    assert compared > 10
+
+
+@pytest.mark.postgres
+def test_sql_function_takes_the_notebooks_unsigned_hashes(tuned_store) -> None:
+    params = tuned_store.params(duration_s=None)
+    fp = fingerprint_signal(_excerpt(11, 10, 3.0, None, None), params)
+    zone = fp.zones["Flarge_Tlong"]
+    with tuned_store.engine.raw_connection() as raw:
+        cur = raw.driver_connection.cursor()
+        cur.execute("SELECT track_id, offset_frames, votes FROM fpstore_match(%s, %s, %s, 2)",
+                    ("Flarge_Tlong", zone.hashes.astype(np.int64).tolist(), zone.t_anchor_frames.tolist()))
+        rows = cur.fetchall()
+    python = match_fingerprint(tuned_store, fp, params, zone="Flarge_Tlong", top_k=2)
+    assert rows == [(c.track_id, c.offset_frames, c.votes) for c in python.candidates]
+    assert rows[0][1] == 10
+
+
+@pytest.mark.postgres
+def test_lookup_uses_the_zone_hash_index(tuned_store) -> None:
+    with tuned_store.engine.raw_connection() as raw:
+        cur = raw.driver_connection.cursor()
+        cur.execute("SET enable_seqscan = off")  # a 3-tune table is small enough for a seq scan to win
+        cur.execute("EXPLAIN SELECT * FROM fpstore_match('Flarge_Tlong', ARRAY[1, 2]::bigint[], ARRAY[0, 1], 2)")
+        plan = "\n".join(row[0] for row in cur.fetchall())
+    assert "hashes_zone_hash" in plan
+
+
+@pytest.mark.postgres
+def test_a_tune_not_in_the_database_is_no_match(tuned_store) -> None:
+    for zone in ZONES:
+        result = match_signal(tuned_store, synth_tune(77, duration_s=5.0), zone=zone)
+        assert result.match is None, (zone, result.best)
+
+
+@pytest.mark.postgres
+def test_unknown_zone_is_refused(tuned_store) -> None:
+    with pytest.raises(ParameterError, match="zone='nope'"):
+        match_signal(tuned_store, synth_tune(11, duration_s=2.0), zone="nope")
+
+
+# -- the command ------------------------------------------------------------------------------------------
+@pytest.fixture
+def query_files(tmp_path, rng_factory):
+    rng = rng_factory(3)
+    hit = tmp_path / "hit.wav"
+    soundfile.write(hit, _excerpt(12, 40, 4.0, rng, 10.0), SR, subtype="PCM_16")
+    miss = tmp_path / "miss.wav"
+    soundfile.write(miss, synth_tune(88, duration_s=4.0), SR, subtype="PCM_16")
+    return hit, miss
+
+
+@pytest.mark.postgres
+def test_match_command(tuned_store, db_url, query_files) -> None:
+    hit, miss = query_files
+    result = CliRunner().invoke(cli, ["--db", db_url, "match", str(hit), str(miss)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    first, second = result.output.splitlines()
+    assert first.startswith("hit.wav: tune_012.wav (id 2) votes ")
+    assert f"offset {40 * HOP / SR:.2f} s; runner-up tune_0" in first
+    assert second.startswith("miss.wav: no match (best tune_0")
+
+
+@pytest.mark.postgres
+def test_match_command_json_and_sql(tuned_store, db_url, query_files) -> None:
+    hit, _ = query_files
+    outputs = []
+    for extra in ([], ["--sql"]):
+        result = CliRunner().invoke(cli, ["--db", db_url, "match", "--json", "--top", "3", "--zone", "Fsmall_Tlong",
+                                          *extra, str(hit)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        outputs.append(json.loads(result.output))
+    assert outputs[0]["candidates"] == outputs[1]["candidates"]
+    assert outputs[0]["match"]["file_name"] == "tune_012.wav" and outputs[0]["match"]["offset_frames"] == 40
+    assert 2 <= len(outputs[0]["candidates"]) <= 3
+
+
+@pytest.mark.postgres
+def test_match_command_on_empty_database_says_ingest_first(db_url, query_files) -> None:
+    result = CliRunner().invoke(cli, ["--db", db_url, "match", str(query_files[0])])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and "ingest first" in result.output
+
+
+@pytest.mark.postgres
+def test_match_command_unknown_zone(tuned_store, db_url, query_files) -> None:
+    result = CliRunner().invoke(cli, ["--db", db_url, "match", "--zone", "nope", str(query_files[0])])
+    assert result.exit_code == 1 and result.output.startswith("Error: zone='nope' is not one of")
+
+
+@pytest.mark.postgres
+def test_lookup_index_command_switches_and_answers_stay_the_same(tuned_store, db_url, query_files) -> None:
+    hit, _ = query_files
+    runner = CliRunner()
+    before = runner.invoke(cli, ["--db", db_url, "match", "--json", str(hit)], catch_exceptions=False).output
+    result = runner.invoke(cli, ["--db", db_url, "db", "lookup-index", "covering"], catch_exceptions=False)
+    assert result.exit_code == 0 and result.output.startswith("postings indexed by the covering index (")
+    with tuned_store.engine.connect() as conn:
+        from sqlalchemy import text
+
+        names = set(conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = 'hashes'")).scalars())
+    assert names == {"hashes_zone_hash_cover"}
+    assert runner.invoke(cli, ["--db", db_url, "match", "--json", str(hit)], catch_exceptions=False).output == before
+    back = runner.invoke(cli, ["--db", db_url, "db", "lookup-index", "plain"], catch_exceptions=False)
+    assert back.exit_code == 0 and "plain index" in back.output
+
+
+def test_lookup_index_command_refuses_unknown_variant() -> None:
+    result = CliRunner().invoke(cli, ["db", "lookup-index", "hash"])
+    assert result.exit_code == 2 and "'hash' is not one of 'plain', 'covering'" in result.output
