@@ -107,26 +107,42 @@ def zone_hashes(peaks: Peaks, zones: Sequence[Zone], *, top_k: int | None = 5) -
     )
     t = peaks.t_frames.astype(np.int64)
     f = peaks.f_bins.astype(np.int64)
-    if top_k is not None:
-        # Strongest target first; ties go to the earlier peak, as in the seed's stable sort.
-        order = np.lexsort((target, -peaks.magnitudes[target], anchor))
-        anchor, target = anchor[order], target[order]
-    dt = t[target] - t[anchor]
     abs_df = np.abs(f[target] - f[anchor])
+    # No zone reaches beyond the widest band: dropping those pairs first shrinks the sort below.
+    near = abs_df <= max(zone.df_bins for zone in zones)
+    anchor, target, abs_df = anchor[near], target[near], abs_df[near]
+    if top_k is not None:
+        # Strongest target first; ties go to the earlier peak, as in the seed's stable sort. One
+        # integer key (anchor, then the target's rank by decreasing magnitude and index) sorts faster
+        # than a three-key lexsort and gives the same order.
+        strength_rank = np.empty(peaks.magnitudes.size, dtype=np.int64)
+        strength_rank[np.lexsort((np.arange(peaks.magnitudes.size), -peaks.magnitudes))] = np.arange(
+            peaks.magnitudes.size
+        )
+        order = np.argsort(anchor * peaks.magnitudes.size + strength_rank[target], kind="stable")
+        anchor, target, abs_df = anchor[order], target[order], abs_df[order]
+    dt = t[target] - t[anchor]
 
     result: dict[str, ZoneHashes] = {}
     for zone in zones:
         inside = (dt >= zone.dt_min_frames) & (dt <= zone.dt_max_frames) & (abs_df <= zone.df_bins)
         zone_anchor, zone_target = anchor[inside], target[inside]
         if top_k is not None:
-            rank = np.arange(zone_anchor.size) - np.searchsorted(zone_anchor, zone_anchor, side="left")
-            keep = rank < top_k
+            keep = _rank_within_groups(zone_anchor) < top_k
             zone_anchor, zone_target = zone_anchor[keep], zone_target[keep]
         result[zone.name] = ZoneHashes(
             pack_hashes(f[zone_anchor], f[zone_target], t[zone_target] - t[zone_anchor]),
             peaks.t_frames[zone_anchor].astype(np.int32),
         )
     return result
+
+
+def _rank_within_groups(sorted_keys: np.ndarray) -> np.ndarray:
+    """Position of each element inside its run of equal keys (``sorted_keys`` is sorted), in O(n)."""
+    positions = np.arange(sorted_keys.size)
+    starts = np.ones(sorted_keys.size, dtype=bool)
+    starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    return positions - np.maximum.accumulate(np.where(starts, positions, 0))
 
 
 def _candidate_pairs(t_frames: np.ndarray, *, dt_min: int, dt_max: int) -> tuple[np.ndarray, np.ndarray]:

@@ -71,6 +71,10 @@ def constellation_map(
     [[2, 3]]
     """
     valid_spectrogram(magnitudes)
+    return _constellation_map(magnitudes, dist_freq, dist_time, thresh)
+
+
+def _constellation_map(magnitudes: np.ndarray, dist_freq: int, dist_time: int, thresh: float) -> np.ndarray:
     # mode="constant" pads with 0, as the seed does: an edge point competes only with real neighbours.
     neighbourhood_max = ndimage.maximum_filter(
         magnitudes, size=(2 * dist_freq + 1, 2 * dist_time + 1), mode="constant"
@@ -106,6 +110,10 @@ def extract_peaks(magnitudes: np.ndarray, cmap: np.ndarray) -> Peaks:
     valid_spectrogram(magnitudes)
     if not isinstance(cmap, np.ndarray) or cmap.dtype != np.bool_ or cmap.shape != magnitudes.shape:
         raise ParameterError(f"cmap must be a boolean array of shape {magnitudes.shape}")
+    return _extract_peaks(magnitudes, cmap)
+
+
+def _extract_peaks(magnitudes: np.ndarray, cmap: np.ndarray) -> Peaks:
     # Scanning the transposed mask yields time-major order with rising frequency inside each frame:
     # the same order as the seed's stable sort of (f, t)-ordered peaks by t.
     t_frames, f_bins = np.nonzero(cmap.T)
@@ -133,5 +141,5 @@ def find_peaks(
     -------
     peaks : Peaks
     """
-    cmap = constellation_map(magnitudes, dist_freq=dist_freq, dist_time=dist_time, thresh=thresh)
-    return extract_peaks(magnitudes, cmap)
+    valid_spectrogram(magnitudes)  # once: the two steps below trust it
+    return _extract_peaks(magnitudes, _constellation_map(magnitudes, dist_freq, dist_time, thresh))
