@@ -35,7 +35,6 @@ import json
 import os
 import pathlib
 import pickle
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -247,6 +246,7 @@ def seed_run(paths: list[pathlib.Path], out: pathlib.Path) -> float:
 def stage_breakdown(paths: list[pathlib.Path], url: str) -> dict[str, float]:
     """Mean milliseconds per clip of each stage on one core; the write stages over all clips."""
     import librosa
+    from sqlalchemy import create_engine
 
     from fpstore.audio import load_audio
     from fpstore.fingerprint import Fingerprint
@@ -255,7 +255,6 @@ def stage_breakdown(paths: list[pathlib.Path], url: str) -> dict[str, float]:
     from fpstore.peaks import find_peaks
     from fpstore.spectrogram import magnitude_spectrogram
     from fpstore.store import Store, TrackRecord
-    from sqlalchemy import create_engine
 
     params = FingerprintParams()
     times = {k: 0.0 for k in ("librosa.load (seed)", "decode", "STFT", "peaks", "hashing")}

@@ -70,9 +70,9 @@ WHERE h.track_id + r * %(n_real)s::int <= %(n_tracks)s::int
 
 SIZE_SQL = """
 SELECT (SELECT count(*) FROM hashes) AS postings,
-       pg_relation_size('hashes') AS heap_bytes,
-       (SELECT coalesce(sum(pg_relation_size(indexrelid)), 0) FROM pg_index WHERE indrelid = 'hashes'::regclass)
-           AS index_bytes
+       (SELECT coalesce(sum(pg_relation_size(relid)), 0) FROM pg_partition_tree('hashes')) AS heap_bytes,
+       (SELECT coalesce(sum(pg_relation_size(indexrelid)), 0) FROM pg_index
+        WHERE indrelid IN (SELECT relid FROM pg_partition_tree('hashes'))) AS index_bytes
 """
 
 

@@ -143,8 +143,8 @@ def downmix(frames: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(frames[:, 0])
     if frames.shape[1] == 2:
         # np.mean of two float32 values is (a + b) in float32, divided by 2 (exact): the same bits.
-        return (frames[:, 0] + frames[:, 1]) / np.float32(2)
-    return np.mean(frames.T, axis=0)
+        return np.asarray((frames[:, 0] + frames[:, 1]) / np.float32(2))
+    return np.asarray(np.mean(frames.T, axis=0))
 
 
 def resampled_length(n_samples: int, native_rate: int, sample_rate: int) -> int:

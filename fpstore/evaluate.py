@@ -178,7 +178,7 @@ def evaluate_queries(
     queries: Sequence[Query],
     *,
     zones: Sequence[str] | None = None,
-    rule: DecisionRule = DecisionRule(),
+    rule: DecisionRule = DecisionRule(),  # noqa: B008 (frozen dataclass: an immutable default)
     on_query: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Fingerprint each query once, match it in every asked zone, and score it.
@@ -293,8 +293,9 @@ def plot_accuracy_vs_length(rows: Sequence[dict[str, Any]], png_path: str | os.P
         for group in sorted({str(r[group_label]) if group_label else "all" for r in in_zone}):
             members = [r for r in in_zone if (str(r[group_label]) if group_label else "all") == group]
             lengths = sorted({r["measured_length_s"] for r in members})
-            accuracy = [100 * _share([r for r in members if r["measured_length_s"] == x],
-                                     lambda r: r["outcome"] == "correct") for x in lengths]  # type: ignore[operator]
+            shares = [_share([r for r in members if r["measured_length_s"] == x], lambda r: r["outcome"] == "correct")
+                      for x in lengths]
+            accuracy = [100 * share if share is not None else float("nan") for share in shares]
             ax.plot(lengths, accuracy, marker="o", label=group)
         ax.set_title(zone)
         ax.set_xlabel("excerpt length (s)")
@@ -323,7 +324,7 @@ def run_eval(
     *,
     zones: Sequence[str] | None = None,
     labels: Sequence[str] | None = None,
-    rule: DecisionRule = DecisionRule(),
+    rule: DecisionRule = DecisionRule(),  # noqa: B008 (frozen dataclass: an immutable default)
     on_start: Callable[[int], None] | None = None,
     on_query: Callable[[str], None] | None = None,
 ) -> EvalOutcome:

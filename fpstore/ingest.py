@@ -307,8 +307,8 @@ def ingest(
         batch.clear()
         if previous is not None:
             apply(previous)
-        if last:
-            apply(writer.wait())
+        if last and (final := writer.wait()) is not None:
+            apply(final)
 
     try:
         files = discover_audio_files(root)

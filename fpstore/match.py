@@ -1,7 +1,8 @@
 """Matching: a query's hashes → the stored track and where in it the query starts (offset-histogram vote).
 
 For every query hash, the postings of the same hash in the same zone are fetched (one statement for all
-zones: the query's distinct ``(zone, hash)`` keys, sorted, sent as two arrays); each posting votes for the bin ``(track_id, t_anchor - t_query)``.
+zones: the query's distinct ``(zone, hash)`` keys, sorted, sent as two arrays); each posting votes for
+the bin ``(track_id, t_anchor - t_query)``.
 A true match piles its votes into one bin (the excerpt's start frame in the track); chance collisions
 spread theirs. Each track is scored by its fullest bin; tracks are ranked by that score.
 

@@ -79,7 +79,7 @@ def _constellation_map(magnitudes: np.ndarray, dist_freq: int, dist_time: int, t
     neighbourhood_max = ndimage.maximum_filter(
         magnitudes, size=(2 * dist_freq + 1, 2 * dist_time + 1), mode="constant"
     )
-    return (magnitudes == neighbourhood_max) & (neighbourhood_max > thresh)
+    return np.asarray((magnitudes == neighbourhood_max) & (neighbourhood_max > thresh))
 
 
 def extract_peaks(magnitudes: np.ndarray, cmap: np.ndarray) -> Peaks:

@@ -143,7 +143,9 @@ def plot_fingerprint(audio_path: str | os.PathLike[str], out_png: str | os.PathL
             "n_pairs_drawn": int(len(anchors)), "n_zone_hashes": int(postings.hashes.size)}
 
 
-_PER_TRACK_SQL = "SELECT z.name, h.track_id, count(*) FROM hashes h JOIN zones z ON z.id = h.zone GROUP BY z.name, h.track_id"
+_PER_TRACK_SQL = (
+    "SELECT z.name, h.track_id, count(*) FROM hashes h JOIN zones z ON z.id = h.zone GROUP BY z.name, h.track_id"
+)
 _LIST_LENGTHS_SQL = (
     "SELECT z.name, l.n, count(*) FROM (SELECT zone, count(*) AS n FROM hashes GROUP BY zone, hash) l "
     "JOIN zones z ON z.id = l.zone GROUP BY z.name, l.n"

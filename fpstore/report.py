@@ -39,15 +39,17 @@ ORDER BY z.id
 
 _SIZES_SQL = """
 SELECT c.relname AS name,
-       CASE c.relkind WHEN 'i' THEN 'index' ELSE 'table' END AS kind,
-       coalesce(t.relname, c.relname) AS table_name,
+       CASE WHEN c.relkind IN ('i', 'I') THEN 'index' ELSE 'table' END AS kind,
+       coalesce(root.relname, t.relname, c.relname) AS table_name,
        pg_relation_size(c.oid) AS bytes
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()
 LEFT JOIN pg_index i ON i.indexrelid = c.oid
 LEFT JOIN pg_class t ON t.oid = i.indrelid
-WHERE c.relkind IN ('r', 'i')
-  AND coalesce(t.relname, c.relname) IN ('hashes', 'tracks', 'runs', 'zones', 'failures', 'profile')
+-- partitions of hashes (and their indexes) count towards hashes
+LEFT JOIN pg_class root ON root.oid = pg_partition_root(coalesce(t.oid, c.oid))
+WHERE c.relkind IN ('r', 'i', 'p', 'I')
+  AND coalesce(root.relname, t.relname, c.relname) IN ('hashes', 'tracks', 'runs', 'zones', 'failures', 'profile')
 ORDER BY table_name, kind DESC, name
 """
 

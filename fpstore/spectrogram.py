@@ -52,7 +52,7 @@ def magnitude_spectrogram(
     """
     valid_audio(y)
     stft = librosa.stft(y, n_fft=n_fft, hop_length=hop_length, win_length=n_fft, window="hann")
-    return np.abs(stft[:bin_max, :])
+    return np.asarray(np.abs(stft[:bin_max, :]))
 
 
 def frame_magnitudes(
@@ -78,4 +78,4 @@ def frame_magnitudes(
     """
     valid_audio(padded)
     stft = librosa.stft(padded, n_fft=n_fft, hop_length=hop_length, win_length=n_fft, window="hann", center=False)
-    return np.abs(stft[:bin_max, :])
+    return np.asarray(np.abs(stft[:bin_max, :]))

@@ -39,11 +39,11 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from psycopg import sql
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from psycopg import sql
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 from sqlalchemy.exc import OperationalError
@@ -103,8 +103,10 @@ _BULK_IDS_LOCK_KEY = 0x46505355
 
 @dataclass
 class BulkLoad:
-    """An open bulk load: the staging table, its id block ``[first_id, first_id + BULK_BLOCK_IDS)``,
-    and the tracks staged in it so far."""
+    """An open bulk load: its staging table, id block and the tracks staged so far.
+
+    The id block is ``[first_id, first_id + BULK_BLOCK_IDS)``.
+    """
 
     run_id: int
     table: str
@@ -443,7 +445,9 @@ class Store:
         with self._raw_connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_BULK_IDS_LOCK_KEY,))
             cur.execute("SELECT nextval('tracks_bulk_id_seq')")
-            first_id = int(cur.fetchone()[0])
+            row = cur.fetchone()
+            assert row is not None
+            first_id = int(row[0])
             cur.execute("SELECT setval('tracks_bulk_id_seq', %s)", (first_id + BULK_BLOCK_IDS - 1,))
             table = f"{STAGING_PREFIX}r{int(run_id)}_{first_id}"
             cur.execute(sql.SQL("CREATE TABLE {} (LIKE hashes)").format(sql.Identifier(table)))

@@ -49,7 +49,7 @@ def synth_tune(seed: int, *, duration_s: float = 30.0, sample_rate: int = 22050)
         for harmonic, weight in ((1, 0.6), (2, 0.25), (3, 0.12)):
             if f0 * harmonic < sample_rate / 2:
                 y[begin:end] += weight * envelope * np.sin(2 * np.pi * f0 * harmonic * local_t)
-    return (0.9 * y / np.abs(y).max()).astype(np.float32)
+    return np.asarray(0.9 * y / np.abs(y).max(), dtype=np.float32)
 
 
 def write_example_audio(folder: str | os.PathLike[str], *, n_tracks: int = 5, duration_s: float = 30.0,

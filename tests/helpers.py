@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import seed_port
 import soundfile
 
-import seed_port
 from fpstore.synth import synth_tune
 
 

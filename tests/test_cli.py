@@ -6,12 +6,11 @@ import csv
 
 import pytest
 from click.testing import CliRunner
+from helpers import write_tunes
 
 from fpstore.cli import cli
-from fpstore.store import head_revision
 from fpstore.report import ZONE_COLUMNS
 from fpstore.store import head_revision
-from helpers import write_tunes
 
 pytestmark = pytest.mark.postgres
 
@@ -117,3 +116,24 @@ def test_every_command_has_help_with_an_example() -> None:
             continue
         result = CliRunner().invoke(cli, [*path, "--help"])
         assert result.exit_code == 0 and "Example" in result.output, path
+
+
+def test_report_counts_the_partitions_of_hashes(run, db_url, tmp_path) -> None:
+    import json
+
+    from sqlalchemy import create_engine, text
+
+    write_tunes(tmp_path, [1, 2])
+    assert run("-q", "ingest", str(tmp_path), "--jobs", "1").exit_code == 0
+    report = json.loads(run("report", "--format", "json").output)
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        on_disk = conn.execute(text(
+            "SELECT sum(pg_relation_size(relid)) + (SELECT sum(pg_relation_size(indexrelid)) FROM pg_index"
+            " WHERE indrelid IN (SELECT relid FROM pg_partition_tree('hashes'))) FROM pg_partition_tree('hashes')"
+        )).scalar()
+        postings = conn.execute(text("SELECT count(*) FROM hashes")).scalar()
+    engine.dispose()
+    assert "hashes_main" in {r["name"] for r in report["relations"] if r["table_name"] == "hashes"}
+    assert report["bytes_per_posting"] == pytest.approx(float(on_disk) / postings)
+    assert 0 < report["bytes_per_posting"] < 200

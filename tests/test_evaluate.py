@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import soundfile
 from click.testing import CliRunner
+from helpers import write_tunes
 
 from fpstore.cli import cli
 from fpstore.errors import NotFound, ParameterError
 from fpstore.evaluate import read_queries, run_eval, summarise
 from fpstore.ingest import ingest
 from fpstore.synth import synth_tune
-from helpers import write_tunes
 
 SR = 22050
 

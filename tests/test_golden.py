@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import sorted_pairs
 
 from fpstore.audio import load_audio
 from fpstore.fingerprint import fingerprint_file
 from fpstore.params import FingerprintParams
 from fpstore.peaks import find_peaks
 from fpstore.spectrogram import magnitude_spectrogram
-from helpers import sorted_pairs
 
 DATA = Path(__file__).parent / "data"
 CASES = sorted(path.parent for path in DATA.glob("*/expected.json"))

@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import oracle_pairs, sorted_pairs, write_tunes
 from sqlalchemy import text
 
 from fpstore.errors import ProfileMismatch
 from fpstore.ingest import discover_audio_files, ingest
 from fpstore.params import FingerprintParams
-from helpers import oracle_pairs, sorted_pairs, write_tunes
 
 pytestmark = pytest.mark.postgres
 

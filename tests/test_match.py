@@ -8,24 +8,23 @@ import numpy as np
 import pytest
 import soundfile
 from click.testing import CliRunner
+from helpers import write_tunes
 
 from fpstore.cli import cli
 from fpstore.errors import ParameterError
+from fpstore.fingerprint import fingerprint_signal
 from fpstore.ingest import ingest
 from fpstore.match import (
     ALL_ZONES,
     DEFAULT_MIN_VOTES_ALL_ZONES,
     DEFAULT_MIN_VOTES_ONE_ZONE,
     DecisionRule,
-    match_files,
     match_fingerprint,
     match_signal,
     vote,
 )
-from fpstore.fingerprint import fingerprint_signal
 from fpstore.params import FingerprintParams
 from fpstore.synth import synth_tune
-from helpers import write_tunes
 
 SR = 22050
 HOP = 1024

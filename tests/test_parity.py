@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import seed_port
+from helpers import sorted_pairs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import seed_port
 from fpstore.fingerprint import fingerprint_file, fingerprint_signal
 from fpstore.hashing import pack_hashes, zone_hashes
 from fpstore.params import FingerprintParams, Zone
 from fpstore.peaks import Peaks, find_peaks
 from fpstore.spectrogram import magnitude_spectrogram
 from fpstore.synth import synth_tune
-from helpers import sorted_pairs
 
 PARAMS = FingerprintParams()
 
@@ -66,7 +66,7 @@ def test_magnitude_ties_keep_the_earlier_target() -> None:
     # Eight equal-magnitude targets after one anchor: top-5 must keep the five earliest (time, then bin).
     spectrogram = np.zeros((1024, 40), dtype=np.float32)
     spectrogram[100, 0] = 2.0
-    for index, (t, f) in enumerate([(5, 90), (5, 130), (9, 60), (9, 100), (9, 140), (14, 80), (14, 120), (18, 100)]):
+    for t, f in [(5, 90), (5, 130), (9, 60), (9, 100), (9, 140), (14, 80), (14, 120), (18, 100)]:
         spectrogram[f, t] = 1.0
     peaks = find_peaks(spectrogram, dist_freq=2, dist_time=2, thresh=0.01)
     ours = zone_hashes(peaks, PARAMS.zones, top_k=5)

@@ -10,9 +10,10 @@ import re
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
 import seed_port
+from click.testing import CliRunner
+from helpers import write_tunes
+
 from fpstore.cli import cli
 from fpstore.errors import ParameterError, ProfileMismatch
 from fpstore.fingerprint import Fingerprint
@@ -22,7 +23,6 @@ from fpstore.params import FingerprintParams
 from fpstore.pickle_io import AlreadyImported, export_seed_pickle, import_seed_pickle, index_arrays, zone_index
 from fpstore.report import build_report
 from fpstore.store import TrackRecord
-from helpers import write_tunes
 
 pytestmark = pytest.mark.postgres
 
@@ -206,10 +206,10 @@ def test_cli_import_and_export(db_url, seed_pickle, tmp_path) -> None:
     runner = CliRunner()
     result = runner.invoke(cli, ["--db", db_url, "import-pickle", str(seed_pickle[0])])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith(f"run 1: imported 3 tracks and ")
+    assert result.output.startswith("run 1: imported 3 tracks and ")
     out = tmp_path / "out.pkl"
     exported = runner.invoke(cli, ["--db", db_url, "-q", "export-pickle", str(out)])
-    assert exported.exit_code == 0 and exported.output.startswith(f"wrote 3 tracks and ")
+    assert exported.exit_code == 0 and exported.output.startswith("wrote 3 tracks and ")
     again = runner.invoke(cli, ["--db", db_url, "export-pickle", str(out)])
     assert again.exit_code == 1 and again.output.startswith("Error: ") and "--force" in again.output
     twice = runner.invoke(cli, ["--db", db_url, "import-pickle", str(seed_pickle[0])])

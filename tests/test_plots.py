@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import write_tunes
 from matplotlib.image import imread
 
 from fpstore.cli import cli
@@ -13,7 +14,6 @@ from fpstore.hashing import ZoneHashes
 from fpstore.ingest import ingest
 from fpstore.params import FingerprintParams
 from fpstore.plots import anchor_pairs, plot_fingerprint, plot_report
-from helpers import write_tunes
 
 
 def assert_png(path, width_px: int, height_px: int) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 import psycopg
 import pytest
 import soundfile
+from helpers import oracle_pairs, sorted_pairs, write_tunes
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -32,7 +33,6 @@ from fpstore.errors import SchemaNotAtHead
 from fpstore.ingest import ingest, unreadable_reason
 from fpstore.store import Store, head_revision
 from fpstore.synth import synth_tune
-from helpers import oracle_pairs, sorted_pairs, write_tunes
 
 pytestmark = pytest.mark.postgres
 
@@ -164,7 +164,8 @@ def test_failed_files_make_exit_status_3_unless_allowed(db_url, bad_folder) -> N
 def test_unreadable_file_gets_permission_denied(tmp_path) -> None:
     locked = write_tunes(tmp_path, [1])[0]
     locked.chmod(0)
-    probe = f"from pathlib import Path; from fpstore.ingest import unreadable_reason; print(unreadable_reason(Path({str(locked)!r})))"
+    probe = ("from pathlib import Path; from fpstore.ingest import unreadable_reason; "
+             f"print(unreadable_reason(Path({str(locked)!r})))")
     if IS_ROOT:  # root reads anything: drop the capabilities that let it, as an ordinary user lacks them
         if shutil.which("setpriv") is None:
             pytest.skip("setpriv (util-linux) is needed to drop root's file-access capabilities")
@@ -423,7 +424,9 @@ def _schema_objects(engine) -> dict[str, set[str]]:
             "functions": set(conn.execute(text(
                 "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
                 " WHERE n.nspname = current_schema()")).scalars()),
-            "indexes": set(conn.execute(text("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename <> 'alembic_version'")).scalars()),
+            "indexes": set(conn.execute(text(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+                " AND tablename <> 'alembic_version'")).scalars()),
         }
 
 

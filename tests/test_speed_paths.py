@@ -9,6 +9,7 @@ import librosa
 import numpy as np
 import pytest
 import soundfile
+from helpers import oracle_pairs, sorted_pairs, write_tunes
 from sqlalchemy import create_engine, text
 
 from fpstore.audio import load_audio, stream_audio
@@ -21,7 +22,6 @@ from fpstore.spectrogram import frame_magnitudes, magnitude_spectrogram
 from fpstore.store import Store
 from fpstore.stream import fingerprint_blocks, fingerprint_file_streaming, ranged_zone_hashes
 from fpstore.synth import synth_tune
-from helpers import oracle_pairs, sorted_pairs, write_tunes
 
 FORMATS = {"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}
 

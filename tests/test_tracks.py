@@ -6,13 +6,13 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from helpers import write_tunes
 from sqlalchemy import text
 
 from fpstore.cli import cli
 from fpstore.errors import NotFound
 from fpstore.ingest import ingest
 from fpstore.tracks import list_tracks, remove_tracks, show_track
-from helpers import write_tunes
 
 pytestmark = pytest.mark.postgres
 

@@ -6,7 +6,8 @@ Create Date: 2026-11-24
 
 Both functions take the query's hashes as the seed's unsigned values (``bigint``, as the notebook's
 ``make_hash`` gives them) and their anchor times in frames, look them up through the ``(zone, hash)``
-index (one index scan per zone over the query's distinct hashes, ``hash = ANY(array)``), count postings per ``(track_id, t_anchor - t_query)`` and
+index (one index scan per zone over the query's distinct hashes, ``hash = ANY(array)``), count postings
+per ``(track_id, t_anchor - t_query)`` and
 return, per track, its fullest bin, ranked by votes descending, then track id; a track's offset is the
 smallest among its fullest bins. fpstore's Python matcher (fpstore.match) ranks the same way.
 """
