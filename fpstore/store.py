@@ -54,7 +54,7 @@ from fpstore.errors import DatabaseError, NotFound, ParameterError, ProfileMisma
 from fpstore.fingerprint import Fingerprint
 from fpstore.hashing import hash_keys
 from fpstore.params import FingerprintParams, Zone
-from fpstore.pgcopy import COPY_HEADER, COPY_TRAILER, POSTING_COLUMNS, encode_postings
+from fpstore.pgcopy import COPY_HEADER, COPY_TRAILER, POSTING_COLUMNS, decode_postings, encode_postings
 
 #: Environment variable naming the database; without it (and without ``--db``) fpstore runs its own.
 DATABASE_URL_ENV = "FPSTORE_DATABASE_URL"
@@ -600,12 +600,11 @@ class Store:
             if conn.execute(text("SELECT 1 FROM tracks WHERE id = :id"), {"id": track_id}).first() is None:
                 raise NotFound(f"track id={track_id} is not in the database")
             zone_names = {zone_id: name for zone_id, name in conn.execute(text("SELECT id, name FROM zones"))}
-            rows = conn.execute(
-                text("SELECT zone, hash, t_anchor FROM hashes WHERE track_id = :id"), {"id": track_id}
-            ).all()
-        zone_col = np.array([r[0] for r in rows], dtype=np.int16)
-        hash_col = np.array([r[1] for r in rows], dtype=np.int32).view(np.uint32)
-        t_col = np.array([r[2] for r in rows], dtype=np.int32)
+        with self._raw_connection() as raw, raw.cursor() as cur:
+            rows = decode_postings(_copy_out(cur, "WHERE track_id = %s", (track_id,)))
+        zone_col = rows["zone"].astype(np.int16)
+        hash_col = rows["hash"].astype(np.int32).view(np.uint32)
+        t_col = rows["t_anchor"].astype(np.int32)
         return {
             name: (hash_col[zone_col == zone_id], t_col[zone_col == zone_id]) for zone_id, name in zone_names.items()
         }
@@ -634,11 +633,18 @@ class Store:
             cur.execute("SELECT duration_s, true FROM runs WHERE tracks_added > 0 ORDER BY id DESC LIMIT 1")
             newest = cur.fetchone()
             duration_s = 30.0 if newest is None else newest[0]
-            stream = bytearray()
-            with cur.copy(f"COPY (SELECT {', '.join(POSTING_COLUMNS)} FROM hashes) TO STDOUT (FORMAT BINARY)") as copy:
-                for block in copy:
-                    stream += block
-        return tracks, zone_names, duration_s, bytes(stream)
+            stream = _copy_out(cur)
+        return tracks, zone_names, duration_s, stream
+
+
+def _copy_out(cur: psycopg.Cursor[Any], where: str = "", params: tuple[Any, ...] = ()) -> bytes:
+    """Postings (``hashes`` rows, optionally filtered by ``where``) as one binary COPY stream."""
+    statement = f"COPY (SELECT {', '.join(POSTING_COLUMNS)} FROM hashes {where}) TO STDOUT (FORMAT BINARY)"
+    stream = bytearray()
+    with cur.copy(statement, params or None) as copy:
+        for block in copy:
+            stream += block
+    return bytes(stream)
 
 
 def _copy_postings(cur: psycopg.Cursor[Any], table_name: str, payload: bytes) -> None:
