@@ -318,13 +318,16 @@ def ingest(
         if bulk if bulk is not None else len(files) >= BULK_MIN_FILES:
             store.drop_stale_staging()
             staging.append(store.begin_bulk(run_id))
+        batched_postings = 0
         for path, sha256, outcome in _fingerprint_new_files(store, files, params, force, jobs, record):
             if isinstance(outcome, str):
                 record(FileEvent(display_path(path), "failed", outcome))
                 continue
             batch.append(TrackRecord(display_path(os.path.abspath(path)), sha256, outcome))
-            if sum(r.fingerprint.n_postings for r in batch) >= batch_postings:
+            batched_postings += outcome.n_postings
+            if batched_postings >= batch_postings:
                 flush()
+                batched_postings = 0
         flush(last=True)
     except BaseException as exc:
         writer.abandon()
