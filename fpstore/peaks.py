@@ -13,10 +13,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy import ndimage
 
 from fpstore.errors import ParameterError
-from fpstore.validate import valid_peaks, valid_spectrogram
+from fpstore.validate import valid_half_width, valid_peaks, valid_spectrogram
 
 
 class Peaks(NamedTuple):
@@ -62,7 +61,7 @@ def constellation_map(
     Raises
     ------
     ParameterError
-        If ``magnitudes`` is not a finite 2-D floating-point array.
+        If ``magnitudes`` is not a finite 2-D floating-point array, or a half-size is negative.
 
     Examples
     --------
@@ -71,15 +70,60 @@ def constellation_map(
     [[2, 3]]
     """
     valid_spectrogram(magnitudes)
-    return _constellation_map(magnitudes, dist_freq, dist_time, thresh)
+    return _constellation_map(magnitudes, valid_half_width("dist_freq", dist_freq),
+                              valid_half_width("dist_time", dist_time), thresh)
 
 
 def _constellation_map(magnitudes: np.ndarray, dist_freq: int, dist_time: int, thresh: float) -> np.ndarray:
-    # mode="constant" pads with 0, as the seed does: an edge point competes only with real neighbours.
-    neighbourhood_max = ndimage.maximum_filter(
-        magnitudes, size=(2 * dist_freq + 1, 2 * dist_time + 1), mode="constant"
-    )
+    neighbourhood_max = sliding_max(sliding_max(magnitudes, dist_freq, axis=0), dist_time, axis=1)
     return np.asarray((magnitudes == neighbourhood_max) & (neighbourhood_max > thresh))
+
+
+def sliding_max(values: np.ndarray, half_width: int, *, axis: int) -> np.ndarray:
+    """Maximum over a centred window of ``2 * half_width + 1`` points along ``axis``, zeros beyond the edges.
+
+    Equal to ``scipy.ndimage.maximum_filter1d(values, 2 * half_width + 1, axis, mode="constant")``
+    (the seed's filter, applied one axis at a time), exactly: a maximum involves no rounding. Windows
+    double in width (2, 4, 8, ...) and the last step overlaps two of them, so a window of ``w`` points
+    takes about ``log2(w)`` vectorised passes instead of scipy's per-element loop (25 x 13 on a 30 s
+    clip: 2 ms against 11 ms; README, "Speed").
+
+    Parameters
+    ----------
+    values : np.ndarray, float
+    half_width : int >= 0
+        Points on each side of the centre.
+    axis : int
+
+    Returns
+    -------
+    window_max : np.ndarray [shape=values.shape, dtype=values.dtype]
+
+    Examples
+    --------
+    >>> sliding_max(np.array([0.0, 3.0, 1.0, 0.0, 0.0, 2.0]), 1, axis=0).tolist()
+    [3.0, 3.0, 3.0, 1.0, 2.0, 2.0]
+    """
+    n_points = values.shape[axis]
+    width = 2 * half_width + 1
+    padding = [(0, 0)] * values.ndim
+    padding[axis] = (half_width, half_width)
+    # Zero padding: out-of-range neighbours count as 0, as with mode="constant" (cval 0) in the seed.
+    window_max = np.pad(values, padding)
+    covered = 1  # window_max[i] is the maximum of `covered` padded points starting at i
+    while 2 * covered <= width:
+        length = window_max.shape[axis]
+        window_max = np.maximum(_take(window_max, 0, length - covered, axis),
+                                _take(window_max, covered, length, axis))
+        covered *= 2
+    return np.asarray(np.maximum(_take(window_max, 0, n_points, axis),
+                                 _take(window_max, width - covered, width - covered + n_points, axis)))
+
+
+def _take(values: np.ndarray, start: int, stop: int, axis: int) -> np.ndarray:
+    index = [slice(None)] * values.ndim
+    index[axis] = slice(start, stop)
+    return values[tuple(index)]
 
 
 def extract_peaks(magnitudes: np.ndarray, cmap: np.ndarray) -> Peaks:
@@ -142,4 +186,5 @@ def find_peaks(
     peaks : Peaks
     """
     valid_spectrogram(magnitudes)  # once: the two steps below trust it
-    return _extract_peaks(magnitudes, _constellation_map(magnitudes, dist_freq, dist_time, thresh))
+    neighbourhood = valid_half_width("dist_freq", dist_freq), valid_half_width("dist_time", dist_time)
+    return _extract_peaks(magnitudes, _constellation_map(magnitudes, *neighbourhood, thresh))

@@ -81,6 +81,21 @@ def valid_spectrogram(magnitudes: object) -> np.ndarray:
     return magnitudes
 
 
+def valid_half_width(name: str, value: object) -> int:
+    """Check that a neighbourhood half-size is an integer >= 0; return it.
+
+    Examples
+    --------
+    >>> valid_half_width("dist_time", -1)
+    Traceback (most recent call last):
+    ...
+    fpstore.errors.ParameterError: dist_time=-1 must be an integer >= 0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ParameterError(f"{name}={value!r} must be an integer >= 0")
+    return int(value)
+
+
 def valid_peaks(t_frames: object, f_bins: object, magnitudes: object) -> None:
     """Check that three arrays describe peaks sorted by time, then frequency.
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from fpstore.fingerprint import fingerprint_file, fingerprint_signal
 from fpstore.hashing import pack_hashes, zone_hashes
 from fpstore.params import FingerprintParams, Zone
-from fpstore.peaks import Peaks, find_peaks
+from fpstore.peaks import Peaks, constellation_map, find_peaks
 from fpstore.spectrogram import magnitude_spectrogram
 from fpstore.synth import synth_tune
 
@@ -100,6 +100,16 @@ def test_random_peak_sets_match_seed_loop(raw_peaks, zone, top_k) -> None:
     seed_zone = {"name": "z", "df": zone.df_bins, "dt_min": zone.dt_min_frames, "dt_max": zone.dt_max_frames}
     expected = seed_port.generate_hashes_from_peaks([tuple(p) for p in raw_peaks], seed_zone, top_k=top_k)
     assert sorted_pairs(*zone_hashes(peaks, [zone], top_k=top_k)["z"]) == sorted(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 25), st.integers(0, 25), st.integers(0, 2**32 - 1))
+def test_constellation_map_matches_seed_filter(n_bins, n_frames, dist_freq, dist_time, seed) -> None:
+    # Few distinct values: plateaus and ties against the window's edge, windows wider than the array.
+    rng = np.random.default_rng(seed)
+    magnitudes = rng.integers(0, 4, size=(n_bins, n_frames)).astype(np.float32) / 3
+    expected = seed_port.compute_constellation_map(magnitudes, dist_freq, dist_time, 0.01)
+    assert np.array_equal(constellation_map(magnitudes, dist_freq=dist_freq, dist_time=dist_time), expected)
 
 
 def test_pack_hashes_matches_make_hash() -> None:
