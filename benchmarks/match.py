@@ -101,8 +101,9 @@ def build(server: str, name: str, clips: Path, n_tracks: int, zones: str) -> str
     raw = url.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(raw, autocommit=True) as conn:
         conn.execute("SET maintenance_work_mem = '1GB'")
-        conn.execute("ALTER TABLE hashes SET UNLOGGED")
-        conn.execute("DROP INDEX hashes_zone_hash")
+        # The real clips took the ordinary path: their partition hashes_main receives the replicas too.
+        conn.execute("DROP INDEX hashes_zone_hash")  # partitioned index: drops every partition's index too
+        conn.execute("ALTER TABLE hashes_main SET UNLOGGED")
         replicas = math.ceil(n_tracks / n_real) - 1
         step = max(1, replicas // 10)
         started = time.perf_counter()
