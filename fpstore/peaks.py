@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fpstore.errors import ParameterError
-from fpstore.validate import valid_half_width, valid_peaks, valid_spectrogram
+from fpstore.validate import valid_int, valid_peaks, valid_spectrogram
 
 
 class Peaks(NamedTuple):
@@ -70,8 +70,8 @@ def constellation_map(
     [[2, 3]]
     """
     valid_spectrogram(magnitudes)
-    return _constellation_map(magnitudes, valid_half_width("dist_freq", dist_freq),
-                              valid_half_width("dist_time", dist_time), thresh)
+    return _constellation_map(magnitudes, valid_int("dist_freq", dist_freq),
+                              valid_int("dist_time", dist_time), thresh)
 
 
 def _constellation_map(magnitudes: np.ndarray, dist_freq: int, dist_time: int, thresh: float) -> np.ndarray:
@@ -186,5 +186,5 @@ def find_peaks(
     peaks : Peaks
     """
     valid_spectrogram(magnitudes)  # once: the two steps below trust it
-    neighbourhood = valid_half_width("dist_freq", dist_freq), valid_half_width("dist_time", dist_time)
+    neighbourhood = valid_int("dist_freq", dist_freq), valid_int("dist_time", dist_time)
     return _extract_peaks(magnitudes, _constellation_map(magnitudes, *neighbourhood, thresh))

@@ -81,18 +81,18 @@ def valid_spectrogram(magnitudes: object) -> np.ndarray:
     return magnitudes
 
 
-def valid_half_width(name: str, value: object) -> int:
-    """Check that a neighbourhood half-size is an integer >= 0; return it.
+def valid_int(name: str, value: object, *, minimum: int = 0) -> int:
+    """Check that a size or count parameter is an integer >= ``minimum``; return it.
 
     Examples
     --------
-    >>> valid_half_width("dist_time", -1)
+    >>> valid_int("dist_time", -1)
     Traceback (most recent call last):
     ...
     fpstore.errors.ParameterError: dist_time=-1 must be an integer >= 0
     """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ParameterError(f"{name}={value!r} must be an integer >= 0")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ParameterError(f"{name}={value!r} must be an integer >= {minimum}")
     return int(value)
 
 

@@ -18,7 +18,7 @@ from fpstore.hashing import zone_hashes
 from fpstore.ingest import ingest
 from fpstore.params import FingerprintParams
 from fpstore.peaks import find_peaks
-from fpstore.spectrogram import frame_magnitudes, magnitude_spectrogram
+from fpstore.spectrogram import frame_magnitudes, hann_window, magnitude_spectrogram
 from fpstore.store import Store
 from fpstore.stream import fingerprint_blocks, fingerprint_file_streaming, ranged_zone_hashes
 from fpstore.synth import synth_tune
@@ -76,6 +76,44 @@ def test_streamed_decode_equals_one_shot(tmp_path, rate) -> None:
         blocks = list(stream_audio(path, duration_s=duration_s, block_s=2.9))
         assert len(blocks) > 3
         assert np.array_equal(np.concatenate(blocks), whole)
+
+
+def librosa_magnitudes(y: np.ndarray, n_fft: int, hop_length: int, bin_max: int | None, center: bool) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "n_fft is too large" for the shortest signals
+        stft = librosa.stft(y, n_fft=n_fft, hop_length=hop_length, win_length=n_fft, window="hann", center=center)
+    return np.abs(stft[:bin_max])
+
+
+@pytest.mark.parametrize("n_fft", [2048, 1024, 512, 17])
+def test_hann_window_equals_scipy(n_fft) -> None:
+    import scipy.signal
+
+    assert np.array_equal(hann_window(n_fft), scipy.signal.get_window("hann", n_fft, fftbins=True))
+
+
+@pytest.mark.parametrize("n_samples", [1, 100, 1023, 1024, 2048, 2049, 22050 * 3 + 17])
+@pytest.mark.parametrize(("n_fft", "hop_length", "bin_max"), [(2048, 1024, 1024), (1024, 256, None), (512, 100, 200)])
+def test_spectrogram_equals_librosa_stft(rng_factory, n_samples, n_fft, hop_length, bin_max) -> None:
+    y = rng_factory(n_samples).standard_normal(n_samples).astype(np.float32)
+    got = magnitude_spectrogram(y, n_fft=n_fft, hop_length=hop_length, bin_max=bin_max)
+    assert got.dtype == np.float32
+    assert np.array_equal(got, librosa_magnitudes(y, n_fft, hop_length, bin_max, center=True))
+    if n_samples >= n_fft:
+        assert np.array_equal(frame_magnitudes(y, n_fft=n_fft, hop_length=hop_length, bin_max=bin_max),
+                              librosa_magnitudes(y, n_fft, hop_length, bin_max, center=False))
+
+
+def test_spectrogram_of_float64_audio_keeps_librosa_precision(rng_factory) -> None:
+    y = rng_factory(3).standard_normal(9000)
+    got = magnitude_spectrogram(y)
+    assert got.dtype == np.float64 and np.array_equal(got, librosa_magnitudes(y, 2048, 1024, 1024, center=True))
+
+
+def test_spectrogram_equals_librosa_stft_on_real_music(corpus_clips) -> None:
+    for path in corpus_clips:
+        y = load_audio(path)
+        assert np.array_equal(magnitude_spectrogram(y), librosa_magnitudes(y, 2048, 1024, 1024, center=True)), path
 
 
 def test_frames_of_padded_segments_equal_one_shot_frames(rng_factory) -> None:
