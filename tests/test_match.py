@@ -9,6 +9,8 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 from helpers import write_tunes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fpstore.cli import cli
 from fpstore.errors import ParameterError
@@ -46,6 +48,30 @@ def test_vote_counts_bins_and_ranks_tracks() -> None:
 def test_vote_top_k_and_empty() -> None:
     assert vote(np.array([1, 2, 2]), np.array([0, 0, 0]), top_k=1)[0].tolist() == [2]
     assert all(a.size == 0 for a in vote(np.array([], int), np.array([], int), top_k=3))
+
+
+def _vote_by_dict(tracks: list[int], offsets: list[int], top_k: int) -> list[tuple[int, int, int]]:
+    """The vote's definition, spelled out: (track, votes, offset) ranked by votes, then track."""
+    bins: dict[tuple[int, int], int] = {}
+    for track, offset in zip(tracks, offsets):
+        bins[track, offset] = bins.get((track, offset), 0) + 1
+    best: dict[int, tuple[int, int]] = {}
+    for (track, offset), count in bins.items():
+        votes, smallest = best.get(track, (0, offset))
+        if count > votes or (count == votes and offset < smallest):
+            best[track] = (count, offset)
+    ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))[:top_k]
+    return [(track, votes, offset) for track, (votes, offset) in ranked]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 12), st.integers(-6, 6)), min_size=1, max_size=200),
+       st.sampled_from([0, 1_000_000_000]), st.integers(1, 8))
+def test_vote_equals_its_definition(pairs, track_base, top_k) -> None:
+    tracks = [track_base + t for t, _ in pairs]
+    offsets = [o * 97 for _, o in pairs]
+    got = vote(np.array(tracks), np.array(offsets), top_k=top_k)
+    assert list(zip(*(a.tolist() for a in got))) == _vote_by_dict(tracks, offsets, top_k)
 
 
 @pytest.mark.parametrize("top_k", [0, -1, True, 1.5])
