@@ -19,7 +19,8 @@ after fingerprinting: the lookups (one statement per zone) and the vote.
 ``--index plain,covering`` times each size with the plain ``(zone, hash)`` index, then with a covering
 index ``(zone, hash) INCLUDE (track_id, t_anchor)`` instead (index-only scans); sizes are reported for
 both. ``--match-zone`` (repeatable) chooses the zones that vote; ``--reuse`` keeps a database already
-built at the right size, so the timing can be re-run alone (with ``--keep``).
+built at the right size, so the timing can be re-run alone (with ``--keep``); ``--compact`` runs
+``fpstore db compact`` (one partition, heap sorted by ``(zone, hash)``) before timing.
 
 Usage (dev server; drops its databases at the end unless ``--keep``)::
 
@@ -46,6 +47,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from fpstore.audio import load_audio
+from fpstore.compact import compact
 from fpstore.fingerprint import fingerprint_signal
 from fpstore.ingest import ingest
 from fpstore.match import ALL_ZONES, DecisionRule, match_fingerprint, set_lookup_index
@@ -222,6 +224,8 @@ def main() -> None:
     parser.add_argument("--index", default="plain,covering", help="index variants to time, in order")
     parser.add_argument("--queries", type=int, default=30, help="queries per length (5 s and 10 s)")
     parser.add_argument("--reuse", action="store_true", help="reuse a database of the right size if present")
+    parser.add_argument("--compact", action="store_true",
+                        help="run fpstore db compact (heap sorted by (zone, hash)) before timing")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument("--negatives", type=Path,
                         help="folder of not-in-database queries (WAV): also report their false positives")
@@ -257,6 +261,11 @@ def run(args: argparse.Namespace) -> None:
                 hide_password=False)
         else:
             url = build(args.server, name, args.clips, n_tracks, args.store_zone)
+        if args.compact:
+            engine = create_engine(url)
+            summary = compact(Store(engine))
+            engine.dispose()
+            print(f"  compacted {summary.postings:,} postings in {summary.seconds:.0f} s", flush=True)
         for variant in [v for v in args.index.split(",") if v]:
             ensure_index(url, variant)
             postings, bpp = sizes(url)

@@ -464,6 +464,28 @@ def db_lookup_index(ctx: click.Context, variant: str) -> None:
     click.echo(f"postings indexed by the {variant} index ({index_bytes:,} bytes)")
 
 
+@db_group.command("compact")
+@click.pass_context
+def db_compact(ctx: click.Context) -> None:
+    """Merge the partitions of hashes into one, its rows sorted by (zone, hash), for faster matching.
+
+    Every bulk ingest adds a partition; compacting leaves one index to probe per lookup and puts the
+    postings of a hash on the same heap pages. Matching goes on meanwhile; ingests wait. Needs free disk
+    for a second copy of the postings while it runs (see README, Matching).
+
+    \b
+    Example:
+      fpstore db compact
+    """
+    from fpstore.compact import compact
+
+    with store_from(ctx) as store:
+        summary = compact(store)
+    left = f"; {summary.partitions_left} left to running bulk loads" if summary.partitions_left else ""
+    click.echo(f"compacted {summary.partitions_merged} partitions into hashes_main: {summary.postings:,} postings "
+               f"sorted by (zone, hash) in {summary.seconds:.1f} s{left}")
+
+
 
 
 # -- everyday use: the notebook's pickle, tracks, pictures, configuration ---------------------------
