@@ -67,6 +67,7 @@ def compact(store: Store, *, work_mem: str = "256MB") -> CompactSummary:
     """
     started = time.perf_counter()
     store.check_schema()
+    store.drop_stale_staging()  # a crashed run's id block must not hold back the merge
     with store.raw_connection() as conn, conn.transaction(), conn.cursor() as cur:
         cur.execute("LOCK TABLE hashes IN SHARE ROW EXCLUSIVE MODE")
         # Id blocks are reserved under this lock with their staging table: after it, every reserved block

@@ -109,6 +109,20 @@ def test_compact_leaves_the_id_block_of_a_running_bulk_load(multi_partition_stor
     assert len(partitions(store)) == 3
 
 
+def test_compact_drops_the_staging_table_of_a_dead_run(multi_partition_store, tmp_path) -> None:
+    store = multi_partition_store
+    params = FingerprintParams()
+    run_id = store.start_run("ingest", "x", params, store.ensure_profile(params))
+    bulk = store.begin_bulk(run_id)
+    write_tunes(tmp_path / "g", [31], duration_s=6.0)
+    ingest(store, tmp_path / "g", bulk=True, jobs=1)  # attaches the block above the (still running) run's block
+    store.finish_run(run_id, "interrupted")  # now it is a dead run's leftover
+    summary = compact(store)
+    assert (summary.partitions_merged, summary.partitions_left) == (5, 0)
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT to_regclass(:t)"), {"t": bulk.table}).scalar() is None
+
+
 def test_compact_keeps_the_covering_index(multi_partition_store) -> None:
     store = multi_partition_store
     set_lookup_index(store, "covering")
