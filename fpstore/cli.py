@@ -482,7 +482,8 @@ def db_compact(ctx: click.Context) -> None:
     with store_from(ctx) as store:
         summary = compact(store)
     left = f"; {summary.partitions_left} left to running bulk loads" if summary.partitions_left else ""
-    click.echo(f"compacted {summary.partitions_merged} partitions into hashes_main: {summary.postings:,} postings "
+    merged = f"{summary.partitions_merged} partition{'' if summary.partitions_merged == 1 else 's'}"
+    click.echo(f"compacted {merged} into hashes_main: {summary.postings:,} postings "
                f"sorted by (zone, hash) in {summary.seconds:.1f} s{left}")
 
 
