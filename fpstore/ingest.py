@@ -475,7 +475,23 @@ class _WorkerPool:
                 suspects = [(path, sha256)] + [(p, d) for p, d, _ in in_flight]
                 in_flight.clear()
                 self._replace()
+                self._check_workers_start()
                 yield from self._retry_alone(suspects, params)
+
+    def _check_workers_start(self) -> None:
+        """Raise if a fresh worker dies without any file: then no file is to blame.
+
+        The usual cause is a script that calls :func:`ingest` without an ``if __name__ == "__main__":``
+        guard: each worker re-imports the main module and dies starting a pool of its own.
+        """
+        try:
+            self.executor.submit(os.getpid).result()
+        except concurrent.futures.process.BrokenProcessPool:
+            self._replace()
+            raise FpstoreError(
+                "worker processes die as they start, before any file; a script that calls ingest() with "
+                "jobs > 1 must do so under 'if __name__ == \"__main__\":' (workers re-import the main module)"
+            ) from None
 
     def _retry_alone(
         self, suspects: list[tuple[Path, bytes]], params: FingerprintParams

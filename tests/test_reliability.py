@@ -291,6 +291,30 @@ def test_a_killed_worker_fails_only_its_file_and_the_run_goes_on(db_url, tmp_pat
     engine.dispose()
 
 
+def test_a_script_without_main_guard_gets_one_clear_error(db_url, tmp_path) -> None:
+    """Workers re-import the main module; unguarded, each dies starting its own pool. No file is blamed."""
+    write_tunes(tmp_path / "music", [1, 2], duration_s=3.0)
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import sys\n"
+        "from fpstore.ingest import ingest\n"
+        "from fpstore.store import open_store\n"
+        "with open_store(sys.argv[1]) as store:\n"
+        "    ingest(store, sys.argv[2], jobs=2)\n"
+    )
+    done = subprocess.run([sys.executable, str(script), db_url, str(tmp_path / "music")],
+                          capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        "fpstore.errors.FpstoreError: worker processes die as they start, before any file; a script that calls "
+        "ingest() with jobs > 1 must do so under 'if __name__ == \"__main__\":' (workers re-import the main module)")
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM failures")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM tracks")).scalar_one() == 0
+    engine.dispose()
+
+
 # ---------------------------------------------------------------------------------------------------
 # Concurrent writers
 # ---------------------------------------------------------------------------------------------------
