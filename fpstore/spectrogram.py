@@ -124,7 +124,7 @@ def frame_magnitudes(
 
 def _frame_magnitudes(padded: np.ndarray, n_fft: int, hop_length: int, bin_max: int | None) -> np.ndarray:
     n_frames = 1 + (padded.size - n_fft) // hop_length
-    n_bins = n_fft // 2 + 1 if bin_max is None else min(bin_max, n_fft // 2 + 1)
+    n_bins = n_fft // 2 + 1 if bin_max is None else min(valid_int("bin_max", bin_max, minimum=1), n_fft // 2 + 1)
     frames = np.lib.stride_tricks.as_strided(
         padded, shape=(n_frames, n_fft), strides=(hop_length * padded.itemsize, padded.itemsize), writeable=False)
     window = hann_window(n_fft)

@@ -10,7 +10,7 @@ from fpstore.fingerprint import fingerprint_signal
 from fpstore.hashing import zone_hashes
 from fpstore.params import FingerprintParams, Zone
 from fpstore.peaks import Peaks, constellation_map, extract_peaks, find_peaks
-from fpstore.spectrogram import magnitude_spectrogram
+from fpstore.spectrogram import frame_magnitudes, magnitude_spectrogram
 
 BAD_AUDIO = {
     "int dtype": (np.zeros(4096, dtype=np.int16), r"floating point"),
@@ -45,6 +45,19 @@ def test_spectrogram_functions_reject_bad_arrays(function, case) -> None:
     S, message = BAD_SPECTROGRAMS[case]
     with pytest.raises(ParameterError, match=message):
         function(S)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: magnitude_spectrogram(np.zeros(100, np.float32), n_fft=0), r"n_fft=0 must be an integer >= 1"),
+    (lambda: magnitude_spectrogram(np.zeros(100, np.float32), hop_length=2.5), r"hop_length=2.5 must be an integer"),
+    (lambda: magnitude_spectrogram(np.zeros(100, np.float32), bin_max=-3), r"bin_max=-3 must be an integer >= 1"),
+    (lambda: frame_magnitudes(np.zeros(100, np.float32)), r"n_fft=2048 is longer than the 100 samples"),
+    (lambda: find_peaks(np.ones((8, 8)), dist_freq=-1), r"dist_freq=-1 must be an integer >= 0"),
+    (lambda: constellation_map(np.ones((8, 8)), dist_time=True), r"dist_time=True must be an integer >= 0"),
+])
+def test_signal_functions_reject_bad_sizes(call, message) -> None:
+    with pytest.raises(ParameterError, match=message):
+        call()
 
 
 @pytest.mark.parametrize("peaks, message", [
