@@ -7,9 +7,9 @@ SELECT over ``generate_series``). A plain copy would put every query hash into ~
 lists, which no real catalogue does, so replica ``r`` gets *transposed* hashes: both frequency bins
 shifted by ``r mod 128`` bins (mod 1024) and ``dt`` rotated by ``r div 128`` inside the zone's
 ``[dt_min, dt_max]``. Each replica keeps its source's peak structure, posting count and hash skew
-(low bins stay common), but is a different "song". ``hashes`` is made UNLOGGED while loading (a
-benchmark database needs no crash safety; queries do not care), the ``(zone, hash)`` index is built after
-loading, then VACUUM ANALYZE sets the visibility map that index-only scans need.
+(low bins stay common), but is a different "song". ``hashes_main`` (the partition the replicas go
+to) is made UNLOGGED while loading (a benchmark database needs no crash safety; queries do not care),
+the ``(zone, hash)`` index is built after loading, then VACUUM ANALYZE sets the visibility map that index-only scans need.
 
 Queries: ``--queries`` random excerpts of 5 s and of 10 s, cut from the real clips (their true answer is
 known); each is fingerprinted (timed apart) and matched sequentially in one process, so one core does

@@ -231,12 +231,13 @@ def vote(track_ids: np.ndarray, offsets_frames: np.ndarray, *, top_k: int) -> tu
     at_fullest = np.flatnonzero(counts == fullest[track_of_bin])
     # Per track, its first bin at the maximum: the smallest offset among its fullest bins.
     best_bins = bins[at_fullest[_starts_of_runs(track_of_bin[at_fullest])]]
+    voted_tracks = bin_tracks[track_starts]
     # Votes descending, then track ascending, as one int64 key per track (both fit in 31 bits).
-    ranking = ((fullest.max() - fullest) << 32) | bin_tracks[track_starts]
+    ranking = ((fullest.max() - fullest) << 32) | voted_tracks
     k = min(top_k, ranking.size)
     top = np.argpartition(ranking, k - 1)[:k] if k < ranking.size else np.arange(k)
     top = top[np.argsort(ranking[top])]
-    return bin_tracks[track_starts][top], fullest[top].astype(np.int64), (best_bins[top] & 0xFFFFFFFF) + shift
+    return voted_tracks[top], fullest[top].astype(np.int64), (best_bins[top] & 0xFFFFFFFF) + shift
 
 
 def _starts_of_runs(values: np.ndarray) -> np.ndarray:
