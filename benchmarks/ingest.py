@@ -147,7 +147,7 @@ def server(db: str | None) -> Iterator[str]:
     if db:
         yield db
         return
-    from fpstore.embedded import EmbeddedServer
+    from fpstore.db.embedded import EmbeddedServer
 
     with tempfile.TemporaryDirectory(prefix="fpstore-bench-pg-") as folder:
         os.chmod(folder, 0o755)
@@ -192,9 +192,9 @@ def run_child(args: list[str]) -> dict:
 
 def child_ingest(url: str, folder: str, jobs: int, duration: str, bulk: str) -> None:
     """Child body: one ingest; prints elapsed time, counts and the peak RSS of itself and of its largest worker."""
+    from fpstore.db.store import open_store
     from fpstore.ingest import ingest
-    from fpstore.params import FingerprintParams
-    from fpstore.store import open_store
+    from fpstore.signal.params import FingerprintParams
 
     params = FingerprintParams(duration_s=None if duration == "full" else float(duration))
     with open_store(url) as store:
@@ -212,8 +212,8 @@ def child_ingest(url: str, folder: str, jobs: int, duration: str, bulk: str) -> 
 
 def child_long(path: str) -> None:
     """Child body: fingerprint one long file with the full-duration (streaming) path; prints time and RSS."""
-    from fpstore.fingerprint import fingerprint_file
-    from fpstore.params import FingerprintParams
+    from fpstore.signal.fingerprint import fingerprint_file
+    from fpstore.signal.params import FingerprintParams
 
     started = time.perf_counter()
     fp = fingerprint_file(path, FingerprintParams(duration_s=None))
@@ -223,7 +223,7 @@ def child_long(path: str) -> None:
 
 def write_long_flac(path: pathlib.Path, hours: float) -> None:
     """An ``hours``-long 44.1 kHz stereo FLAC of synthetic tunes, written one minute at a time."""
-    from fpstore.synth import synth_tune
+    from fpstore.signal.synth import synth_tune
 
     rate = 44100
     with soundfile.SoundFile(path, "w", rate, 2, subtype="PCM_16") as sound:
@@ -248,13 +248,13 @@ def stage_breakdown(paths: list[pathlib.Path], url: str) -> dict[str, float]:
     import librosa
     from sqlalchemy import create_engine
 
-    from fpstore.audio import load_audio
-    from fpstore.fingerprint import Fingerprint
-    from fpstore.hashing import zone_hashes
-    from fpstore.params import FingerprintParams
-    from fpstore.peaks import find_peaks
-    from fpstore.spectrogram import magnitude_spectrogram
-    from fpstore.store import Store, TrackRecord
+    from fpstore.db.store import Store, TrackRecord
+    from fpstore.signal.audio import load_audio
+    from fpstore.signal.fingerprint import Fingerprint
+    from fpstore.signal.hashing import zone_hashes
+    from fpstore.signal.params import FingerprintParams
+    from fpstore.signal.peaks import find_peaks
+    from fpstore.signal.spectrogram import magnitude_spectrogram
 
     params = FingerprintParams()
     times = {k: 0.0 for k in ("librosa.load (seed)", "decode", "STFT", "peaks", "hashing")}
@@ -349,7 +349,7 @@ def main() -> None:
         if not args.skip_clips:
             paths = replicate(clips, args.copies, tmpdir / "music")
             seconds = audio_seconds(paths, 30.0)
-            from fpstore.audio import load_audio
+            from fpstore.signal.audio import load_audio
 
             same = np.array_equal(load_audio(paths[0]), load_audio(clips / paths[0].name))
             print(f"{len(paths)} files ({args.copies} tagged copies of {clips}), {seconds:.0f} s of audio, "

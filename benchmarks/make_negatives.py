@@ -3,7 +3,7 @@
 The corpus holds 24 negative queries only; a 1 % false-positive bound needs more. This script cuts
 ``--per-track`` random 5 s and 10 s excerpts from every *full* track whose ``in_db`` is 0 in the corpus's
 ``tracks.csv`` (none of their audio is in the database), half of them with pink-ish noise at 10 dB SNR,
-and adds ``--synthetic`` synthetic tunes (fpstore.synth, seeds 1000+) cut to 5 or 10 s. Output: WAV files
+and adds ``--synthetic`` synthetic tunes (fpstore.signal.synth, seeds 1000+) cut to 5 or 10 s. Output: WAV files
 and ``negatives.csv`` (file, true_track empty, length_s, degradation, source) for ``fpstore eval``.
 
 Usage::
@@ -21,7 +21,7 @@ import librosa
 import numpy as np
 import soundfile
 
-from fpstore.synth import synth_tune
+from fpstore.signal.synth import synth_tune
 
 SR = 22050
 

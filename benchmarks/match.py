@@ -46,12 +46,12 @@ import psycopg
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from fpstore.audio import load_audio
-from fpstore.compact import compact
-from fpstore.fingerprint import fingerprint_signal
+from fpstore.db.compact import compact
+from fpstore.db.store import Store
 from fpstore.ingest import ingest
 from fpstore.match import ALL_ZONES, DecisionRule, match_fingerprint, set_lookup_index
-from fpstore.store import Store
+from fpstore.signal.audio import load_audio
+from fpstore.signal.fingerprint import fingerprint_signal
 
 # Frequency shifts per replica before the dt rotation changes; 128 * (dt range) * n clips variants exist.
 F_SHIFTS = 128
@@ -93,7 +93,7 @@ def build(server: str, name: str, clips: Path, n_tracks: int, zones: str) -> str
     engine = create_engine(url)
     store = Store(engine)
     store.upgrade()
-    from fpstore.params import FingerprintParams
+    from fpstore.signal.params import FingerprintParams
 
     params = FingerprintParams()
     if zones != ALL_ZONES:
@@ -237,7 +237,7 @@ def main() -> None:
     if (args.server is None) == (args.embedded is None):
         parser.error("give one of --server and --embedded")
     if args.embedded is not None:
-        from fpstore.embedded import EmbeddedServer
+        from fpstore.db.embedded import EmbeddedServer
 
         args.embedded.mkdir(parents=True, exist_ok=True)
         args.embedded.chmod(0o755)  # the server's own user (when we are root) must reach its data folder

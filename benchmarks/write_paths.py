@@ -22,11 +22,11 @@ import psycopg
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 warnings.simplefilter("ignore")
-from fpstore.embedded import EmbeddedServer
-from fpstore.fingerprint import fingerprint_file
-from fpstore.hashing import hash_keys
-from fpstore.params import FingerprintParams
-from fpstore.pgcopy import COPY_HEADER, COPY_TRAILER, encode_postings
+from fpstore.db.embedded import EmbeddedServer
+from fpstore.db.pgcopy import COPY_HEADER, COPY_TRAILER, encode_postings
+from fpstore.signal.fingerprint import fingerprint_file
+from fpstore.signal.hashing import hash_keys
+from fpstore.signal.params import FingerprintParams
 
 params = FingerprintParams()
 fps = []

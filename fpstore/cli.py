@@ -20,16 +20,16 @@ from typing import Any, TypeVar
 import click
 
 import fpstore
-from fpstore.access import grant_reader
 from fpstore.config import resolve_settings, settings_in_force
+from fpstore.db.access import grant_reader
+from fpstore.db.store import Store, head_revision, open_store
+from fpstore.db.tracks import list_tracks, remove_tracks, show_track
 from fpstore.errors import FpstoreError
 from fpstore.ingest import FileEvent, IngestSummary, ingest
 from fpstore.pickle_io import PickleSummary, export_seed_pickle, import_seed_pickle
 from fpstore.plots import plot_fingerprint
 from fpstore.report import ZONE_COLUMNS, Report, build_report
-from fpstore.store import Store, head_revision, open_store
-from fpstore.synth import write_example_audio
-from fpstore.tracks import list_tracks, remove_tracks, show_track
+from fpstore.signal.synth import write_example_audio
 
 EXIT_SOME_FILES_FAILED = 3
 
@@ -477,7 +477,7 @@ def db_compact(ctx: click.Context) -> None:
     Example:
       fpstore db compact
     """
-    from fpstore.compact import compact
+    from fpstore.db.compact import compact
 
     with store_from(ctx) as store:
         summary = compact(store)

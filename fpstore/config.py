@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fpstore.errors import ParameterError
-from fpstore.params import FingerprintParams, Zone
+from fpstore.signal.params import FingerprintParams, Zone
 
 #: Environment variable naming a config file, used when ``--config`` is not given.
 CONFIG_ENV = "FPSTORE_CONFIG"
@@ -206,7 +206,7 @@ def settings_in_force(config_path: str | None = None, *, options: dict[str, Any]
     ParameterError
         If the config file or an option holds an unknown key or an out-of-range value.
     """
-    from fpstore.dburl import display_url, normalize_url
+    from fpstore.db.urls import display_url, normalize_url
 
     chosen_file = config_path or os.environ.get(CONFIG_ENV)
     file_source = "option" if config_path else ("environment" if chosen_file else "default")

@@ -25,10 +25,10 @@ from typing import Any
 
 from sqlalchemy import text
 
+from fpstore.db.store import Store
 from fpstore.errors import NotFound, ParameterError
-from fpstore.fingerprint import fingerprint_file
 from fpstore.match import ALL_ZONES, DecisionRule, MatchResult, match_fingerprint
-from fpstore.store import Store
+from fpstore.signal.fingerprint import fingerprint_file
 
 #: Columns that are never labels.
 RESERVED_COLUMNS = ("file", "true_track", "start_s")

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from fpstore.audio import AUDIO_EXTENSIONS, display_path
+from fpstore.db.store import BulkLoad, Store, TrackRecord
 from fpstore.errors import AudioError, DatabaseError, FpstoreError
-from fpstore.fingerprint import Fingerprint, fingerprint_file
-from fpstore.params import FingerprintParams
-from fpstore.store import BulkLoad, Store, TrackRecord
+from fpstore.signal.audio import AUDIO_EXTENSIONS, display_path
+from fpstore.signal.fingerprint import Fingerprint, fingerprint_file
+from fpstore.signal.params import FingerprintParams
 
 #: Runs over at least this many files take the bulk path (README, "Speed").
 BULK_MIN_FILES = 64
@@ -453,7 +453,7 @@ class _WorkerPool:
     def _new_executor(self) -> concurrent.futures.ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
         # Workers fork from a server that has imported the signal stack (numpy, soundfile, soxr) once.
-        context.set_forkserver_preload(["fpstore.fingerprint"])
+        context.set_forkserver_preload(["fpstore.signal.fingerprint"])
         return concurrent.futures.ProcessPoolExecutor(self.jobs, mp_context=context)
 
     def submit(self, path: Path, params: FingerprintParams) -> concurrent.futures.Future[Fingerprint | str]:

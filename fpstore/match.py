@@ -16,7 +16,7 @@ Conventions
 - Times and offsets are STFT frames (``hop_length`` samples at ``sample_rate`` Hz) unless a name ends
   in ``_s``; ``offset_s = offset_frames * hop_length / sample_rate``.
 - ``hashes`` are the seed's unsigned 32-bit values (``uint32``); the database stores the same bits as
-  ``int4`` (:func:`fpstore.hashing.hash_keys`).
+  ``int4`` (:func:`fpstore.signal.hashing.hash_keys`).
 - Ranking: votes descending, then track id ascending; a track's offset is the smallest offset among
   its fullest bins. The runner-up is the best *other* track.
 - Zone ``"all"`` pools the votes of every zone into the same ``(track, offset)`` bins.
@@ -31,11 +31,11 @@ from typing import Literal
 import numpy as np
 from sqlalchemy import text
 
+from fpstore.db.store import Store
 from fpstore.errors import ParameterError
-from fpstore.fingerprint import Fingerprint, fingerprint_file, fingerprint_signal
-from fpstore.hashing import ZoneHashes, hash_keys
-from fpstore.params import FingerprintParams
-from fpstore.store import Store
+from fpstore.signal.fingerprint import Fingerprint, fingerprint_file, fingerprint_signal
+from fpstore.signal.hashing import ZoneHashes, hash_keys
+from fpstore.signal.params import FingerprintParams
 
 #: Zone name meaning "pool the votes of every zone".
 ALL_ZONES = "all"

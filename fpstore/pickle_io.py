@@ -10,7 +10,7 @@ The notebook's database is a dict ``{"meta", "tracks", "index"}``:
 Conventions
 -----------
 - Hashes are the notebook's unsigned 32-bit values (Python ints); the database stores the same bits
-  signed (:func:`fpstore.hashing.hash_keys`).
+  signed (:func:`fpstore.signal.hashing.hash_keys`).
 - ``t_anchor`` is in STFT frames. A posting keeps only its low 16 bits, so an export refuses a database
   holding an anchor at frame 65536 or later, or more than 65536 tracks.
 - An imported track has no audio content to digest: its ``sha256`` is
@@ -39,12 +39,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy import text
 
+from fpstore.db.pgcopy import decode_postings
+from fpstore.db.store import Store, TrackRecord
 from fpstore.errors import FpstoreError, ParameterError, ProfileMismatch
-from fpstore.fingerprint import Fingerprint
-from fpstore.hashing import ZoneHashes
-from fpstore.params import FingerprintParams, Zone
-from fpstore.pgcopy import decode_postings
-from fpstore.store import Store, TrackRecord
+from fpstore.signal.fingerprint import Fingerprint
+from fpstore.signal.hashing import ZoneHashes
+from fpstore.signal.params import FingerprintParams, Zone
 
 #: Bits of a packed posting given to ``t_anchor``; ``track_id`` gets the bits above.
 POSTING_T_BITS = 16

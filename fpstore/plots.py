@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import text
 
-from fpstore.audio import load_audio
+from fpstore.db.store import Store
 from fpstore.errors import ParameterError
-from fpstore.hashing import ZoneHashes, zone_hashes
-from fpstore.params import BITS_DT, BITS_F, MAX_DT, MAX_F, FingerprintParams
-from fpstore.peaks import find_peaks
-from fpstore.spectrogram import magnitude_spectrogram
-from fpstore.store import Store
+from fpstore.signal.audio import load_audio
+from fpstore.signal.hashing import ZoneHashes, zone_hashes
+from fpstore.signal.params import BITS_DT, BITS_F, MAX_DT, MAX_F, FingerprintParams
+from fpstore.signal.peaks import find_peaks
+from fpstore.signal.spectrogram import magnitude_spectrogram
 
 #: Dots per inch of every figure.
 DPI = 100

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from fpstore.store import Store
+from fpstore.db.store import Store
 
 #: Columns of the per-zone report: the seed's, then what the database adds.
 ZONE_COLUMNS = (

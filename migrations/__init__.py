@@ -1,1 +1,1 @@
-"""Alembic migrations of the fpstore schema (installed as ``fpstore.migrations``)."""
+"""Alembic migrations of the fpstore schema (installed as ``fpstore.db.migrations``)."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from fpstore.dburl import normalize_url
-from fpstore.models import include_in_comparison, metadata
+from fpstore.db.models import include_in_comparison, metadata
+from fpstore.db.urls import normalize_url
 
 config = context.config
 

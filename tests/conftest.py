@@ -24,8 +24,8 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from fpstore.dburl import normalize_url
-from fpstore.store import Store
+from fpstore.db.store import Store
+from fpstore.db.urls import normalize_url
 
 CORPUS_DIR = Path(os.environ.get("FPSTORE_CORPUS", Path(__file__).resolve().parents[2] / "corpus" / "dev"))
 
@@ -75,7 +75,7 @@ def pg_server_url() -> Iterator[str]:
         with PostgresContainer("postgres:16", driver="psycopg") as container:
             yield container.get_connection_url()
         return
-    from fpstore.embedded import EmbeddedServer
+    from fpstore.db.embedded import EmbeddedServer
 
     with tempfile.TemporaryDirectory(prefix="fpstore-test-pg-") as folder:
         os.chmod(folder, 0o755)  # the server's own user (when we are root) must reach its data folder

@@ -31,7 +31,7 @@ SAMPLE_RATE = 22050
 
 def case_signals() -> dict[str, np.ndarray]:
     """The inputs, synthesised deterministically."""
-    from fpstore.synth import synth_tune
+    from fpstore.signal.synth import synth_tune
 
     rng = np.random.default_rng(20261124)
     t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE

@@ -8,7 +8,7 @@ import numpy as np
 import seed_port
 import soundfile
 
-from fpstore.synth import synth_tune
+from fpstore.signal.synth import synth_tune
 
 
 def write_tunes(folder: Path, seeds: list[int], *, duration_s: float = 8.0) -> list[Path]:

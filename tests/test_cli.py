@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from helpers import write_tunes
 
 from fpstore.cli import cli
+from fpstore.db.store import head_revision
 from fpstore.report import ZONE_COLUMNS
-from fpstore.store import head_revision
 
 pytestmark = pytest.mark.postgres
 

@@ -9,12 +9,12 @@ from helpers import oracle_pairs, sorted_pairs, write_tunes
 from sqlalchemy import text
 
 from fpstore.cli import cli
-from fpstore.compact import compact
+from fpstore.db.compact import compact
+from fpstore.db.store import TrackRecord
 from fpstore.ingest import ingest
 from fpstore.match import match_signal, set_lookup_index
-from fpstore.params import FingerprintParams
-from fpstore.store import TrackRecord
-from fpstore.synth import synth_tune
+from fpstore.signal.params import FingerprintParams
+from fpstore.signal.synth import synth_tune
 
 pytestmark = pytest.mark.postgres
 
@@ -93,7 +93,7 @@ def test_compact_leaves_the_id_block_of_a_running_bulk_load(multi_partition_stor
     params = FingerprintParams()
     zone_ids = store.ensure_profile(params)
     run_id = store.start_run("ingest", str(tmp_path), params, zone_ids)
-    from fpstore.fingerprint import fingerprint_file
+    from fpstore.signal.fingerprint import fingerprint_file
 
     path = write_tunes(tmp_path / "late", [21], duration_s=6.0)[0]
     bulk = store.begin_bulk(run_id)

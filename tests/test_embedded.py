@@ -1,4 +1,4 @@
-"""Tests of fpstore.embedded with real PostgreSQL processes (no mocks).
+"""Tests of fpstore.db.embedded with real PostgreSQL processes (no mocks).
 
 Every test gets its own data folder in a fresh folder directly under /tmp (mode 0755), because pytest's
 ``tmp_path`` lives under ``/tmp/pytest-of-<user>`` (mode 0700), which the unprivileged service user that
@@ -24,7 +24,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from fpstore.embedded import EmbeddedServer, default_data_dir, find_bindir
+from fpstore.db.embedded import EmbeddedServer, default_data_dir, find_bindir
 from fpstore.errors import EmbeddedServerError
 
 pytestmark = pytest.mark.postgres
@@ -35,7 +35,7 @@ IS_ROOT = os.geteuid() == 0
 #: A client in another process: enter, print the postmaster pid, wait for a line on stdin, exit.
 CLIENT = """
 import pathlib, sys
-from fpstore.embedded import EmbeddedServer
+from fpstore.db.embedded import EmbeddedServer
 data = pathlib.Path(sys.argv[1])
 with EmbeddedServer(data):
     print((data / "pgdata" / "postmaster.pid").read_text().split()[0], flush=True)

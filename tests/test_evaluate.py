@@ -14,7 +14,7 @@ from fpstore.cli import cli
 from fpstore.errors import NotFound, ParameterError
 from fpstore.evaluate import read_queries, run_eval, summarise
 from fpstore.ingest import ingest
-from fpstore.synth import synth_tune
+from fpstore.signal.synth import synth_tune
 
 SR = 22050
 

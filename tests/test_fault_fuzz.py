@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from fpstore.audio import AUDIO_EXTENSIONS, load_audio
 from fpstore.errors import AudioError
+from fpstore.signal.audio import AUDIO_EXTENSIONS, load_audio
 
 #: Longest a single decode of a few kilobytes may take before we call it a hang (normal: < 1 s).
 DECODE_TIMEOUT_S = 30

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from helpers import sorted_pairs
 
-from fpstore.audio import load_audio
-from fpstore.fingerprint import fingerprint_file
-from fpstore.params import FingerprintParams
-from fpstore.peaks import find_peaks
-from fpstore.spectrogram import magnitude_spectrogram
+from fpstore.signal.audio import load_audio
+from fpstore.signal.fingerprint import fingerprint_file
+from fpstore.signal.params import FingerprintParams
+from fpstore.signal.peaks import find_peaks
+from fpstore.signal.spectrogram import magnitude_spectrogram
 
 DATA = Path(__file__).parent / "data"
 CASES = sorted(path.parent for path in DATA.glob("*/expected.json"))

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from fpstore.errors import ProfileMismatch
 from fpstore.ingest import discover_audio_files, ingest
-from fpstore.params import FingerprintParams
+from fpstore.signal.params import FingerprintParams
 
 pytestmark = pytest.mark.postgres
 
@@ -105,7 +105,7 @@ def test_other_parameters_are_refused(store, tmp_path) -> None:
 
 
 def test_ingest_upgrades_an_empty_database(empty_db_url, tmp_path) -> None:
-    from fpstore.store import head_revision, open_store
+    from fpstore.db.store import head_revision, open_store
 
     write_tunes(tmp_path, [1])
     with open_store(empty_db_url) as store:

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from fpstore.cli import cli
 from fpstore.errors import ParameterError
-from fpstore.fingerprint import fingerprint_signal
 from fpstore.ingest import ingest
 from fpstore.match import (
     ALL_ZONES,
@@ -25,8 +24,9 @@ from fpstore.match import (
     match_signal,
     vote,
 )
-from fpstore.params import FingerprintParams
-from fpstore.synth import synth_tune
+from fpstore.signal.fingerprint import fingerprint_signal
+from fpstore.signal.params import FingerprintParams
+from fpstore.signal.synth import synth_tune
 
 SR = 22050
 HOP = 1024

@@ -9,12 +9,12 @@ from helpers import sorted_pairs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fpstore.fingerprint import fingerprint_file, fingerprint_signal
-from fpstore.hashing import pack_hashes, zone_hashes
-from fpstore.params import FingerprintParams, Zone
-from fpstore.peaks import Peaks, constellation_map, find_peaks
-from fpstore.spectrogram import magnitude_spectrogram
-from fpstore.synth import synth_tune
+from fpstore.signal.fingerprint import fingerprint_file, fingerprint_signal
+from fpstore.signal.hashing import pack_hashes, zone_hashes
+from fpstore.signal.params import FingerprintParams, Zone
+from fpstore.signal.peaks import Peaks, constellation_map, find_peaks
+from fpstore.signal.spectrogram import magnitude_spectrogram
+from fpstore.signal.synth import synth_tune
 
 PARAMS = FingerprintParams()
 

@@ -15,14 +15,14 @@ from click.testing import CliRunner
 from helpers import write_tunes
 
 from fpstore.cli import cli
+from fpstore.db.store import TrackRecord
 from fpstore.errors import ParameterError, ProfileMismatch
-from fpstore.fingerprint import Fingerprint
-from fpstore.hashing import ZoneHashes
 from fpstore.ingest import ingest
-from fpstore.params import FingerprintParams
 from fpstore.pickle_io import AlreadyImported, export_seed_pickle, import_seed_pickle, index_arrays, zone_index
 from fpstore.report import build_report
-from fpstore.store import TrackRecord
+from fpstore.signal.fingerprint import Fingerprint
+from fpstore.signal.hashing import ZoneHashes
+from fpstore.signal.params import FingerprintParams
 
 pytestmark = pytest.mark.postgres
 

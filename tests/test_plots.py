@@ -10,10 +10,10 @@ from matplotlib.image import imread
 
 from fpstore.cli import cli
 from fpstore.errors import ParameterError
-from fpstore.hashing import ZoneHashes
 from fpstore.ingest import ingest
-from fpstore.params import FingerprintParams
 from fpstore.plots import anchor_pairs, plot_fingerprint, plot_report
+from fpstore.signal.hashing import ZoneHashes
+from fpstore.signal.params import FingerprintParams
 
 
 def assert_png(path, width_px: int, height_px: int) -> None:

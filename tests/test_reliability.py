@@ -28,11 +28,11 @@ from helpers import oracle_pairs, sorted_pairs, write_tunes
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from fpstore.embedded import EmbeddedServer
+from fpstore.db.embedded import EmbeddedServer
+from fpstore.db.store import Store, head_revision
 from fpstore.errors import SchemaNotAtHead
 from fpstore.ingest import ingest, unreadable_reason
-from fpstore.store import Store, head_revision
-from fpstore.synth import synth_tune
+from fpstore.signal.synth import synth_tune
 
 pytestmark = pytest.mark.postgres
 
@@ -298,7 +298,7 @@ def test_a_script_without_main_guard_gets_one_clear_error(db_url, tmp_path) -> N
     script.write_text(
         "import sys\n"
         "from fpstore.ingest import ingest\n"
-        "from fpstore.store import open_store\n"
+        "from fpstore.db.store import open_store\n"
         "with open_store(sys.argv[1]) as store:\n"
         "    ingest(store, sys.argv[2], jobs=2)\n"
     )
@@ -472,7 +472,7 @@ def test_models_and_migrations_do_not_drift(store) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from fpstore.models import include_in_comparison, metadata
+    from fpstore.db.models import include_in_comparison, metadata
 
     with store.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"include_name": include_in_comparison})
@@ -531,7 +531,7 @@ WRITES = [
 
 
 def test_grant_reader_gives_select_and_execute_but_no_write(store, reader_role, tmp_path) -> None:
-    from fpstore.access import grant_reader
+    from fpstore.db.access import grant_reader
 
     role, reader_url = reader_role
     write_tunes(tmp_path, [1])

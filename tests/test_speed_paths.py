@@ -12,16 +12,16 @@ import soundfile
 from helpers import oracle_pairs, sorted_pairs, write_tunes
 from sqlalchemy import create_engine, text
 
-from fpstore.audio import load_audio, stream_audio
-from fpstore.fingerprint import fingerprint_signal
-from fpstore.hashing import zone_hashes
+from fpstore.db.store import Store
 from fpstore.ingest import ingest
-from fpstore.params import FingerprintParams
-from fpstore.peaks import find_peaks
-from fpstore.spectrogram import frame_magnitudes, hann_window, magnitude_spectrogram
-from fpstore.store import Store
-from fpstore.stream import fingerprint_blocks, fingerprint_file_streaming, ranged_zone_hashes
-from fpstore.synth import synth_tune
+from fpstore.signal.audio import load_audio, stream_audio
+from fpstore.signal.fingerprint import fingerprint_signal
+from fpstore.signal.hashing import zone_hashes
+from fpstore.signal.params import FingerprintParams
+from fpstore.signal.peaks import find_peaks
+from fpstore.signal.spectrogram import frame_magnitudes, hann_window, magnitude_spectrogram
+from fpstore.signal.stream import fingerprint_blocks, fingerprint_file_streaming, ranged_zone_hashes
+from fpstore.signal.synth import synth_tune
 
 FORMATS = {"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}
 
@@ -195,8 +195,8 @@ def test_bulk_ingest_stores_seed_postings_in_indexed_partitions(store, tmp_path)
 
 @pytest.mark.postgres
 def test_staged_tracks_are_invisible_until_commit(store, db_url, tmp_path) -> None:
-    from fpstore.fingerprint import fingerprint_file
-    from fpstore.store import TrackRecord
+    from fpstore.db.store import TrackRecord
+    from fpstore.signal.fingerprint import fingerprint_file
 
     params = FingerprintParams()
     paths = write_tunes(tmp_path, [7, 8, 9], duration_s=5.0)

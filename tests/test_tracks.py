@@ -10,9 +10,9 @@ from helpers import write_tunes
 from sqlalchemy import text
 
 from fpstore.cli import cli
+from fpstore.db.tracks import list_tracks, remove_tracks, show_track
 from fpstore.errors import NotFound
 from fpstore.ingest import ingest
-from fpstore.tracks import list_tracks, remove_tracks, show_track
 
 pytestmark = pytest.mark.postgres
 

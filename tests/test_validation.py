@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from fpstore.errors import ParameterError
-from fpstore.fingerprint import fingerprint_signal
-from fpstore.hashing import zone_hashes
-from fpstore.params import FingerprintParams, Zone
-from fpstore.peaks import Peaks, constellation_map, extract_peaks, find_peaks
-from fpstore.spectrogram import frame_magnitudes, magnitude_spectrogram
+from fpstore.signal.fingerprint import fingerprint_signal
+from fpstore.signal.hashing import zone_hashes
+from fpstore.signal.params import FingerprintParams, Zone
+from fpstore.signal.peaks import Peaks, constellation_map, extract_peaks, find_peaks
+from fpstore.signal.spectrogram import frame_magnitudes, magnitude_spectrogram
 
 BAD_AUDIO = {
     "int dtype": (np.zeros(4096, dtype=np.int16), r"floating point"),

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fpstore.errors import ParameterError
-from fpstore.validate import valid_int, valid_peaks, valid_spectrogram
+from fpstore.signal.validate import valid_int, valid_peaks, valid_spectrogram
 
 
 class Peaks(NamedTuple):

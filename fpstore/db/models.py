@@ -7,7 +7,7 @@ Conventions
 -----------
 - ``hashes.hash`` holds the seed's unsigned 32-bit hash in a signed ``integer`` with the same 32 bits
   (values from 2**31 on appear negative). SQL maps between the two with ``fpstore_hash_key(bigint)``
-  and ``fpstore_hash_value(integer)``; Python with :func:`fpstore.hashing.hash_keys`.
+  and ``fpstore_hash_value(integer)``; Python with :func:`fpstore.signal.hashing.hash_keys`.
 - Times in ``hashes`` are STFT frames; durations in tables are seconds (``_s``).
 """
 

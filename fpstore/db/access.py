@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from fpstore.db.store import Store
 from fpstore.errors import DatabaseError, NotFound, ParameterError
-from fpstore.store import Store
 
 #: PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1); longer role names cannot exist.
 _MAX_IDENTIFIER_BYTES = 63

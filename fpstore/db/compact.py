@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from fpstore.store import BULK_IDS_LOCK_KEY, STAGING_PREFIX, Store
+from fpstore.db.store import BULK_IDS_LOCK_KEY, STAGING_PREFIX, Store
 
 #: Name of the partition that holds the ordinary path's track ids (migration 0003) and the compacted postings.
 MAIN_PARTITION = "hashes_main"

@@ -7,7 +7,7 @@ peak) and the postings (which the writer needs anyway).
 
 Why each stage equals the one-shot pipeline (``tests/test_speed_paths.py`` checks all of it):
 
-- decoding: :func:`fpstore.audio.stream_audio` (soxr's streaming resampler gives its one-shot samples);
+- decoding: :func:`fpstore.signal.audio.stream_audio` (soxr's streaming resampler gives its one-shot samples);
 - STFT: frame ``t`` is computed from the samples ``[t * hop - n_fft / 2, t * hop + n_fft / 2)`` of the
   zero-padded signal with the same librosa arithmetic, whichever block it falls in;
 - peaks: a frame's max-filter result depends only on frames within ``peak_dist_time``; a frame is
@@ -31,14 +31,14 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from fpstore.audio import stream_audio
-from fpstore.fingerprint import Fingerprint, empty_fingerprint
-from fpstore.hashing import ZoneHashes, zone_hashes
-from fpstore.params import FingerprintParams
-from fpstore.peaks import Peaks, constellation_map, extract_peaks
-from fpstore.spectrogram import frame_magnitudes
+from fpstore.signal.audio import stream_audio
+from fpstore.signal.fingerprint import Fingerprint, empty_fingerprint
+from fpstore.signal.hashing import ZoneHashes, zone_hashes
+from fpstore.signal.params import FingerprintParams
+from fpstore.signal.peaks import Peaks, constellation_map, extract_peaks
+from fpstore.signal.spectrogram import frame_magnitudes
 
-#: Anchor frames hashed per call of :func:`fpstore.hashing.zone_hashes` (about 15 minutes of audio).
+#: Anchor frames hashed per call of :func:`fpstore.signal.hashing.zone_hashes` (about 15 minutes of audio).
 HASH_RANGE_FRAMES = 20_000
 
 
@@ -127,7 +127,7 @@ def stream_peaks(blocks: Iterable[np.ndarray], params: FingerprintParams) -> tup
 
 def ranged_zone_hashes(peaks: Peaks, params: FingerprintParams, *,
                        range_frames: int = HASH_RANGE_FRAMES) -> dict[str, ZoneHashes]:
-    """:func:`fpstore.hashing.zone_hashes` computed over anchor time ranges, with the same postings.
+    """:func:`fpstore.signal.hashing.zone_hashes` computed over anchor time ranges, with the same postings.
 
     Parameters
     ----------

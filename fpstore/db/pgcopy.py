@@ -43,7 +43,7 @@ def encode_postings(
     zone_ids : np.ndarray [shape=(n,)], integer
         ``zones.id`` of each posting.
     hash_keys : np.ndarray [shape=(n,), dtype=int32]
-        Stored form of each hash (see :func:`fpstore.hashing.hash_keys`).
+        Stored form of each hash (see :func:`fpstore.signal.hashing.hash_keys`).
     track_ids : np.ndarray [shape=(n,)], integer
         ``tracks.id`` of each posting.
     t_anchor_frames : np.ndarray [shape=(n,)], integer, in frames

@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import text
 
+from fpstore.db.store import Store
 from fpstore.errors import NotFound, ParameterError
-from fpstore.store import Store
 
 #: Removing more than this share of all postings prints VACUUM/ANALYZE advice.
 VACUUM_ADVICE_SHARE = 0.10

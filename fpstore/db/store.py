@@ -1,7 +1,7 @@
 """Storage: the PostgreSQL database behind fpstore — schema state, runs, tracks and postings.
 
 Every statement takes its values as bound parameters. Postings are written with binary COPY built from
-numpy arrays (:mod:`fpstore.pgcopy`), sorted by (zone, hash) so index insertion walks the B-tree in order;
+numpy arrays (:mod:`fpstore.db.pgcopy`), sorted by (zone, hash) so index insertion walks the B-tree in order;
 a batch of tracks and all their postings is one transaction, so a reader never sees part of a track.
 
 Two write paths (README, "Speed"):
@@ -49,12 +49,12 @@ from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 from sqlalchemy.exc import OperationalError
 
 import fpstore
-from fpstore.dburl import display_url, normalize_url
+from fpstore.db.pgcopy import COPY_HEADER, COPY_TRAILER, POSTING_COLUMNS, decode_postings, encode_postings
+from fpstore.db.urls import display_url, normalize_url
 from fpstore.errors import DatabaseError, NotFound, ParameterError, ProfileMismatch, SchemaNotAtHead
-from fpstore.fingerprint import Fingerprint
-from fpstore.hashing import hash_keys
-from fpstore.params import FingerprintParams, Zone
-from fpstore.pgcopy import COPY_HEADER, COPY_TRAILER, POSTING_COLUMNS, decode_postings, encode_postings
+from fpstore.signal.fingerprint import Fingerprint
+from fpstore.signal.hashing import hash_keys
+from fpstore.signal.params import FingerprintParams, Zone
 
 #: Environment variable naming the database; without it (and without ``--db``) fpstore runs its own.
 DATABASE_URL_ENV = "FPSTORE_DATABASE_URL"
@@ -139,7 +139,7 @@ class WrittenTrack:
 def migrations_config() -> Config:
     """Alembic configuration pointing at fpstore's migrations, wherever fpstore is installed."""
     config = Config()
-    config.set_main_option("script_location", str(resources.files("fpstore.migrations")))
+    config.set_main_option("script_location", str(resources.files("fpstore.db.migrations")))
     return config
 
 
@@ -623,7 +623,7 @@ class Store:
             no run added any).
         copy_stream : bytes
             ``hashes (zone, hash, track_id, t_anchor)`` as a binary COPY stream
-            (:func:`fpstore.pgcopy.decode_postings` reads it).
+            (:func:`fpstore.db.pgcopy.decode_postings` reads it).
         """
         with self._raw_connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -723,8 +723,8 @@ def open_store(url: str | None = None) -> Iterator[Store]:
     Parameters
     ----------
     url : str or None
-        A PostgreSQL URL (see :func:`fpstore.dburl.normalize_url`); None means $FPSTORE_DATABASE_URL,
-        and if that is unset too, the embedded server in :func:`fpstore.embedded.default_data_dir`,
+        A PostgreSQL URL (see :func:`fpstore.db.urls.normalize_url`); None means $FPSTORE_DATABASE_URL,
+        and if that is unset too, the embedded server in :func:`fpstore.db.embedded.default_data_dir`,
         which is started if needed and stopped when the last fpstore process using it ends.
 
     Yields
@@ -739,7 +739,7 @@ def open_store(url: str | None = None) -> Iterator[Store]:
     resolved = resolve_url(url)
     with contextlib.ExitStack() as stack:
         if resolved is None:
-            from fpstore.embedded import EmbeddedServer
+            from fpstore.db.embedded import EmbeddedServer
 
             server = stack.enter_context(EmbeddedServer())
             resolved = normalize_url(server.url)

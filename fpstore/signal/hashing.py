@@ -19,8 +19,8 @@ from typing import NamedTuple
 import numpy as np
 
 from fpstore.errors import ParameterError
-from fpstore.params import BITS_DT, BITS_F, MAX_F, Zone
-from fpstore.peaks import Peaks
+from fpstore.signal.params import BITS_DT, BITS_F, MAX_F, Zone
+from fpstore.signal.peaks import Peaks
 
 
 class ZoneHashes(NamedTuple):

@@ -4,7 +4,7 @@ Conventions
 -----------
 - Times are STFT frames (``hop_length`` samples at ``sample_rate`` Hz) unless a name ends in ``_s``.
 - Files longer than :data:`STREAM_ABOVE_S` (or read whole, ``duration_s=None``) are decoded and
-  fingerprinted block by block (:mod:`fpstore.stream`) when soundfile can read them; the result is the
+  fingerprinted block by block (:mod:`fpstore.signal.stream`) when soundfile can read them; the result is the
   same fingerprint, with memory bounded by the block size instead of the file length.
 """
 
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fpstore.audio import can_stream, load_audio
-from fpstore.hashing import ZoneHashes, zone_hashes
-from fpstore.params import FingerprintParams
-from fpstore.peaks import find_peaks
-from fpstore.spectrogram import magnitude_spectrogram
-from fpstore.validate import valid_audio
+from fpstore.signal.audio import can_stream, load_audio
+from fpstore.signal.hashing import ZoneHashes, zone_hashes
+from fpstore.signal.params import FingerprintParams
+from fpstore.signal.peaks import find_peaks
+from fpstore.signal.spectrogram import magnitude_spectrogram
+from fpstore.signal.validate import valid_audio
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def fingerprint_file(path: str | os.PathLike[str], params: FingerprintParams) ->
     """
     long_read = params.duration_s is None or params.duration_s > STREAM_ABOVE_S
     if long_read and can_stream(path):
-        from fpstore.stream import fingerprint_file_streaming  # stream builds on this module
+        from fpstore.signal.stream import fingerprint_file_streaming  # stream builds on this module
 
         return fingerprint_file_streaming(path, params)
     y = load_audio(path, sample_rate=params.sample_rate, duration_s=params.duration_s)

@@ -59,7 +59,7 @@ live postmaster pid from ``pgdata/postmaster.pid`` that accepts a connection on 
 initialise if needed, spawn the watchdog, launch ``postgres`` (directly: ``pg_ctl`` refuses root), wait
 until it accepts connections, create database ``fpstore`` if missing, release ``start.lock``.
 
-The watchdog (``python -m fpstore.embedded --watchdog DATA_DIR``, its own session) blocks on
+The watchdog (``python -m fpstore.db.embedded --watchdog DATA_DIR``, its own session) blocks on
 ``LOCK_EX``. It gets it when no client holds ``LOCK_SH`` any more, including clients killed with
 SIGKILL; it then takes ``start.lock``, stops the server (SIGINT = fast shutdown, wait up to 60 s, then
 SIGQUIT = immediate shutdown) and exits.
@@ -759,11 +759,11 @@ class EmbeddedServer:
         log_fd = self._open_log()
         try:
             # The watchdog first: if we die before the server is ready, it still stops it.
-            pkg_root = str(pathlib.Path(__file__).resolve().parent.parent)
+            pkg_root = str(pathlib.Path(__file__).resolve().parents[2])  # the folder holding fpstore/
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
             self._watchdog_proc = subprocess.Popen(
-                [sys.executable, "-m", "fpstore.embedded", "--watchdog", str(self._data_dir)],
+                [sys.executable, "-m", "fpstore.db.embedded", "--watchdog", str(self._data_dir)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_fd,
                 cwd="/", env=env, start_new_session=True,
             )  # fmt: skip
@@ -818,9 +818,9 @@ class EmbeddedServer:
 
 
 def _main(argv: list[str]) -> int:
-    """Entry point of ``python -m fpstore.embedded --watchdog DATA_DIR``."""
+    """Entry point of ``python -m fpstore.db.embedded --watchdog DATA_DIR``."""
     if len(argv) != 2 or argv[0] != "--watchdog":
-        print("usage: python -m fpstore.embedded --watchdog DATA_DIR", file=sys.stderr)
+        print("usage: python -m fpstore.db.embedded --watchdog DATA_DIR", file=sys.stderr)
         return 2
     try:
         _watchdog(pathlib.Path(argv[1]))

@@ -21,7 +21,7 @@ import functools
 import numpy as np
 
 from fpstore.errors import ParameterError
-from fpstore.validate import valid_audio, valid_int
+from fpstore.signal.validate import valid_audio, valid_int
 
 #: Frames transformed per rfft call: a block of 64 float64 frames of 2048 samples stays in cache.
 _FRAMES_PER_BLOCK = 64

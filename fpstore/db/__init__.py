@@ -1,0 +1,1 @@
+"""The storage layer: every SQL statement and every PostgreSQL connection of fpstore."""
