@@ -248,7 +248,8 @@ def stage_breakdown(paths: list[pathlib.Path], url: str) -> dict[str, float]:
     import librosa
     from sqlalchemy import create_engine
 
-    from fpstore.db.store import Store, TrackRecord
+    from fpstore.db.store import Store
+    from fpstore.db.tracks import TrackRecord
     from fpstore.signal.audio import load_audio
     from fpstore.signal.fingerprint import Fingerprint
     from fpstore.signal.hashing import zone_hashes
@@ -281,19 +282,18 @@ def stage_breakdown(paths: list[pathlib.Path], url: str) -> dict[str, float]:
     engine = create_engine(url)
     store = Store(engine)
     store.check_schema(upgrade_empty=True)
-    zone_ids = store.ensure_profile(params)
-    run_id = store.start_run("bench", "bench", params, zone_ids)
-    started = time.perf_counter()
-    store.write_tracks(run_id, records, zone_ids)
-    result["database write, ordinary path"] = 1000 * (time.perf_counter() - started) / len(paths)
-    with psycopg.connect(libpq(url), autocommit=True) as conn:
-        conn.execute("DELETE FROM hashes")
-        conn.execute("DELETE FROM tracks")
-    started = time.perf_counter()
-    bulk = store.begin_bulk(run_id)
-    store.stage_tracks(bulk, records, zone_ids)
-    store.commit_bulk(bulk)
-    result["database write, bulk path"] = 1000 * (time.perf_counter() - started) / len(paths)
+    with store.run("bench", "bench", params) as run:
+        started = time.perf_counter()
+        store.tracks.write(run.id, records, run.zone_ids)
+        result["database write, ordinary path"] = 1000 * (time.perf_counter() - started) / len(paths)
+        with psycopg.connect(libpq(url), autocommit=True) as conn:
+            conn.execute("DELETE FROM hashes")
+            conn.execute("DELETE FROM tracks")
+        started = time.perf_counter()
+        bulk = store.bulk.begin(run.id)
+        store.bulk.stage(bulk, records, run.zone_ids)
+        store.bulk.commit(bulk)
+        result["database write, bulk path"] = 1000 * (time.perf_counter() - started) / len(paths)
     result["postings per clip"] = sum(r.fingerprint.n_postings for r in records) / len(paths)
     engine.dispose()
     return result

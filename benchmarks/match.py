@@ -47,9 +47,10 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from fpstore.db.compact import compact
+from fpstore.db.maintenance import set_lookup_index
 from fpstore.db.store import Store
 from fpstore.ingest import ingest
-from fpstore.match import ALL_ZONES, DecisionRule, match_fingerprint, set_lookup_index
+from fpstore.match import ALL_ZONES, DecisionRule, match_fingerprint
 from fpstore.signal.audio import load_audio
 from fpstore.signal.fingerprint import fingerprint_signal
 

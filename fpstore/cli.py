@@ -15,15 +15,17 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
 
 import fpstore
-from fpstore.config import resolve_settings, settings_in_force
+from fpstore.config import Settings, parse_zone, resolve_settings, settings_in_force
 from fpstore.db.access import grant_reader
+from fpstore.db.compact import compact
+from fpstore.db.maintenance import set_lookup_index
 from fpstore.db.store import Store, head_revision, open_store
-from fpstore.db.tracks import list_tracks, remove_tracks, show_track
 from fpstore.errors import FpstoreError
 from fpstore.ingest import FileEvent, IngestSummary, ingest
 from fpstore.pickle_io import PickleSummary, export_seed_pickle, import_seed_pickle
@@ -67,11 +69,61 @@ class FpstoreGroup(click.Group):
             raise click.ClickException(str(exc)) from None
 
 
+@dataclass
+class CliState:
+    """What the group's options say, shared by every command (``ctx.obj``).
+
+    Attributes
+    ----------
+    db : str or None
+        ``--db``; None falls back to $FPSTORE_DATABASE_URL, the config file, then the embedded server.
+    config_path : str or None
+        ``--config`` (on the group or a command); None falls back to $FPSTORE_CONFIG.
+    verbose : int
+    quiet : bool
+    """
+
+    db: str | None = None
+    config_path: str | None = None
+    verbose: int = 0
+    quiet: bool = False
+
+    def settings(self, options: dict[str, Any] | None = None) -> Settings:
+        """Parameters and database in force: options, then the config file, then the defaults."""
+        return resolve_settings(self.config_path, options=options, database_url=self.db)
+
+
+def _remember_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(CliState).config_path = value
+
+
+def config_option(command: F) -> F:
+    """``--config FILE``: the group's, also accepted after the commands that take fingerprint options."""
+    return click.option("--config", type=click.Path(dir_okay=False), expose_value=False, callback=_remember_config,
+                        help="TOML file with [database] and [fingerprint] (default: $FPSTORE_CONFIG).")(command)
+
+
+def with_store(command: F) -> F:
+    """Pass the database in force as ``store``: resolved once for every command, the same way.
+
+    ``--db``, then $FPSTORE_DATABASE_URL, then the config file's ``[database] url``, then the embedded
+    server; the store is closed when the command's context closes.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        url = ctx.find_object(CliState).settings().database_url  # type: ignore[union-attr]
+        return command(*args, store=ctx.with_resource(open_store(url)), **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def fingerprint_options(command: F) -> F:
     """Options for every fingerprint parameter; unset ones fall back to the config file, then the seed."""
     options = [
-        click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                     help="TOML file with [database] and [fingerprint] (default: $FPSTORE_CONFIG)."),
+        config_option,
         click.option("--sample-rate", type=int, help="Resample to this rate, Hz [22050]."),
         click.option("--n-fft", type=int, help="STFT window and FFT size, samples [2048]."),
         click.option("--hop-length", type=int, help="STFT hop, samples [1024]."),
@@ -89,25 +141,23 @@ def fingerprint_options(command: F) -> F:
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
-@contextlib.contextmanager
-def store_from(ctx: click.Context, database_url: str | None = None) -> Iterator[Store]:
-    """Open the database chosen by --db, $FPSTORE_DATABASE_URL, the config file or the embedded default."""
-    with open_store(database_url or ctx.obj["db"]) as store:
-        yield store
-
-
-def _settings(ctx: click.Context, /, config_path: str | None, zones: tuple[str, ...], **options: Any) -> Any:
-    from fpstore.config import parse_zone
-
+def _fingerprint_settings(ctx: click.Context, zones: tuple[str, ...], options: dict[str, Any]) -> Settings:
+    """The settings in force with the command's fingerprint options applied."""
     if zones:
         options["zones"] = tuple(parse_zone(spec) for spec in zones)
-    return resolve_settings(config_path, options=options, database_url=ctx.obj["db"])
+    return _state(ctx).settings(options)
+
+
+def _state(ctx: click.Context) -> CliState:
+    return ctx.ensure_object(CliState)
 
 
 @click.group(cls=FpstoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(fpstore.__version__, prog_name="fpstore")
-@click.option("--db", envvar="FPSTORE_DATABASE_URL", metavar="URL",
-              help="PostgreSQL URL (postgresql://user@host:port/db). Default: fpstore's embedded server.")
+@click.option("--db", metavar="URL",
+              help="PostgreSQL URL (postgresql://user@host:port/db) [$FPSTORE_DATABASE_URL, the config file's "
+                   "[database] url, else fpstore's embedded server].")
+@config_option
 @click.option("-v", "--verbose", count=True, help="Say more (per-file lines).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the final summary.")
 @click.option("--traceback", is_flag=True, help="Show the Python traceback of errors.")
@@ -119,7 +169,8 @@ def cli(ctx: click.Context, db: str | None, verbose: int, quiet: bool, traceback
     Example:
       fpstore example-audio examples && fpstore ingest examples && fpstore report
     """
-    ctx.obj = {"db": db, "verbose": verbose, "quiet": quiet}
+    state = _state(ctx)
+    state.db, state.verbose, state.quiet = db, verbose, quiet
 
 
 @cli.command("ingest")
@@ -131,9 +182,9 @@ def cli(ctx: click.Context, db: str | None, verbose: int, quiet: bool, traceback
 @click.option("--batch-postings", type=click.IntRange(1), default=2_000_000, show_default=True,
               help="Commit a batch of tracks once it holds this many postings (bounds memory).")
 @click.pass_context
-def ingest_command(ctx: click.Context, /, folder: str, config_path: str | None, zones: tuple[str, ...],
-                   force: bool, jobs: int | None, allow_failures: bool, batch_postings: int,
-                   **options: Any) -> None:
+@with_store
+def ingest_command(ctx: click.Context, /, store: Store, folder: str, zones: tuple[str, ...], force: bool,
+                   jobs: int | None, allow_failures: bool, batch_postings: int, **options: Any) -> None:
     """Fingerprint the audio files under FOLDER and store the new ones.
 
     Files (.mp3 .wav .m4a .flac .ogg, any case) are found recursively and taken in sorted order; a file
@@ -144,8 +195,8 @@ def ingest_command(ctx: click.Context, /, folder: str, config_path: str | None, 
       fpstore ingest ~/music/clips --jobs 2
       fpstore ingest ~/music/full --duration full
     """
-    settings = _settings(ctx, config_path, zones, **options)
-    with store_from(ctx, settings.database_url) as store, _progress(ctx) as (on_start, on_file):
+    settings = _fingerprint_settings(ctx, zones, options)
+    with _progress(ctx) as (on_start, on_file):
         summary = ingest(store, folder, settings.params, force=force, jobs=jobs, batch_postings=batch_postings,
                          on_file=on_file, on_start=on_start)
     click.echo(_format_summary(summary))
@@ -161,7 +212,8 @@ def _progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Calla
     """
     from tqdm import tqdm
 
-    bar = tqdm(total=0, unit="file", disable=ctx.obj["quiet"] or not sys.stderr.isatty(), file=sys.stderr)
+    state = _state(ctx)
+    bar = tqdm(total=0, unit="file", disable=state.quiet or not sys.stderr.isatty(), file=sys.stderr)
 
     def on_start(n_files: int) -> None:
         bar.total = n_files
@@ -171,7 +223,7 @@ def _progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Calla
         bar.update(1)
         if event is None:
             return
-        if event.status == "failed" or (not ctx.obj["quiet"] and (event.status == "skipped" or ctx.obj["verbose"])):
+        if event.status == "failed" or (not state.quiet and (event.status == "skipped" or state.verbose)):
             line = f"{event.status}: {event.path}" + (f" ({event.detail})" if event.status != "failed" else "")
             if event.status == "failed":
                 line = f"failed: {event.detail}"
@@ -202,7 +254,9 @@ def _format_summary(summary: IngestSummary) -> str:
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
               help="Also write histograms (hashes per track, posting-list lengths per zone) as PNGs here.")
 @click.pass_context
-def report_command(ctx: click.Context, csv_path: str | None, output_format: str, plots_dir: str | None) -> None:
+@with_store
+def report_command(ctx: click.Context, store: Store, csv_path: str | None, output_format: str,
+                   plots_dir: str | None) -> None:
     """Per-zone hash counts and storage sizes, computed in the database.
 
     \b
@@ -210,13 +264,12 @@ def report_command(ctx: click.Context, csv_path: str | None, output_format: str,
       fpstore report --csv hash_db_report.csv
       fpstore report --plots report_plots
     """
-    with store_from(ctx) as store:
-        report = build_report(store)
-        if plots_dir:
-            from fpstore.plots import plot_report
+    report = build_report(store)
+    if plots_dir:
+        from fpstore.plots import plot_report
 
-            for path in plot_report(store, plots_dir):
-                click.echo(f"wrote {path}", err=True)
+        for path in plot_report(store, plots_dir):
+            click.echo(f"wrote {path}", err=True)
     if csv_path:
         with open(csv_path, "w", newline="") as handle:
             handle.write(_zones_csv(report))
@@ -262,50 +315,51 @@ def db_group() -> None:
 @db_group.command("upgrade")
 @click.argument("revision", default="head")
 @click.pass_context
-def db_upgrade(ctx: click.Context, revision: str) -> None:
+@with_store
+def db_upgrade(ctx: click.Context, store: Store, revision: str) -> None:
     """Migrate the schema up to REVISION (default: the newest).
 
     \b
     Example:
       fpstore --db postgresql://team@dbhost/fp db upgrade
     """
-    with store_from(ctx) as store:
-        store.upgrade(revision)
-        click.echo(f"{store.url}: schema at revision {store.schema_revision()}")
+    store.upgrade(revision)
+    click.echo(f"{store.url}: schema at revision {store.schema_revision()}")
 
 
 @db_group.command("downgrade")
 @click.argument("revision")
 @click.pass_context
-def db_downgrade(ctx: click.Context, revision: str) -> None:
+@with_store
+def db_downgrade(ctx: click.Context, store: Store, revision: str) -> None:
     """Migrate the schema down to REVISION ('base' drops every fpstore table).
 
     \b
     Example:
       fpstore db downgrade base
     """
-    with store_from(ctx) as store:
-        store.downgrade(revision)
-        click.echo(f"{store.url}: schema at revision {store.schema_revision() or 'base'}")
+    store.downgrade(revision)
+    click.echo(f"{store.url}: schema at revision {store.schema_revision() or 'base'}")
 
 
 @db_group.command("current")
 @click.pass_context
-def db_current(ctx: click.Context) -> None:
+@with_store
+def db_current(ctx: click.Context, store: Store) -> None:
     """Print the database's schema revision and the newest one this fpstore knows.
 
     \b
     Example:
       fpstore db current
     """
-    with store_from(ctx) as store:
-        click.echo(f"{store.url}: revision {store.schema_revision() or 'none'} (this fpstore: {head_revision()})")
+    click.echo(f"{store.url}: revision {store.schema_revision() or 'none'} (this fpstore: {head_revision()})")
 
 
 @db_group.command("grant-reader")
 @click.argument("role")
 @click.pass_context
-def db_grant_reader(ctx: click.Context, role: str) -> None:
+@with_store
+def db_grant_reader(ctx: click.Context, store: Store, role: str) -> None:
     """Give the existing database role ROLE read-only access to the fpstore tables and functions.
 
     ROLE may then SELECT from every table and view and call every fpstore SQL function, but not
@@ -316,8 +370,7 @@ def db_grant_reader(ctx: click.Context, role: str) -> None:
       psql -c "CREATE ROLE matching LOGIN PASSWORD 'secret'"
       fpstore --db postgresql://admin@dbhost/fp db grant-reader matching
     """
-    with store_from(ctx) as store:
-        grant = grant_reader(store, role)
+    grant = grant_reader(store, role)
     click.echo(f"{grant.role} may now read {grant.database}: {len(grant.relations)} tables and views, "
                f"{len(grant.functions)} functions in schema {grant.schema} (read-only)")
 
@@ -362,8 +415,9 @@ def match_options(command: F) -> F:
 @click.option("--sql", "use_sql", is_flag=True, help="Vote with the SQL function fpstore_match_zones.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query.")
 @click.pass_context
-def match_command(ctx: click.Context, files: tuple[str, ...], zone: str, min_votes: int | None, min_ratio: float,
-                  top_k: int, use_sql: bool, as_json: bool) -> None:
+@with_store
+def match_command(ctx: click.Context, store: Store, files: tuple[str, ...], zone: str, min_votes: int | None,
+                  min_ratio: float, top_k: int, use_sql: bool, as_json: bool) -> None:
     """Name the stored track each audio FILE is an excerpt of, and where it starts.
 
     Each file is fingerprinted whole with the database's parameters; its hashes vote for
@@ -377,11 +431,10 @@ def match_command(ctx: click.Context, files: tuple[str, ...], zone: str, min_vot
     """
     from fpstore.match import DecisionRule, match_files
 
-    with store_from(ctx) as store:
-        results = match_files(store, list(files), zone=zone, top_k=top_k,
-                              rule=DecisionRule(min_votes, min_ratio), method="sql" if use_sql else "python")
+    results = match_files(store, list(files), zone=zone, top_k=top_k,
+                          rule=DecisionRule(min_votes, min_ratio), method="sql" if use_sql else "python")
     for result in results:
-        click.echo(json.dumps(_match_json(result)) if as_json else _match_text(result, top_k))
+        click.echo(json.dumps(_match_json(result)) if as_json else _match_line(result, top_k))
 
 
 def _match_json(result: Any) -> dict[str, Any]:
@@ -393,7 +446,7 @@ def _match_json(result: Any) -> dict[str, Any]:
     }
 
 
-def _match_text(result: Any, top_k: int) -> str:
+def _match_line(result: Any, top_k: int) -> str:
     def name(c: Any) -> str:
         return f"{c.file_name} (id {c.track_id})"
 
@@ -420,7 +473,8 @@ def _match_text(result: Any, top_k: int) -> str:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="eval_out", show_default=True,
               help="Folder for per_query.csv, summary.csv and accuracy_vs_length.png.")
 @click.pass_context
-def eval_command(ctx: click.Context, queries_csv: str, zone: str, min_votes: int | None, min_ratio: float,
+@with_store
+def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, min_votes: int | None, min_ratio: float,
                  all_zones: bool, labels: tuple[str, ...], out_dir: str) -> None:
     """Run every query of QUERIES_CSV and score the answers.
 
@@ -436,7 +490,7 @@ def eval_command(ctx: click.Context, queries_csv: str, zone: str, min_votes: int
     from fpstore.evaluate import format_summary, run_eval
     from fpstore.match import DecisionRule
 
-    with store_from(ctx) as store, _progress(ctx) as (on_start, on_file):
+    with _progress(ctx) as (on_start, on_file):
         outcome = run_eval(store, queries_csv, out_dir, zones=None if all_zones else [zone],
                            labels=list(labels) or None, rule=DecisionRule(min_votes, min_ratio),
                            on_start=on_start, on_query=lambda path: on_file(None))
@@ -447,7 +501,8 @@ def eval_command(ctx: click.Context, queries_csv: str, zone: str, min_votes: int
 @db_group.command("lookup-index")
 @click.argument("variant", type=click.Choice(["plain", "covering"]))
 @click.pass_context
-def db_lookup_index(ctx: click.Context, variant: str) -> None:
+@with_store
+def db_lookup_index(ctx: click.Context, store: Store, variant: str) -> None:
     """Index postings with the plain (zone, hash) B-tree, or a covering one for index-only lookups.
 
     The covering index makes matching faster and costs about 11 bytes more per posting (see README,
@@ -457,16 +512,14 @@ def db_lookup_index(ctx: click.Context, variant: str) -> None:
     Example:
       fpstore db lookup-index covering
     """
-    from fpstore.match import set_lookup_index
-
-    with store_from(ctx) as store:
-        index_bytes = set_lookup_index(store, variant)
+    index_bytes = set_lookup_index(store, variant)
     click.echo(f"postings indexed by the {variant} index ({index_bytes:,} bytes)")
 
 
 @db_group.command("compact")
 @click.pass_context
-def db_compact(ctx: click.Context) -> None:
+@with_store
+def db_compact(ctx: click.Context, store: Store) -> None:
     """Merge the partitions of hashes into one, its rows sorted by (zone, hash), for faster matching.
 
     Every bulk ingest adds a partition; compacting leaves one index to probe per lookup and puts the
@@ -477,10 +530,7 @@ def db_compact(ctx: click.Context) -> None:
     Example:
       fpstore db compact
     """
-    from fpstore.db.compact import compact
-
-    with store_from(ctx) as store:
-        summary = compact(store)
+    summary = compact(store)
     left = f"; {summary.partitions_left} left to running bulk loads" if summary.partitions_left else ""
     merged = f"{summary.partitions_merged} partition{'' if summary.partitions_merged == 1 else 's'}"
     click.echo(f"compacted {merged} into hashes_main: {summary.postings:,} postings "
@@ -490,11 +540,6 @@ def db_compact(ctx: click.Context) -> None:
 
 
 # -- everyday use: the notebook's pickle, tracks, pictures, configuration ---------------------------
-
-
-def _store_url(ctx: click.Context) -> str | None:
-    """--db, else $FPSTORE_DATABASE_URL, else the [database] url of $FPSTORE_CONFIG, else embedded."""
-    return resolve_settings(None, database_url=ctx.obj["db"]).database_url
 
 
 def json_option(command: F) -> F:
@@ -518,7 +563,8 @@ def _format_pickle_summary(summary: PickleSummary, verbose: int) -> str:
 @cli.command("import-pickle")
 @click.argument("pickle_path", type=click.Path(exists=True, dir_okay=False))
 @click.pass_context
-def import_pickle_command(ctx: click.Context, pickle_path: str) -> None:
+@with_store
+def import_pickle_command(ctx: click.Context, store: Store, pickle_path: str) -> None:
     """Load the notebook's hash_db.pkl (meta, tracks, index) into the database, as one run.
 
     The pickle's parameters become the profile of an empty database, or must equal the database's.
@@ -530,19 +576,19 @@ def import_pickle_command(ctx: click.Context, pickle_path: str) -> None:
     Example:
       fpstore import-pickle task1_hash_db/hash_db.pkl
     """
-    with store_from(ctx, _store_url(ctx)) as store:
-        summary = import_seed_pickle(store, pickle_path)
+    summary = import_seed_pickle(store, pickle_path)
     click.echo(f"run {summary.run_id}: imported {summary.n_tracks} tracks and {summary.postings:,} postings "
                f"from {summary.path}")
-    if not ctx.obj["quiet"]:
-        click.echo(_format_pickle_summary(summary, ctx.obj["verbose"]))
+    if not _state(ctx).quiet:
+        click.echo(_format_pickle_summary(summary, _state(ctx).verbose))
 
 
 @cli.command("export-pickle")
 @click.argument("out_path", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite OUT_PATH if it exists.")
 @click.pass_context
-def export_pickle_command(ctx: click.Context, out_path: str, force: bool) -> None:
+@with_store
+def export_pickle_command(ctx: click.Context, store: Store, out_path: str, force: bool) -> None:
     """Write the database as the notebook's hash_db.pkl, for its loading and statistics cells.
 
     Track ids become 0..n-1 in database id order. The notebook packs a posting into 16 bits of track
@@ -553,11 +599,10 @@ def export_pickle_command(ctx: click.Context, out_path: str, force: bool) -> Non
     Example:
       fpstore export-pickle hash_db.pkl
     """
-    with store_from(ctx, _store_url(ctx)) as store:
-        summary = export_seed_pickle(store, out_path, overwrite=force)
+    summary = export_seed_pickle(store, out_path, overwrite=force)
     click.echo(f"wrote {summary.n_tracks} tracks and {summary.postings:,} postings to {summary.path}")
-    if not ctx.obj["quiet"]:
-        click.echo(_format_pickle_summary(summary, ctx.obj["verbose"]))
+    if not _state(ctx).quiet:
+        click.echo(_format_pickle_summary(summary, _state(ctx).verbose))
 
 
 @cli.group("tracks")
@@ -573,7 +618,8 @@ def tracks_group() -> None:
 @click.option("--limit", type=click.IntRange(1), help="Show at most this many (counts cover all matches).")
 @json_option
 @click.pass_context
-def tracks_list(ctx: click.Context, name: str | None, run_id: int | None, min_postings: int | None,
+@with_store
+def tracks_list(ctx: click.Context, store: Store, name: str | None, run_id: int | None, min_postings: int | None,
                 max_postings: int | None, limit: int | None, as_json: bool) -> None:
     """List tracks in id order, with their postings, and count the matches.
 
@@ -581,9 +627,8 @@ def tracks_list(ctx: click.Context, name: str | None, run_id: int | None, min_po
     Example:
       fpstore tracks list --name 'track00*' --min-postings 1000 --limit 20
     """
-    with store_from(ctx, _store_url(ctx)) as store:
-        listing = list_tracks(store, name=name, run_id=run_id, min_postings=min_postings,
-                              max_postings=max_postings, limit=limit)
+    listing = store.tracks.search(name=name, run_id=run_id, min_postings=min_postings,
+                          max_postings=max_postings, limit=limit)
     if as_json:
         _echo_json(dataclasses.asdict(listing))
         return
@@ -600,7 +645,8 @@ def tracks_list(ctx: click.Context, name: str | None, run_id: int | None, min_po
 @click.argument("track")
 @json_option
 @click.pass_context
-def tracks_show(ctx: click.Context, track: str, as_json: bool) -> None:
+@with_store
+def tracks_show(ctx: click.Context, store: Store, track: str, as_json: bool) -> None:
     """Statistics of one track (by id, or by a file name only one track has).
 
     Reads the track's postings with one scan of the hashes table (it has no index on track_id).
@@ -611,8 +657,7 @@ def tracks_show(ctx: click.Context, track: str, as_json: bool) -> None:
       fpstore tracks show 3
       fpstore tracks show track003.mp3 --json
     """
-    with store_from(ctx, _store_url(ctx)) as store:
-        info = show_track(store, track)
+    info = store.tracks.show(track)
     if as_json:
         _echo_json(info)
         return
@@ -632,7 +677,8 @@ def tracks_show(ctx: click.Context, track: str, as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--vacuum", is_flag=True, help="Run VACUUM (ANALYZE) on hashes and tracks afterwards.")
 @click.pass_context
-def tracks_remove(ctx: click.Context, track_ids: tuple[int, ...], yes: bool, vacuum: bool) -> None:
+@with_store
+def tracks_remove(ctx: click.Context, store: Store, track_ids: tuple[int, ...], yes: bool, vacuum: bool) -> None:
     """Remove tracks and all their postings, in one transaction.
 
     hashes has no index on track_id (to save its bytes), so each call scans hashes once: give many
@@ -646,8 +692,7 @@ def tracks_remove(ctx: click.Context, track_ids: tuple[int, ...], yes: bool, vac
     """
     if not yes:
         click.confirm(f"Remove {len(set(track_ids))} track(s) and all their postings?", abort=True)
-    with store_from(ctx, _store_url(ctx)) as store:
-        removal = remove_tracks(store, track_ids, vacuum=vacuum)
+    removal = store.tracks.remove(track_ids, vacuum_after=vacuum)
     click.echo(f"removed {len(removal.track_ids)} tracks and {removal.postings_removed:,} postings "
                f"({100 * removal.share_removed:.1f}% of all postings)" + (", then vacuumed" if removal.vacuumed else ""))
     if removal.vacuum_advised:
@@ -669,7 +714,7 @@ def tracks_remove(ctx: click.Context, track_ids: tuple[int, ...], yes: bool, vac
 @click.option("--height", "height_px", type=click.IntRange(100, 10_000), default=700, show_default=True,
               help="Image height, pixels.")
 @click.pass_context
-def plot_command(ctx: click.Context, /, audio_file: str, config_path: str | None, zones: tuple[str, ...],
+def plot_command(ctx: click.Context, /, audio_file: str, zones: tuple[str, ...],
                  out_png: str | None, plot_zone: str | None, n_anchors: int, width_px: int, height_px: int,
                  **options: Any) -> None:
     """Draw AUDIO_FILE's spectrogram with its constellation peaks and a few anchor→target pairs.
@@ -681,7 +726,7 @@ def plot_command(ctx: click.Context, /, audio_file: str, config_path: str | None
     Example:
       fpstore plot track001.mp3 --pairs-zone Flarge_Tlong --anchors 8 -o track001.png
     """
-    settings = _settings(ctx, config_path, zones, **options)
+    settings = _fingerprint_settings(ctx, zones, options)
     out_png = out_png or os.path.splitext(os.path.basename(audio_file))[0] + ".png"
     counts = plot_fingerprint(audio_file, out_png, settings.params, zone=plot_zone, n_anchors=n_anchors,
                               width_px=width_px, height_px=height_px)
@@ -698,23 +743,20 @@ def config_group() -> None:
 @fingerprint_options
 @json_option
 @click.pass_context
-def config_show(ctx: click.Context, /, config_path: str | None, zones: tuple[str, ...], as_json: bool,
-                **options: Any) -> None:
+def config_show(ctx: click.Context, /, zones: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Print every setting in force and where it came from (option, environment, file or default).
 
     Takes the same options as ingest, to show what they would change.
 
     \b
     Example:
-      fpstore config show --config fpstore.toml --top-k none
+      fpstore --config fpstore.toml config show --top-k none
       FPSTORE_CONFIG=fpstore.toml fpstore config show --json
     """
-    from fpstore.config import parse_zone
-
     if zones:
         options["zones"] = tuple(parse_zone(spec) for spec in zones)
-    db_from_command_line = ctx.find_root().get_parameter_source("db") == click.core.ParameterSource.COMMANDLINE
-    rows = settings_in_force(config_path, options=options, database_url=ctx.obj["db"] if db_from_command_line else None)
+    state = _state(ctx)
+    rows = settings_in_force(state.config_path, options=options, database_url=state.db)
     if as_json:
         _echo_json(rows)
         return

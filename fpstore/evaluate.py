@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-
 from fpstore.db.store import Store
 from fpstore.errors import NotFound, ParameterError
 from fpstore.match import ALL_ZONES, DecisionRule, MatchResult, match_fingerprint
@@ -132,17 +130,6 @@ def read_queries(csv_path: str | os.PathLike[str], labels: Sequence[str] | None 
     return queries, list(labels)
 
 
-def stored_track_ids(store: Store) -> dict[str, int]:
-    """Track id by file name and by file-name stem (``track001.mp3`` and ``track001``)."""
-    with store.engine.connect() as conn:
-        rows = conn.execute(text("SELECT id, file_name FROM tracks")).all()
-    found: dict[str, int] = {}
-    for track_id, file_name in rows:
-        found[file_name] = int(track_id)
-        found.setdefault(os.path.splitext(file_name)[0], int(track_id))
-    return found
-
-
 def score_row(query: Query, true_id: int | None, result: MatchResult, length_s: float) -> dict[str, Any]:
     """One per-query CSV row: the answer, and whether it was right.
 
@@ -209,7 +196,7 @@ def evaluate_queries(
     for name in zone_names:
         if name != ALL_ZONES:
             params.zone(name)
-    known = stored_track_ids(store)
+    known = store.tracks.ids_by_file_name()
     rows = []
     for query in queries:
         true_id = None

@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from sqlalchemy import text
 
 from fpstore.db.store import Store
 from fpstore.errors import ParameterError
 from fpstore.signal.fingerprint import Fingerprint, fingerprint_file, fingerprint_signal
-from fpstore.signal.hashing import ZoneHashes, hash_keys
+from fpstore.signal.hashing import hash_keys
 from fpstore.signal.params import FingerprintParams
 
 #: Zone name meaning "pool the votes of every zone".
@@ -53,32 +52,6 @@ DEFAULT_MIN_RATIO = 1.0
 DEFAULT_ZONE = "Fsmall_Tlong"
 
 Method = Literal["python", "sql"]
-
-# One index scan per zone with `hash = ANY(sorted keys)`: the B-tree walks the sorted keys in one pass
-# (measured 8 ms per zone for 2,700 keys, against 11 ms for a nested loop of probes, PostgreSQL 15,
-# 1,000 tracks). Each zone's postings come back as one bytea of big-endian int4 triples
-# (hash, track_id, t_anchor): 26 ms against 40 ms for int arrays and far less than a row per posting
-# (47,000 postings, 10,000 tracks).
-_LOOKUP_ONE_ZONE = (
-    "(SELECT string_agg(int4send(hash) || int4send(track_id) || int4send(t_anchor), ''::bytea)"
-    " FROM hashes WHERE zone = %s AND hash = ANY(%s::int[]))"
-)
-
-
-def _int_array_literal(values: np.ndarray) -> str:
-    """``{1,2,3}``: PostgreSQL's text form of an integer array (psycopg adapting a list costs ~2 µs a value)."""
-    return "{" + ",".join(map(str, values.tolist())) + "}"
-
-
-def _lookup_sql(n_zones: int) -> str:
-    """One statement for ``n_zones`` zones: one bytea column per zone."""
-    return "SELECT " + ", ".join([_LOOKUP_ONE_ZONE] * n_zones)
-
-
-_SQL_MATCH = (
-    "SELECT track_id, offset_frames, votes FROM fpstore_match_zones(%s::text[], %s::bigint[], %s::int[], %s)"
-)
-
 
 @dataclass(frozen=True)
 class DecisionRule:
@@ -248,59 +221,6 @@ def _starts_of_runs(values: np.ndarray) -> np.ndarray:
     return starts
 
 
-#: The two ways to index postings for lookup: name of the index and its definition.
-LOOKUP_INDEXES = {
-    "plain": ("hashes_zone_hash", "CREATE INDEX hashes_zone_hash ON hashes (zone, hash)"),
-    "covering": ("hashes_zone_hash_cover",
-                 "CREATE INDEX hashes_zone_hash_cover ON hashes (zone, hash) INCLUDE (track_id, t_anchor)"),
-}
-
-
-def set_lookup_index(store: Store, variant: str) -> int:
-    """Index postings for lookup with the plain ``(zone, hash)`` B-tree or a covering one.
-
-    The covering index (``INCLUDE (track_id, t_anchor)``) lets lookups read the index only, without
-    visiting the heap; it costs about 11 more bytes per posting (README, Matching). The new index is
-    built before the old one is dropped, so lookups keep an index throughout; then VACUUM ANALYZE sets
-    the visibility map that index-only scans need.
-
-    Parameters
-    ----------
-    store : Store
-    variant : {"plain", "covering"}
-
-    Returns
-    -------
-    index_bytes : int
-        Size of the index now in use.
-
-    Raises
-    ------
-    ParameterError
-        If ``variant`` is neither.
-    """
-    if variant not in LOOKUP_INDEXES:
-        raise ParameterError(f"variant={variant!r} must be one of {sorted(LOOKUP_INDEXES)}")
-    store.check_schema()
-    wanted, create = LOOKUP_INDEXES[variant]
-    with store._raw_connection() as conn:
-        present = {name for (name,) in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'hashes'")}
-        if wanted not in present:
-            conn.execute(create)
-        for name, _ in LOOKUP_INDEXES.values():
-            if name != wanted and name in present:
-                conn.execute(f"DROP INDEX {name}")  # a name from LOOKUP_INDEXES, not user input
-        conn.execute("VACUUM ANALYZE hashes")
-        found = conn.execute("SELECT pg_relation_size(%s::regclass)", (wanted,)).fetchone()
-    return int(found[0]) if found else 0
-
-
-def zone_ids(store: Store) -> dict[str, int]:
-    """``zones.id`` by zone name."""
-    with store.engine.connect() as conn:
-        return {name: int(zone_id) for name, zone_id in conn.execute(text("SELECT name, id FROM zones"))}
-
-
 def query_keys(zone_ids_of_hashes: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The distinct ``(zone, stored hash)`` keys of a query, sorted, and where each query hash went.
 
@@ -385,48 +305,10 @@ def lookup_postings(store: Store, zone_ids_of_hashes: np.ndarray, hashes: np.nda
     if np.asarray(hashes).size == 0:
         return empty, empty
     key_zones, key_hashes, key_of_hash = query_keys(zone_ids_of_hashes, hashes)
-    zones_present = np.unique(key_zones)
-    params: list[object] = []
-    for zone_id in zones_present.tolist():
-        params += [zone_id, _int_array_literal(key_hashes[key_zones == zone_id])]
-    with store._raw_connection() as conn, conn.cursor(binary=True) as cur:
-        cur.execute(_lookup_sql(zones_present.size), params)
-        row = cur.fetchone()
-    assert row is not None
-    triples = [np.frombuffer(blob or b"", dtype=">i4").reshape(-1, 3) for blob in row]
-    found = np.concatenate(triples).astype(np.int64)
-    found_zone = np.repeat(zones_present.astype(np.int64), [t.shape[0] for t in triples])
-    found_hash, track_ids, t_anchor = found[:, 0], found[:, 1], found[:, 2]
+    found_zone, found_hash, track_ids, t_anchor = store.lookup.postings(key_zones, key_hashes)
     keys = (key_zones.astype(np.int64) << 32) | key_hashes.view(np.uint32).astype(np.int64)
     found_keys = (found_zone << 32) | found_hash.astype(np.int32).view(np.uint32).astype(np.int64)
     return expand_matches(np.searchsorted(keys, found_keys), t_anchor, track_ids, key_of_hash, t_query)
-
-
-def sql_match(store: Store, zone_names: list[str], postings: ZoneHashes, *, top_k: int) -> list[tuple[int, int, int]]:
-    """Call the SQL function ``fpstore_match_zones``: ``[(track_id, offset_frames, votes)]``, ranked.
-
-    Parameters
-    ----------
-    store : Store
-    zone_names : list of str [length n]
-        The zone of each query hash.
-    postings : ZoneHashes
-        ``n`` query hashes (uint32) and their anchor times (frames).
-    top_k : int
-    """
-    with store._raw_connection() as conn, conn.cursor() as cur:
-        cur.execute(_SQL_MATCH, (zone_names, postings.hashes.astype(np.int64).tolist(),
-                                 postings.t_anchor_frames.tolist(), top_k))
-        return [(int(t), int(o), int(v)) for t, o, v in cur.fetchall()]
-
-
-def track_names(store: Store, track_ids: list[int]) -> dict[int, str]:
-    """File names of the given tracks."""
-    if not track_ids:
-        return {}
-    with store._raw_connection() as conn, conn.cursor() as cur:
-        cur.execute("SELECT id, file_name FROM tracks WHERE id = ANY(%s)", (track_ids,))
-        return {int(track_id): name for track_id, name in cur.fetchall()}
 
 
 def match_fingerprint(
@@ -474,7 +356,7 @@ def match_fingerprint(
     names = [z.name for z in params.zones] if zone == ALL_ZONES else [params.zone(zone).name]
     n_query_hashes = sum(int(fingerprint.zones[name].hashes.size) for name in names)
     if method == "python":
-        ids = zone_ids(store)
+        ids = store.zone_ids()
         track_ids, offsets = lookup_postings(
             store,
             np.concatenate([np.full(fingerprint.zones[name].hashes.size, ids[name]) for name in names]),
@@ -484,19 +366,17 @@ def match_fingerprint(
         ranked_tracks, ranked_votes, ranked_offsets = vote(track_ids, offsets, top_k=top_k)
         ranked = list(zip(ranked_tracks.tolist(), ranked_offsets.tolist(), ranked_votes.tolist()))
     else:
-        all_hashes = ZoneHashes(
-            np.concatenate([fingerprint.zones[name].hashes for name in names]),
-            np.concatenate([fingerprint.zones[name].t_anchor_frames for name in names]),
-        )
         per_hash_zone = [name for name in names for _ in range(fingerprint.zones[name].hashes.size)]
-        ranked = sql_match(store, per_hash_zone, all_hashes, top_k=top_k)
+        ranked = store.lookup.sql_vote(per_hash_zone, np.concatenate([fingerprint.zones[name].hashes for name in names]),
+                                       np.concatenate([fingerprint.zones[name].t_anchor_frames for name in names]),
+                                       top_k=top_k)
     return _result(store, params, ranked, zone=zone, n_query_hashes=n_query_hashes, rule=rule, method=method,
                    query=query)
 
 
 def _result(store: Store, params: FingerprintParams, ranked: list[tuple[int, int, int]], *, zone: str,
             n_query_hashes: int, rule: DecisionRule, method: str, query: str) -> MatchResult:
-    names = track_names(store, [track_id for track_id, _, _ in ranked])
+    names = store.tracks.names([track_id for track_id, _, _ in ranked])
     candidates = [
         Candidate(track_id, names.get(track_id, ""), votes, offset, offset * params.seconds_per_frame)
         for track_id, offset, votes in ranked

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import text
 
 from fpstore.db.pgcopy import decode_postings
-from fpstore.db.store import Store, TrackRecord
+from fpstore.db.store import Store
+from fpstore.db.tracks import TrackRecord
 from fpstore.errors import FpstoreError, ParameterError, ProfileMismatch
 from fpstore.signal.fingerprint import Fingerprint
 from fpstore.signal.hashing import ZoneHashes
@@ -275,27 +275,19 @@ def import_seed_pickle(store: Store, path: str | os.PathLike[str]) -> PickleSumm
 
     clock = time.perf_counter()
     store.check_schema(upgrade_empty=True)
-    with store.engine.connect() as conn:
-        n_stored = conn.execute(text("SELECT count(*) FROM tracks WHERE sha256 = ANY(:digests)"),
-                                {"digests": [r.sha256 for r in records]}).scalar_one()
+    n_stored = store.tracks.count_with_digests([r.sha256 for r in records])
     if n_stored:
         raise AlreadyImported(f"{shown}: {n_stored} of its {len(records)} tracks are already in the database "
                               "(this file was imported before); remove them first to import it again")
     try:
-        zone_ids = store.ensure_profile(params)
+        with store.run("import-pickle", os.path.abspath(shown), params) as run:
+            written = store.tracks.write(run.id, records, run.zone_ids)
     except ProfileMismatch as exc:
         raise ProfileMismatch(f"{shown} cannot go into this database: {exc}") from None
-    run_id = store.start_run("import-pickle", os.path.abspath(shown), params, zone_ids)
-    try:
-        written = store.write_tracks(run_id, records, zone_ids)
-    except BaseException:
-        store.finish_run(run_id, "failed")
-        raise
-    store.finish_run(run_id, "completed")
     seconds["write"] = time.perf_counter() - clock
     added = sum(w.track_id is not None for w in written)
     return PickleSummary(
-        shown, run_id, added,
+        shown, run.id, added,
         postings_by_zone={name: int(hashes.size) for name, (_, hashes, _) in per_zone.items()},
         unique_hashes_by_zone={name: len(db["index"][name]) for name in per_zone},
         seconds=seconds,
@@ -360,9 +352,10 @@ def export_seed_pickle(store: Store, path: str | os.PathLike[str], *, overwrite:
         raise ParameterError(f"{shown} exists: choose another name, or overwrite it with --force")
     started = clock = time.perf_counter()
     store.check_schema()
-    tracks, zone_names, duration_s, stream = store.postings_snapshot()
-    params = store.params(duration_s=duration_s)
-    rows = decode_postings(stream)
+    snapshot = store.stats.snapshot()
+    tracks, zone_names = snapshot.tracks, snapshot.zone_names
+    params = store.params(duration_s=snapshot.duration_s)
+    rows = decode_postings(snapshot.copy_stream)
     seconds = {"read": time.perf_counter() - clock}
 
     clock = time.perf_counter()

@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import text
 
 from fpstore.db.store import Store
 from fpstore.errors import ParameterError
@@ -143,15 +142,6 @@ def plot_fingerprint(audio_path: str | os.PathLike[str], out_png: str | os.PathL
             "n_pairs_drawn": int(len(anchors)), "n_zone_hashes": int(postings.hashes.size)}
 
 
-_PER_TRACK_SQL = (
-    "SELECT z.name, h.track_id, count(*) FROM hashes h JOIN zones z ON z.id = h.zone GROUP BY z.name, h.track_id"
-)
-_LIST_LENGTHS_SQL = (
-    "SELECT z.name, l.n, count(*) FROM (SELECT zone, count(*) AS n FROM hashes GROUP BY zone, hash) l "
-    "JOIN zones z ON z.id = l.zone GROUP BY z.name, l.n"
-)
-
-
 def plot_report(store: Store, out_dir: str | os.PathLike[str], *, width_px: int = 1200,
                 height_px: int = 800) -> list[Path]:
     """Write ``hashes_per_track.png`` and ``posting_list_lengths.png`` (one panel per zone) into ``out_dir``.
@@ -170,10 +160,9 @@ def plot_report(store: Store, out_dir: str | os.PathLike[str], *, width_px: int 
         The two files written.
     """
     store.check_schema()
-    with store.engine.connect() as conn:
-        zone_names = list(conn.execute(text("SELECT name FROM zones ORDER BY id")).scalars())
-        per_track = conn.execute(text(_PER_TRACK_SQL)).all()
-        lengths = conn.execute(text(_LIST_LENGTHS_SQL)).all()
+    zone_names = [name for name, _ in sorted(store.zone_ids().items(), key=lambda item: item[1])]
+    per_track = store.stats.postings_per_track()
+    lengths = store.stats.posting_list_lengths()
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     written = []

@@ -10,9 +10,10 @@ from sqlalchemy import text
 
 from fpstore.cli import cli
 from fpstore.db.compact import compact
-from fpstore.db.store import TrackRecord
+from fpstore.db.maintenance import set_lookup_index
+from fpstore.db.tracks import TrackRecord
 from fpstore.ingest import ingest
-from fpstore.match import match_signal, set_lookup_index
+from fpstore.match import match_signal
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.synth import synth_tune
 
@@ -85,38 +86,37 @@ def test_compact_merges_partitions_into_one_sorted_heap(multi_partition_store, t
         for name in ("tune_007.wav", "tune_009.wav"):
             track_id = conn.execute(text("SELECT id FROM tracks WHERE file_name = :f"), {"f": name}).scalar_one()
             want = oracle_pairs(tmp_path / ("d" if name == "tune_007.wav" else "e") / name)
-            assert {z: sorted_pairs(*a) for z, a in store.track_postings(track_id).items()} == want
+            assert {z: sorted_pairs(*a) for z, a in store.tracks.postings(track_id).items()} == want
 
 
 def test_compact_leaves_the_id_block_of_a_running_bulk_load(multi_partition_store, tmp_path) -> None:
     store = multi_partition_store
     params = FingerprintParams()
-    zone_ids = store.ensure_profile(params)
-    run_id = store.start_run("ingest", str(tmp_path), params, zone_ids)
     from fpstore.signal.fingerprint import fingerprint_file
 
     path = write_tunes(tmp_path / "late", [21], duration_s=6.0)[0]
-    bulk = store.begin_bulk(run_id)
-    store.stage_tracks(bulk, [TrackRecord(str(path), b"\x21" * 32, fingerprint_file(path, params))], zone_ids)
-    # Another run attaches a block above the running load's block.
-    write_tunes(tmp_path / "f", [22, 23], duration_s=6.0)
-    ingest(store, tmp_path / "f", bulk=True, jobs=1)
+    with store.run("ingest", str(tmp_path), params) as run:
+        bulk = store.bulk.begin(run.id)
+        store.bulk.stage(bulk, [TrackRecord(str(path), b"\x21" * 32, fingerprint_file(path, params))], run.zone_ids)
+        # Another run attaches a block above the running load's block.
+        write_tunes(tmp_path / "f", [22, 23], duration_s=6.0)
+        ingest(store, tmp_path / "f", bulk=True, jobs=1)
 
-    summary = compact(store)
+        summary = compact(store)
 
-    assert summary.partitions_merged == 4 and summary.partitions_left == 1
-    assert [added for _, added in store.commit_bulk(bulk)] == [True]  # its block is still free to attach
+        assert summary.partitions_merged == 4 and summary.partitions_left == 1
+        assert [added for _, added in store.bulk.commit(bulk)] == [True]  # its block is still free to attach
     assert len(partitions(store)) == 3
 
 
 def test_compact_drops_the_staging_table_of_a_dead_run(multi_partition_store, tmp_path) -> None:
     store = multi_partition_store
     params = FingerprintParams()
-    run_id = store.start_run("ingest", "x", params, store.ensure_profile(params))
-    bulk = store.begin_bulk(run_id)
-    write_tunes(tmp_path / "g", [31], duration_s=6.0)
-    ingest(store, tmp_path / "g", bulk=True, jobs=1)  # attaches the block above the (still running) run's block
-    store.finish_run(run_id, "interrupted")  # now it is a dead run's leftover
+    with pytest.raises(KeyboardInterrupt), store.run("ingest", "x", params) as run:
+        bulk = store.bulk.begin(run.id)
+        write_tunes(tmp_path / "g", [31], duration_s=6.0)
+        ingest(store, tmp_path / "g", bulk=True, jobs=1)  # attaches the block above the (still running) run's block
+        raise KeyboardInterrupt  # the run ends 'interrupted': its staging table is a dead run's leftover
     summary = compact(store)
     assert (summary.partitions_merged, summary.partitions_left) == (5, 0)
     with store.engine.connect() as conn:

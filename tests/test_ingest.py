@@ -14,7 +14,8 @@ from helpers import oracle_pairs, sorted_pairs, write_tunes
 from sqlalchemy import text
 
 from fpstore.errors import ProfileMismatch
-from fpstore.ingest import discover_audio_files, ingest
+from fpstore.files import discover_audio_files
+from fpstore.ingest import ingest
 from fpstore.signal.params import FingerprintParams
 
 pytestmark = pytest.mark.postgres
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.postgres
 def stored_pairs(store, file_name: str) -> dict[str, list[tuple[int, int]]]:
     with store.engine.connect() as conn:
         track_id = conn.execute(text("SELECT id FROM tracks WHERE file_name = :f"), {"f": file_name}).scalar_one()
-    return {zone: sorted_pairs(*arrays) for zone, arrays in store.track_postings(track_id).items()}
+    return {zone: sorted_pairs(*arrays) for zone, arrays in store.tracks.postings(track_id).items()}
 
 
 def test_stored_postings_equal_seed_port(store, tmp_path) -> None:

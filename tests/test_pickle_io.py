@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from helpers import write_tunes
 
 from fpstore.cli import cli
-from fpstore.db.store import TrackRecord
+from fpstore.db.tracks import TrackRecord
 from fpstore.errors import ParameterError, ProfileMismatch
 from fpstore.ingest import ingest
 from fpstore.pickle_io import AlreadyImported, export_seed_pickle, import_seed_pickle, index_arrays, zone_index
@@ -147,7 +147,7 @@ def test_importing_the_same_file_twice_is_refused(store, seed_pickle) -> None:
     import_seed_pickle(store, seed_pickle[0])
     with pytest.raises(AlreadyImported, match="3 of its 3 tracks are already in the database"):
         import_seed_pickle(store, seed_pickle[0])
-    assert store.count_tracks() == 3
+    assert store.tracks.count() == 3
 
 
 def test_clashing_parameters_are_refused_with_the_difference(store, seed_pickle, tmp_path) -> None:
@@ -179,13 +179,12 @@ def test_foreign_objects_in_a_pickle_are_not_loaded(store, tmp_path) -> None:
 
 def test_export_refuses_anchor_beyond_16_bits(store, tmp_path) -> None:
     params = FingerprintParams()
-    zone_ids = store.ensure_profile(params)
-    run_id = store.start_run("test", "synthetic", params, zone_ids)
     late = ZoneHashes(np.array([12345], np.uint32), np.array([70_000], np.int32))
     empty = ZoneHashes(np.empty(0, np.uint32), np.empty(0, np.int32))
     zones = {zone.name: (late if zone.name == "Flarge_Tlong" else empty) for zone in params.zones}
-    store.write_tracks(run_id, [TrackRecord("/x/long.wav", bytes(32), Fingerprint(zones, 3300.0, 70_001, 1))],
-                       zone_ids)
+    with store.run("test", "synthetic", params) as run:
+        store.tracks.write(run.id, [TrackRecord("/x/long.wav", bytes(32), Fingerprint(zones, 3300.0, 70_001, 1))],
+                           run.zone_ids)
     with pytest.raises(ParameterError, match=r"long.wav\) has an anchor at frame 70000; .* 16 bits of t_anchor"):
         export_seed_pickle(store, tmp_path / "x.pkl")
     assert not (tmp_path / "x.pkl").exists()
@@ -224,7 +223,7 @@ def test_posting_of_an_unknown_track_is_refused(store, seed_pickle, tmp_path) ->
         pickle.dump(dict(original, index=index), handle)
     with pytest.raises(ParameterError, match="zone 'Fsmall_Tshort' has postings of track ids missing from tracks"):
         import_seed_pickle(store, tmp_path / "orphan.pkl")
-    assert store.count_tracks() == 0
+    assert store.tracks.count() == 0
 
 
 @pytest.mark.corpus

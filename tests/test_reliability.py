@@ -31,7 +31,8 @@ from sqlalchemy.engine import make_url
 from fpstore.db.embedded import EmbeddedServer
 from fpstore.db.store import Store, head_revision
 from fpstore.errors import SchemaNotAtHead
-from fpstore.ingest import ingest, unreadable_reason
+from fpstore.files import unreadable_reason
+from fpstore.ingest import ingest
 from fpstore.signal.synth import synth_tune
 
 pytestmark = pytest.mark.postgres
@@ -164,7 +165,7 @@ def test_failed_files_make_exit_status_3_unless_allowed(db_url, bad_folder) -> N
 def test_unreadable_file_gets_permission_denied(tmp_path) -> None:
     locked = write_tunes(tmp_path, [1])[0]
     locked.chmod(0)
-    probe = ("from pathlib import Path; from fpstore.ingest import unreadable_reason; "
+    probe = ("from pathlib import Path; from fpstore.files import unreadable_reason; "
              f"print(unreadable_reason(Path({str(locked)!r})))")
     if IS_ROOT:  # root reads anything: drop the capabilities that let it, as an ordinary user lacks them
         if shutil.which("setpriv") is None:
@@ -213,9 +214,9 @@ def test_hostile_file_names_are_stored_verbatim_and_harm_nothing(store, tmp_path
     assert {"hashes", "tracks", "failures", "runs", "zones", "profile"} <= tables
     assert n_hashes == summary.postings
     # the escaped name still finds the file's own fingerprint: parity holds for a non-UTF-8 name
-    track_id = store.track_id_by_sha256(hashlib.sha256(Path(os.fsdecode(latin1)).read_bytes()).digest())
+    track_id = store.tracks.id_by_sha256(hashlib.sha256(Path(os.fsdecode(latin1)).read_bytes()).digest())
     assert track_id is not None
-    stored = {zone: sorted_pairs(*arrays) for zone, arrays in store.track_postings(track_id).items()}
+    stored = {zone: sorted_pairs(*arrays) for zone, arrays in store.tracks.postings(track_id).items()}
     same_bytes = shutil.copy(os.fsdecode(latin1), tmp_path / "oracle_copy.wav")  # the oracle wants UTF-8 names
     assert stored == oracle_pairs(Path(same_bytes))
 
@@ -352,7 +353,7 @@ def test_concurrent_ingests_store_every_file_exactly_once(db_url, tmp_path) -> N
     with engine.connect() as conn:
         track_id = conn.execute(text("SELECT id FROM tracks WHERE sha256 = :d"),
                                 {"d": hashlib.sha256(some.read_bytes()).digest()}).scalar_one()
-    assert {z: sorted_pairs(*a) for z, a in store.track_postings(track_id).items()} == oracle_pairs(some)
+    assert {z: sorted_pairs(*a) for z, a in store.tracks.postings(track_id).items()} == oracle_pairs(some)
     engine.dispose()
 
 

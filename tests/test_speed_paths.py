@@ -171,7 +171,7 @@ def test_streamed_file_fingerprint_equals_one_shot(tmp_path) -> None:
 def stored(store: Store) -> dict[str, dict[str, list[tuple[int, int]]]]:
     with store.engine.connect() as conn:
         tracks = conn.execute(text("SELECT id, file_name FROM tracks")).all()
-    return {name: {z: sorted_pairs(*a) for z, a in store.track_postings(tid).items()} for tid, name in tracks}
+    return {name: {z: sorted_pairs(*a) for z, a in store.tracks.postings(tid).items()} for tid, name in tracks}
 
 
 @pytest.mark.postgres
@@ -195,24 +195,23 @@ def test_bulk_ingest_stores_seed_postings_in_indexed_partitions(store, tmp_path)
 
 @pytest.mark.postgres
 def test_staged_tracks_are_invisible_until_commit(store, db_url, tmp_path) -> None:
-    from fpstore.db.store import TrackRecord
+    from fpstore.db.tracks import TrackRecord
     from fpstore.signal.fingerprint import fingerprint_file
 
     params = FingerprintParams()
     paths = write_tunes(tmp_path, [7, 8, 9], duration_s=5.0)
-    zone_ids = store.ensure_profile(params)
-    run_id = store.start_run("ingest", str(tmp_path), params, zone_ids)
     records = [TrackRecord(str(p), bytes([i]) * 32, fingerprint_file(p, params)) for i, p in enumerate(paths)]
-    bulk = store.begin_bulk(run_id)
-    store.stage_tracks(bulk, records[:1], zone_ids)
-    # An ordinary write meanwhile (another id space, another partition) does not disturb the bulk load.
-    store.write_tracks(run_id, records[1:2], zone_ids)
-    store.stage_tracks(bulk, records[2:], zone_ids)
     reader = create_engine(db_url)
-    with reader.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM tracks")).scalar() == 1
-        assert conn.execute(text("SELECT count(DISTINCT track_id) FROM hashes")).scalar() == 1
-    outcome = store.commit_bulk(bulk)
+    with store.run("ingest", str(tmp_path), params) as run:
+        bulk = store.bulk.begin(run.id)
+        store.bulk.stage(bulk, records[:1], run.zone_ids)
+        # An ordinary write meanwhile (another id space, another partition) does not disturb the bulk load.
+        store.tracks.write(run.id, records[1:2], run.zone_ids)
+        store.bulk.stage(bulk, records[2:], run.zone_ids)
+        with reader.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM tracks")).scalar() == 1
+            assert conn.execute(text("SELECT count(DISTINCT track_id) FROM hashes")).scalar() == 1
+        outcome = store.bulk.commit(bulk)
     assert [added for _, added in outcome] == [True, True]
     with reader.connect() as conn:
         assert conn.execute(text("SELECT count(DISTINCT track_id) FROM hashes")).scalar() == 3
@@ -227,11 +226,10 @@ def test_staged_tracks_are_invisible_until_commit(store, db_url, tmp_path) -> No
 @pytest.mark.postgres
 def test_stale_staging_tables_are_dropped(store) -> None:
     params = FingerprintParams()
-    zone_ids = store.ensure_profile(params)
-    run_id = store.start_run("ingest", "x", params, zone_ids)
-    bulk = store.begin_bulk(run_id)
-    assert store.drop_stale_staging() == 0  # its run is still running
-    store.finish_run(run_id, "failed")
-    assert store.drop_stale_staging() == 1
+    with pytest.raises(RuntimeError, match="the run fails"), store.run("ingest", "x", params) as run:
+        bulk = store.bulk.begin(run.id)
+        assert store.bulk.drop_stale() == 0  # its run is still running
+        raise RuntimeError("the run fails")
+    assert store.bulk.drop_stale() == 1
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT to_regclass(:t)"), {"t": bulk.table}).scalar() is None

@@ -10,7 +10,6 @@ from helpers import write_tunes
 from sqlalchemy import text
 
 from fpstore.cli import cli
-from fpstore.db.tracks import list_tracks, remove_tracks, show_track
 from fpstore.errors import NotFound
 from fpstore.ingest import ingest
 
@@ -30,40 +29,40 @@ def postings_of(store, track_id: int) -> int:
 
 
 def test_list_filters_and_counts(three_tracks) -> None:
-    everything = list_tracks(three_tracks)
+    everything = three_tracks.tracks.search()
     assert [t["file_name"] for t in everything.tracks] == ["tune_021.wav", "tune_022.wav", "tune_023.wav"]
     assert everything.n_total == everything.n_matching == 3
     assert everything.postings_matching == sum(postings_of(three_tracks, t["id"]) for t in everything.tracks)
-    named = list_tracks(three_tracks, name="TUNE_02?.wav", limit=1)
+    named = three_tracks.tracks.search(name="TUNE_02?.wav", limit=1)
     assert len(named.tracks) == 1 and named.n_matching == 3
-    assert list_tracks(three_tracks, name="*22*").n_matching == 1
+    assert three_tracks.tracks.search(name="*22*").n_matching == 1
     smallest = min(t["n_postings"] for t in everything.tracks)
-    assert list_tracks(three_tracks, max_postings=smallest).n_matching == 1
-    assert list_tracks(three_tracks, run_id=99).n_matching == 0
+    assert three_tracks.tracks.search(max_postings=smallest).n_matching == 1
+    assert three_tracks.tracks.search(run_id=99).n_matching == 0
 
 
 def test_show_counts_postings_per_zone(three_tracks) -> None:
-    info = show_track(three_tracks, "tune_022.wav")
+    info = three_tracks.tracks.show("tune_022.wav")
     assert info["id"] == 2 and info["run_command"] == "ingest"
     assert sum(z["postings"] for z in info["zones"]) == info["n_postings"] == postings_of(three_tracks, 2)
     assert all(z["shared_hashes"] <= z["unique_hashes"] <= z["postings"] for z in info["zones"])
     with pytest.raises(NotFound, match="no track answer"):
-        show_track(three_tracks, "nothing.wav")
+        three_tracks.tracks.show("nothing.wav")
 
 
 def test_remove_deletes_postings_in_one_go_and_advises_vacuum(three_tracks) -> None:
     before = postings_of(three_tracks, 1) + postings_of(three_tracks, 3)
-    removal = remove_tracks(three_tracks, [1, 3])
+    removal = three_tracks.tracks.remove([1, 3])
     assert removal.track_ids == [1, 3] and removal.postings_removed == before
     assert removal.vacuum_advised and removal.share_removed > 0.5
     assert postings_of(three_tracks, 1) == postings_of(three_tracks, 3) == 0
-    assert [t["id"] for t in list_tracks(three_tracks).tracks] == [2]
+    assert [t["id"] for t in three_tracks.tracks.search().tracks] == [2]
 
 
 def test_remove_with_an_unknown_id_removes_nothing(three_tracks) -> None:
     with pytest.raises(NotFound, match="no track with id 7: nothing removed"):
-        remove_tracks(three_tracks, [2, 7])
-    assert list_tracks(three_tracks).n_total == 3 and postings_of(three_tracks, 2) > 0
+        three_tracks.tracks.remove([2, 7])
+    assert three_tracks.tracks.search().n_total == 3 and postings_of(three_tracks, 2) > 0
 
 
 def test_cli_tracks(three_tracks, db_url) -> None:
@@ -78,7 +77,7 @@ def test_cli_tracks(three_tracks, db_url) -> None:
     missing = runner.invoke(cli, ["--db", db_url, "tracks", "show", "42"])
     assert missing.exit_code == 1 and missing.output.startswith("Error: no track answer")
     declined = runner.invoke(cli, ["--db", db_url, "tracks", "remove", "1"], input="n\n")
-    assert declined.exit_code == 1 and list_tracks(three_tracks).n_total == 3
+    assert declined.exit_code == 1 and three_tracks.tracks.search().n_total == 3
     removed = runner.invoke(cli, ["--db", db_url, "tracks", "remove", "1", "2", "--yes", "--vacuum"])
     assert removed.exit_code == 0, removed.output
     assert removed.output.startswith("removed 2 tracks and ") and "then vacuumed" in removed.output

@@ -18,12 +18,15 @@ Conventions
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
-from fpstore.db.store import Store
 from fpstore.errors import DatabaseError, NotFound, ParameterError
+
+if TYPE_CHECKING:
+    from fpstore.db.store import Store
 
 #: PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1); longer role names cannot exist.
 _MAX_IDENTIFIER_BYTES = 63
@@ -86,7 +89,7 @@ def grant_reader(store: Store, role: str) -> ReaderGrant:
 
 
 def _grant(store: Store, role: str) -> ReaderGrant:
-    with store.raw_connection() as conn, conn.transaction(), conn.cursor() as cur:
+    with store.raw() as conn, conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT rolname = current_user FROM pg_roles WHERE rolname = %s", (role,))
         found = cur.fetchone()
         if found is None:

@@ -16,12 +16,15 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
-from fpstore.db.store import BULK_IDS_LOCK_KEY, STAGING_PREFIX, Store
+from fpstore.db.bulk import BULK_IDS_LOCK_KEY, unattached_staging_tables
+
+if TYPE_CHECKING:
+    from fpstore.db.store import Store
 
 #: Name of the partition that holds the ordinary path's track ids (migration 0003) and the compacted postings.
 MAIN_PARTITION = "hashes_main"
@@ -67,8 +70,8 @@ def compact(store: Store, *, work_mem: str = "256MB") -> CompactSummary:
     """
     started = time.perf_counter()
     store.check_schema()
-    store.drop_stale_staging()  # a crashed run's id block must not hold back the merge
-    with store.raw_connection() as conn, conn.transaction(), conn.cursor() as cur:
+    store.bulk.drop_stale()  # a crashed run's id block must not hold back the merge
+    with store.raw() as conn, conn.transaction(), conn.cursor() as cur:
         cur.execute("LOCK TABLE hashes IN SHARE ROW EXCLUSIVE MODE")
         # Id blocks are reserved under this lock with their staging table: after it, every reserved block
         # that is not attached yet has a visible staging table.
@@ -100,7 +103,7 @@ def compact(store: Store, *, work_mem: str = "256MB") -> CompactSummary:
             sql.Identifier(MAIN_PARTITION), sql.Literal(upper)))
         cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT hashes_compacting_range").format(
             sql.Identifier(MAIN_PARTITION)))
-    with store.raw_connection() as conn:
+    with store.raw() as conn:
         # Sets the visibility map (index-only scans) and the planner's statistics; not in a transaction.
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(MAIN_PARTITION)))
     return CompactSummary(len(merged), left, postings, time.perf_counter() - started)
@@ -111,17 +114,7 @@ def _lowest_unattached_id(cur: psycopg.Cursor[Any]) -> int:
     cur.execute("SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM tracks_bulk_id_seq")
     row = cur.fetchone()
     assert row is not None
-    lowest = int(row[0])
-    cur.execute(
-        "SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' AND c.relname LIKE %s"
-        " AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)",
-        (STAGING_PREFIX.replace("_", "\\_") + "%",),
-    )
-    for (name,) in cur.fetchall():
-        found = re.fullmatch(re.escape(STAGING_PREFIX) + r"r\d+_(\d+)", name)
-        if found:
-            lowest = min(lowest, int(found.group(1)))
-    return lowest
+    return min([int(row[0])] + [table.first_id for table in unattached_staging_tables(cur)])
 
 
 def _partitions(cur: psycopg.Cursor[Any]) -> list[tuple[str, int | None]]:

@@ -1,4 +1,4 @@
-"""PostgreSQL binary COPY rows for the ``hashes`` table, built from numpy arrays without a Python loop.
+"""PostgreSQL binary COPY for the ``hashes`` table: rows built from numpy arrays without a Python loop.
 
 Conventions
 -----------
@@ -10,9 +10,16 @@ Conventions
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+import psycopg
+from psycopg import sql
 
 from fpstore.errors import ParameterError
+from fpstore.signal.fingerprint import Fingerprint
+from fpstore.signal.hashing import hash_keys
 
 #: Signature, flags field and header-extension length that open every binary COPY stream.
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
@@ -119,3 +126,59 @@ def decode_postings(stream: bytes) -> np.ndarray:
     ):
         raise ParameterError("binary COPY rows do not have the layout (smallint, int, int, int), or hold NULLs")
     return rows
+
+
+def postings_payload(tracks: Sequence[tuple[int, Fingerprint]], zone_ids: dict[str, int]) -> bytes:
+    """Binary COPY rows of every posting of ``tracks``, sorted by (zone, hash).
+
+    Sorted rows make B-tree insertion (ordinary path) visit leaf pages in order, and leave a bulk
+    partition's heap clustered by (zone, hash), so one lookup reads few heap pages.
+
+    Parameters
+    ----------
+    tracks : sequence of (track_id, Fingerprint)
+    zone_ids : dict[str, int]
+        ``zones.id`` by zone name.
+
+    Returns
+    -------
+    rows : bytes
+        Without header and trailer (:func:`copy_in` adds them); empty if there is no posting.
+    """
+    zone_parts, hash_parts, track_parts, t_parts = [], [], [], []
+    for track_id, fingerprint in tracks:
+        for zone_name, postings in fingerprint.zones.items():
+            n = len(postings.hashes)
+            zone_parts.append(np.full(n, zone_ids[zone_name], dtype=np.int16))
+            hash_parts.append(hash_keys(postings.hashes))
+            track_parts.append(np.full(n, track_id, dtype=np.int32))
+            t_parts.append(postings.t_anchor_frames)
+    if not hash_parts:
+        return b""
+    zones, keys = np.concatenate(zone_parts), np.concatenate(hash_parts)
+    # (zone, signed hash) as one int64 sorts like the index; one argsort is faster than lexsort's two keys.
+    order = np.argsort((zones.astype(np.int64) << 32) + keys, kind="stable")
+    return encode_postings(zones[order], keys[order], np.concatenate(track_parts)[order],
+                           np.concatenate(t_parts)[order])
+
+
+def copy_in(cur: psycopg.Cursor[Any], table_name: str, payload: bytes) -> None:
+    """COPY binary posting rows (without header and trailer) into ``table_name``."""
+    if not payload:
+        return
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table_name), sql.SQL(", ").join(map(sql.Identifier, POSTING_COLUMNS)))
+    with cur.copy(statement) as copy:
+        copy.write(COPY_HEADER)
+        copy.write(payload)
+        copy.write(COPY_TRAILER)
+
+
+def copy_out(cur: psycopg.Cursor[Any], where: str = "", params: tuple[Any, ...] = ()) -> bytes:
+    """Postings (``hashes`` rows, optionally filtered by the SQL text ``where``) as one binary COPY stream."""
+    statement = f"COPY (SELECT {', '.join(POSTING_COLUMNS)} FROM hashes {where}) TO STDOUT (FORMAT BINARY)"
+    stream = bytearray()
+    with cur.copy(statement, params or None) as copy:
+        for block in copy:
+            stream += block
+    return bytes(stream)

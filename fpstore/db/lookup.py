@@ -1,0 +1,89 @@
+"""The posting lookup that matching runs on, and the SQL vote (``fpstore_match_zones``, migration 0002).
+
+Conventions
+-----------
+- Keys are ``(zones.id, stored hash)``: the stored hash is the seed's uint32 value read as int32
+  (:func:`fpstore.signal.hashing.hash_keys`).
+- Times are STFT frames.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from fpstore.db.store import Store
+
+# One index scan per zone with `hash = ANY(sorted keys)`: the B-tree walks the sorted keys in one pass
+# (measured 8 ms per zone for 2,700 keys, against 11 ms for a nested loop of probes, PostgreSQL 15,
+# 1,000 tracks). Each zone's postings come back as one bytea of big-endian int4 triples
+# (hash, track_id, t_anchor): 26 ms against 40 ms for int arrays and far less than a row per posting
+# (47,000 postings, 10,000 tracks).
+_LOOKUP_ONE_ZONE = (
+    "(SELECT string_agg(int4send(hash) || int4send(track_id) || int4send(t_anchor), ''::bytea)"
+    " FROM hashes WHERE zone = %s AND hash = ANY(%s::int[]))"
+)
+
+_SQL_VOTE = (
+    "SELECT track_id, offset_frames, votes FROM fpstore_match_zones(%s::text[], %s::bigint[], %s::int[], %s)"
+)
+
+
+def _int_array_literal(values: np.ndarray) -> str:
+    """``{1,2,3}``: PostgreSQL's text form of an integer array (psycopg adapting a list costs ~2 µs a value)."""
+    return "{" + ",".join(map(str, values.tolist())) + "}"
+
+
+class Lookup:
+    """Reads for matching (``store.lookup``)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def postings(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Every stored posting whose ``(zone, hash)`` is one of the keys, in one statement.
+
+        Parameters
+        ----------
+        key_zones : np.ndarray [shape=(k,)], integer
+            ``zones.id`` of each key.
+        key_hashes : np.ndarray [shape=(k,), dtype=int32]
+            Stored form of each key's hash; sorted keys make the index scans walk the B-tree in order.
+
+        Returns
+        -------
+        zone_ids, hashes, track_ids, t_anchor_frames : np.ndarray [shape=(p,), dtype=int64]
+            One entry per posting found; ``hashes`` in the stored (signed) form.
+        """
+        zones_present = np.unique(key_zones)
+        params: list[object] = []
+        for zone_id in zones_present.tolist():
+            params += [zone_id, _int_array_literal(key_hashes[key_zones == zone_id])]
+        statement = "SELECT " + ", ".join([_LOOKUP_ONE_ZONE] * zones_present.size)
+        with self._store.raw() as conn, conn.cursor(binary=True) as cur:
+            cur.execute(statement, params)
+            row = cur.fetchone()
+        assert row is not None
+        triples = [np.frombuffer(blob or b"", dtype=">i4").reshape(-1, 3) for blob in row]
+        found = np.concatenate(triples).astype(np.int64)
+        found_zone = np.repeat(zones_present.astype(np.int64), [t.shape[0] for t in triples])
+        return found_zone, found[:, 0], found[:, 1], found[:, 2]
+
+    def sql_vote(self, zone_names: list[str], hashes: np.ndarray, t_query_frames: np.ndarray, *,
+                 top_k: int) -> list[tuple[int, int, int]]:
+        """Call the SQL function ``fpstore_match_zones``: ``[(track_id, offset_frames, votes)]``, ranked.
+
+        Parameters
+        ----------
+        zone_names : list of str [length n]
+            The zone of each query hash.
+        hashes : np.ndarray [shape=(n,), dtype=uint32]
+            The query's hashes (the seed's unsigned values).
+        t_query_frames : np.ndarray [shape=(n,)], integer, in frames
+        top_k : int
+        """
+        with self._store.raw() as conn, conn.cursor() as cur:
+            cur.execute(_SQL_VOTE, (zone_names, hashes.astype(np.int64).tolist(), t_query_frames.tolist(), top_k))
+            return [(int(t), int(o), int(v)) for t, o, v in cur.fetchall()]

@@ -1,0 +1,203 @@
+"""Fingerprinting files in worker processes that survive the death of one of them.
+
+:class:`Fingerprinter` decodes and fingerprints files, in order, with at most ``2 * jobs`` in flight, in
+``jobs`` processes (or in this process when ``jobs`` is 1). Each file gives its
+:class:`~fpstore.signal.fingerprint.Fingerprint` or a one-line reason why it has none.
+
+Workers fork from a *forkserver* that imports the signal stack once. Two things can kill them that are
+not a file's fault, and both are told apart from a file that crashes its decoder:
+
+- The forkserver of Python 3.11 starts with the current folder first on ``sys.path`` (``python -c``)
+  and ignores the parent's path, so a folder named ``fpstore`` in the current folder (the parent of a
+  clone, say) would be imported instead of the installed package. It is started with
+  ``PYTHONSAFEPATH=1``, so it imports what the parent imports.
+- A script that starts a pool without ``if __name__ == "__main__":``: every worker re-imports the
+  main module and dies starting a pool of its own. A probe with no file then dies too, and
+  :class:`~fpstore.errors.FpstoreError` says so instead of failing every file.
+
+When a worker dies, every file in flight gets ``BrokenProcessPool`` and nobody can tell whose file
+killed it; the pool is replaced and each of those files is tried again *alone*: a file whose worker
+dies again alone is the culprit and fails with a reason, the others go on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import sys
+import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from fpstore.errors import AudioError, FpstoreError
+from fpstore.signal.audio import display_path
+from fpstore.signal.fingerprint import Fingerprint, fingerprint_file
+from fpstore.signal.params import FingerprintParams
+
+#: What the caller carries along with each file (ingest: its content digest).
+Tag = TypeVar("Tag")
+
+Outcome = Fingerprint | str
+
+
+def fingerprint_job(path: Path, params: FingerprintParams) -> Outcome:
+    """Worker body: the fingerprint, or a one-line reason why the file cannot be fingerprinted."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fingerprint = fingerprint_file(path, params)
+    except AudioError as exc:
+        return str(exc)
+    except (FpstoreError, ValueError, MemoryError) as exc:
+        return f"{display_path(path)}: {type(exc).__name__}: {exc}"
+    if fingerprint.n_postings == 0:
+        return f"{display_path(path)}: no hashes: {_why_no_hashes(fingerprint, params)}"
+    return fingerprint
+
+
+def _why_no_hashes(fingerprint: Fingerprint, params: FingerprintParams) -> str:
+    """Why a decoded file gave no posting: too short, silent, or peaks that pair with nothing."""
+    n_samples = round(fingerprint.duration_s * params.sample_rate)
+    if n_samples < params.n_fft:
+        return f"audio shorter than one STFT frame ({n_samples} samples < n_fft={params.n_fft})"
+    if fingerprint.n_peaks == 0:
+        return f"no spectral peak above peak_thresh={params.peak_thresh} (silence?)"
+    return f"{fingerprint.n_peaks} peaks, but no anchor has a target inside any zone"
+
+
+class Fingerprinter(Generic[Tag]):
+    """Fingerprint files in order, in ``jobs`` worker processes (in this process if ``jobs`` is 1).
+
+    Parameters
+    ----------
+    params : FingerprintParams
+    jobs : int or None
+        Worker processes; None uses every core.
+    """
+
+    def __init__(self, params: FingerprintParams, jobs: int | None) -> None:
+        self.params = params
+        self.jobs = jobs or os.cpu_count() or 1
+        self._executor: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Fingerprinter[Tag]:
+        if self.jobs > 1:
+            self._executor = _new_executor(self.jobs)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, files: Iterable[tuple[Path, Tag]]) -> Iterator[tuple[Path, Tag, Outcome]]:
+        """Yield ``(path, tag, fingerprint or failure reason)`` for each of ``files``, in their order.
+
+        ``files`` is consumed lazily: at most ``2 * jobs`` files are in flight.
+        """
+        if self._executor is None:
+            for path, tag in files:
+                yield path, tag, fingerprint_job(path, self.params)
+            return
+        in_flight: deque[tuple[Path, Tag, concurrent.futures.Future[Outcome]]] = deque()
+        for path, tag in files:
+            in_flight.append((path, tag, self._submit(path)))
+            if len(in_flight) >= 2 * self.jobs:
+                yield from self._collect(in_flight, until=2 * self.jobs - 1)
+        yield from self._collect(in_flight, until=0)
+
+    def _submit(self, path: Path) -> concurrent.futures.Future[Outcome]:
+        assert self._executor is not None
+        return self._executor.submit(fingerprint_job, path, self.params)
+
+    def _collect(self, in_flight: deque[tuple[Path, Tag, concurrent.futures.Future[Outcome]]], *,
+                 until: int) -> Iterator[tuple[Path, Tag, Outcome]]:
+        """Yield finished files from the head of ``in_flight`` (in order) until ``until`` remain."""
+        while len(in_flight) > until:
+            path, tag, future = in_flight.popleft()
+            try:
+                yield path, tag, _result(path, future)
+            except concurrent.futures.process.BrokenProcessPool:
+                suspects = [(path, tag)] + [(p, t) for p, t, _ in in_flight]
+                in_flight.clear()
+                self._replace()
+                self._check_workers_start()
+                yield from self._retry_alone(suspects)
+
+    def _check_workers_start(self) -> None:
+        """Raise if a fresh worker dies without any file: then no file is to blame."""
+        assert self._executor is not None
+        try:
+            self._executor.submit(os.getpid).result()
+        except concurrent.futures.process.BrokenProcessPool:
+            self._replace()
+            raise FpstoreError(_death_at_start_message()) from None
+
+    def _retry_alone(self, suspects: list[tuple[Path, Tag]]) -> Iterator[tuple[Path, Tag, Outcome]]:
+        for path, tag in suspects:
+            try:
+                outcome = _result(path, self._submit(path))
+            except concurrent.futures.process.BrokenProcessPool:
+                self._replace()
+                outcome = (
+                    f"{display_path(path)}: the worker process died while decoding it, twice (a crash in a "
+                    "native decoder, or killed for lack of memory)"
+                )
+            yield path, tag, outcome
+
+    def _replace(self) -> None:
+        """Swap the broken executor (its surviving workers are told to exit) for a fresh one."""
+        assert self._executor is not None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = _new_executor(self.jobs)
+
+
+def _new_executor(jobs: int) -> concurrent.futures.ProcessPoolExecutor:
+    context = multiprocessing.get_context("forkserver")
+    # Workers fork from a server that has imported the signal stack (numpy, soundfile, soxr) once.
+    context.set_forkserver_preload(["fpstore.signal.fingerprint"])
+    with _safe_path():
+        multiprocessing.forkserver.ensure_running()
+    return concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context)
+
+
+@contextlib.contextmanager
+def _safe_path() -> Iterator[None]:
+    """Set PYTHONSAFEPATH for the processes started in the block (the forkserver), then restore it.
+
+    The forkserver is a ``python -c`` process: without it, the current folder comes first on its
+    ``sys.path``, ahead of the installed fpstore.
+    """
+    before = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONSAFEPATH"]
+        else:
+            os.environ["PYTHONSAFEPATH"] = before
+
+
+def _death_at_start_message() -> str:
+    """Why fresh workers die before any file, naming the cause only where it can be known."""
+    said = "worker processes die as they start, before any file"
+    entry = getattr(sys.modules.get("__main__"), "main", None)
+    if getattr(entry, "__module__", None) == "fpstore.cli":
+        # fpstore's own command: no user script is re-imported; the workers' error is printed above.
+        return f"{said} (their error is printed above); `--jobs 1` fingerprints in this process instead"
+    return (f"{said}; a script that calls ingest() with jobs > 1 must do so under "
+            "'if __name__ == \"__main__\":' (workers re-import the main module)")
+
+
+def _result(path: Path, future: concurrent.futures.Future[Outcome]) -> Outcome:
+    try:
+        return future.result()
+    except concurrent.futures.process.BrokenProcessPool:
+        raise
+    except Exception as exc:  # a worker-side crash we did not foresee: report it against the file
+        return f"{display_path(path)}: {type(exc).__name__}: {exc}"
