@@ -1,3 +1,68 @@
-"""fpstore: an audio fingerprint store in PostgreSQL."""
+"""fpstore: an audio fingerprint store in PostgreSQL.
+
+The names a script needs are importable from here::
+
+    from fpstore import FingerprintParams, fingerprint_file, ingest, match_files, open_store
+
+The layers below them (README, "Library API"): :mod:`fpstore.signal` (decoding and the fingerprint
+pipeline on arrays), :mod:`fpstore.db` (every SQL statement and connection), the operations
+(:mod:`fpstore.ingest`, :mod:`fpstore.match`, :mod:`fpstore.evaluate`, :mod:`fpstore.pickle_io`,
+:mod:`fpstore.report`, :mod:`fpstore.plots`) and the command line, :mod:`fpstore.cli`.
+
+Names are imported on first use, so ``import fpstore`` stays cheap for worker processes that need only
+the signal layer.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from fpstore.errors import (
+    AudioError,
+    DatabaseError,
+    FpstoreError,
+    NotFound,
+    ParameterError,
+    ProfileMismatch,
+    SchemaNotAtHead,
+)
+
+if TYPE_CHECKING:
+    from fpstore.db.store import Store, open_store
+    from fpstore.ingest import IngestSummary, ingest
+    from fpstore.match import DecisionRule, MatchResult, match_files, match_fingerprint, match_signal
+    from fpstore.signal.fingerprint import Fingerprint, fingerprint_file, fingerprint_signal
+    from fpstore.signal.params import FingerprintParams, Zone
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Store": "fpstore.db.store", "open_store": "fpstore.db.store",
+    "IngestSummary": "fpstore.ingest", "ingest": "fpstore.ingest",
+    "DecisionRule": "fpstore.match", "MatchResult": "fpstore.match", "match_files": "fpstore.match",
+    "match_fingerprint": "fpstore.match", "match_signal": "fpstore.match",
+    "Fingerprint": "fpstore.signal.fingerprint", "fingerprint_file": "fpstore.signal.fingerprint",
+    "fingerprint_signal": "fpstore.signal.fingerprint",
+    "FingerprintParams": "fpstore.signal.params", "Zone": "fpstore.signal.params",
+}
+
+__all__ = [
+    "AudioError", "DatabaseError", "DecisionRule", "Fingerprint", "FingerprintParams", "FpstoreError",
+    "IngestSummary", "MatchResult", "NotFound", "ParameterError", "ProfileMismatch", "SchemaNotAtHead", "Store",
+    "Zone", "__version__", "fingerprint_file", "fingerprint_signal", "ingest", "match_files", "match_fingerprint",
+    "match_signal", "open_store",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use (PEP 562)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'fpstore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import io
 import json
-import os
+import pathlib
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -112,10 +112,9 @@ def with_store(command: F) -> F:
     """
 
     @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = click.get_current_context()
-        url = ctx.find_object(CliState).settings().database_url  # type: ignore[union-attr]
-        return command(*args, store=ctx.with_resource(open_store(url)), **kwargs)
+    def wrapper(ctx: click.Context, /, *args: Any, **kwargs: Any) -> Any:  # under @click.pass_context
+        url = _state(ctx).settings().database_url
+        return command(ctx, *args, store=ctx.with_resource(open_store(url)), **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
@@ -727,7 +726,7 @@ def plot_command(ctx: click.Context, /, audio_file: str, zones: tuple[str, ...],
       fpstore plot track001.mp3 --pairs-zone Flarge_Tlong --anchors 8 -o track001.png
     """
     settings = _fingerprint_settings(ctx, zones, options)
-    out_png = out_png or os.path.splitext(os.path.basename(audio_file))[0] + ".png"
+    out_png = out_png or pathlib.Path(audio_file).with_suffix(".png").name
     counts = plot_fingerprint(audio_file, out_png, settings.params, zone=plot_zone, n_anchors=n_anchors,
                               width_px=width_px, height_px=height_px)
     click.echo(f"wrote {out_png} ({width_px}x{height_px}): {counts['n_frames']} frames, {counts['n_peaks']} peaks, "

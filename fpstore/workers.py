@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import multiprocessing
 import multiprocessing.forkserver
 import os
 import sys
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
+from multiprocessing import get_context as processes_started_by
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -157,12 +157,12 @@ class Fingerprinter(Generic[Tag]):
 
 
 def _new_executor(jobs: int) -> concurrent.futures.ProcessPoolExecutor:
-    context = multiprocessing.get_context("forkserver")
+    forkserver = processes_started_by("forkserver")
     # Workers fork from a server that has imported the signal stack (numpy, soundfile, soxr) once.
-    context.set_forkserver_preload(["fpstore.signal.fingerprint"])
+    forkserver.set_forkserver_preload(["fpstore.signal.fingerprint"])
     with _safe_path():
         multiprocessing.forkserver.ensure_running()
-    return concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context)
+    return concurrent.futures.ProcessPoolExecutor(jobs, mp_context=forkserver)
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pathlib
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -299,7 +300,7 @@ def _utf8_alias(path: str | os.PathLike[str]) -> Iterator[str | os.PathLike[str]
         os.fsencode(path).decode("utf-8")
     except UnicodeDecodeError:
         with tempfile.TemporaryDirectory(prefix="fpstore-alias-") as folder:
-            alias = os.path.join(folder, "audio" + os.path.splitext(display_path(path))[1])
+            alias = os.path.join(folder, "audio" + pathlib.PurePath(display_path(path)).suffix)
             os.symlink(os.path.abspath(os.fsdecode(path)), alias)
             yield alias
         return
