@@ -16,7 +16,8 @@ Why each stage equals the one-shot pipeline (``tests/test_speed_paths.py`` check
   pads with zeros just the same);
 - hashes: an anchor's candidates are the peaks up to ``max(dt_max_frames)`` frames later; anchors are
   hashed in time ranges, each with the peaks that follow it up to that margin, and only the anchors of
-  the range are kept. Relative peak order is unchanged, so top-k ties break the same way.
+  the range are kept. Relative peak order is unchanged, so top-k ties break the same way;
+- the fingerprint: :func:`fpstore.signal.analysis.fingerprint_from_peaks`, the one-shot path's last step.
 
 Conventions
 -----------
@@ -26,13 +27,12 @@ Conventions
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterable
 
 import numpy as np
 
+from fpstore.signal.analysis import Fingerprint, fingerprint_from_peaks
 from fpstore.signal.audio import stream_audio
-from fpstore.signal.fingerprint import Fingerprint, empty_fingerprint
 from fpstore.signal.hashing import ZoneHashes, zone_hashes
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.peaks import Peaks, constellation_map, extract_peaks
@@ -163,24 +163,42 @@ def ranged_zone_hashes(peaks: Peaks, params: FingerprintParams, *,
 def fingerprint_blocks(blocks: Iterable[np.ndarray], params: FingerprintParams) -> Fingerprint:
     """Fingerprint a signal given as consecutive sample blocks; equals ``fingerprint_signal`` of their concatenation.
 
+    Parameters
+    ----------
+    blocks : iterable of np.ndarray [shape=(m,)], float32, mono, at ``params.sample_rate`` Hz
+        As for :func:`stream_peaks`.
+    params : FingerprintParams
+
+    Returns
+    -------
+    fingerprint : Fingerprint
+
     Warns
     -----
     UserWarning
-        If the signal is empty or yields no peaks.
+        If the signal is empty or yields no peaks: the fingerprint is then empty.
     """
     peaks, n_samples, n_frames = stream_peaks(blocks, params)
-    if n_samples == 0:
-        warnings.warn("audio is empty: no hashes", stacklevel=2)
-        return empty_fingerprint(params)
-    if peaks.t_frames.size == 0:
-        warnings.warn("no spectral peak above peak_thresh (silence?): no hashes", stacklevel=2)
-    return Fingerprint(ranged_zone_hashes(peaks, params), n_samples / params.sample_rate, n_frames,
-                       int(peaks.t_frames.size))
+    return fingerprint_from_peaks(peaks, ranged_zone_hashes(peaks, params), params, n_samples=n_samples,
+                                  n_frames=n_frames)
 
 
 def fingerprint_file_streaming(path: str | os.PathLike[str], params: FingerprintParams, *,
                                block_s: float = 60.0) -> Fingerprint:
     """Decode and fingerprint ``path`` block by block (see the module docstring).
+
+    Parameters
+    ----------
+    path : str or path-like
+    params : FingerprintParams
+        ``params.duration_s`` seconds are read from the start (None: the whole file).
+    block_s : float
+        Seconds of audio decoded per block.
+
+    Returns
+    -------
+    fingerprint : Fingerprint
+        Equal to :func:`fpstore.signal.fingerprint.fingerprint_file` with the one-shot path.
 
     Raises
     ------
