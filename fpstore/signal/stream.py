@@ -19,9 +19,13 @@ Why each stage equals the one-shot pipeline (``tests/test_speed_paths.py`` check
   the range are kept. Relative peak order is unchanged, so top-k ties break the same way;
 - the fingerprint: :func:`fpstore.signal.analysis.fingerprint_from_peaks`, the one-shot path's last step.
 
+Each block is checked with :func:`fpstore.signal.validate.valid_audio` as it arrives, as the one-shot
+path checks its whole signal.
+
 Conventions
 -----------
 - Times are STFT frames; ``hop_length`` samples at ``sample_rate`` Hz.
+- Blocks are mono floating-point samples at ``sample_rate`` Hz, computed in float32 (the decoder's dtype).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from fpstore.signal.hashing import ZoneHashes, zone_hashes
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.peaks import Peaks, constellation_map, extract_peaks
 from fpstore.signal.spectrogram import frame_magnitudes
+from fpstore.signal.validate import valid_audio
 
 #: Anchor frames hashed per call of :func:`fpstore.signal.hashing.zone_hashes` (about 15 minutes of audio).
 HASH_RANGE_FRAMES = 20_000
@@ -82,7 +87,9 @@ def stream_peaks(blocks: Iterable[np.ndarray], params: FingerprintParams) -> tup
 
     Parameters
     ----------
-    blocks : iterable of np.ndarray [shape=(m,)], float32, at ``params.sample_rate`` Hz
+    blocks : iterable of np.ndarray [shape=(m,)], float32, mono, at ``params.sample_rate`` Hz
+        Consecutive pieces of one signal, of any lengths (empty ones too). Other floating-point dtypes
+        are converted to float32.
     params : FingerprintParams
 
     Returns
@@ -93,6 +100,11 @@ def stream_peaks(blocks: Iterable[np.ndarray], params: FingerprintParams) -> tup
         Samples seen.
     n_frames : int
         STFT frames (``1 + n_samples // hop_length``; 0 for an empty signal).
+
+    Raises
+    ------
+    ParameterError
+        When a block is not finite mono floating-point audio (raised as that block arrives).
     """
     n_fft, hop = params.n_fft, params.hop_length
     half = n_fft // 2
@@ -102,7 +114,7 @@ def stream_peaks(blocks: Iterable[np.ndarray], params: FingerprintParams) -> tup
     n_samples = 0
     peak_stream = _PeakStream(params)
     for block in blocks:
-        n_samples += block.shape[0]
+        n_samples += valid_audio(block).shape[0]
         pending = np.concatenate([pending, block.astype(np.float32, copy=False)])
         n_ready = (pending_start + pending.shape[0] - n_fft) // hop + 1 - next_frame
         if n_ready <= 0:
@@ -173,10 +185,22 @@ def fingerprint_blocks(blocks: Iterable[np.ndarray], params: FingerprintParams) 
     -------
     fingerprint : Fingerprint
 
+    Raises
+    ------
+    ParameterError
+        When a block is not finite mono floating-point audio.
+
     Warns
     -----
     UserWarning
         If the signal is empty or yields no peaks: the fingerprint is then empty.
+
+    Examples
+    --------
+    >>> fingerprint_blocks([np.zeros(4096, dtype=np.int16)], FingerprintParams())
+    Traceback (most recent call last):
+    ...
+    fpstore.errors.ParameterError: audio must be floating point, got dtype=int16
     """
     peaks, n_samples, n_frames = stream_peaks(blocks, params)
     return fingerprint_from_peaks(peaks, ranged_zone_hashes(peaks, params), params, n_samples=n_samples,
