@@ -73,7 +73,7 @@ class _PeakStream:
         self.peaks.append(Peaks(found.t_frames + np.int32(self.decided), found.f_bins, found.magnitudes))
         self.decided = decide_to
         keep_from = max(self.first, decide_to - reach)
-        self.frames = self.frames[:, keep_from - self.first:].copy()
+        self.frames = np.array(self.frames[:, keep_from - self.first:], order="C")  # frees the older frames
         self.first = keep_from
 
     def all_peaks(self) -> Peaks:
@@ -122,7 +122,7 @@ def stream_peaks(blocks: Iterable[np.ndarray], params: FingerprintParams) -> tup
         segment = pending[next_frame * hop - pending_start: (next_frame + n_ready - 1) * hop + n_fft - pending_start]
         peak_stream.push(frame_magnitudes(segment, n_fft=n_fft, hop_length=hop, bin_max=params.bin_max), final=False)
         next_frame += n_ready
-        pending = pending[next_frame * hop - pending_start:].copy()
+        pending = np.array(pending[next_frame * hop - pending_start:])  # frees the consumed samples
         pending_start = next_frame * hop
     if n_samples == 0:
         return peak_stream.all_peaks(), 0, 0
