@@ -19,11 +19,10 @@ import numpy as np
 
 from fpstore.db.store import Store
 from fpstore.errors import ParameterError
+from fpstore.signal.analysis import analyze
 from fpstore.signal.audio import load_audio
-from fpstore.signal.hashing import ZoneHashes, zone_hashes
+from fpstore.signal.hashing import ZoneHashes
 from fpstore.signal.params import BITS_DT, BITS_F, MAX_DT, MAX_F, FingerprintParams
-from fpstore.signal.peaks import find_peaks
-from fpstore.signal.spectrogram import magnitude_spectrogram
 
 #: Dots per inch of every figure.
 DPI = 100
@@ -113,10 +112,8 @@ def plot_fingerprint(audio_path: str | os.PathLike[str], out_png: str | os.PathL
     chosen_zone = params.zone(zone) if zone else params.zones[0]
     figure = _figure(width_px, height_px)
     y = load_audio(audio_path, sample_rate=params.sample_rate, duration_s=params.duration_s)
-    magnitudes = magnitude_spectrogram(y, n_fft=params.n_fft, hop_length=params.hop_length, bin_max=params.bin_max)
-    peaks = find_peaks(magnitudes, dist_freq=params.peak_dist_freq, dist_time=params.peak_dist_time,
-                       thresh=params.peak_thresh)
-    postings = zone_hashes(peaks, [chosen_zone], top_k=params.top_k_targets)[chosen_zone.name]
+    magnitudes, peaks, hashes_by_zone = analyze(y, params)
+    postings = hashes_by_zone[chosen_zone.name]
     anchors, targets = anchor_pairs(postings, n_anchors)
 
     seconds = params.seconds_per_frame

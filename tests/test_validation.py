@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from fpstore.errors import ParameterError
+from fpstore.signal.analysis import analyze
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.hashing import zone_hashes
 from fpstore.signal.params import FingerprintParams, Zone
 from fpstore.signal.peaks import Peaks, constellation_map, extract_peaks, find_peaks
 from fpstore.signal.spectrogram import frame_magnitudes, magnitude_spectrogram
+from fpstore.signal.stream import fingerprint_blocks, stream_peaks
 
 BAD_AUDIO = {
     "int dtype": (np.zeros(4096, dtype=np.int16), r"floating point"),
@@ -29,12 +31,24 @@ BAD_SPECTROGRAMS = {
 
 @pytest.mark.parametrize("case", BAD_AUDIO, ids=list(BAD_AUDIO))
 @pytest.mark.parametrize("function", [
-    lambda y: magnitude_spectrogram(y), lambda y: fingerprint_signal(y, FingerprintParams())
-], ids=["magnitude_spectrogram", "fingerprint_signal"])
+    lambda y: magnitude_spectrogram(y), lambda y: analyze(y, FingerprintParams()),
+    lambda y: fingerprint_signal(y, FingerprintParams()),
+], ids=["magnitude_spectrogram", "analyze", "fingerprint_signal"])
 def test_audio_functions_reject_bad_arrays(function, case) -> None:
     y, message = BAD_AUDIO[case]
     with pytest.raises(ParameterError, match=message):
         function(y)
+
+
+@pytest.mark.parametrize("case", BAD_AUDIO, ids=list(BAD_AUDIO))
+@pytest.mark.parametrize("function", [stream_peaks, fingerprint_blocks], ids=["stream_peaks", "fingerprint_blocks"])
+@pytest.mark.parametrize("position", ["first", "after a good block"])
+def test_streaming_rejects_bad_blocks(function, position, case) -> None:
+    """Each block is checked as one-shot audio is: the same ParameterError, wherever the bad block comes."""
+    block, message = BAD_AUDIO[case]
+    good = [np.zeros(5000, dtype=np.float32)] if position != "first" else []
+    with pytest.raises(ParameterError, match=message):
+        function(iter([*good, block, np.zeros(5000, dtype=np.float32)]), FingerprintParams())
 
 
 @pytest.mark.parametrize("case", BAD_SPECTROGRAMS, ids=list(BAD_SPECTROGRAMS))

@@ -1,4 +1,8 @@
-"""The whole fingerprint pipeline: signal → spectrogram → peaks → per-zone hashes.
+"""Fingerprint a signal or a file: the entry points of the signal layer.
+
+A signal held in memory goes through :func:`fpstore.signal.analysis.analyze` in one shot; a long file
+goes through :mod:`fpstore.signal.stream` block by block. Both end in
+:func:`fpstore.signal.analysis.fingerprint_from_peaks` and give the same :class:`Fingerprint`.
 
 Conventions
 -----------
@@ -11,54 +15,19 @@ Conventions
 from __future__ import annotations
 
 import os
-import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
+from fpstore.signal.analysis import Fingerprint, analyze, fingerprint_from_peaks
 from fpstore.signal.audio import can_stream, load_audio
-from fpstore.signal.hashing import ZoneHashes, zone_hashes
 from fpstore.signal.params import FingerprintParams
-from fpstore.signal.peaks import find_peaks
-from fpstore.signal.spectrogram import magnitude_spectrogram
-from fpstore.signal.validate import valid_audio
+from fpstore.signal.stream import fingerprint_file_streaming
 
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """Everything fpstore stores about one signal.
-
-    Attributes
-    ----------
-    zones : dict[str, ZoneHashes]
-        Postings per zone name.
-    duration_s : float
-        Seconds of audio that were fingerprinted.
-    n_frames : int
-        STFT frames.
-    n_peaks : int
-        Constellation peaks.
-    """
-
-    zones: dict[str, ZoneHashes]
-    duration_s: float
-    n_frames: int
-    n_peaks: int
-
-    @property
-    def n_postings(self) -> int:
-        """Postings over all zones."""
-        return sum(len(zh.hashes) for zh in self.zones.values())
-
+# Fingerprint is defined in fpstore.signal.analysis and is the result type of this module's functions.
+__all__ = ["STREAM_ABOVE_S", "Fingerprint", "fingerprint_file", "fingerprint_signal"]
 
 #: Requested durations above this many seconds (and ``None``, the whole file) use the streaming path.
 STREAM_ABOVE_S = 300.0
-
-
-def empty_fingerprint(params: FingerprintParams) -> Fingerprint:
-    """The fingerprint of an empty signal: no postings in any zone."""
-    empty = ZoneHashes(np.empty(0, np.uint32), np.empty(0, np.int32))
-    return Fingerprint({zone.name: empty for zone in params.zones}, 0.0, 0, 0)
 
 
 def fingerprint_signal(y: np.ndarray, params: FingerprintParams) -> Fingerprint:
@@ -82,29 +51,17 @@ def fingerprint_signal(y: np.ndarray, params: FingerprintParams) -> Fingerprint:
     -----
     UserWarning
         If the signal is empty or yields no peaks (silence): the fingerprint is then empty.
+
+    Examples
+    --------
+    >>> fingerprint_signal(np.zeros((2, 100), dtype=np.float32), FingerprintParams())
+    Traceback (most recent call last):
+    ...
+    fpstore.errors.ParameterError: audio must be one-dimensional (mono), got shape (2, 100)
     """
-    valid_audio(y)
-    duration_s = y.size / params.sample_rate
-    if y.size == 0:
-        warnings.warn("audio is empty: no hashes", stacklevel=2)
-        return empty_fingerprint(params)
-    magnitudes = magnitude_spectrogram(
-        y, n_fft=params.n_fft, hop_length=params.hop_length, bin_max=params.bin_max
-    )
-    peaks = find_peaks(
-        magnitudes,
-        dist_freq=params.peak_dist_freq,
-        dist_time=params.peak_dist_time,
-        thresh=params.peak_thresh,
-    )
-    if peaks.t_frames.size == 0:
-        warnings.warn("no spectral peak above peak_thresh (silence?): no hashes", stacklevel=2)
-    return Fingerprint(
-        zone_hashes(peaks, params.zones, top_k=params.top_k_targets),
-        duration_s,
-        int(magnitudes.shape[1]),
-        int(peaks.t_frames.size),
-    )
+    analysis = analyze(y, params)
+    return fingerprint_from_peaks(analysis.peaks, analysis.zones, params, n_samples=y.size,
+                                  n_frames=analysis.n_frames)
 
 
 def fingerprint_file(path: str | os.PathLike[str], params: FingerprintParams) -> Fingerprint:
@@ -126,8 +83,6 @@ def fingerprint_file(path: str | os.PathLike[str], params: FingerprintParams) ->
     """
     long_read = params.duration_s is None or params.duration_s > STREAM_ABOVE_S
     if long_read and can_stream(path):
-        from fpstore.signal.stream import fingerprint_file_streaming  # stream builds on this module
-
         return fingerprint_file_streaming(path, params)
     y = load_audio(path, sample_rate=params.sample_rate, duration_s=params.duration_s)
     return fingerprint_signal(y, params)

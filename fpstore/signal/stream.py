@@ -16,27 +16,32 @@ Why each stage equals the one-shot pipeline (``tests/test_speed_paths.py`` check
   pads with zeros just the same);
 - hashes: an anchor's candidates are the peaks up to ``max(dt_max_frames)`` frames later; anchors are
   hashed in time ranges, each with the peaks that follow it up to that margin, and only the anchors of
-  the range are kept. Relative peak order is unchanged, so top-k ties break the same way.
+  the range are kept. Relative peak order is unchanged, so top-k ties break the same way;
+- the fingerprint: :func:`fpstore.signal.analysis.fingerprint_from_peaks`, the one-shot path's last step.
+
+Each block is checked with :func:`fpstore.signal.validate.valid_audio` as it arrives, as the one-shot
+path checks its whole signal.
 
 Conventions
 -----------
 - Times are STFT frames; ``hop_length`` samples at ``sample_rate`` Hz.
+- Blocks are mono floating-point samples at ``sample_rate`` Hz, computed in float32 (the decoder's dtype).
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterable
 
 import numpy as np
 
+from fpstore.signal.analysis import Fingerprint, fingerprint_from_peaks
 from fpstore.signal.audio import stream_audio
-from fpstore.signal.fingerprint import Fingerprint, empty_fingerprint
 from fpstore.signal.hashing import ZoneHashes, zone_hashes
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.peaks import Peaks, constellation_map, extract_peaks
 from fpstore.signal.spectrogram import frame_magnitudes
+from fpstore.signal.validate import valid_audio
 
 #: Anchor frames hashed per call of :func:`fpstore.signal.hashing.zone_hashes` (about 15 minutes of audio).
 HASH_RANGE_FRAMES = 20_000
@@ -68,7 +73,7 @@ class _PeakStream:
         self.peaks.append(Peaks(found.t_frames + np.int32(self.decided), found.f_bins, found.magnitudes))
         self.decided = decide_to
         keep_from = max(self.first, decide_to - reach)
-        self.frames = self.frames[:, keep_from - self.first:].copy()
+        self.frames = np.array(self.frames[:, keep_from - self.first:], order="C")  # frees the older frames
         self.first = keep_from
 
     def all_peaks(self) -> Peaks:
@@ -82,7 +87,9 @@ def stream_peaks(blocks: Iterable[np.ndarray], params: FingerprintParams) -> tup
 
     Parameters
     ----------
-    blocks : iterable of np.ndarray [shape=(m,)], float32, at ``params.sample_rate`` Hz
+    blocks : iterable of np.ndarray [shape=(m,)], float32, mono, at ``params.sample_rate`` Hz
+        Consecutive pieces of one signal, of any lengths (empty ones too). Other floating-point dtypes
+        are converted to float32.
     params : FingerprintParams
 
     Returns
@@ -93,6 +100,11 @@ def stream_peaks(blocks: Iterable[np.ndarray], params: FingerprintParams) -> tup
         Samples seen.
     n_frames : int
         STFT frames (``1 + n_samples // hop_length``; 0 for an empty signal).
+
+    Raises
+    ------
+    ParameterError
+        When a block is not finite mono floating-point audio (raised as that block arrives).
     """
     n_fft, hop = params.n_fft, params.hop_length
     half = n_fft // 2
@@ -102,7 +114,7 @@ def stream_peaks(blocks: Iterable[np.ndarray], params: FingerprintParams) -> tup
     n_samples = 0
     peak_stream = _PeakStream(params)
     for block in blocks:
-        n_samples += block.shape[0]
+        n_samples += valid_audio(block).shape[0]
         pending = np.concatenate([pending, block.astype(np.float32, copy=False)])
         n_ready = (pending_start + pending.shape[0] - n_fft) // hop + 1 - next_frame
         if n_ready <= 0:
@@ -110,7 +122,7 @@ def stream_peaks(blocks: Iterable[np.ndarray], params: FingerprintParams) -> tup
         segment = pending[next_frame * hop - pending_start: (next_frame + n_ready - 1) * hop + n_fft - pending_start]
         peak_stream.push(frame_magnitudes(segment, n_fft=n_fft, hop_length=hop, bin_max=params.bin_max), final=False)
         next_frame += n_ready
-        pending = pending[next_frame * hop - pending_start:].copy()
+        pending = np.array(pending[next_frame * hop - pending_start:])  # frees the consumed samples
         pending_start = next_frame * hop
     if n_samples == 0:
         return peak_stream.all_peaks(), 0, 0
@@ -163,24 +175,54 @@ def ranged_zone_hashes(peaks: Peaks, params: FingerprintParams, *,
 def fingerprint_blocks(blocks: Iterable[np.ndarray], params: FingerprintParams) -> Fingerprint:
     """Fingerprint a signal given as consecutive sample blocks; equals ``fingerprint_signal`` of their concatenation.
 
+    Parameters
+    ----------
+    blocks : iterable of np.ndarray [shape=(m,)], float32, mono, at ``params.sample_rate`` Hz
+        As for :func:`stream_peaks`.
+    params : FingerprintParams
+
+    Returns
+    -------
+    fingerprint : Fingerprint
+
+    Raises
+    ------
+    ParameterError
+        When a block is not finite mono floating-point audio.
+
     Warns
     -----
     UserWarning
-        If the signal is empty or yields no peaks.
+        If the signal is empty or yields no peaks: the fingerprint is then empty.
+
+    Examples
+    --------
+    >>> fingerprint_blocks([np.zeros(4096, dtype=np.int16)], FingerprintParams())
+    Traceback (most recent call last):
+    ...
+    fpstore.errors.ParameterError: audio must be floating point, got dtype=int16
     """
     peaks, n_samples, n_frames = stream_peaks(blocks, params)
-    if n_samples == 0:
-        warnings.warn("audio is empty: no hashes", stacklevel=2)
-        return empty_fingerprint(params)
-    if peaks.t_frames.size == 0:
-        warnings.warn("no spectral peak above peak_thresh (silence?): no hashes", stacklevel=2)
-    return Fingerprint(ranged_zone_hashes(peaks, params), n_samples / params.sample_rate, n_frames,
-                       int(peaks.t_frames.size))
+    return fingerprint_from_peaks(peaks, ranged_zone_hashes(peaks, params), params, n_samples=n_samples,
+                                  n_frames=n_frames)
 
 
 def fingerprint_file_streaming(path: str | os.PathLike[str], params: FingerprintParams, *,
                                block_s: float = 60.0) -> Fingerprint:
     """Decode and fingerprint ``path`` block by block (see the module docstring).
+
+    Parameters
+    ----------
+    path : str or path-like
+    params : FingerprintParams
+        ``params.duration_s`` seconds are read from the start (None: the whole file).
+    block_s : float
+        Seconds of audio decoded per block.
+
+    Returns
+    -------
+    fingerprint : Fingerprint
+        Equal to :func:`fpstore.signal.fingerprint.fingerprint_file` with the one-shot path.
 
     Raises
     ------
