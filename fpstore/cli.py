@@ -308,7 +308,13 @@ def _report_table(report: Report) -> str:
 
 @cli.group("db")
 def db_group() -> None:
-    """Schema migrations of the database."""
+    """The database itself: schema migrations, indexes, compaction, access for readers.
+
+    \b
+    Example:
+      fpstore db upgrade
+      fpstore db current
+    """
 
 
 @db_group.command("upgrade")
@@ -606,7 +612,13 @@ def export_pickle_command(ctx: click.Context, store: Store, out_path: str, force
 
 @cli.group("tracks")
 def tracks_group() -> None:
-    """List, inspect and remove tracks."""
+    """List, inspect and remove tracks.
+
+    \b
+    Example:
+      fpstore tracks list --name '*intro*'
+      fpstore tracks show example_02.wav
+    """
 
 
 @tracks_group.command("list")
@@ -735,7 +747,12 @@ def plot_command(ctx: click.Context, /, audio_file: str, zones: tuple[str, ...],
 
 @cli.group("config")
 def config_group() -> None:
-    """The configuration in force."""
+    """The configuration in force.
+
+    \b
+    Example:
+      fpstore config show
+    """
 
 
 @config_group.command("show")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -102,20 +103,21 @@ def test_example_audio(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["example_01.wav", "example_02.wav"]
 
 
-def test_every_command_has_help_with_an_example() -> None:
+def test_every_command_and_group_has_help_with_an_example_and_a_place_in_the_readme() -> None:
     import click
 
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
     def walk(command, path):
-        yield path, command
+        yield path
         if isinstance(command, click.Group):
             for name, sub in command.commands.items():
                 yield from walk(sub, path + [name])
 
-    for path, command in walk(cli, []):
-        if isinstance(command, click.Group) and path:
-            continue
+    for path in walk(cli, []):
         result = CliRunner().invoke(cli, [*path, "--help"])
-        assert result.exit_code == 0 and "Example" in result.output, path
+        assert result.exit_code == 0 and "Example:" in result.output, path
+        assert " ".join(["fpstore", *path]) in readme, path
 
 
 def test_report_counts_the_partitions_of_hashes(run, db_url, tmp_path) -> None:

@@ -483,6 +483,45 @@ def test_models_and_migrations_do_not_drift(store) -> None:
     assert differences == []
 
 
+MODELS_SCHEMA = "fpstore_models"
+
+CHECKS_AND_DEFAULTS = text("""
+    SELECT 'check', c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid)
+      FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid
+     WHERE c.contype = 'c' AND r.relnamespace = CAST(:schema AS regnamespace) AND r.relname NOT LIKE 'hashes\\_%'
+    UNION ALL
+    SELECT 'default', r.relname, a.attname, pg_get_expr(d.adbin, d.adrelid)
+      FROM pg_attrdef d
+      JOIN pg_class r ON r.oid = d.adrelid
+      JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+     WHERE r.relnamespace = CAST(:schema AS regnamespace) AND r.relname NOT LIKE 'hashes\\_%'
+""")
+
+
+def _checks_and_defaults(conn, schema: str) -> set[tuple[str, str, str, str]]:
+    """Every CHECK constraint and column default in ``schema``, as PostgreSQL itself prints them."""
+    rows = conn.execute(CHECKS_AND_DEFAULTS, {"schema": schema}).all()
+    # regclass prints a schema-qualified name outside the search path; compare bare table names.
+    return {(kind, table.rpartition(".")[2], name, definition.replace(f"{schema}.", ""))
+            for kind, table, name, definition in rows}
+
+
+def test_models_and_migrations_agree_on_checks_and_server_defaults(store) -> None:
+    """Alembic's comparison ignores CHECK constraints and, by default, server defaults: compare the catalogs."""
+    from fpstore.db.models import metadata
+
+    with store.engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {MODELS_SCHEMA}"))
+        try:
+            metadata.create_all(conn.execution_options(schema_translate_map={None: MODELS_SCHEMA}))
+            from_models = _checks_and_defaults(conn, MODELS_SCHEMA)
+            from_migrations = _checks_and_defaults(conn, "public")
+        finally:
+            conn.execute(text(f"DROP SCHEMA {MODELS_SCHEMA} CASCADE"))
+    assert {kind for kind, *_ in from_models} == {"check", "default"}
+    assert from_models == from_migrations
+
+
 def test_a_newer_schema_is_refused_before_anything_is_written(store, tmp_path) -> None:
     write_tunes(tmp_path, [1])
     with store.engine.begin() as conn:
