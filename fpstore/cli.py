@@ -26,6 +26,8 @@ from fpstore.db.access import grant_reader
 from fpstore.db.compact import compact
 from fpstore.db.maintenance import set_lookup_index
 from fpstore.db.store import Store, head_revision, open_store
+from fpstore.duplicates import DEFAULT_MIN_RATIO as DEFAULT_DUPLICATE_RATIO
+from fpstore.duplicates import ON_DUPLICATE_CHOICES, DuplicateListing, find_duplicates
 from fpstore.errors import FpstoreError
 from fpstore.ingest import FileEvent, IngestSummary, ingest
 from fpstore.pickle_io import PickleSummary, export_seed_pickle, import_seed_pickle
@@ -140,6 +142,19 @@ def fingerprint_options(command: F) -> F:
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
+def duplicate_options(command: F) -> F:
+    """``--on-duplicate`` and ``--duplicate-ratio``: what ingest and import-pickle do with a copy of a stored track."""
+    options = [
+        click.option("--on-duplicate", type=click.Choice(ON_DUPLICATE_CHOICES), default="skip", show_default=True,
+                     help="A new track that duplicates a stored one by content (most hashes aligned): skip it, "
+                          "keep both, or replace the stored one."),
+        click.option("--duplicate-ratio", "duplicate_min_ratio", type=click.FloatRange(0, 1, min_open=True),
+                     default=DEFAULT_DUPLICATE_RATIO, show_default=True,
+                     help="Share of hashes that must align at one offset for a duplicate."),
+    ]
+    return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
+
+
 def _fingerprint_settings(ctx: click.Context, zones: tuple[str, ...], options: dict[str, Any]) -> Settings:
     """The settings in force with the command's fingerprint options applied."""
     if zones:
@@ -180,23 +195,30 @@ def cli(ctx: click.Context, db: str | None, verbose: int, quiet: bool, traceback
 @click.option("--allow-failures", is_flag=True, help="Exit 0 even if some files could not be read.")
 @click.option("--batch-postings", type=click.IntRange(1), default=2_000_000, show_default=True,
               help="Commit a batch of tracks once it holds this many postings (bounds memory).")
+@duplicate_options
 @click.pass_context
 @with_store
 def ingest_command(ctx: click.Context, /, store: Store, folder: str, zones: tuple[str, ...], force: bool,
-                   jobs: int | None, allow_failures: bool, batch_postings: int, **options: Any) -> None:
+                   jobs: int | None, allow_failures: bool, batch_postings: int, on_duplicate: Any,
+                   duplicate_min_ratio: float, **options: Any) -> None:
     """Fingerprint the audio files under FOLDER and store the new ones.
 
     Files (.mp3 .wav .m4a .flac .ogg, any case) are found recursively and taken in sorted order; a file
-    whose content is already stored is skipped unless --force.
+    whose content is already stored is skipped unless --force. A file whose fingerprint duplicates a
+    stored track (the same recording re-encoded, resampled, or imported from a pickle) is reported and
+    skipped, kept or made to replace it (--on-duplicate); it is compared with the tracks written before
+    it, not with copies in its own batch (`fpstore tracks duplicates` finds those).
 
     \b
     Example:
       fpstore ingest ~/music/clips --jobs 2
       fpstore ingest ~/music/full --duration full
+      fpstore ingest ~/music/flac --on-duplicate replace
     """
     settings = _fingerprint_settings(ctx, zones, options)
     with _progress(ctx) as (on_start, on_file):
         summary = ingest(store, folder, settings.params, force=force, jobs=jobs, batch_postings=batch_postings,
+                         on_duplicate=on_duplicate, duplicate_min_ratio=duplicate_min_ratio,
                          on_file=on_file, on_start=on_start)
     click.echo(_format_summary(summary))
     if summary.tracks_failed and not allow_failures:
@@ -567,23 +589,30 @@ def _format_pickle_summary(summary: PickleSummary, verbose: int) -> str:
 
 @cli.command("import-pickle")
 @click.argument("pickle_path", type=click.Path(exists=True, dir_okay=False))
+@duplicate_options
 @click.pass_context
 @with_store
-def import_pickle_command(ctx: click.Context, store: Store, pickle_path: str) -> None:
+def import_pickle_command(ctx: click.Context, store: Store, pickle_path: str, on_duplicate: Any,
+                          duplicate_min_ratio: float) -> None:
     """Load the notebook's hash_db.pkl (meta, tracks, index) into the database, as one run.
 
     The pickle's parameters become the profile of an empty database, or must equal the database's.
     The pickle holds no audio digest: each track gets SHA-256("fpstore-import:" + the pickle file's
-    SHA-256 + its id + its name), so importing the same file twice is refused. Only dicts, lists,
-    numbers and strings are unpickled; anything else is refused.
+    SHA-256 + its id + its name), so the tracks of a file imported before are skipped. A track that
+    duplicates a stored one by content (an export of this database, the same audio ingested) is
+    reported and skipped, kept or made to replace it (--on-duplicate). Only dicts, lists, numbers and
+    strings are unpickled; anything else is refused.
 
     \b
     Example:
       fpstore import-pickle task1_hash_db/hash_db.pkl
     """
-    summary = import_seed_pickle(store, pickle_path)
+    summary = import_seed_pickle(store, pickle_path, on_duplicate=on_duplicate,
+                                 duplicate_min_ratio=duplicate_min_ratio)
+    for name, note in summary.duplicates:
+        click.echo(f"{pickle_path}: {name}: {note}", err=True)
     click.echo(f"run {summary.run_id}: imported {summary.n_tracks} tracks and {summary.postings:,} postings "
-               f"from {summary.path}")
+               f"from {summary.path}" + (f", skipped {summary.n_skipped} already stored" if summary.n_skipped else ""))
     if not _state(ctx).quiet:
         click.echo(_format_pickle_summary(summary, _state(ctx).verbose))
 
@@ -612,12 +641,13 @@ def export_pickle_command(ctx: click.Context, store: Store, out_path: str, force
 
 @cli.group("tracks")
 def tracks_group() -> None:
-    """List, inspect and remove tracks.
+    """List, inspect and remove tracks, and find copies of one recording.
 
     \b
     Example:
       fpstore tracks list --name '*intro*'
       fpstore tracks show example_02.wav
+      fpstore tracks duplicates
     """
 
 
@@ -681,6 +711,45 @@ def tracks_show(ctx: click.Context, store: Store, track: str, as_json: bool) -> 
         rate = f"{z['postings_per_s']:.1f}" if z["postings_per_s"] is not None else "-"
         click.echo(f"{z['zone']:<16} {z['postings']:>9,} {z['unique_hashes']:>8,} {z['shared_hashes']:>8,} "
                    f"{span:>17} {rate:>7}")
+
+
+@tracks_group.command("duplicates")
+@click.option("--zone", default="all", show_default=True,
+              help="Compare in this zone only (faster on a big database), or 'all' zones.")
+@click.option("--min-ratio", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_DUPLICATE_RATIO,
+              show_default=True, help="List pairs with at least this share of hashes aligned at one offset.")
+@json_option
+@click.pass_context
+@with_store
+def tracks_duplicates(ctx: click.Context, store: Store, zone: str, min_ratio: float, as_json: bool) -> None:
+    """List stored tracks that are copies of one recording, and the groups they form.
+
+    Two tracks are listed when most of their hashes align at one offset: ratio = aligned hashes /
+    hashes of the larger track, so a clip is not the duplicate of its full track. Computed in the
+    database by one statement (a self-join of hashes on zone and hash) over a fixed eighth of the hash
+    values; a hash with more than 32 postings is left out. offset: where the first track starts in the
+    second, in seconds. Scans the whole hashes table: minutes on a big catalogue.
+
+    \b
+    Example:
+      fpstore tracks duplicates
+      fpstore tracks duplicates --zone Fsmall_Tlong --min-ratio 0.5 --json
+    """
+    listing = find_duplicates(store, zone=zone, min_ratio=min_ratio)
+    if as_json:
+        _echo_json(dataclasses.asdict(listing))
+        return
+    click.echo(_duplicates_text(listing))
+
+
+def _duplicates_text(listing: DuplicateListing) -> str:
+    lines = [f"{p.ratio:>6.0%}  track {p.track_a} ({p.file_a}) = track {p.track_b} ({p.file_b}), "
+             f"{p.n_aligned:,} hashes aligned, offset {p.offset_frames * listing.seconds_per_frame:+.2f} s"
+             for p in listing.pairs]
+    lines += [f"group: tracks {', '.join(map(str, group))}" for group in listing.groups if len(group) > 2]
+    lines.append(f"{len(listing.pairs)} pairs in {len(listing.groups)} groups with at least {listing.min_ratio:.0%} "
+                 f"of hashes aligned (zone {listing.zone})")
+    return "\n".join(lines)
 
 
 @tracks_group.command("remove")

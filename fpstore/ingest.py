@@ -16,6 +16,11 @@ Conventions
 - A file that cannot be fingerprinted fails with one line ``<path>: <reason>`` (recorded in ``failures``)
   and the run goes on.
 - A run over at least :data:`BULK_MIN_FILES` files takes the bulk path; smaller runs the ordinary one.
+- A new track that duplicates a stored one by content (:mod:`fpstore.duplicates`: most hashes aligned at
+  one offset) is skipped, kept or replaces it (``on_duplicate``). It is compared with the tracks
+  committed when its fingerprint is ready: those stored before the run and this run's batches (ordinary
+  path) or partitions (bulk path) already written; two copies waiting in the same batch or unpublished
+  bulk load are both stored (``fpstore tracks duplicates`` lists them).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from fpstore.db.bulk import BulkLoad
 from fpstore.db.runs import Run
 from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
+from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateCheck, OnDuplicate
 from fpstore.files import discover_audio_files, file_sha256, one_line, unreadable_reason
 from fpstore.signal.audio import display_path
 from fpstore.signal.params import FingerprintParams
@@ -218,12 +224,17 @@ class Ingest:
 
     _summary: IngestSummary
     _run: Run
+    _duplicates: DuplicateCheck
 
     def __init__(self, store: Store, params: FingerprintParams, *, force: bool, jobs: int | None,
                  batch_postings: int, bulk: bool | None, partition_postings: int,
+                 on_duplicate: OnDuplicate, duplicate_min_ratio: float,
                  on_file: Callable[[FileEvent], None] | None, on_start: Callable[[int], None] | None) -> None:
         self.store, self.params = store, params
         self.force, self.jobs, self.bulk = force, jobs, bulk
+        self.on_duplicate, self.duplicate_min_ratio = on_duplicate, duplicate_min_ratio
+        # Path of a written track → what it duplicates, added to its "added" event.
+        self._duplicate_notes: dict[str, str] = {}
         self.batch_postings, self.partition_postings = batch_postings, partition_postings
         self.on_file = on_file or (lambda event: None)
         self.on_start = on_start or (lambda n_files: None)
@@ -236,6 +247,7 @@ class Ingest:
         with self.store.run("ingest", display_path(os.path.abspath(root)), self.params) as run:
             self._summary = IngestSummary(run.id, len(files), postings_by_zone={z.name: 0 for z in self.params.zones})
             self._run = run
+            self._duplicates = DuplicateCheck(self.store, run.zone_ids, self.on_duplicate, self.duplicate_min_ratio)
             self.on_start(len(files))
             with BackgroundWriter(self._writer(run, len(files))) as background:
                 self._write_all(files, background)
@@ -256,7 +268,13 @@ class Ingest:
                 if isinstance(outcome, str):
                     self._record(FileEvent(display_path(path), "failed", outcome))
                     continue
-                batch.append(TrackRecord(display_path(os.path.abspath(path)), sha256, outcome))
+                record, note = self._duplicates.apply(TrackRecord(display_path(os.path.abspath(path)), sha256, outcome))
+                if record is None:
+                    self._record(FileEvent(display_path(path), "skipped", note))
+                    continue
+                if note:
+                    self._duplicate_notes[record.path] = note
+                batch.append(record)
                 batched_postings += outcome.n_postings
                 if batched_postings >= self.batch_postings:
                     self._account(background.submit(batch))
@@ -301,6 +319,8 @@ class Ingest:
         elif event.status == "skipped":
             self._summary.tracks_skipped += 1
         else:
+            if (note := self._duplicate_notes.pop(event.path, "")):
+                event = FileEvent(event.path, "added", f"{event.detail}, {note}")
             self._summary.tracks_added += 1
         self.on_file(event)
 
@@ -315,6 +335,8 @@ def ingest(
     batch_postings: int = 2_000_000,
     bulk: bool | None = None,
     partition_postings: int = 50_000_000,
+    on_duplicate: OnDuplicate = "skip",
+    duplicate_min_ratio: float = DEFAULT_MIN_RATIO,
     on_file: Callable[[FileEvent], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> IngestSummary:
@@ -338,6 +360,12 @@ def ingest(
         Use the bulk path (True), the ordinary path (False), or decide by the number of files (None).
     partition_postings : int
         Bulk path: publish the staged tracks as one partition once this many postings are staged.
+    on_duplicate : {"skip", "keep", "replace"}
+        A new track that duplicates a stored one (the same recording, another file: re-encoded,
+        resampled, imported from a pickle) is skipped, kept as well, or replaces the stored one (deleted
+        in the new track's transaction).
+    duplicate_min_ratio : float
+        The share of hashes that must align for a duplicate (:mod:`fpstore.duplicates`).
     on_file : callable or None
         Called with a :class:`FileEvent` for every file.
     on_start : callable or None
@@ -351,6 +379,8 @@ def ingest(
     ------
     NotFound
         If ``root`` does not exist (before any run is recorded).
+    ParameterError
+        If ``on_duplicate`` or ``duplicate_min_ratio`` is out of range.
     ProfileMismatch
         If ``params`` differ from the database's.
     SchemaNotAtHead
@@ -363,4 +393,5 @@ def ingest(
     14
     """
     return Ingest(store, params or FingerprintParams(), force=force, jobs=jobs, batch_postings=batch_postings,
-                  bulk=bulk, partition_postings=partition_postings, on_file=on_file, on_start=on_start).run(root)
+                  bulk=bulk, partition_postings=partition_postings, on_duplicate=on_duplicate,
+                  duplicate_min_ratio=duplicate_min_ratio, on_file=on_file, on_start=on_start).run(root)

@@ -305,10 +305,23 @@ def lookup_postings(store: Store, zone_ids_of_hashes: np.ndarray, hashes: np.nda
     if np.asarray(hashes).size == 0:
         return empty, empty
     key_zones, key_hashes, key_of_hash = query_keys(zone_ids_of_hashes, hashes)
+    key_of_posting, track_ids, t_anchor = fetch_postings(store, key_zones, key_hashes)
+    return expand_matches(key_of_posting, t_anchor, track_ids, key_of_hash, t_query)
+
+
+def fetch_postings(store: Store, key_zones: np.ndarray,
+                   key_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every stored posting of the keys (from :func:`query_keys`), in one round trip.
+
+    Returns
+    -------
+    key_of_posting, track_ids, t_anchor_frames : np.ndarray [shape=(m,), dtype=int64]
+        Index into the keys, track and anchor time (frames) of each posting found.
+    """
     found_zone, found_hash, track_ids, t_anchor = store.lookup.postings(key_zones, key_hashes)
     keys = (key_zones.astype(np.int64) << 32) | key_hashes.view(np.uint32).astype(np.int64)
     found_keys = (found_zone << 32) | found_hash.astype(np.int32).view(np.uint32).astype(np.int64)
-    return expand_matches(np.searchsorted(keys, found_keys), t_anchor, track_ids, key_of_hash, t_query)
+    return np.searchsorted(keys, found_keys), track_ids, t_anchor
 
 
 def match_fingerprint(

@@ -15,9 +15,12 @@ Conventions
   holding an anchor at frame 65536 or later, or more than 65536 tracks.
 - An imported track has no audio content to digest: its ``sha256`` is
   ``SHA-256(b"fpstore-import:" + SHA-256(pickle file) + b":" + str(pickle track id) + b":" + file name)``,
-  so importing the same pickle file twice is recognised (and refused). Its ``path`` is
+  so importing the same pickle file twice is recognised (its tracks are skipped). Its ``path`` is
   ``<pickle path>#<pickle track id>/<file name>``, ``n_peaks`` is 0 (the pickle does not hold it) and
   ``n_frames``/``duration_s`` are lower bounds (last anchor frame + 1).
+- A pickle track that duplicates a stored track by content (:mod:`fpstore.duplicates`: an export of
+  this database, or the same audio ingested) is skipped, kept or replaces it (``on_duplicate``); it is
+  compared with the tracks stored before the import, not with the pickle's other tracks.
 - Exported track ids are ``0 .. n_tracks - 1`` in the order of ``tracks.id``; posting lists are sorted
   (the notebook appends them in that order), hashes come in the order of their first posting, then by
   value: the notebook's own order, except among the targets of one anchor (it orders those by magnitude,
@@ -41,7 +44,8 @@ import numpy as np
 from fpstore.db.pgcopy import decode_postings
 from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
-from fpstore.errors import FpstoreError, ParameterError, ProfileMismatch
+from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateCheck, OnDuplicate
+from fpstore.errors import ParameterError, ProfileMismatch
 from fpstore.signal.fingerprint import Fingerprint
 from fpstore.signal.hashing import ZoneHashes
 from fpstore.signal.params import FingerprintParams, Zone
@@ -51,10 +55,6 @@ POSTING_T_BITS = 16
 POSTING_T_MASK = (1 << POSTING_T_BITS) - 1
 
 _META_KEYS = {"Fs", "N", "H", "duration", "bin_max", "peak_params", "zones", "top_k_targets"}
-
-
-class AlreadyImported(FpstoreError):
-    """Tracks of this pickle file are already in the database (it was imported before)."""
 
 
 @dataclass
@@ -68,10 +68,18 @@ class PickleSummary:
     run_id : int or None
         The run recorded for an import (None for an export).
     n_tracks : int
+        Tracks written (import) or read (export).
     postings_by_zone : dict[str, int]
+        Postings written (import) or read (export).
     unique_hashes_by_zone : dict[str, int]
+        Distinct hashes of the whole pickle.
     seconds : dict[str, float]
         Wall-clock time per step (``read``, ``arrays``, ``write`` ...).
+    duplicates : list of (str, str)
+        Import: ``(pickle track file name, what happened)`` for each track that was already stored or
+        duplicates a stored track (skipped, kept or replacing it).
+    n_skipped : int
+        Import: tracks not written.
     """
 
     path: str
@@ -80,6 +88,8 @@ class PickleSummary:
     postings_by_zone: dict[str, int] = field(default_factory=dict)
     unique_hashes_by_zone: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    n_skipped: int = 0
 
     @property
     def postings(self) -> int:
@@ -230,13 +240,20 @@ def index_arrays(zone_index: dict[int, list[int]]) -> tuple[np.ndarray, np.ndarr
     return np.repeat(keys, lengths).astype(np.uint32), postings.astype(np.uint32)
 
 
-def import_seed_pickle(store: Store, path: str | os.PathLike[str]) -> PickleSummary:
+def import_seed_pickle(store: Store, path: str | os.PathLike[str], *, on_duplicate: OnDuplicate = "skip",
+                       duplicate_min_ratio: float = DEFAULT_MIN_RATIO) -> PickleSummary:
     """Load a notebook ``hash_db.pkl`` into the database, as one run and one transaction.
+
+    Tracks of this very file that are already stored (it was imported before) are skipped; a track that
+    duplicates a stored one by content is skipped, kept or replaces it, as ``on_duplicate`` says.
 
     Parameters
     ----------
     store : Store
     path : str or path-like
+    on_duplicate : {"skip", "keep", "replace"}
+    duplicate_min_ratio : float
+        As in :func:`fpstore.ingest.ingest`.
 
     Returns
     -------
@@ -248,8 +265,6 @@ def import_seed_pickle(store: Store, path: str | os.PathLike[str]) -> PickleSumm
         If the file is not a notebook database, or a posting names a track missing from ``tracks``.
     ProfileMismatch
         If the database was built with other fingerprint parameters than the pickle.
-    AlreadyImported
-        If tracks of this very file are already stored.
     """
     shown = os.fsdecode(path)
     clock = time.perf_counter()
@@ -275,23 +290,42 @@ def import_seed_pickle(store: Store, path: str | os.PathLike[str]) -> PickleSumm
 
     clock = time.perf_counter()
     store.check_schema(upgrade_empty=True)
-    n_stored = store.tracks.count_with_digests([r.sha256 for r in records])
-    if n_stored:
-        raise AlreadyImported(f"{shown}: {n_stored} of its {len(records)} tracks are already in the database "
-                              "(this file was imported before); remove them first to import it again")
+    duplicates: list[tuple[str, str]] = []
     try:
         with store.run("import-pickle", os.path.abspath(shown), params) as run:
-            written = store.tracks.write(run.id, records, run.zone_ids)
+            check = DuplicateCheck(store, run.zone_ids, on_duplicate, duplicate_min_ratio)
+            to_write = _records_to_write(store, check, records, duplicates)
+            written = [w for w in store.tracks.write(run.id, to_write, run.zone_ids) if w.track_id is not None]
     except ProfileMismatch as exc:
         raise ProfileMismatch(f"{shown} cannot go into this database: {exc}") from None
     seconds["write"] = time.perf_counter() - clock
-    added = sum(w.track_id is not None for w in written)
     return PickleSummary(
-        shown, run.id, added,
-        postings_by_zone={name: int(hashes.size) for name, (_, hashes, _) in per_zone.items()},
+        shown, run.id, len(written),
+        postings_by_zone={name: sum(int(w.record.fingerprint.zones[name].hashes.size) for w in written)
+                          for name in per_zone},
         unique_hashes_by_zone={name: len(db["index"][name]) for name in per_zone},
-        seconds=seconds,
+        seconds=seconds, duplicates=duplicates, n_skipped=len(records) - len(written),
     )
+
+
+def _records_to_write(store: Store, check: DuplicateCheck, records: list[TrackRecord],
+                      duplicates: list[tuple[str, str]]) -> list[TrackRecord]:
+    """The records to write: not stored yet, and not skipped as duplicates; ``duplicates`` gets the reasons."""
+    if not store.tracks.count():
+        return records  # nothing stored to duplicate (the pickle's tracks are not compared with each other)
+    stored = store.tracks.ids_by_sha256([record.sha256 for record in records])
+    to_write = []
+    for record in records:
+        name = os.path.basename(record.path)
+        if record.sha256 in stored:
+            duplicates.append((name, f"already in the database as track {stored[record.sha256]}"))
+            continue
+        kept, note = check.apply(record)
+        if note:
+            duplicates.append((name, note))
+        if kept is not None:
+            to_write.append(kept)
+    return to_write
 
 
 def imported_track_digest(pickle_digest: bytes, seed_track_id: int, file_name: str) -> bytes:

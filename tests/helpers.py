@@ -30,3 +30,12 @@ def sorted_pairs(hashes: np.ndarray, t_anchor: np.ndarray) -> list[tuple[int, in
 def oracle_pairs(path: Path, duration: float | None = 30.0) -> dict[str, list[tuple[int, int]]]:
     """The seed port's pairs for one file, per zone name, sorted."""
     return {zone: sorted(pairs) for zone, pairs in seed_port.seed_pairs_of_file(str(path), duration=duration).items()}
+
+
+def write_resampled_copy(source: Path, target: Path, sample_rate: int = 44100) -> Path:
+    """Re-encode a WAV as ``target`` (FLAC or WAV, by its suffix) at ``sample_rate`` Hz: another file, the same recording."""
+    y, rate = soundfile.read(source, dtype="float32")
+    t_out = np.arange(int(len(y) * sample_rate / rate)) / sample_rate
+    soundfile.write(target, np.interp(t_out, np.arange(len(y)) / rate, y).astype(np.float32), sample_rate,
+                    subtype="PCM_16")
+    return target

@@ -18,7 +18,7 @@ from fpstore.cli import cli
 from fpstore.db.tracks import TrackRecord
 from fpstore.errors import ParameterError, ProfileMismatch
 from fpstore.ingest import ingest
-from fpstore.pickle_io import AlreadyImported, export_seed_pickle, import_seed_pickle, index_arrays, zone_index
+from fpstore.pickle_io import export_seed_pickle, import_seed_pickle, index_arrays, zone_index
 from fpstore.report import build_report
 from fpstore.signal.fingerprint import Fingerprint
 from fpstore.signal.hashing import ZoneHashes
@@ -143,10 +143,11 @@ def test_export_of_ingested_tunes_equals_the_notebook_pickle(store, seed_pickle,
     assert exported["index"] == original["index"]
 
 
-def test_importing_the_same_file_twice_is_refused(store, seed_pickle) -> None:
+def test_importing_the_same_file_twice_skips_its_tracks(store, seed_pickle) -> None:
     import_seed_pickle(store, seed_pickle[0])
-    with pytest.raises(AlreadyImported, match="3 of its 3 tracks are already in the database"):
-        import_seed_pickle(store, seed_pickle[0])
+    again = import_seed_pickle(store, seed_pickle[0])
+    assert (again.n_tracks, again.n_skipped, again.postings) == (0, 3, 0)
+    assert [note for _, note in again.duplicates] == [f"already in the database as track {i}" for i in (1, 2, 3)]
     assert store.tracks.count() == 3
 
 
@@ -212,7 +213,8 @@ def test_cli_import_and_export(db_url, seed_pickle, tmp_path) -> None:
     again = runner.invoke(cli, ["--db", db_url, "export-pickle", str(out)])
     assert again.exit_code == 1 and again.output.startswith("Error: ") and "--force" in again.output
     twice = runner.invoke(cli, ["--db", db_url, "import-pickle", str(seed_pickle[0])])
-    assert twice.exit_code == 1 and "imported before" in twice.output
+    assert twice.exit_code == 0 and "imported 0 tracks and 0 postings" in twice.output
+    assert "skipped 3 already stored" in twice.output and "already in the database as track 1" in twice.output
     assert os.path.getsize(out) > 0
 
 

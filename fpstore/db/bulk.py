@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from fpstore.db.pgcopy import copy_in, postings_payload
-from fpstore.db.tracks import TrackRecord, TrackRow, count_run, delete_tracks_with_digests, insert_tracks
+from fpstore.db.tracks import TrackRecord, TrackRow, count_run, delete_replaced_tracks, insert_tracks
 from fpstore.errors import ParameterError
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ _STAGING_NAME = re.compile(re.escape(STAGING_PREFIX) + r"r(\d+)_(\d+)")
 
 @dataclass
 class BulkLoad:
-    """An open bulk load: its staging table, id block and the tracks staged so far.
+    """An open bulk load: its staging table, id block, the tracks staged so far and the tracks they replace.
 
     The id block is ``[first_id, first_id + BULK_BLOCK_IDS)``.
     """
@@ -51,6 +51,7 @@ class BulkLoad:
     table: str
     first_id: int
     staged: list[TrackRow] = dataclasses.field(default_factory=list)
+    replaces: list[int] = dataclasses.field(default_factory=list)
 
     @property
     def free_ids(self) -> int:
@@ -134,12 +135,14 @@ class BulkLoads:
         with self._store.raw() as conn, conn.cursor() as cur:
             copy_in(cur, bulk.table, postings_payload([(i, r.fingerprint) for r, i in zip(records, ids)], zone_ids))
         bulk.staged.extend(TrackRow.of(record, track_id) for record, track_id in zip(records, ids))
+        bulk.replaces.extend(track_id for record in records for track_id in record.replaces)
 
     def commit(self, bulk: BulkLoad, *, replace: bool = False) -> list[tuple[TrackRow, bool]]:
         """Publish a bulk load: tracks, index and partition in one transaction.
 
         A track whose content is already stored is dropped from the load (its staged postings are
-        deleted) unless ``replace`` is set, which deletes the old track and its postings first.
+        deleted) unless ``replace`` is set, which deletes the old track and its postings first; the
+        tracks the staged records ``replaces`` are deleted first too, in the same transaction.
 
         Returns
         -------
@@ -147,10 +150,10 @@ class BulkLoads:
             ``added`` is False for a track skipped because its content was stored meanwhile.
         """
         staged, bulk.staged = bulk.staged, []
+        replaced, bulk.replaces = bulk.replaces, []
         table = sql.Identifier(bulk.table)
         with self._store.raw() as conn, conn.transaction(), conn.cursor() as cur:
-            if replace and staged:
-                delete_tracks_with_digests(cur, [t.sha256 for t in staged])
+            delete_replaced_tracks(cur, [t.sha256 for t in staged] if replace else [], replaced)
             added_ids = insert_tracks(cur, bulk.run_id, staged)
             lost = [t.track_id for t in staged if t.track_id not in added_ids]
             if lost:
@@ -167,7 +170,7 @@ class BulkLoads:
         """Discard an unfinished bulk load (its staging table and staged postings)."""
         with self._store.raw() as conn, conn.cursor() as cur:
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(bulk.table)))
-        bulk.staged = []
+        bulk.staged, bulk.replaces = [], []
 
     def drop_stale(self) -> int:
         """Drop staging tables left by bulk loads whose run is no longer running (crash, kill).

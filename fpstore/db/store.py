@@ -9,6 +9,7 @@ the store's attributes:
 - ``store.bulk`` (:mod:`fpstore.db.bulk`): the bulk-partition write path;
 - ``store.lookup`` (:mod:`fpstore.db.lookup`): the posting lookup and the SQL vote that matching uses;
 - ``store.stats`` (:mod:`fpstore.db.stats`): the report's aggregates and consistent snapshots;
+- ``store.duplicates`` (:mod:`fpstore.db.duplicates`): stored tracks that are copies of one recording;
 - maintenance that acts on the whole database: :mod:`fpstore.db.compact`, :mod:`fpstore.db.maintenance`,
   :mod:`fpstore.db.access`.
 
@@ -39,6 +40,7 @@ from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 from sqlalchemy.exc import OperationalError
 
 from fpstore.db.bulk import BulkLoads
+from fpstore.db.duplicates import Duplicates
 from fpstore.db.lookup import Lookup
 from fpstore.db.runs import Run, open_run
 from fpstore.db.stats import Stats
@@ -82,6 +84,7 @@ class Store:
     bulk : fpstore.db.bulk.BulkLoads
     lookup : fpstore.db.lookup.Lookup
     stats : fpstore.db.stats.Stats
+    duplicates : fpstore.db.duplicates.Duplicates
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -92,6 +95,7 @@ class Store:
         self.bulk = BulkLoads(self)
         self.lookup = Lookup(self)
         self.stats = Stats(self)
+        self.duplicates = Duplicates(self)
 
     @property
     def url(self) -> str:

@@ -53,11 +53,15 @@ class TrackRecord:
     sha256 : bytes
         Digest of the file's content.
     fingerprint : Fingerprint
+    replaces : tuple of int
+        Stored tracks (copies of the same recording) deleted, with their postings, in the transaction
+        that writes this one.
     """
 
     path: str
     sha256: bytes
     fingerprint: Fingerprint
+    replaces: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,9 +129,21 @@ def delete_tracks(cur: psycopg.Cursor[Any], track_ids: Sequence[int]) -> int:
     return removed
 
 
-def delete_tracks_with_digests(cur: psycopg.Cursor[Any], digests: Sequence[bytes]) -> None:
-    """Delete the stored tracks (and postings) whose content is one of ``digests``: re-ingest replaces them."""
-    cur.execute("SELECT id FROM tracks WHERE sha256 = ANY(%s) ORDER BY sha256 FOR UPDATE", (list(digests),))
+def delete_replaced_tracks(cur: psycopg.Cursor[Any], digests: Sequence[bytes], track_ids: Sequence[int]) -> None:
+    """Delete the stored tracks (and postings) that new ones replace, in the new ones' transaction.
+
+    Parameters
+    ----------
+    digests : sequence of bytes
+        Contents being re-ingested (``--force``): their stored tracks go.
+    track_ids : sequence of int
+        Tracks named by the new records' ``replaces`` (copies of the same recording); ids no longer
+        stored are ignored.
+    """
+    if not digests and not track_ids:
+        return
+    cur.execute("SELECT id FROM tracks WHERE sha256 = ANY(%s) OR id = ANY(%s) ORDER BY sha256 FOR UPDATE",
+                (list(digests), list(track_ids)))
     stored = [int(row[0]) for row in cur.fetchall()]
     if stored:
         delete_tracks(cur, stored)
@@ -208,7 +224,8 @@ class Tracks:
 
         A track whose content is already stored (by another run, or a concurrent process) is left
         as it is and reported with ``track_id=None``, unless ``replace`` is set: then the old track
-        and its postings are deleted first, in the same transaction.
+        and its postings are deleted first, in the same transaction. So are the tracks a record
+        ``replaces``.
 
         Parameters
         ----------
@@ -225,8 +242,8 @@ class Tracks:
         if not records:
             return []
         with self._store.raw() as conn, conn.transaction(), conn.cursor() as cur:
-            if replace:
-                delete_tracks_with_digests(cur, [record.sha256 for record in records])
+            delete_replaced_tracks(cur, [record.sha256 for record in records] if replace else [],
+                                   [track_id for record in records for track_id in record.replaces])
             # Ids follow the order of ``records`` (the files' sorted order), whatever the insert order.
             cur.execute("SELECT nextval(pg_get_serial_sequence('tracks', 'id')) FROM generate_series(1, %s)",
                         (len(records),))
@@ -285,11 +302,12 @@ class Tracks:
             found = conn.execute(text("SELECT id FROM tracks WHERE sha256 = :d"), {"d": sha256}).scalar()
         return None if found is None else int(found)
 
-    def count_with_digests(self, digests: Sequence[bytes]) -> int:
-        """How many of ``digests`` are stored tracks."""
+    def ids_by_sha256(self, digests: Sequence[bytes]) -> dict[bytes, int]:
+        """Track id by content digest, for those of ``digests`` that are stored."""
         with self._store.connect() as conn:
-            return int(conn.execute(text("SELECT count(*) FROM tracks WHERE sha256 = ANY(:d)"),
-                                    {"d": list(digests)}).scalar_one())
+            rows = conn.execute(text("SELECT sha256, id FROM tracks WHERE sha256 = ANY(:d)"),
+                                {"d": list(digests)}).all()
+        return {bytes(digest): int(track_id) for digest, track_id in rows}
 
     def count(self) -> int:
         """Number of tracks stored."""

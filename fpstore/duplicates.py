@@ -1,0 +1,248 @@
+"""Duplicates by content: copies of one recording (re-encoded, resampled, re-imported) among the tracks.
+
+Two tracks are duplicates when most of their postings align at one offset (the measure is defined in
+:mod:`fpstore.db.duplicates`: aligned posting pairs over the larger track's postings). The same
+measure serves twice:
+
+- :func:`find_duplicates` lists the stored pairs, computed in the database in one statement
+  (``fpstore tracks duplicates``), and groups them (copies of copies);
+- :class:`DuplicateCheck` looks a new track up before it is written (ingest, import-pickle): one
+  lookup of its sampled postings in every zone, the matcher's vote with the new track as the query, then the
+  ``--on-duplicate`` rule (skip, keep, or replace the stored copy in the new track's transaction).
+
+Conventions
+-----------
+- Ratios are fractions in [0, 1]; offsets are STFT frames unless a name ends in ``_s``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from fpstore.db.duplicates import DuplicatePair, sampled_hashes
+from fpstore.db.store import Store
+from fpstore.db.tracks import TrackRecord
+from fpstore.errors import ParameterError
+from fpstore.match import ALL_ZONES, expand_matches, fetch_postings, query_keys, vote
+from fpstore.signal.fingerprint import Fingerprint
+
+#: Default smallest ratio of a duplicate. Measured on the real-music corpus (README, "Duplicates"):
+#: re-encodes of one track scored at least 0.26 (MP3 at 32 kbit/s), two different tracks at most 0.01.
+DEFAULT_MIN_RATIO = 0.15
+#: A (zone, hash) with more postings than this in the tracks compared is left out of the measure
+#: (:mod:`fpstore.db.duplicates`): it bounds the listing's self-join at 496 rows per hash.
+MAX_POSTINGS_PER_HASH = 32
+#: Candidates the vote of the check ranks (more than one: two stored copies can both pass).
+_CANDIDATES = 5
+
+OnDuplicate = Literal["skip", "keep", "replace"]
+ON_DUPLICATE_CHOICES: tuple[OnDuplicate, ...] = ("skip", "keep", "replace")
+
+
+@dataclass(frozen=True)
+class DuplicateOf:
+    """A stored track that a new track duplicates.
+
+    Attributes
+    ----------
+    track_id : int
+    n_aligned : int
+        Sampled posting pairs aligned at ``offset_frames``.
+    ratio : float
+        ``n_aligned / max(new sampled postings, stored sampled postings)``.
+    offset_frames : int
+        Where the new track starts in the stored one.
+    """
+
+    track_id: int
+    n_aligned: int
+    ratio: float
+    offset_frames: int
+
+    def describe(self) -> str:
+        """``duplicate of track 12 (97% of hashes aligned)``."""
+        return f"duplicate of track {self.track_id} ({100 * self.ratio:.0f}% of hashes aligned)"
+
+
+@dataclass(frozen=True)
+class DuplicateListing:
+    """Stored duplicates: the pairs, and the groups they form.
+
+    Attributes
+    ----------
+    pairs : list of DuplicatePair
+        Ratio descending.
+    groups : list of list of int
+        Track ids linked by pairs (each group sorted, groups by their first id); a pair is a group of two.
+    zone : str
+        Zone compared, or ``"all"``.
+    min_ratio : float
+    seconds_per_frame : float
+        To turn ``offset_frames`` into seconds.
+    """
+
+    pairs: list[DuplicatePair]
+    groups: list[list[int]]
+    zone: str
+    min_ratio: float
+    seconds_per_frame: float
+
+
+def check_min_ratio(min_ratio: float) -> float:
+    """``min_ratio`` if it is a fraction in (0, 1], else ParameterError."""
+    if isinstance(min_ratio, bool) or not isinstance(min_ratio, (int, float)) or not 0 < min_ratio <= 1:
+        raise ParameterError(f"min_ratio={min_ratio!r} must be a fraction of hashes in (0, 1]")
+    return float(min_ratio)
+
+
+def find_duplicates(store: Store, *, zone: str = ALL_ZONES, min_ratio: float = DEFAULT_MIN_RATIO) -> DuplicateListing:
+    """The stored pairs of tracks whose ratio reaches ``min_ratio``, computed in the database.
+
+    Parameters
+    ----------
+    store : Store
+    zone : str
+        A zone name (cheaper: one zone's postings), or ``"all"``.
+    min_ratio : float
+        In (0, 1].
+
+    Returns
+    -------
+    listing : DuplicateListing
+
+    Raises
+    ------
+    ParameterError
+        If ``zone`` is unknown or ``min_ratio`` is out of range.
+    NotFound
+        If the database holds no fingerprints yet.
+    """
+    check_min_ratio(min_ratio)
+    store.check_schema()
+    params = store.params(duration_s=None)
+    zone_id = None if zone == ALL_ZONES else store.zone_ids()[params.zone(zone).name]
+    pairs = store.duplicates.pairs(zone_id=zone_id, min_ratio=min_ratio, max_postings_per_hash=MAX_POSTINGS_PER_HASH)
+    return DuplicateListing(pairs, linked_groups([(p.track_a, p.track_b) for p in pairs]), zone, min_ratio,
+                            params.seconds_per_frame)
+
+
+def linked_groups(links: list[tuple[int, int]]) -> list[list[int]]:
+    """The connected groups of ids that ``links`` join.
+
+    Examples
+    --------
+    >>> linked_groups([(3, 4), (1, 2), (2, 5)])
+    [[1, 2, 5], [3, 4]]
+    """
+    parent: dict[int, int] = {}
+
+    def root(track_id: int) -> int:
+        while parent.setdefault(track_id, track_id) != track_id:
+            parent[track_id] = parent[parent[track_id]]  # path halving keeps the chains short
+            track_id = parent[track_id]
+        return track_id
+
+    for a, b in links:
+        parent[max(root(a), root(b))] = min(root(a), root(b))
+    groups: dict[int, list[int]] = {}
+    for track_id in sorted(parent):
+        groups.setdefault(root(track_id), []).append(track_id)
+    return sorted(groups.values())
+
+
+def duplicates_of(store: Store, fingerprint: Fingerprint, zone_ids: dict[str, int], *, min_ratio: float,
+                  own_sha256: bytes = b"") -> list[DuplicateOf]:
+    """The stored tracks that ``fingerprint`` duplicates, best first, with one posting lookup.
+
+    The new track's sampled postings (:func:`fpstore.db.duplicates.sampled_hashes`) are looked up in
+    every zone and voted on as a query; a stored track's sampled postings are estimated from its
+    ``n_postings`` at the new track's sampling rate (exact enough for copies, which is what passes).
+
+    Parameters
+    ----------
+    store : Store
+    fingerprint : Fingerprint
+        Of the new track, every zone of the database.
+    zone_ids : dict[str, int]
+        ``zones.id`` by zone name.
+    min_ratio : float
+    own_sha256 : bytes
+        The new track's content digest: the stored track with the same content is not its duplicate
+        (re-ingesting it with ``--force`` replaces it).
+
+    Returns
+    -------
+    found : list of DuplicateOf
+        Ratio descending; empty when none reaches ``min_ratio``.
+    """
+    names = list(fingerprint.zones)
+    zone_of_hash = np.concatenate([np.full(fingerprint.zones[name].hashes.size, zone_ids[name]) for name in names])
+    hashes = np.concatenate([fingerprint.zones[name].hashes for name in names])
+    t_query = np.concatenate([fingerprint.zones[name].t_anchor_frames for name in names])
+    in_sample = sampled_hashes(hashes)
+    n_sampled = int(in_sample.sum())
+    if n_sampled == 0:
+        return []
+    key_zones, key_hashes, key_of_hash = query_keys(zone_of_hash[in_sample], hashes[in_sample])
+    key_of_posting, track_ids, t_anchor = fetch_postings(store, key_zones, key_hashes)
+    # The listing's rule: a key with more than MAX_POSTINGS_PER_HASH postings, the new track's included, is left out.
+    n_postings_of_key = np.bincount(key_of_posting, minlength=key_zones.size) + np.bincount(key_of_hash)
+    common = n_postings_of_key > MAX_POSTINGS_PER_HASH
+    kept = ~common[key_of_posting]
+    ranked_tracks, votes, offsets = vote(*expand_matches(
+        key_of_posting[kept], t_anchor[kept], track_ids[kept], key_of_hash, t_query[in_sample]), top_k=_CANDIDATES)
+    # A ratio never exceeds votes / the new track's sampled postings: only those candidates need their size.
+    possible = votes >= min_ratio * n_sampled
+    sizes = store.duplicates.n_postings(ranked_tracks[possible].tolist(), except_sha256=own_sha256)
+    sampling_rate = n_sampled / hashes.size
+    found = [
+        DuplicateOf(track_id, n, n / max(n_sampled, sizes[track_id] * sampling_rate), offset)
+        for track_id, n, offset in zip(ranked_tracks[possible].tolist(), votes[possible].tolist(),
+                                       offsets[possible].tolist())
+        if track_id in sizes
+    ]
+    return sorted((d for d in found if d.ratio >= min_ratio), key=lambda d: (-d.ratio, d.track_id))
+
+
+@dataclass(frozen=True)
+class DuplicateCheck:
+    """What to do with a new track that duplicates stored ones (ingest, import-pickle).
+
+    Attributes
+    ----------
+    store : Store
+    zone_ids : dict[str, int]
+        ``zones.id`` by zone name (the run's).
+    on_duplicate : {"skip", "keep", "replace"}
+        Skip the new track, keep both, or write the new one and delete the stored copies in its transaction.
+    min_ratio : float
+    """
+
+    store: Store
+    zone_ids: dict[str, int]
+    on_duplicate: OnDuplicate = "skip"
+    min_ratio: float = DEFAULT_MIN_RATIO
+
+    def __post_init__(self) -> None:
+        if self.on_duplicate not in ON_DUPLICATE_CHOICES:
+            raise ParameterError(f"on_duplicate={self.on_duplicate!r} must be one of {', '.join(ON_DUPLICATE_CHOICES)}")
+        check_min_ratio(self.min_ratio)
+
+    def apply(self, record: TrackRecord) -> tuple[TrackRecord | None, str]:
+        """The record to write (None: skip it) and a note saying why (empty when it duplicates nothing)."""
+        found = duplicates_of(self.store, record.fingerprint, self.zone_ids, min_ratio=self.min_ratio,
+                              own_sha256=record.sha256)
+        if not found:
+            return record, ""
+        note = found[0].describe()
+        if self.on_duplicate == "skip":
+            return None, note
+        if self.on_duplicate == "keep":
+            return record, f"{note}, kept"
+        replaced = tuple(d.track_id for d in found)
+        return (dataclasses.replace(record, replaces=record.replaces + replaced),
+                f"{note}, replaces track{'s' if len(replaced) > 1 else ''} {', '.join(map(str, replaced))}")
