@@ -739,10 +739,10 @@ def tracks_duplicates(ctx: click.Context, store: Store, zone: str, min_ratio: fl
     if as_json:
         _echo_json(dataclasses.asdict(listing))
         return
-    click.echo(_duplicates_text(listing))
+    click.echo(_format_duplicates(listing))
 
 
-def _duplicates_text(listing: DuplicateListing) -> str:
+def _format_duplicates(listing: DuplicateListing) -> str:
     lines = [f"{p.ratio:>6.0%}  track {p.track_a} ({p.file_a}) = track {p.track_b} ({p.file_b}), "
              f"{p.n_aligned:,} hashes aligned, offset {p.offset_frames * listing.seconds_per_frame:+.2f} s"
              for p in listing.pairs]

@@ -64,9 +64,10 @@ def sampled_hashes(hashes: np.ndarray) -> np.ndarray:
 
 
 # One statement: the sampled postings (of one zone or all), each track's count of them, the (zone, hash)
-# keys held by 2 tracks or more in N postings or fewer, their postings self-joined on the key (track a < track b), counted per
-# (a, b, offset), each pair's fullest offset kept, divided by the larger track's count. Bins of a single
-# posting pair are dropped before the DISTINCT ON: they are most of the bins and never make a duplicate.
+# keys held by 2 tracks or more in N postings or fewer, their postings self-joined on the key (track
+# a < track b), counted per (a, b, offset), each pair's fullest offset kept, divided by the larger
+# track's count. Bins of a single posting pair are dropped before the DISTINCT ON: they are most of the
+# bins and never make a duplicate.
 _PAIRS_SQL = f"""
 WITH picked AS (
     SELECT zone, hash, track_id, t_anchor FROM hashes
