@@ -50,17 +50,27 @@ VARIANTS = {
 
 
 def make_copies(corpus: pathlib.Path, out: pathlib.Path, limit: int | None, seconds: float) -> None:
-    """Copies of the first ``seconds`` of each track and its clip, as ``<id>__<variant><suffix>`` under ``out``."""
+    """Copies of the first ``seconds`` of each track, as ``<id>__<variant><suffix>``: the WAVs in ``out/ref``,
+    the others and the clips in ``out/copies``. Nothing is made if ``out/ref`` exists (``--work`` reused)."""
+    if (out / "ref").exists():
+        return
+    (out / "copies").mkdir(parents=True)
     with open(corpus / "tracks.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))[:limit]
     for row in rows:
         source = corpus / row["full_file"]
         clip = corpus / row["clip_file"]
         if float(row["clip_start_s"]) + 30 <= seconds:
-            (out / f"{row['id']}__clip30{clip.suffix}").symlink_to(clip.resolve())
+            (out / "copies" / f"{row['id']}__clip30{clip.suffix}").symlink_to(clip.resolve())
         for variant, (options, suffix) in VARIANTS.items():
+            target = out / "copies" / f"{row['id']}__{variant}{suffix}"
             subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(source), "-t", str(seconds), *options,
-                            str(out / f"{row['id']}__{variant}{suffix}")], check=True)
+                            str(target)], check=True)
+    (out / "copies").rename(out / "ref")
+    (out / "copies").mkdir()
+    for wav in (out / "ref").glob("*"):
+        if not wav.name.endswith("__wav.wav"):
+            wav.rename(out / "copies" / wav.name)
 
 
 def main() -> None:
@@ -70,29 +80,25 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the first N tracks")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=150.0, help="seconds of each track copied")
+    parser.add_argument("--work", type=pathlib.Path, help="keep the copies in this folder and reuse them [a temporary one]")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="fpstore-dupes-") as folder, server(args.db) as server_url, \
             scratch_db(server_url) as url:
-        root = pathlib.Path(folder)
+        root = args.work or pathlib.Path(folder)
         started = time.perf_counter()
         make_copies(args.corpus, root, args.limit, args.seconds)
-        print(f"copied in {time.perf_counter() - started:.0f} s")
+        print(f"copied in {time.perf_counter() - started:.0f} s", flush=True)
         store = Store(create_engine(url))
-        (root / "ref").mkdir()
-        for wav in root.glob("*__wav.wav"):
-            wav.rename(root / "ref" / wav.name)
         summary = ingest(store, root / "ref", FingerprintParams(duration_s=None), jobs=args.jobs)
-        print(f"stored {summary.tracks_added} references ({summary.postings:,} postings)\n")
-        own, other, seconds = check_copies(store, sorted(root.glob("*__*.*")))
+        print(f"stored {summary.tracks_added} references ({summary.postings:,} postings)\n", flush=True)
+        own, other, seconds = check_copies(store, sorted((root / "copies").glob("*__*.*")))
         print_distribution(own, other)
         print(f"ingest check (sampled lookup + vote) per copy, {store.tracks.count()} tracks stored: "
               f"median {1000 * float(np.median(seconds)):.0f} ms, max {1000 * max(seconds):.0f} ms")
 
-        (root / "mp3").mkdir()
-        for mp3 in root.glob("*__mp3_64k.mp3"):
-            mp3.rename(root / "mp3" / mp3.name)
-        ingest(store, root / "mp3", jobs=args.jobs, on_duplicate="keep")
+        for mp3 in sorted((root / "copies").glob("*__mp3_64k.mp3")):
+            ingest(store, mp3, FingerprintParams(duration_s=None), jobs=1, on_duplicate="keep")
         started = time.perf_counter()
         listing = find_duplicates(store)
         print(f"\n`fpstore tracks duplicates` on {store.tracks.count()} tracks: {time.perf_counter() - started:.1f} s, "

@@ -227,7 +227,7 @@ def ingest_command(ctx: click.Context, /, store: Store, folder: str, zones: tupl
 
 @contextlib.contextmanager
 def _progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Callable[[FileEvent | None], None]]]:
-    """A progress bar on a terminal, and one line per skipped or failed file (every file with -v).
+    """A progress bar on a terminal, and one line per skipped, failed or kept duplicate file (every file with -v).
 
     ``on_file(None)`` only advances the bar (eval's queries have nothing to report one by one).
     """
@@ -244,7 +244,7 @@ def _progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Calla
         bar.update(1)
         if event is None:
             return
-        if event.status == "failed" or (not state.quiet and (event.status == "skipped" or state.verbose)):
+        if event.status == "failed" or (not state.quiet and (event.status == "skipped" or event.notable or state.verbose)):
             line = f"{event.status}: {event.path}" + (f" ({event.detail})" if event.status != "failed" else "")
             if event.status == "failed":
                 line = f"failed: {event.detail}"

@@ -30,9 +30,10 @@ from fpstore.errors import ParameterError
 from fpstore.match import ALL_ZONES, expand_matches, fetch_postings, query_keys, vote
 from fpstore.signal.fingerprint import Fingerprint
 
-#: Default smallest ratio of a duplicate. Measured on the real-music corpus (README, "Duplicates"):
-#: re-encodes of one track scored at least 0.26 (MP3 at 32 kbit/s), two different tracks at most 0.01.
-DEFAULT_MIN_RATIO = 0.15
+#: Default smallest ratio of a duplicate, measured on the real-music dev corpus (README, "Duplicates";
+#: benchmarks/duplicates.py): copies scored FLAC at 16 kHz >= 0.63, MP3 128k >= 0.49, MP3 64k >= 0.18,
+#: MP3 32k 0.07-0.13; different tracks at most 0.004, a track's 30-s clip against its 150 s at most 0.044.
+DEFAULT_MIN_RATIO = 0.10
 #: A (zone, hash) with more postings than this in the tracks compared is left out of the measure
 #: (:mod:`fpstore.db.duplicates`): it bounds the listing's self-join at 496 rows per hash.
 MAX_POSTINGS_PER_HASH = 32

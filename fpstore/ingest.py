@@ -53,11 +53,16 @@ _STORED_MEANWHILE = "same content stored meanwhile by another run"
 
 @dataclass(frozen=True)
 class FileEvent:
-    """What happened to one file: ``status`` and a one-line ``detail`` naming the reason."""
+    """What happened to one file: ``status``, a one-line ``detail`` naming the reason, and whether it is ``notable``.
+
+    ``notable`` marks an added track that duplicates a stored one (kept, or replacing it): worth a line
+    even when added tracks are not listed.
+    """
 
     path: str
     status: FileStatus
     detail: str = ""
+    notable: bool = False
 
 
 @dataclass
@@ -320,7 +325,7 @@ class Ingest:
             self._summary.tracks_skipped += 1
         else:
             if (note := self._duplicate_notes.pop(event.path, "")):
-                event = FileEvent(event.path, "added", f"{event.detail}, {note}")
+                event = FileEvent(event.path, "added", f"{event.detail}, {note}", notable=True)
             self._summary.tracks_added += 1
         self.on_file(event)
 

@@ -101,7 +101,7 @@ def test_bulk_ingest_checks_against_what_is_stored(store, tunes, tmp_path) -> No
 
 def test_ingest_keeps_a_copy_when_asked(run, store, tunes, tmp_path) -> None:
     run("ingest", str(tmp_path / "music"), "--jobs", "1")
-    result = run("-v", "ingest", str(tmp_path / "copy"), "--jobs", "1", "--on-duplicate", "keep")
+    result = run("ingest", str(tmp_path / "copy"), "--jobs", "1", "--on-duplicate", "keep")
     assert result.exit_code == 0 and "1 added" in result.output
     assert "duplicate of track 1 (" in result.output and ", kept" in result.output
     assert store.tracks.count() == 3
