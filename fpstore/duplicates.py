@@ -216,15 +216,17 @@ class DuplicateCheck:
     Attributes
     ----------
     store : Store
-    zone_ids : dict[str, int]
-        ``zones.id`` by zone name (the run's).
     on_duplicate : {"skip", "keep", "replace"}
         Skip the new track, keep both, or write the new one and delete the stored copies in its transaction.
     min_ratio : float
+
+    Raises
+    ------
+    ParameterError
+        If ``on_duplicate`` or ``min_ratio`` is out of range (when made, before any run starts).
     """
 
     store: Store
-    zone_ids: dict[str, int]
     on_duplicate: OnDuplicate = "skip"
     min_ratio: float = DEFAULT_MIN_RATIO
 
@@ -233,9 +235,12 @@ class DuplicateCheck:
             raise ParameterError(f"on_duplicate={self.on_duplicate!r} must be one of {', '.join(ON_DUPLICATE_CHOICES)}")
         check_min_ratio(self.min_ratio)
 
-    def apply(self, record: TrackRecord) -> tuple[TrackRecord | None, str]:
-        """The record to write (None: skip it) and a note saying why (empty when it duplicates nothing)."""
-        found = duplicates_of(self.store, record.fingerprint, self.zone_ids, min_ratio=self.min_ratio,
+    def apply(self, record: TrackRecord, zone_ids: dict[str, int]) -> tuple[TrackRecord | None, str]:
+        """The record to write (None: skip it) and a note saying why (empty when it duplicates nothing).
+
+        ``zone_ids`` gives ``zones.id`` by zone name (the run's).
+        """
+        found = duplicates_of(self.store, record.fingerprint, zone_ids, min_ratio=self.min_ratio,
                               own_sha256=record.sha256)
         if not found:
             return record, ""

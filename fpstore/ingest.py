@@ -229,7 +229,6 @@ class Ingest:
 
     _summary: IngestSummary
     _run: Run
-    _duplicates: DuplicateCheck
 
     def __init__(self, store: Store, params: FingerprintParams, *, force: bool, jobs: int | None,
                  batch_postings: int, bulk: bool | None, partition_postings: int,
@@ -237,7 +236,7 @@ class Ingest:
                  on_file: Callable[[FileEvent], None] | None, on_start: Callable[[int], None] | None) -> None:
         self.store, self.params = store, params
         self.force, self.jobs, self.bulk = force, jobs, bulk
-        self.on_duplicate, self.duplicate_min_ratio = on_duplicate, duplicate_min_ratio
+        self.duplicates = DuplicateCheck(store, on_duplicate, duplicate_min_ratio)
         # Path of a written track → what it duplicates, added to its "added" event.
         self._duplicate_notes: dict[str, str] = {}
         self.batch_postings, self.partition_postings = batch_postings, partition_postings
@@ -252,7 +251,6 @@ class Ingest:
         with self.store.run("ingest", display_path(os.path.abspath(root)), self.params) as run:
             self._summary = IngestSummary(run.id, len(files), postings_by_zone={z.name: 0 for z in self.params.zones})
             self._run = run
-            self._duplicates = DuplicateCheck(self.store, run.zone_ids, self.on_duplicate, self.duplicate_min_ratio)
             self.on_start(len(files))
             with BackgroundWriter(self._writer(run, len(files))) as background:
                 self._write_all(files, background)
@@ -273,7 +271,8 @@ class Ingest:
                 if isinstance(outcome, str):
                     self._record(FileEvent(display_path(path), "failed", outcome))
                     continue
-                record, note = self._duplicates.apply(TrackRecord(display_path(os.path.abspath(path)), sha256, outcome))
+                record, note = self.duplicates.apply(TrackRecord(display_path(os.path.abspath(path)), sha256, outcome),
+                                                     self._run.zone_ids)
                 if record is None:
                     self._record(FileEvent(display_path(path), "skipped", note))
                     continue

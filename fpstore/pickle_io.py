@@ -289,12 +289,12 @@ def import_seed_pickle(store: Store, path: str | os.PathLike[str], *, on_duplica
     seconds["arrays"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
+    check = DuplicateCheck(store, on_duplicate, duplicate_min_ratio)
     store.check_schema(upgrade_empty=True)
     duplicates: list[tuple[str, str]] = []
     try:
         with store.run("import-pickle", os.path.abspath(shown), params) as run:
-            check = DuplicateCheck(store, run.zone_ids, on_duplicate, duplicate_min_ratio)
-            to_write = _records_to_write(store, check, records, duplicates)
+            to_write = _records_to_write(store, check, records, run.zone_ids, duplicates)
             written = [w for w in store.tracks.write(run.id, to_write, run.zone_ids) if w.track_id is not None]
     except ProfileMismatch as exc:
         raise ProfileMismatch(f"{shown} cannot go into this database: {exc}") from None
@@ -308,7 +308,7 @@ def import_seed_pickle(store: Store, path: str | os.PathLike[str], *, on_duplica
     )
 
 
-def _records_to_write(store: Store, check: DuplicateCheck, records: list[TrackRecord],
+def _records_to_write(store: Store, check: DuplicateCheck, records: list[TrackRecord], zone_ids: dict[str, int],
                       duplicates: list[tuple[str, str]]) -> list[TrackRecord]:
     """The records to write: not stored yet, and not skipped as duplicates; ``duplicates`` gets the reasons."""
     if not store.tracks.count():
@@ -320,7 +320,7 @@ def _records_to_write(store: Store, check: DuplicateCheck, records: list[TrackRe
         if record.sha256 in stored:
             duplicates.append((name, f"already in the database as track {stored[record.sha256]}"))
             continue
-        kept, note = check.apply(record)
+        kept, note = check.apply(record, zone_ids)
         if note:
             duplicates.append((name, note))
         if kept is not None:

@@ -14,6 +14,7 @@ from helpers import write_resampled_copy, write_tunes
 from fpstore.cli import cli
 from fpstore.db.duplicates import sampled_hashes
 from fpstore.duplicates import find_duplicates, linked_groups
+from fpstore.errors import ParameterError
 from fpstore.ingest import ingest
 from fpstore.match import match_files
 from fpstore.pickle_io import export_seed_pickle, import_seed_pickle
@@ -190,3 +191,11 @@ def test_groups_join_copies_of_copies() -> None:
     assert linked_groups([(5, 9), (1, 5), (2, 3)]) == [[1, 5, 9], [2, 3]]
     assert linked_groups([]) == []
 
+
+
+def test_bad_duplicate_options_are_refused_before_any_run(store, tunes, tmp_path) -> None:
+    with pytest.raises(ParameterError, match="on_duplicate='drop' must be one of skip, keep, replace"):
+        ingest(store, tmp_path / "music", jobs=1, on_duplicate="drop")  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match=r"min_ratio=0 must be a fraction of hashes in \(0, 1\]"):
+        ingest(store, tmp_path / "music", jobs=1, duplicate_min_ratio=0)
+    assert ingest(store, tmp_path / "music", jobs=1).run_id == 1  # no run was recorded before
