@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import psycopg
 import pytest
 import soundfile
 from click.testing import CliRunner
 from helpers import write_tunes
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy.engine import make_url
 
 from fpstore.cli import cli
 from fpstore.errors import ParameterError
@@ -167,9 +169,47 @@ def test_lookup_uses_the_zone_hash_index(tuned_store) -> None:
     with tuned_store.engine.raw_connection() as raw:
         cur = raw.driver_connection.cursor()
         cur.execute("SET enable_seqscan = off")  # a 3-tune table is small enough for a seq scan to win
-        cur.execute("EXPLAIN SELECT * FROM fpstore_match('Flarge_Tlong', ARRAY[1, 2]::bigint[], ARRAY[0, 1], 2)")
+        cur.execute("EXPLAIN SELECT * FROM fpstore_postings(1::smallint, ARRAY[1, 2])")
         plan = "\n".join(row[0] for row in cur.fetchall())
     assert "hashes_zone_hash" in plan
+
+
+def _query_arrays(fp) -> tuple[list[str], list[int], list[int]]:
+    """The SQL functions' three parallel arrays (zone name, unsigned hash, anchor frame) for a fingerprint."""
+    zone_names = [name for name, zone in fp.zones.items() for _ in range(zone.hashes.size)]
+    hashes = np.concatenate([zone.hashes for zone in fp.zones.values()]).astype(np.int64).tolist()
+    t_query = np.concatenate([zone.t_anchor_frames for zone in fp.zones.values()]).tolist()
+    return zone_names, hashes, t_query
+
+
+@pytest.mark.postgres
+def test_python_matching_never_prepares_its_statements(tuned_store) -> None:
+    # psycopg prepares a statement at its fifth execution on a connection; PostgreSQL may then plan
+    # `hash = ANY($1)` generically (issue 13: 2.2 s instead of 85 ms). fpstore's own connections never prepare.
+    params = tuned_store.params(duration_s=None)
+    fp = fingerprint_signal(_excerpt(12, 30, 3.0, None, None), params)
+    answers = {str(match_fingerprint(tuned_store, fp, params, zone=ALL_ZONES, method=method).candidates)
+               for method in ("python", "sql") for _ in range(8)}
+    with tuned_store.raw() as conn:
+        prepared = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
+    assert len(answers) == 1 and prepared == (0,)
+
+
+@pytest.mark.postgres
+def test_the_sql_vote_is_planned_per_call_whatever_the_caller_prepares(tuned_store) -> None:
+    params = tuned_store.params(duration_s=None)
+    fp = fingerprint_signal(_excerpt(13, 25, 3.0, None, None), params)
+    python = match_fingerprint(tuned_store, fp, params, zone=ALL_ZONES, top_k=3)
+    arrays = _query_arrays(fp)
+    statement = "SELECT track_id, offset_frames, votes FROM fpstore_match_zones(%s::text[], %s::bigint[], %s::int[], 3)"
+    libpq_url = make_url(tuned_store.engine.url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq_url, prepare_threshold=0) as conn:  # a client that prepares at once
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        answers = {tuple(conn.execute(statement, arrays).fetchall()) for _ in range(8)}
+        caller_plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + statement, arrays).fetchall())
+    assert answers == {tuple((c.track_id, c.offset_frames, c.votes) for c in python.candidates)}
+    # The caller's (generic) plan holds no scan of hashes: the function plans its lookup with the call's keys.
+    assert "Function Scan on fpstore_match_zones" in caller_plan and "hashes" not in caller_plan
 
 
 @pytest.mark.postgres
