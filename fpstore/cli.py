@@ -1,7 +1,7 @@
 """The ``fpstore`` command: a thin click layer over the library.
 
-Exit status: 0 success; 1 an error (``Error: ...`` on stderr); 2 a usage error; 3 ingest finished but
-some files failed (unless ``--allow-failures``).
+Exit status: 0 success; 1 an error (``Error: ...`` on stderr); 2 a usage error; 3 ingest, match or
+eval finished but some files failed (ingest: unless ``--allow-failures``).
 """
 
 from __future__ import annotations
@@ -501,7 +501,9 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
     QUERIES_CSV has columns file (relative to the CSV's folder), true_track (a stored track's file
     name or its stem; empty for a query not in the database) and label columns. Writes a per-query
     CSV, a summary CSV (top-1 accuracy and false-positive rate per zone and label group) and a PNG
-    of accuracy against excerpt length per degradation; prints the summary.
+    of accuracy against excerpt length per degradation; prints the summary. A query file that cannot
+    be matched gets `failed: <reason>` on stderr, a `failed` row in the per-query CSV and no place in
+    the rates; the others go on, and the exit status is then 3.
 
     \b
     Example:
@@ -514,8 +516,12 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
         outcome = run_eval(store, queries_csv, out_dir, zones=None if all_zones else [zone],
                            labels=list(labels) or None, rule=DecisionRule(min_votes, min_ratio),
                            on_start=on_start, on_query=lambda path: on_file(None))
+    for reason in outcome.failures:
+        click.echo(f"failed: {reason}", err=True)
     click.echo(format_summary(outcome.summary, outcome.labels))
     click.echo(f"wrote {outcome.per_query_csv}, {outcome.summary_csv}, {outcome.plot_png}")
+    if outcome.failures:
+        ctx.exit(EXIT_SOME_FILES_FAILED)
 
 
 @db_group.command("lookup-index")
