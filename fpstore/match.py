@@ -510,7 +510,8 @@ def match_queries(
         try:
             files = discover_audio_files(query)
         except NotFound as exc:
-            yield MatchResult.failed(one_line(display_path(os.path.basename(query))), zone, one_line(str(exc)), method)
+            label = one_line(display_path(os.path.basename(os.path.normpath(query))))
+            yield MatchResult.failed(label, zone, one_line(str(exc)), method)
             continue
         for path in files:
             yield answer(one_line(display_path(path.name)), fingerprint_query(path, params))

@@ -372,6 +372,8 @@ def test_match_files_raises_or_reports_and_walks_folders(tuned_store, mixed_quer
     assert [r.match.file_name for r in results if r.match] == ["tune_011.wav", "tune_013.wav"]
     assert all(r.candidates == [] and r.match is None for r in results if r.error)
     assert results[4].error == f"{missing}: no such file or folder"
+    gone = match_files(tuned_store, [f"{missing.parent / 'gone'}/"], errors="report")
+    assert [(r.query, r.error) for r in gone] == [("gone", f"{missing.parent / 'gone'}: no such file or folder")]
     # "-" is a file name unless a stream is given
     assert next(match_queries(tuned_store, ["-"])).error == "-: no such file or folder"
 
