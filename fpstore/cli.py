@@ -442,7 +442,7 @@ def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zo
 
     some_failed = False
     for result in match_queries(store, queries, zone=zone, top_k=top_k, rule=DecisionRule(min_votes, min_ratio),
-                                method="sql" if use_sql else "python", stdin=sys.stdin.buffer):
+                                method="sql" if use_sql else "python", stdin=getattr(sys.stdin, "buffer", None)):
         some_failed = some_failed or result.error is not None
         if as_json:
             click.echo(json.dumps(_match_json(result)))

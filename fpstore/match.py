@@ -20,6 +20,8 @@ Conventions
 - Ranking: votes descending, then track id ascending; a track's offset is the smallest offset among
   its fullest bins. The runner-up is the best *other* track.
 - Zone ``"all"`` pools the votes of every zone into the same ``(track, offset)`` bins.
+- Query files (:func:`match_queries`) are found and checked as ingest finds and checks its files; one
+  that cannot be matched gives a result whose ``error`` is its one-line reason, and the rest go on.
 """
 
 from __future__ import annotations
