@@ -1,7 +1,7 @@
 """The ``fpstore`` command: a thin click layer over the library.
 
-Exit status: 0 success; 1 an error (``Error: ...`` on stderr); 2 a usage error; 3 ingest finished but
-some files failed (unless ``--allow-failures``).
+Exit status: 0 success; 1 an error (``Error: ...`` on stderr); 2 a usage error; 3 ingest, match or
+eval finished but some files failed (ingest: unless ``--allow-failures``).
 """
 
 from __future__ import annotations
@@ -414,35 +414,49 @@ def match_options(command: F) -> F:
 
 
 @cli.command("match")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("queries", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @match_options
-@click.option("--top", "top_k", type=click.IntRange(2), default=2, show_default=True, help="Tracks listed per query.")
+@click.option("--top", "top_k", type=click.IntRange(1), default=2, show_default=True,
+              help="Tracks listed per query (the runner-up still weighs in the confidence when not listed).")
 @click.option("--sql", "use_sql", is_flag=True, help="Vote with the SQL function fpstore_match_zones.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query (with \"error\" for a failed one).")
 @click.pass_context
 @with_store
-def match_command(ctx: click.Context, store: Store, files: tuple[str, ...], zone: str, min_votes: int | None,
+def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zone: str, min_votes: int | None,
                   min_ratio: float, top_k: int, use_sql: bool, as_json: bool) -> None:
-    """Name the stored track each audio FILE is an excerpt of, and where it starts.
+    """Name the stored track each audio query is an excerpt of, and where it starts.
 
-    Each file is fingerprinted whole with the database's parameters; its hashes vote for
-    (track, offset) bins. A best track below --min-votes, or not --min-ratio times the runner-up,
-    is reported as "no match".
+    QUERIES are audio files, folders (walked as ingest walks them) and '-' (audio of any format on
+    standard input). Each file is fingerprinted whole with the database's parameters; its hashes vote
+    for (track, offset) bins. A best track below --min-votes, or not --min-ratio times the runner-up,
+    is reported as "no match". A query that cannot be read gets `failed: <reason>` on stderr and the
+    rest go on; the exit status is then 3.
 
     \b
     Example:
       fpstore match query.wav
-      fpstore match --zone Flarge_Tlong --top 5 --json q1.wav q2.mp3
+      fpstore match --zone Flarge_Tlong --top 5 --json q1.wav q2.mp3 queries/
+      ffmpeg -i clip.m4a -f wav - | fpstore match -
     """
-    from fpstore.match import DecisionRule, match_files
+    from fpstore.match import DecisionRule, match_queries
 
-    results = match_files(store, list(files), zone=zone, top_k=top_k,
-                          rule=DecisionRule(min_votes, min_ratio), method="sql" if use_sql else "python")
-    for result in results:
-        click.echo(json.dumps(_match_json(result)) if as_json else _match_line(result, top_k))
+    some_failed = False
+    for result in match_queries(store, queries, zone=zone, top_k=top_k, rule=DecisionRule(min_votes, min_ratio),
+                                method="sql" if use_sql else "python", stdin=getattr(sys.stdin, "buffer", None)):
+        some_failed = some_failed or result.error is not None
+        if as_json:
+            click.echo(json.dumps(_match_json(result)))
+        elif result.error is not None:
+            click.echo(f"failed: {result.error}", err=True)
+        else:
+            click.echo(_match_line(result, top_k))
+    if some_failed:
+        ctx.exit(EXIT_SOME_FILES_FAILED)
 
 
 def _match_json(result: Any) -> dict[str, Any]:
+    if result.error is not None:
+        return {"query": result.query, "zone": result.zone, "error": result.error}
     return {
         "query": result.query, "zone": result.zone, "n_query_hashes": result.n_query_hashes,
         "match": None if result.match is None else dataclasses.asdict(result.match),
@@ -456,14 +470,15 @@ def _match_line(result: Any, top_k: int) -> str:
         return f"{c.file_name} (id {c.track_id})"
 
     best, runner = result.best, result.runner_up
-    runner_text = f"runner-up {name(runner)} {runner.votes} votes" if runner else "no runner-up"
+    # With --top 1 the runner-up is not listed (it still weighs in the confidence).
+    runner_text = "" if top_k == 1 else f"runner-up {name(runner)} {runner.votes} votes" if runner else "no runner-up"
     if result.match is None:
         head = f"{result.query}: no match"
         if best is not None:
-            head += f" (best {name(best)} {best.votes} votes, {runner_text})"
+            head += f" (best {name(best)} {best.votes} votes" + (f", {runner_text})" if runner_text else ")")
     else:
         head = (f"{result.query}: {name(best)} votes {best.votes} confidence {result.confidence:.2f} "
-                f"offset {best.offset_s:.2f} s; {runner_text}")
+                f"offset {best.offset_s:.2f} s" + (f"; {runner_text}" if runner_text else ""))
     more = [f"  {rank}. {name(c)} votes {c.votes} offset {c.offset_s:.2f} s"
             for rank, c in enumerate(result.candidates, start=1)] if top_k > 2 else []
     return "\n".join([head, *more])
@@ -486,7 +501,9 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
     QUERIES_CSV has columns file (relative to the CSV's folder), true_track (a stored track's file
     name or its stem; empty for a query not in the database) and label columns. Writes a per-query
     CSV, a summary CSV (top-1 accuracy and false-positive rate per zone and label group) and a PNG
-    of accuracy against excerpt length per degradation; prints the summary.
+    of accuracy against excerpt length per degradation; prints the summary. A query file that cannot
+    be matched gets `failed: <reason>` on stderr, a `failed` row in the per-query CSV and no place in
+    the rates; the others go on, and the exit status is then 3.
 
     \b
     Example:
@@ -499,8 +516,12 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
         outcome = run_eval(store, queries_csv, out_dir, zones=None if all_zones else [zone],
                            labels=list(labels) or None, rule=DecisionRule(min_votes, min_ratio),
                            on_start=on_start, on_query=lambda path: on_file(None))
+    for reason in outcome.failures:
+        click.echo(f"failed: {reason}", err=True)
     click.echo(format_summary(outcome.summary, outcome.labels))
     click.echo(f"wrote {outcome.per_query_csv}, {outcome.summary_csv}, {outcome.plot_png}")
+    if outcome.failures:
+        ctx.exit(EXIT_SOME_FILES_FAILED)
 
 
 @db_group.command("lookup-index")
