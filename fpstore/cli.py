@@ -23,9 +23,11 @@ import click
 import fpstore
 from fpstore.config import Settings, parse_zone, resolve_settings, settings_in_force
 from fpstore.db.access import grant_reader
+from fpstore.db.clients import accepts_connections, run_psql, serve, url_in_force
 from fpstore.db.compact import compact
 from fpstore.db.maintenance import set_lookup_index
 from fpstore.db.store import Store, head_revision, open_store
+from fpstore.db.urls import libpq_url
 from fpstore.errors import FpstoreError
 from fpstore.ingest import FileEvent, IngestSummary, ingest
 from fpstore.pickle_io import PickleSummary, export_seed_pickle, import_seed_pickle
@@ -308,12 +310,12 @@ def _report_table(report: Report) -> str:
 
 @cli.group("db")
 def db_group() -> None:
-    """The database itself: schema migrations, indexes, compaction, access for readers.
+    """The database itself: SQL access, schema migrations, indexes, compaction, access for readers.
 
     \b
     Example:
       fpstore db upgrade
-      fpstore db current
+      fpstore db shell -- -c 'SELECT count(*) FROM tracks'
     """
 
 
@@ -358,6 +360,68 @@ def db_current(ctx: click.Context, store: Store) -> None:
       fpstore db current
     """
     click.echo(f"{store.url}: revision {store.schema_revision() or 'none'} (this fpstore: {head_revision()})")
+
+
+@db_group.command("url")
+@click.option("--with-password", is_flag=True,
+              help="Include the password (left out by default: libpq reads $PGPASSWORD or ~/.pgpass, or psql asks).")
+@click.pass_context
+def db_url(ctx: click.Context, with_password: bool) -> None:
+    """Print the database's libpq URL (postgresql://...), for psql, psycopg and other clients.
+
+    For the embedded server the URL names its unix socket folder (?host=...); the server runs only
+    while an fpstore command uses it, so keep it up with `fpstore db serve` meanwhile.
+
+    \b
+    Example:
+      psql "$(fpstore db url)" -c 'SELECT count(*) FROM tracks'
+    """
+    url, embedded = url_in_force(_state(ctx).settings().database_url)
+    click.echo(libpq_url(url, with_password=with_password))
+    if embedded and not accepts_connections(url):
+        click.echo("note: the embedded server is not running; keep it up with `fpstore db serve` "
+                   "in another terminal, or use `fpstore db shell`", err=True)
+
+
+@db_group.command("shell", context_settings={"ignore_unknown_options": True})
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def db_shell(ctx: click.Context, psql_args: tuple[str, ...]) -> None:
+    """Run psql on the database (the embedded server is kept up while psql runs).
+
+    PSQL_ARGS, after --, go to psql as they are; psql's exit status is fpstore's.
+
+    \b
+    Example:
+      fpstore db shell
+      fpstore db shell -- -c 'SELECT count(*) FROM tracks'
+      fpstore db shell -- -v ON_ERROR_STOP=1 -f queries.sql
+    """
+    ctx.exit(run_psql(_state(ctx).settings().database_url, psql_args))
+
+
+@db_group.command("serve")
+@click.pass_context
+def db_serve(ctx: click.Context) -> None:
+    """Keep the embedded server up for other clients, printing its URL, until Ctrl-C.
+
+    Access stays unix-socket only, for the server's owner only. Stops the server cleanly on Ctrl-C,
+    SIGTERM or SIGHUP (unless other fpstore commands still use it). A database named by --db,
+    $FPSTORE_DATABASE_URL or the config file runs by itself: there is nothing to serve, and the
+    command fails (exit status 1).
+
+    \b
+    Example:
+      fpstore db serve &
+      psql "$(fpstore db url)"
+    """
+
+    def ready(url: str) -> None:
+        click.echo(url)
+        click.echo("serving fpstore's embedded database until Ctrl-C", err=True)
+
+    serve(_state(ctx).settings().database_url, ready)
+    click.echo("stopped", err=True)
 
 
 @db_group.command("grant-reader")
@@ -707,7 +771,8 @@ def tracks_remove(ctx: click.Context, store: Store, track_ids: tuple[int, ...], 
     click.echo(f"removed {len(removal.track_ids)} tracks and {removal.postings_removed:,} postings "
                f"({100 * removal.share_removed:.1f}% of all postings)" + (", then vacuumed" if removal.vacuumed else ""))
     if removal.vacuum_advised:
-        click.echo("advice: that is more than 10% of the hashes table; run `VACUUM (ANALYZE) hashes;` in psql "
+        click.echo("advice: that is more than 10% of the hashes table; run "
+                   "`fpstore db shell -- -c 'VACUUM (ANALYZE) hashes'` "
                    "(or use --vacuum next time) so PostgreSQL reuses the space and plans with fresh statistics",
                    err=True)
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
+from helpers import alive, wait_until
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
@@ -142,6 +145,27 @@ def store(db_url: str) -> Iterator[Store]:
     engine = create_engine(db_url)
     yield Store(engine)
     engine.dispose()
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data folder for an embedded server of the test's own, in a fresh folder directly under /tmp.
+
+    Not under pytest's ``tmp_path``: that lives in ``/tmp/pytest-of-<user>`` (mode 0700), which the
+    unprivileged service user that runs PostgreSQL for root could not traverse.
+    """
+    base = Path(tempfile.mkdtemp(prefix="fpstore-test-", dir="/tmp"))
+    base.chmod(0o755)
+    data = base / "data"
+    yield data
+    # Never leak a server, even when a test failed half-way.
+    pid_file = data / "pgdata" / "postmaster.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text().split()[0])
+        if alive(pid):
+            os.kill(pid, signal.SIGQUIT)
+            wait_until(lambda: not alive(pid), 10)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
