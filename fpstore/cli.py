@@ -188,8 +188,9 @@ def ingest_command(ctx: click.Context, /, store: Store, folder: str, zones: tupl
                    jobs: int | None, allow_failures: bool, batch_postings: int, **options: Any) -> None:
     """Fingerprint the audio files under FOLDER and store the new ones.
 
-    Files (.mp3 .wav .m4a .flac .ogg, any case) are found recursively and taken in sorted order; a file
-    whose content is already stored is skipped unless --force.
+    Audio files (.mp3 .wav .flac .ogg .opus .m4a .aac .aiff and every other extension the decoders read,
+    any case) are found recursively and taken in sorted order; the other files are counted in one line.
+    A file whose content is already stored is skipped unless --force.
 
     \b
     Example:
@@ -236,12 +237,27 @@ def _progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Calla
         bar.close()
 
 
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and ``noun``, singular for one, plural otherwise: ``1 file``, ``2 files``, ``0 files``.
+
+    Examples
+    --------
+    >>> _count(1, "track"), _count(3, "partition"), _count(2, "query", "queries")
+    ('1 track', '3 partitions', '2 queries')
+    """
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def _format_summary(summary: IngestSummary) -> str:
     lines = [
-        f"run {summary.run_id}: {summary.files_seen} files: {summary.tracks_added} added, "
+        f"run {summary.run_id}: {_count(summary.files_seen, 'file')}: {summary.tracks_added} added, "
         f"{summary.tracks_skipped} skipped, {summary.tracks_failed} failed in {summary.elapsed_s:.1f} s",
-        "postings added per zone:",
     ]
+    if summary.other_extensions:
+        extensions = ", ".join(ext or "no extension" for ext in summary.other_extensions)
+        lines.append(f"skipped {_count(sum(summary.other_extensions.values()), 'file')} with other extensions "
+                     f"({extensions})")
+    lines.append("postings added per zone:")
     lines += [f"  {zone:<16} {count:>12,}" for zone, count in summary.postings_by_zone.items()]
     lines.append(f"  {'total':<16} {summary.postings:>12,}")
     return "\n".join(lines)

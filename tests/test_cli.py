@@ -58,6 +58,25 @@ def test_failed_file_gives_exit_3_unless_allowed(run, tmp_path) -> None:
     assert run("ingest", str(tmp_path), "--jobs", "1", "--allow-failures").exit_code == 0
 
 
+def test_folder_of_aiff_and_opus_is_ingested_and_other_files_are_counted(run, tmp_path) -> None:
+    import soundfile
+
+    from fpstore.signal.synth import synth_tune
+
+    soundfile.write(tmp_path / "one.aiff", synth_tune(1, duration_s=4.0), 22050, subtype="PCM_16")
+    soundfile.write(tmp_path / "two.opus", synth_tune(2, duration_s=4.0), 48000, format="OGG", subtype="OPUS")
+    (tmp_path / "notes.txt").write_text("liner notes")
+    (tmp_path / ".DS_Store").write_bytes(b"\0")
+    result = run("ingest", str(tmp_path), "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("run 1: 2 files: 2 added, 0 skipped, 0 failed in ")
+    assert lines[1] == "skipped 1 file with other extensions (.txt)"
+    (tmp_path / "notes.txt").unlink()
+    again = run("ingest", str(tmp_path), "--jobs", "1")
+    assert "other extensions" not in again.output
+
+
 def test_parameter_options_and_mismatch_error(run, tmp_path) -> None:
     write_tunes(tmp_path, [1])
     assert run("ingest", str(tmp_path), "--jobs", "1", "--top-k", "none", "--duration", "full").exit_code == 0

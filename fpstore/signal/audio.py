@@ -46,8 +46,12 @@ import soxr
 
 from fpstore.errors import AudioError
 
-#: File name endings fpstore ingests, compared without regard to letter case.
-AUDIO_EXTENSIONS = (".mp3", ".wav", ".m4a", ".flac", ".ogg")
+#: File name endings a folder walk takes, compared without regard to letter case: the audio formats
+#: libsndfile reads (WAV, FLAC, OGG Vorbis and Opus, MP3, AIFF, CAF, AU, W64, RF64) and the audio-only ones
+#: ffmpeg reads (M4A/AAC, WavPack, APE, WMA, MKA, AC-3, MP2, Speex). Video containers (.mp4, .webm) are
+#: left out of walks; named on its own, any file is tried.
+AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".aifc",
+                    ".caf", ".au", ".snd", ".w64", ".rf64", ".wv", ".ape", ".wma", ".mka", ".ac3", ".mp2", ".spx")
 
 #: The resampler librosa.load uses by default (``res_type``), and therefore the seed.
 RESAMPLE_QUALITY = "soxr_hq"
