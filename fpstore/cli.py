@@ -34,8 +34,11 @@ from fpstore.pickle_io import PickleSummary, export_seed_pickle, import_seed_pic
 from fpstore.plots import plot_fingerprint
 from fpstore.report import ZONE_COLUMNS, Report, build_report
 from fpstore.signal.synth import write_example_audio
+from fpstore.wording import counted
 
 EXIT_SOME_FILES_FAILED = 3
+#: Tracks named in the prompt of ``tracks remove``; more are counted.
+PROMPT_NAMES = 10
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -237,25 +240,14 @@ def _progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Calla
         bar.close()
 
 
-def _count(n: int, noun: str, plural: str | None = None) -> str:
-    """``n`` and ``noun``, singular for one, plural otherwise: ``1 file``, ``2 files``, ``0 files``.
-
-    Examples
-    --------
-    >>> _count(1, "track"), _count(3, "partition"), _count(2, "query", "queries")
-    ('1 track', '3 partitions', '2 queries')
-    """
-    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
-
-
 def _format_summary(summary: IngestSummary) -> str:
     lines = [
-        f"run {summary.run_id}: {_count(summary.files_seen, 'file')}: {summary.tracks_added} added, "
+        f"run {summary.run_id}: {counted(summary.files_seen, 'file')}: {summary.tracks_added} added, "
         f"{summary.tracks_skipped} skipped, {summary.tracks_failed} failed in {summary.elapsed_s:.1f} s",
     ]
     if summary.other_extensions:
         extensions = ", ".join(ext or "no extension" for ext in summary.other_extensions)
-        lines.append(f"skipped {_count(sum(summary.other_extensions.values()), 'file')} with other extensions "
+        lines.append(f"skipped {counted(sum(summary.other_extensions.values()), 'file')} with other extensions "
                      f"({extensions})")
     lines.append("postings added per zone:")
     lines += [f"  {zone:<16} {count:>12,}" for zone, count in summary.postings_by_zone.items()]
@@ -456,8 +448,9 @@ def db_grant_reader(ctx: click.Context, store: Store, role: str) -> None:
       fpstore --db postgresql://admin@dbhost/fp db grant-reader matching
     """
     grant = grant_reader(store, role)
-    click.echo(f"{grant.role} may now read {grant.database}: {len(grant.relations)} tables and views, "
-               f"{len(grant.functions)} functions in schema {grant.schema} (read-only)")
+    relations = counted(len(grant.relations), "table and view", "tables and views")
+    click.echo(f"{grant.role} may now read {grant.database}: {relations}, "
+               f"{counted(len(grant.functions), 'function')} in schema {grant.schema} (read-only)")
 
 
 @cli.command("example-audio")
@@ -474,7 +467,7 @@ def example_audio_command(folder: str, n_tracks: int, duration_s: float) -> None
       fpstore example-audio examples --tracks 5
     """
     paths = write_example_audio(folder, n_tracks=n_tracks, duration_s=duration_s)
-    click.echo(f"wrote {len(paths)} files to {folder}")
+    click.echo(f"wrote {counted(len(paths), 'file')} to {folder}")
 
 # -- matching (issue 4) ---------------------------------------------------------------------------------
 def match_options(command: F) -> F:
@@ -536,11 +529,11 @@ def _match_line(result: Any, top_k: int) -> str:
         return f"{c.file_name} (id {c.track_id})"
 
     best, runner = result.best, result.runner_up
-    runner_text = f"runner-up {name(runner)} {runner.votes} votes" if runner else "no runner-up"
+    runner_text = f"runner-up {name(runner)} {counted(runner.votes, 'vote')}" if runner else "no runner-up"
     if result.match is None:
         head = f"{result.query}: no match"
         if best is not None:
-            head += f" (best {name(best)} {best.votes} votes, {runner_text})"
+            head += f" (best {name(best)} {counted(best.votes, 'vote')}, {runner_text})"
     else:
         head = (f"{result.query}: {name(best)} votes {best.votes} confidence {result.confidence:.2f} "
                 f"offset {best.offset_s:.2f} s; {runner_text}")
@@ -617,8 +610,8 @@ def db_compact(ctx: click.Context, store: Store) -> None:
     """
     summary = compact(store)
     left = f"; {summary.partitions_left} left to running bulk loads" if summary.partitions_left else ""
-    merged = f"{summary.partitions_merged} partition{'' if summary.partitions_merged == 1 else 's'}"
-    click.echo(f"compacted {merged} into hashes_main: {summary.postings:,} postings "
+    click.echo(f"compacted {counted(summary.partitions_merged, 'partition')} into hashes_main: "
+               f"{counted(summary.postings, 'posting')} "
                f"sorted by (zone, hash) in {summary.seconds:.1f} s{left}")
 
 
@@ -662,7 +655,8 @@ def import_pickle_command(ctx: click.Context, store: Store, pickle_path: str) ->
       fpstore import-pickle task1_hash_db/hash_db.pkl
     """
     summary = import_seed_pickle(store, pickle_path)
-    click.echo(f"run {summary.run_id}: imported {summary.n_tracks} tracks and {summary.postings:,} postings "
+    click.echo(f"run {summary.run_id}: imported {counted(summary.n_tracks, 'track')} and "
+               f"{counted(summary.postings, 'posting')} "
                f"from {summary.path}")
     if not _state(ctx).quiet:
         click.echo(_format_pickle_summary(summary, _state(ctx).verbose))
@@ -685,7 +679,8 @@ def export_pickle_command(ctx: click.Context, store: Store, out_path: str, force
       fpstore export-pickle hash_db.pkl
     """
     summary = export_seed_pickle(store, out_path, overwrite=force)
-    click.echo(f"wrote {summary.n_tracks} tracks and {summary.postings:,} postings to {summary.path}")
+    click.echo(f"wrote {counted(summary.n_tracks, 'track')} and {counted(summary.postings, 'posting')} "
+               f"to {summary.path}")
     if not _state(ctx).quiet:
         click.echo(_format_pickle_summary(summary, _state(ctx).verbose))
 
@@ -729,7 +724,8 @@ def tracks_list(ctx: click.Context, store: Store, name: str | None, run_id: int 
         for t in listing.tracks:
             click.echo(f"{t['id']:>6}  {t['file_name']:<{width}}  {t['duration_s']:>10.1f}  "
                        f"{t['n_postings']:>9,}  {t['run_id']:>4}")
-    click.echo(f"{listing.n_matching} of {listing.n_total} tracks match, {listing.postings_matching:,} postings")
+    click.echo(f"{listing.n_matching} of {counted(listing.n_total, 'track')} match, "
+               f"{counted(listing.postings_matching, 'posting')}")
 
 
 @tracks_group.command("show")
@@ -782,15 +778,30 @@ def tracks_remove(ctx: click.Context, store: Store, track_ids: tuple[int, ...], 
       fpstore tracks remove 12 13 14 --yes
     """
     if not yes:
-        click.confirm(f"Remove {len(set(track_ids))} track(s) and all their postings?", abort=True)
+        _confirm_removal(store, sorted(set(track_ids)))
     removal = store.tracks.remove(track_ids, vacuum_after=vacuum)
-    click.echo(f"removed {len(removal.track_ids)} tracks and {removal.postings_removed:,} postings "
+    click.echo(f"removed {counted(len(removal.track_ids), 'track')} and {counted(removal.postings_removed, 'posting')} "
                f"({100 * removal.share_removed:.1f}% of all postings)" + (", then vacuumed" if removal.vacuumed else ""))
     if removal.vacuum_advised:
         click.echo("advice: that is more than 10% of the hashes table; run "
                    "`fpstore db shell -- -c 'VACUUM (ANALYZE) hashes'` "
                    "(or use --vacuum next time) so PostgreSQL reuses the space and plans with fresh statistics",
                    err=True)
+
+
+def _confirm_removal(store: Store, track_ids: list[int]) -> None:
+    """Ask before removing, naming the tracks; a "no" is an error (exit 1) that removed nothing.
+
+    With an unknown id there is nothing to ask: the removal itself refuses it, naming the id.
+    """
+    names = store.tracks.names(track_ids)
+    if len(names) < len(track_ids):
+        return
+    shown = [f"{track_id} {names[track_id]}" for track_id in track_ids[:PROMPT_NAMES]]
+    if len(track_ids) > PROMPT_NAMES:
+        shown.append(f"and {len(track_ids) - PROMPT_NAMES} more")
+    if not click.confirm(f"Remove {counted(len(track_ids), 'track')} ({', '.join(shown)}) and all their postings?"):
+        raise click.ClickException("removal declined: nothing removed")
 
 
 @cli.command("plot")
@@ -822,8 +833,9 @@ def plot_command(ctx: click.Context, /, audio_file: str, zones: tuple[str, ...],
     out_png = out_png or pathlib.Path(audio_file).with_suffix(".png").name
     counts = plot_fingerprint(audio_file, out_png, settings.params, zone=plot_zone, n_anchors=n_anchors,
                               width_px=width_px, height_px=height_px)
-    click.echo(f"wrote {out_png} ({width_px}x{height_px}): {counts['n_frames']} frames, {counts['n_peaks']} peaks, "
-               f"{counts['n_pairs_drawn']} of {counts['n_zone_hashes']} pairs drawn")
+    click.echo(f"wrote {out_png} ({width_px}x{height_px}): {counted(counts['n_frames'], 'frame')}, "
+               f"{counted(counts['n_peaks'], 'peak')}, {counts['n_pairs_drawn']} of "
+               f"{counted(counts['n_zone_hashes'], 'pair')} drawn")
 
 
 @cli.group("config")

@@ -36,6 +36,7 @@ from fpstore.db.tracks import TrackRecord
 from fpstore.files import file_sha256, one_line, scan_folder, unreadable_reason
 from fpstore.signal.audio import display_path
 from fpstore.signal.params import FingerprintParams
+from fpstore.wording import counted
 from fpstore.workers import Fingerprinter
 
 #: Runs over at least this many files take the bulk path (README, "Speed").
@@ -85,7 +86,8 @@ class WriteOutcome:
 
     def added(self, path: str, track_id: int, record_postings: dict[str, int]) -> None:
         """Account for one track written."""
-        self.events.append(FileEvent(path, "added", f"track {track_id}, {sum(record_postings.values())} postings"))
+        postings = counted(sum(record_postings.values()), "posting")
+        self.events.append(FileEvent(path, "added", f"track {track_id}, {postings}"))
         for zone_name, n in record_postings.items():
             self.postings_by_zone[zone_name] = self.postings_by_zone.get(zone_name, 0) + n
 

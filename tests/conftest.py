@@ -30,7 +30,9 @@ from sqlalchemy.engine import make_url
 from fpstore.db.store import Store
 from fpstore.db.urls import normalize_url
 
+#: Beside the project's clone, as ``../shared/corpus/make_corpus_dev.sh`` builds it; $FPSTORE_CORPUS overrides.
 CORPUS_DIR = Path(os.environ.get("FPSTORE_CORPUS", Path(__file__).resolve().parents[2] / "corpus" / "dev"))
+CORPUS_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "make_corpus_dev.sh"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -168,10 +170,18 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
+def corpus_missing_message() -> str:
+    """Why the real-music tests skip, with the command that builds the corpus, in absolute paths."""
+    script = CORPUS_SCRIPT
+    build = (f"`bash {script}` builds it in {script.parents[2] / 'corpus' / 'dev'}" if script.is_file()
+             else f"the team's shared/corpus/make_corpus_dev.sh builds it (expected at {script})")
+    return f"real-music corpus not built at {CORPUS_DIR}: {build}; FPSTORE_CORPUS names another corpus folder"
+
+
 @pytest.fixture(scope="session")
 def corpus_clips() -> list[Path]:
     """The real-music 30 s clips, or skip when the corpus has not been built."""
     clips = sorted((CORPUS_DIR / "clips30").glob("*.mp3"))
     if not clips:
-        pytest.skip(f"real-music corpus not built at {CORPUS_DIR} (bash ../shared/corpus/make_corpus_dev.sh)")
+        pytest.skip(corpus_missing_message())
     return clips
