@@ -86,6 +86,9 @@ def test_readme_sql_runs_through_db_shell_on_the_embedded_database(data_dir: Pat
     assert failed.returncode == 1 and 'column "no_such_column" does not exist' in failed.stderr
     # The server ran for psql only: it is down again.
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+    down = fpstore("db", "url", env=env)
+    assert down.stdout == f"postgresql://fpstore@/fpstore?host={data_dir / 'run'}&port=5432\n"
+    assert "the embedded server is not running; keep it up with `fpstore db serve`" in down.stderr
 
 
 @pytest.mark.postgres
@@ -99,7 +102,8 @@ def test_db_shell_on_a_named_database(db_url: str) -> None:
 
 
 @pytest.mark.postgres
-def test_psql_reaches_the_embedded_database_while_db_serve_runs(data_dir: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_psql_reaches_the_embedded_database_while_db_serve_runs(data_dir: Path, stop_signal: int) -> None:
     env = fpstore_process_env(data_dir)
     server = subprocess.Popen([sys.executable, "-m", "fpstore", "db", "serve"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env)
@@ -113,6 +117,7 @@ def test_psql_reaches_the_embedded_database_while_db_serve_runs(data_dir: Path) 
 
         printed = fpstore("db", "url", env=env)
         assert printed.returncode == 0 and printed.stdout.strip() == served_url
+        assert printed.stderr == ""  # no "not running" note while db serve runs
         psql = subprocess.run([str(find_psql(bundled_first=True)), printed.stdout.strip(), "-X", "-A", "-t",
                                "-c", "SELECT current_user || ' ' || current_database()"],
                               capture_output=True, text=True, timeout=SLOW, check=False)
@@ -122,7 +127,7 @@ def test_psql_reaches_the_embedded_database_while_db_serve_runs(data_dir: Path) 
         pid = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
         assert alive(pid)
 
-        server.send_signal(signal.SIGINT)
+        server.send_signal(stop_signal)
         assert server.wait(timeout=SLOW) == 0
         assert server.stderr is not None and "stopped" in server.stderr.read()
         assert wait_until(lambda: not alive(pid), 10)
