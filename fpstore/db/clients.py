@@ -72,7 +72,7 @@ def run_psql(url: str | None, psql_args: Sequence[str]) -> int:
     Returns
     -------
     status : int
-        psql's exit status.
+        psql's exit status (128 + N if a signal N killed it, as shells report it).
 
     Raises
     ------
@@ -93,9 +93,10 @@ def run_psql(url: str | None, psql_args: Sequence[str]) -> int:
             raise DatabaseError(f"cannot run {psql}: {exc.strerror or exc}") from exc
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            return child.wait()
+            status = child.wait()
         finally:
             signal.signal(signal.SIGINT, previous)
+    return 128 - status if status < 0 else status  # killed by signal N: the shell's 128 + N
 
 
 def serve(url: str | None, on_ready: Callable[[str], None]) -> int:
