@@ -23,17 +23,22 @@ import click
 import fpstore
 from fpstore.config import Settings, parse_zone, resolve_settings, settings_in_force
 from fpstore.db.access import grant_reader
+from fpstore.db.clients import accepts_connections, run_psql, serve, url_in_force
 from fpstore.db.compact import compact
 from fpstore.db.maintenance import set_lookup_index
 from fpstore.db.store import Store, head_revision, open_store
+from fpstore.db.urls import libpq_url
 from fpstore.errors import FpstoreError
 from fpstore.ingest import FileEvent, IngestSummary, ingest
 from fpstore.pickle_io import PickleSummary, export_seed_pickle, import_seed_pickle
 from fpstore.plots import plot_fingerprint
 from fpstore.report import ZONE_COLUMNS, Report, build_report
 from fpstore.signal.synth import write_example_audio
+from fpstore.wording import counted
 
 EXIT_SOME_FILES_FAILED = 3
+#: Tracks named in the prompt of ``tracks remove``; more are counted.
+PROMPT_NAMES = 10
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -186,8 +191,9 @@ def ingest_command(ctx: click.Context, /, store: Store, folder: str, zones: tupl
                    jobs: int | None, allow_failures: bool, batch_postings: int, **options: Any) -> None:
     """Fingerprint the audio files under FOLDER and store the new ones.
 
-    Files (.mp3 .wav .m4a .flac .ogg, any case) are found recursively and taken in sorted order; a file
-    whose content is already stored is skipped unless --force.
+    Audio files (.mp3 .wav .flac .ogg .opus .m4a .aac .aiff and every other extension the decoders read,
+    any case) are found recursively and taken in sorted order; the other files are counted in one line.
+    A file whose content is already stored is skipped unless --force.
 
     \b
     Example:
@@ -236,10 +242,14 @@ def _progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Calla
 
 def _format_summary(summary: IngestSummary) -> str:
     lines = [
-        f"run {summary.run_id}: {summary.files_seen} files: {summary.tracks_added} added, "
+        f"run {summary.run_id}: {counted(summary.files_seen, 'file')}: {summary.tracks_added} added, "
         f"{summary.tracks_skipped} skipped, {summary.tracks_failed} failed in {summary.elapsed_s:.1f} s",
-        "postings added per zone:",
     ]
+    if summary.other_extensions:
+        extensions = ", ".join(ext or "no extension" for ext in summary.other_extensions)
+        lines.append(f"skipped {counted(sum(summary.other_extensions.values()), 'file')} with other extensions "
+                     f"({extensions})")
+    lines.append("postings added per zone:")
     lines += [f"  {zone:<16} {count:>12,}" for zone, count in summary.postings_by_zone.items()]
     lines.append(f"  {'total':<16} {summary.postings:>12,}")
     return "\n".join(lines)
@@ -308,12 +318,12 @@ def _report_table(report: Report) -> str:
 
 @cli.group("db")
 def db_group() -> None:
-    """The database itself: schema migrations, indexes, compaction, access for readers.
+    """The database itself: SQL access, schema migrations, indexes, compaction, access for readers.
 
     \b
     Example:
       fpstore db upgrade
-      fpstore db current
+      fpstore db shell -- -c 'SELECT count(*) FROM tracks'
     """
 
 
@@ -360,6 +370,68 @@ def db_current(ctx: click.Context, store: Store) -> None:
     click.echo(f"{store.url}: revision {store.schema_revision() or 'none'} (this fpstore: {head_revision()})")
 
 
+@db_group.command("url")
+@click.option("--with-password", is_flag=True,
+              help="Include the password (left out by default: libpq reads $PGPASSWORD or ~/.pgpass, or psql asks).")
+@click.pass_context
+def db_url(ctx: click.Context, with_password: bool) -> None:
+    """Print the database's libpq URL (postgresql://...), for psql, psycopg and other clients.
+
+    For the embedded server the URL names its unix socket folder (?host=...); the server runs only
+    while an fpstore command uses it, so keep it up with `fpstore db serve` meanwhile.
+
+    \b
+    Example:
+      psql "$(fpstore db url)" -c 'SELECT count(*) FROM tracks'
+    """
+    url, embedded = url_in_force(_state(ctx).settings().database_url)
+    click.echo(libpq_url(url, with_password=with_password))
+    if embedded and not accepts_connections(url):
+        click.echo("note: the embedded server is not running; keep it up with `fpstore db serve` "
+                   "in another terminal, or use `fpstore db shell`", err=True)
+
+
+@db_group.command("shell", context_settings={"ignore_unknown_options": True})
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def db_shell(ctx: click.Context, psql_args: tuple[str, ...]) -> None:
+    """Run psql on the database (the embedded server is kept up while psql runs).
+
+    PSQL_ARGS, after --, go to psql as they are; psql's exit status is fpstore's.
+
+    \b
+    Example:
+      fpstore db shell
+      fpstore db shell -- -c 'SELECT count(*) FROM tracks'
+      fpstore db shell -- -v ON_ERROR_STOP=1 -f queries.sql
+    """
+    ctx.exit(run_psql(_state(ctx).settings().database_url, psql_args))
+
+
+@db_group.command("serve")
+@click.pass_context
+def db_serve(ctx: click.Context) -> None:
+    """Keep the embedded server up for other clients, printing its URL, until Ctrl-C.
+
+    Access stays unix-socket only, for the server's owner only. Stops the server cleanly on Ctrl-C,
+    SIGTERM or SIGHUP (unless other fpstore commands still use it). A database named by --db,
+    $FPSTORE_DATABASE_URL or the config file runs by itself: there is nothing to serve, and the
+    command fails (exit status 1).
+
+    \b
+    Example:
+      fpstore db serve &
+      psql "$(fpstore db url)"
+    """
+
+    def ready(url: str) -> None:
+        click.echo(url)
+        click.echo("serving fpstore's embedded database until Ctrl-C", err=True)
+
+    serve(_state(ctx).settings().database_url, ready)
+    click.echo("stopped", err=True)
+
+
 @db_group.command("grant-reader")
 @click.argument("role")
 @click.pass_context
@@ -376,8 +448,9 @@ def db_grant_reader(ctx: click.Context, store: Store, role: str) -> None:
       fpstore --db postgresql://admin@dbhost/fp db grant-reader matching
     """
     grant = grant_reader(store, role)
-    click.echo(f"{grant.role} may now read {grant.database}: {len(grant.relations)} tables and views, "
-               f"{len(grant.functions)} functions in schema {grant.schema} (read-only)")
+    relations = counted(len(grant.relations), "table and view", "tables and views")
+    click.echo(f"{grant.role} may now read {grant.database}: {relations}, "
+               f"{counted(len(grant.functions), 'function')} in schema {grant.schema} (read-only)")
 
 
 @cli.command("example-audio")
@@ -394,7 +467,7 @@ def example_audio_command(folder: str, n_tracks: int, duration_s: float) -> None
       fpstore example-audio examples --tracks 5
     """
     paths = write_example_audio(folder, n_tracks=n_tracks, duration_s=duration_s)
-    click.echo(f"wrote {len(paths)} files to {folder}")
+    click.echo(f"wrote {counted(len(paths), 'file')} to {folder}")
 
 # -- matching (issue 4) ---------------------------------------------------------------------------------
 def match_options(command: F) -> F:
@@ -471,11 +544,12 @@ def _match_line(result: Any, top_k: int) -> str:
 
     best, runner = result.best, result.runner_up
     # With --top 1 the runner-up is not listed (it still weighs in the confidence).
-    runner_text = "" if top_k == 1 else f"runner-up {name(runner)} {runner.votes} votes" if runner else "no runner-up"
+    runner_text = ("" if top_k == 1 else f"runner-up {name(runner)} {counted(runner.votes, 'vote')}" if runner
+                   else "no runner-up")
     if result.match is None:
         head = f"{result.query}: no match"
         if best is not None:
-            head += f" (best {name(best)} {best.votes} votes" + (f", {runner_text})" if runner_text else ")")
+            head += f" (best {name(best)} {counted(best.votes, 'vote')}" + (f", {runner_text})" if runner_text else ")")
     else:
         head = (f"{result.query}: {name(best)} votes {best.votes} confidence {result.confidence:.2f} "
                 f"offset {best.offset_s:.2f} s" + (f"; {runner_text}" if runner_text else ""))
@@ -558,8 +632,8 @@ def db_compact(ctx: click.Context, store: Store) -> None:
     """
     summary = compact(store)
     left = f"; {summary.partitions_left} left to running bulk loads" if summary.partitions_left else ""
-    merged = f"{summary.partitions_merged} partition{'' if summary.partitions_merged == 1 else 's'}"
-    click.echo(f"compacted {merged} into hashes_main: {summary.postings:,} postings "
+    click.echo(f"compacted {counted(summary.partitions_merged, 'partition')} into hashes_main: "
+               f"{counted(summary.postings, 'posting')} "
                f"sorted by (zone, hash) in {summary.seconds:.1f} s{left}")
 
 
@@ -603,7 +677,8 @@ def import_pickle_command(ctx: click.Context, store: Store, pickle_path: str) ->
       fpstore import-pickle task1_hash_db/hash_db.pkl
     """
     summary = import_seed_pickle(store, pickle_path)
-    click.echo(f"run {summary.run_id}: imported {summary.n_tracks} tracks and {summary.postings:,} postings "
+    click.echo(f"run {summary.run_id}: imported {counted(summary.n_tracks, 'track')} and "
+               f"{counted(summary.postings, 'posting')} "
                f"from {summary.path}")
     if not _state(ctx).quiet:
         click.echo(_format_pickle_summary(summary, _state(ctx).verbose))
@@ -626,7 +701,8 @@ def export_pickle_command(ctx: click.Context, store: Store, out_path: str, force
       fpstore export-pickle hash_db.pkl
     """
     summary = export_seed_pickle(store, out_path, overwrite=force)
-    click.echo(f"wrote {summary.n_tracks} tracks and {summary.postings:,} postings to {summary.path}")
+    click.echo(f"wrote {counted(summary.n_tracks, 'track')} and {counted(summary.postings, 'posting')} "
+               f"to {summary.path}")
     if not _state(ctx).quiet:
         click.echo(_format_pickle_summary(summary, _state(ctx).verbose))
 
@@ -670,7 +746,8 @@ def tracks_list(ctx: click.Context, store: Store, name: str | None, run_id: int 
         for t in listing.tracks:
             click.echo(f"{t['id']:>6}  {t['file_name']:<{width}}  {t['duration_s']:>10.1f}  "
                        f"{t['n_postings']:>9,}  {t['run_id']:>4}")
-    click.echo(f"{listing.n_matching} of {listing.n_total} tracks match, {listing.postings_matching:,} postings")
+    click.echo(f"{listing.n_matching} of {counted(listing.n_total, 'track')} match, "
+               f"{counted(listing.postings_matching, 'posting')}")
 
 
 @tracks_group.command("show")
@@ -723,14 +800,30 @@ def tracks_remove(ctx: click.Context, store: Store, track_ids: tuple[int, ...], 
       fpstore tracks remove 12 13 14 --yes
     """
     if not yes:
-        click.confirm(f"Remove {len(set(track_ids))} track(s) and all their postings?", abort=True)
+        _confirm_removal(store, sorted(set(track_ids)))
     removal = store.tracks.remove(track_ids, vacuum_after=vacuum)
-    click.echo(f"removed {len(removal.track_ids)} tracks and {removal.postings_removed:,} postings "
+    click.echo(f"removed {counted(len(removal.track_ids), 'track')} and {counted(removal.postings_removed, 'posting')} "
                f"({100 * removal.share_removed:.1f}% of all postings)" + (", then vacuumed" if removal.vacuumed else ""))
     if removal.vacuum_advised:
-        click.echo("advice: that is more than 10% of the hashes table; run `VACUUM (ANALYZE) hashes;` in psql "
+        click.echo("advice: that is more than 10% of the hashes table; run "
+                   "`fpstore db shell -- -c 'VACUUM (ANALYZE) hashes'` "
                    "(or use --vacuum next time) so PostgreSQL reuses the space and plans with fresh statistics",
                    err=True)
+
+
+def _confirm_removal(store: Store, track_ids: list[int]) -> None:
+    """Ask before removing, naming the tracks; a "no" is an error (exit 1) that removed nothing.
+
+    With an unknown id there is nothing to ask: the removal itself refuses it, naming the id.
+    """
+    names = store.tracks.names(track_ids)
+    if len(names) < len(track_ids):
+        return
+    shown = [f"{track_id} {names[track_id]}" for track_id in track_ids[:PROMPT_NAMES]]
+    if len(track_ids) > PROMPT_NAMES:
+        shown.append(f"and {len(track_ids) - PROMPT_NAMES} more")
+    if not click.confirm(f"Remove {counted(len(track_ids), 'track')} ({', '.join(shown)}) and all their postings?"):
+        raise click.ClickException("removal declined: nothing removed")
 
 
 @cli.command("plot")
@@ -762,8 +855,9 @@ def plot_command(ctx: click.Context, /, audio_file: str, zones: tuple[str, ...],
     out_png = out_png or pathlib.Path(audio_file).with_suffix(".png").name
     counts = plot_fingerprint(audio_file, out_png, settings.params, zone=plot_zone, n_anchors=n_anchors,
                               width_px=width_px, height_px=height_px)
-    click.echo(f"wrote {out_png} ({width_px}x{height_px}): {counts['n_frames']} frames, {counts['n_peaks']} peaks, "
-               f"{counts['n_pairs_drawn']} of {counts['n_zone_hashes']} pairs drawn")
+    click.echo(f"wrote {out_png} ({width_px}x{height_px}): {counted(counts['n_frames'], 'frame')}, "
+               f"{counted(counts['n_peaks'], 'peak')}, {counts['n_pairs_drawn']} of "
+               f"{counted(counts['n_zone_hashes'], 'pair')} drawn")
 
 
 @cli.group("config")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +32,22 @@ def sorted_pairs(hashes: np.ndarray, t_anchor: np.ndarray) -> list[tuple[int, in
 def oracle_pairs(path: Path, duration: float | None = 30.0) -> dict[str, list[tuple[int, int]]]:
     """The seed port's pairs for one file, per zone name, sorted."""
     return {zone: sorted(pairs) for zone, pairs in seed_port.seed_pairs_of_file(str(path), duration=duration).items()}
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rfind(")") + 2] not in "ZX"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds have passed; return its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()

@@ -176,7 +176,7 @@ class Store:
         ------
         SchemaNotAtHead
             If the schema is older (run ``fpstore db upgrade``), newer than this fpstore, or absent
-            and ``upgrade_empty`` is False.
+            and ``upgrade_empty`` is False (then the message says to ingest first, which creates it).
         """
         head = head_revision()
         current = self.schema_revision()
@@ -187,7 +187,10 @@ class Store:
             return
         script = ScriptDirectory.from_config(migrations_config())
         if current is None:
-            raise SchemaNotAtHead(f"database {self.url} has no fpstore schema: run `fpstore db upgrade`")
+            raise SchemaNotAtHead(
+                f"database {self.url} holds no fingerprints yet (no fpstore schema): ingest first, e.g. "
+                "`fpstore ingest FOLDER`, which creates the schema (`fpstore db upgrade` creates it empty)"
+            )
         try:
             script.get_revision(current)
         except Exception:
@@ -249,7 +252,8 @@ class Store:
         with self.engine.connect() as conn:
             stored = conn.execute(text("SELECT params FROM profile")).scalar()
         if stored is None:
-            raise NotFound(f"database {self.url} holds no fingerprints yet (no profile): ingest first")
+            raise NotFound(f"database {self.url} holds no fingerprints yet (no profile): ingest first, e.g. "
+                           "`fpstore ingest FOLDER`")
         values = dict(stored)
         values["zones"] = tuple(Zone(**zone) for zone in values["zones"])
         return FingerprintParams(duration_s=duration_s, **values)
