@@ -153,19 +153,25 @@ MIX = [("U", 0, 20), ("A", 0, 40), ("B", 10, 40), ("noise", 0, 15), ("A", 25, 50
 TUNES = {"A": (11, 60.0), "B": (12, 45.0), "U": (90, 20.0)}
 
 
-def _mix_and_truth(folder: Path, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[str, float, float, float]]]:
-    """Write tunes A and B to ``folder``; return the mix and its identified parts (name, stream start, end, track start)."""
+def _mix_and_truth(folder: Path, rng: np.random.Generator, mix: list[tuple[str, int, int]],
+                   tunes: dict[str, tuple[int, float]]) -> tuple[np.ndarray, list[tuple[str, float, float, float]]]:
+    """Write the stored tunes (names without "U") to ``folder``; return the mix and its identified parts.
+
+    Parts are ``(file name, stream start, stream end, track start)``, in seconds.
+    """
     folder.mkdir()
-    tunes = {}
-    for name, (seed, seconds) in TUNES.items():
-        tunes[name] = synth_tune(seed, duration_s=seconds)
-        if name != "U":
-            soundfile.write(folder / f"tune_{name}.wav", tunes[name], SR, subtype="PCM_16")
-    tunes["noise"] = (0.05 * rng.standard_normal(15 * SR)).astype(np.float32)
+    signals = {}
+    for name, (seed, seconds) in tunes.items():
+        signals[name] = synth_tune(seed, duration_s=seconds)
+        if not name.startswith("U"):
+            soundfile.write(folder / f"tune_{name}.wav", signals[name], SR, subtype="PCM_16")
     pieces, truth, now = [], [], 0.0
-    for name, begin, end in MIX:
-        pieces.append(tunes[name][begin * SR:end * SR])
-        if name in ("A", "B"):
+    for name, begin, end in mix:
+        if name == "noise":
+            pieces.append((0.05 * rng.standard_normal((end - begin) * SR)).astype(np.float32))
+        else:
+            pieces.append(signals[name][begin * SR:end * SR])
+        if name in tunes and not name.startswith("U"):
             truth.append((f"tune_{name}.wav", now, now + end - begin, float(begin)))
         now += end - begin
     return np.concatenate(pieces), truth
@@ -173,7 +179,7 @@ def _mix_and_truth(folder: Path, rng: np.random.Generator) -> tuple[np.ndarray, 
 
 @pytest.fixture
 def mix(store, tmp_path, rng_factory):
-    y, truth = _mix_and_truth(tmp_path / "music", rng_factory(5))
+    y, truth = _mix_and_truth(tmp_path / "music", rng_factory(5), MIX, TUNES)
     ingest(store, tmp_path / "music", FingerprintParams(duration_s=None), jobs=1)
     soundfile.write(tmp_path / "mix.wav", y, SR, subtype="PCM_16")
     return store, tmp_path / "mix.wav", truth
@@ -264,3 +270,19 @@ def test_cli_monitor_bad_input_is_one_line(store, tmp_path, db_url) -> None:
     assert result.exit_code == 1 and result.output == f"Error: {tmp_path / 'empty.wav'}: empty file (0 bytes)\n"
     result = runner.invoke(cli, ["--db", db_url, "monitor", str(tmp_path / "music" / "t.wav"), "--hop", "20"])
     assert result.exit_code == 2 and "--hop" in result.output
+
+
+#: Ten minutes: five stored 120 s tunes, two unknown ones and noise, as in the README's run.
+LONG_MIX = [("U1", 0, 30), ("A", 0, 90), ("B", 20, 100), ("noise", 0, 20), ("C", 0, 120), ("U2", 10, 60),
+            ("A", 60, 120), ("D", 30, 90), ("E", 0, 60), ("B", 0, 30)]
+LONG_TUNES = {name: (seed, 120.0) for name, seed in zip(["A", "B", "C", "D", "E", "U1", "U2"], range(21, 28))}
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_ten_minute_mix(store, tmp_path, rng_factory) -> None:
+    y, truth = _mix_and_truth(tmp_path / "music", rng_factory(6), LONG_MIX, LONG_TUNES)
+    assert y.size == 600 * SR
+    ingest(store, tmp_path / "music", FingerprintParams(duration_s=None), jobs=1)
+    found = [segment.__dict__ for segment in monitor(store, (y[i:i + SR // 2] for i in range(0, y.size, SR // 2)))]
+    _check_against_truth(found, truth)
