@@ -286,3 +286,29 @@ def test_ten_minute_mix(store, tmp_path, rng_factory) -> None:
     ingest(store, tmp_path / "music", FingerprintParams(duration_s=None), jobs=1)
     found = [segment.__dict__ for segment in monitor(store, (y[i:i + SR // 2] for i in range(0, y.size, SR // 2)))]
     _check_against_truth(found, truth)
+
+
+@pytest.mark.postgres
+def test_cli_prints_a_segment_while_the_stream_is_still_open(mix, db_url) -> None:
+    """The first segment's line comes out (flushed) while standard input is still open, as on a live stream."""
+    import threading
+
+    _, path, truth = mix
+    data = path.read_bytes()
+    header_and_80_s = data[:len(data) - (130 - 80) * SR * 2]  # 16-bit mono: 2 bytes a sample
+    lines: list[bytes] = []
+    with subprocess.Popen([sys.executable, "-m", "fpstore", "--db", db_url, "monitor", "-"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(header_and_80_s)
+        process.stdin.flush()
+        reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()))  # type: ignore[union-attr]
+        reader.start()
+        reader.join(timeout=600)  # a watchdog, not a measurement: the line is expected within seconds
+        assert lines and lines[0].decode().split(" -> ")[1].startswith(truth[0][0]), lines
+        assert process.poll() is None  # still running, waiting for the rest of the stream
+        process.stdin.write(data[len(header_and_80_s):])
+        process.stdin.close()
+        rest = process.stdout.read()
+        assert process.wait(timeout=600) == 0
+    assert len(lines[0].splitlines() + rest.splitlines()) == len(truth)
