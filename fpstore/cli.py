@@ -28,6 +28,7 @@ from fpstore.db.maintenance import set_lookup_index
 from fpstore.db.store import Store, head_revision, open_store
 from fpstore.errors import FpstoreError
 from fpstore.ingest import FileEvent, IngestSummary, ingest
+from fpstore.monitor import DEFAULT_HOP_S, DEFAULT_MAX_GAP, DEFAULT_TOLERANCE_FRAMES, DEFAULT_WINDOW_S
 from fpstore.pickle_io import PickleSummary, export_seed_pickle, import_seed_pickle
 from fpstore.plots import plot_fingerprint
 from fpstore.report import ZONE_COLUMNS, Report, build_report
@@ -527,14 +528,15 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
 # -- monitoring (issue 12) ---------------------------------------------------------------------------------
 @cli.command("monitor")
 @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False))
-@click.option("--window", "window_s", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
-              help="Seconds of audio matched at a time.")
-@click.option("--hop", "hop_s", type=click.FloatRange(0, min_open=True), default=5.0, show_default=True,
-              help="Seconds between window starts (at most --window); boundaries are found within a hop.")
+@click.option("--window", "window_s", type=click.FloatRange(0, min_open=True), default=DEFAULT_WINDOW_S,
+              show_default=True, help="Seconds of audio matched at a time.")
+@click.option("--hop", "hop_s", type=click.FloatRange(0, min_open=True), default=DEFAULT_HOP_S, show_default=True,
+              help="Seconds between window starts, at most --window (shorter: finer boundaries, more lookups).")
 @match_options
-@click.option("--tolerance", "tolerance_frames", type=click.IntRange(0), default=2, show_default=True,
+@click.option("--tolerance", "tolerance_frames", type=click.IntRange(0), default=DEFAULT_TOLERANCE_FRAMES,
+              show_default=True,
               help="Frames two windows' track offsets may differ by and still be one segment.")
-@click.option("--max-gap", type=click.IntRange(0), default=1, show_default=True,
+@click.option("--max-gap", type=click.IntRange(0), default=DEFAULT_MAX_GAP, show_default=True,
               help="Unknown windows a segment may span when the same track at the same offset comes back.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per segment.")
 @click.pass_context
