@@ -28,7 +28,13 @@ from fpstore.db.maintenance import set_lookup_index
 from fpstore.db.store import Store, head_revision, open_store
 from fpstore.errors import FpstoreError
 from fpstore.ingest import FileEvent, IngestSummary, ingest
-from fpstore.monitor import DEFAULT_HOP_S, DEFAULT_MAX_GAP, DEFAULT_TOLERANCE_FRAMES, DEFAULT_WINDOW_S
+from fpstore.monitor import (
+    DEFAULT_HOP_S,
+    DEFAULT_MAX_GAP,
+    DEFAULT_MIN_WINDOWS,
+    DEFAULT_TOLERANCE_FRAMES,
+    DEFAULT_WINDOW_S,
+)
 from fpstore.pickle_io import PickleSummary, export_seed_pickle, import_seed_pickle
 from fpstore.plots import plot_fingerprint
 from fpstore.report import ZONE_COLUMNS, Report, build_report
@@ -537,13 +543,16 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
               show_default=True,
               help="Frames two windows' track offsets may differ by and still be one segment.")
 @click.option("--max-gap", type=click.IntRange(0), default=DEFAULT_MAX_GAP, show_default=True,
-              help="Unknown windows a segment may span when the same track at the same offset comes back.")
+              help="Windows that do not continue a segment (unknown, or another match) it may span when "
+                   "the same track at the same offset comes back.")
+@click.option("--min-windows", type=click.IntRange(1), default=DEFAULT_MIN_WINDOWS, show_default=True,
+              help="Fewest windows a segment needs to be printed (a lone window is mostly a chance match).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per segment.")
 @click.pass_context
 @with_store
 def monitor_command(ctx: click.Context, store: Store, source: str, window_s: float, hop_s: float, zone: str,
                     min_votes: int | None, min_ratio: float, tolerance_frames: int, max_gap: int,
-                    as_json: bool) -> None:
+                    min_windows: int, as_json: bool) -> None:
     """Follow a long recording or a live stream (SOURCE, or - for standard input) and tell what plays when.
 
     The audio is decoded as files are (mono, the database's sample rate) and matched window by window;
@@ -568,7 +577,7 @@ def monitor_command(ctx: click.Context, store: Store, source: str, window_s: flo
     blocks = audio_blocks(source, store.params(duration_s=None).sample_rate, stdin=sys.stdin.buffer)
     for segment in monitor(store, blocks, window_s=window_s, hop_s=hop_s, zone=zone,
                            rule=DecisionRule(min_votes, min_ratio), tolerance_frames=tolerance_frames,
-                           max_gap=max_gap, on_window=_echo_window if verbose else None):
+                           max_gap=max_gap, min_windows=min_windows, on_window=_echo_window if verbose else None):
         click.echo(json.dumps(_segment_json(segment)) if as_json else _segment_line(segment))
 
 

@@ -5,7 +5,9 @@ holds one window whatever the stream's length); each window is fingerprinted and
 (:func:`fpstore.match.match_fingerprint`, one posting lookup per window) and gives a
 :class:`WindowAnswer`. :class:`Segmenter` turns the answers into :class:`Segment` s: consecutive
 windows naming the same track at the same alignment (the track's time minus the stream's time, equal
-within a tolerance) are one segment, told when it ends.
+within a tolerance) are one segment, told when it ends. A window or two that break the run (unknown,
+or a section the track repeats, matched at its other place) do not split it when the run goes on after
+them; a segment of a single window is taken for a chance match and not told.
 
 Where a segment starts and ends inside its first and last windows is estimated from the votes: a window
 that holds only part of a track collects votes in proportion to that part, so the boundary window's
@@ -47,9 +49,14 @@ DEFAULT_HOP_S = 5.0
 DEFAULT_TOLERANCE_FRAMES = 2
 #: The "no match" rule of :mod:`fpstore.match`, with its defaults.
 DEFAULT_RULE = DecisionRule()
-#: Unknown windows a segment may span when the same track at the same alignment comes back after them
-#: (a quiet passage, a burst of noise).
+#: Windows a segment may span that name nothing or something else, when the same track at the same
+#: alignment comes back after them: a quiet passage, a burst of noise, or a section the track repeats,
+#: matched at its other occurrence (seen on real music).
 DEFAULT_MAX_GAP = 1
+#: Fewest windows a segment needs to be told: a lone window is most often a chance match (on real
+#: music, an unknown track's window reached 19 votes for a stored one), while a track heard for
+#: ``window + hop`` seconds fills two windows.
+DEFAULT_MIN_WINDOWS = 2
 
 
 @dataclass(frozen=True)
@@ -123,13 +130,12 @@ class _OpenSegment:
     best_votes: int
     votes_per_s_total: float  # summed over the segment's windows, for the typical rate of a full window
     windows: int = 1
-    gap: int = 0  # unknown windows since ``last``
 
     def takes(self, answer: WindowAnswer, tolerance_s: float) -> bool:
         return answer.track_id == self.last.track_id and abs(answer.alignment_s - self.last.alignment_s) <= tolerance_s
 
     def extend(self, answer: WindowAnswer) -> None:
-        self.last, self.windows, self.gap = answer, self.windows + 1, 0
+        self.last, self.windows = answer, self.windows + 1
         self.best_votes = max(self.best_votes, answer.votes)
         self.votes_per_s_total += answer.votes_per_s
 
@@ -161,7 +167,7 @@ class _OpenSegment:
 class Segmenter:
     """Per-window answers in stream order → segments, each given out once it has ended.
 
-    Pure and bounded: it keeps one open segment, whatever the number of windows.
+    Pure and bounded: it keeps one open segment and at most ``max_gap`` windows after it.
 
     Parameters
     ----------
@@ -169,7 +175,11 @@ class Segmenter:
         Largest difference of alignment (track time minus stream time) between consecutive windows of
         one segment.
     max_gap : int
-        Unknown windows a segment may span if the same track at the same alignment follows them.
+        Windows a segment may span that do not continue it (unknown, another track, or the same track
+        at another alignment), if the same track at the same alignment follows them. A segment ends
+        once more windows than that have not continued it; they are then read afresh.
+    min_windows : int
+        Segments of fewer windows are not told (taken for chance matches).
 
     Examples
     --------
@@ -181,40 +191,53 @@ class Segmenter:
     [(0.0, 15.0, 30.0, 45.0)]
     """
 
-    def __init__(self, tolerance_s: float, max_gap: int = DEFAULT_MAX_GAP) -> None:
+    def __init__(self, tolerance_s: float, max_gap: int = DEFAULT_MAX_GAP,
+                 min_windows: int = DEFAULT_MIN_WINDOWS) -> None:
         if not np.isfinite(tolerance_s) or tolerance_s < 0:
             raise ParameterError(f"tolerance_s={tolerance_s!r} must be a number >= 0")
-        if isinstance(max_gap, bool) or not isinstance(max_gap, int) or max_gap < 0:
-            raise ParameterError(f"max_gap={max_gap!r} must be an integer >= 0")
-        self.tolerance_s, self.max_gap = tolerance_s, max_gap
+        for name, value, least in (("max_gap", max_gap, 0), ("min_windows", min_windows, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ParameterError(f"{name}={value!r} must be an integer >= {least}")
+        self.tolerance_s, self.max_gap, self.min_windows = tolerance_s, max_gap, min_windows
         self._open: _OpenSegment | None = None
+        self._pending: list[WindowAnswer] = []  # windows since the open segment's last one
 
     def push(self, answer: WindowAnswer) -> list[Segment]:
-        """Take the next window's answer; return the segments that ended before it (zero or one)."""
-        current = self._open
-        if answer.track_id is None:
-            if current is not None:
-                current.gap += 1
-                if current.gap > self.max_gap:
-                    return self.finish()
+        """Take the next window's answer; return the segments that have ended."""
+        if self._open is None:
+            if answer.track_id is not None:
+                self._open = _OpenSegment(answer, answer, answer.votes, answer.votes_per_s)
             return []
-        if current is not None and current.takes(answer, self.tolerance_s):
-            current.extend(answer)
+        if self._open.takes(answer, self.tolerance_s):
+            self._open.extend(answer)
+            self._pending.clear()  # the windows in between were a gap
             return []
-        ended = self.finish()
-        self._open = _OpenSegment(answer, answer, answer.votes, answer.votes_per_s)
-        return ended
+        self._pending.append(answer)
+        if len(self._pending) <= self.max_gap:
+            return []
+        return self._close_and_replay()
 
     def finish(self) -> list[Segment]:
-        """Close the open segment (at the end of the stream, or when another begins)."""
-        ended = [self._open.close()] if self._open is not None else []
+        """At the end of the stream: every segment still open or among the waiting windows."""
+        ended: list[Segment] = []
+        while self._open is not None or self._pending:
+            ended += self._close_and_replay()
+        return ended
+
+    def _close_and_replay(self) -> list[Segment]:
+        """Close the open segment; read the windows that came after it again, as if it never was."""
+        ended = [self._open.close()] if self._open is not None and self._open.windows >= self.min_windows else []
         self._open = None
+        waiting, self._pending = self._pending, []
+        for answer in waiting:
+            ended += self.push(answer)
         return ended
 
 
-def segments_of(answers: Iterable[WindowAnswer], tolerance_s: float, max_gap: int = DEFAULT_MAX_GAP) -> Iterator[Segment]:
+def segments_of(answers: Iterable[WindowAnswer], tolerance_s: float, max_gap: int = DEFAULT_MAX_GAP,
+                min_windows: int = DEFAULT_MIN_WINDOWS) -> Iterator[Segment]:
     """Every segment of a sequence of window answers (:class:`Segmenter` over all of them)."""
-    segmenter = Segmenter(tolerance_s, max_gap)
+    segmenter = Segmenter(tolerance_s, max_gap, min_windows)
     for answer in answers:
         yield from segmenter.push(answer)
     yield from segmenter.finish()
@@ -268,6 +291,7 @@ def monitor(
     rule: DecisionRule = DEFAULT_RULE,
     tolerance_frames: int = DEFAULT_TOLERANCE_FRAMES,
     max_gap: int = DEFAULT_MAX_GAP,
+    min_windows: int = DEFAULT_MIN_WINDOWS,
     on_window: Callable[[WindowAnswer], None] | None = None,
 ) -> Iterator[Segment]:
     """Match a stream window by window and yield its segments as they end.
@@ -286,7 +310,9 @@ def monitor(
     tolerance_frames : int
         Alignment difference, in frames, still counted as the same segment.
     max_gap : int
-        Unknown windows a segment may span.
+        Windows a segment may span that do not continue it.
+    min_windows : int
+        Fewest windows a segment needs to be told.
     on_window : callable, optional
         Called with every window's answer, as it is decided.
 
@@ -306,7 +332,7 @@ def monitor(
     window = window_frames(window_s, params, "window_s") * params.hop_length
     hop = window_frames(hop_s, params, "hop_s") * params.hop_length
     windows = SlidingWindows(window, hop)
-    segmenter = Segmenter(tolerance_frames * params.seconds_per_frame, max_gap)
+    segmenter = Segmenter(tolerance_frames * params.seconds_per_frame, max_gap, min_windows)
 
     def answers() -> Iterator[WindowAnswer]:
         for block in blocks:

@@ -104,7 +104,9 @@ def test_consistent_windows_merge_and_a_new_offset_splits() -> None:
 def test_alignment_within_tolerance_is_one_segment() -> None:
     rows = [(1, 30.0, 40), (1, 35.05, 40), (1, 40.0, 40)]
     assert len(list(segments_of(_answers(rows), tolerance_s=0.1))) == 1
-    assert len(list(segments_of(_answers(rows), tolerance_s=0.01))) == 3
+    assert len(list(segments_of(_answers(rows), tolerance_s=0.01, max_gap=0, min_windows=1))) == 3
+    # with a gap allowed, the middle window is a gap: one segment of the two others
+    assert [s.windows for s in segments_of(_answers(rows), tolerance_s=0.01, min_windows=1)] == [2]
 
 
 def test_boundaries_inside_windows_follow_the_votes() -> None:
@@ -125,7 +127,24 @@ def test_negative_offset_places_the_start_exactly() -> None:
 def test_unknown_windows_up_to_max_gap_are_bridged() -> None:
     rows = [(1, 0.0, 40), (None, 0.0, 0), (1, 10.0, 40)]
     assert [s.windows for s in segments_of(_answers(rows), tolerance_s=0.1, max_gap=1)] == [2]
-    assert [s.windows for s in segments_of(_answers(rows), tolerance_s=0.1, max_gap=0)] == [1, 1]
+    assert [s.windows for s in segments_of(_answers(rows), tolerance_s=0.1, max_gap=0, min_windows=1)] == [1, 1]
+
+
+def test_a_repeated_section_matched_at_its_other_place_does_not_split_the_segment() -> None:
+    rows = [(1, 30.0, 40), (1, 35.0, 40), (1, 5.0, 30), (1, 45.0, 40), (1, 50.0, 40)]
+    assert _table(list(segments_of(_answers(rows), tolerance_s=0.1))) == [(1, 0.0, 30.0, 30.0, 60.0, 40, 4)]
+
+
+def test_a_lone_window_is_not_told_unless_asked() -> None:
+    rows = [(None, 0.0, 3), (2, 10.0, 19), (None, 0.0, 2), (None, 0.0, 2)]
+    assert list(segments_of(_answers(rows), tolerance_s=0.1)) == []
+    assert [s.track_id for s in segments_of(_answers(rows), tolerance_s=0.1, min_windows=1)] == [2]
+
+
+def test_finish_tells_a_segment_that_began_in_the_waiting_windows() -> None:
+    rows = [(1, 0.0, 40), (1, 5.0, 40), (2, 0.0, 40)]  # the stream ends one window into track 2
+    assert [s.track_id for s in segments_of(_answers(rows), tolerance_s=0.1, min_windows=1)] == [1, 2]
+    assert [s.track_id for s in segments_of(_answers(rows), tolerance_s=0.1)] == [1]
 
 
 def test_a_segment_is_given_out_when_it_ends_not_before() -> None:
@@ -141,10 +160,11 @@ def test_nothing_identified_gives_no_segment() -> None:
     assert list(segments_of(_answers([(None, 0.0, 3)] * 4), tolerance_s=0.1)) == []
 
 
-@pytest.mark.parametrize(("tolerance_s", "max_gap"), [(-1.0, 1), (float("nan"), 1), (0.1, -1), (0.1, 1.5)])
-def test_segmenter_parameters_are_checked(tolerance_s, max_gap) -> None:
+@pytest.mark.parametrize(("tolerance_s", "max_gap", "min_windows"),
+                         [(-1.0, 1, 1), (float("nan"), 1, 1), (0.1, -1, 1), (0.1, 1.5, 1), (0.1, 1, 0), (0.1, 1, True)])
+def test_segmenter_parameters_are_checked(tolerance_s, max_gap, min_windows) -> None:
     with pytest.raises(ParameterError):
-        Segmenter(tolerance_s, max_gap)
+        Segmenter(tolerance_s, max_gap, min_windows)
 
 
 # -- a mix on a real database ---------------------------------------------------------------------------
