@@ -281,8 +281,10 @@ def test_cli_monitor_verbose_tells_every_window(mix, db_url) -> None:
 def test_cli_monitor_bad_input_is_one_line(store, tmp_path, db_url) -> None:
     (tmp_path / "music").mkdir()
     soundfile.write(tmp_path / "music" / "t.wav", synth_tune(1, duration_s=5.0), SR)
-    ingest(store, tmp_path / "music", jobs=1)
     runner = CliRunner()
+    result = runner.invoke(cli, ["--db", db_url, "monitor", str(tmp_path / "music" / "t.wav")])
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and result.output.endswith("ingest first\n")
+    ingest(store, tmp_path / "music", jobs=1)
     result = runner.invoke(cli, ["--db", db_url, "monitor", "-"], input=b"not audio at all")
     assert result.exit_code == 1 and result.output.startswith("Error: standard input: cannot decode audio")
     (tmp_path / "empty.wav").write_bytes(b"")
