@@ -79,6 +79,31 @@ def test_window_sizes_are_checked(window, hop) -> None:
         SlidingWindows(window, hop)
 
 
+# -- decoding a stream ------------------------------------------------------------------------------------
+def test_a_piped_stream_decodes_to_the_samples_of_the_file(tmp_path) -> None:
+    """Stereo 44.1 kHz WAV through a real pipe (read by file descriptor) and as a file object: load_audio's samples."""
+    import os
+    import threading
+
+    from fpstore.signal.audio import load_audio, stream_audio_from
+
+    path = tmp_path / "stereo.wav"
+    stereo = np.stack([synth_tune(seed, duration_s=7.3, sample_rate=44100) for seed in (3, 4)], axis=1)
+    soundfile.write(path, stereo, 44100, subtype="PCM_16")
+    expected = load_audio(path, duration_s=None)
+    read_end, write_end = os.pipe()
+    writer = threading.Thread(target=lambda: (os.write(write_end, path.read_bytes()), os.close(write_end)))
+    writer.start()
+    try:
+        piped = np.concatenate(list(stream_audio_from(read_end, "pipe", block_s=0.5)))
+    finally:
+        writer.join()
+        os.close(read_end)
+    assert np.array_equal(piped, expected)
+    with open(path, "rb") as handle:
+        assert np.array_equal(np.concatenate(list(stream_audio_from(handle, "file"))), expected)
+
+
 # -- the segmenter, on arrays ------------------------------------------------------------------------
 def _answers(rows: list[tuple[int | None, float, int]], window_s: float = 10.0, hop_s: float = 5.0) -> list[WindowAnswer]:
     """Window answers from ``(track, offset_s, votes)`` rows, windows ``hop_s`` apart."""
