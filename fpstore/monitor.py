@@ -35,7 +35,7 @@ import numpy as np
 
 from fpstore.db.store import Store
 from fpstore.errors import ParameterError
-from fpstore.match import DEFAULT_ZONE, DecisionRule, match_fingerprint
+from fpstore.match import DEFAULT_ZONE, STDIN_ARGUMENT, STDIN_LABEL, DecisionRule, match_fingerprint
 from fpstore.signal.audio import can_stream, load_audio, stream_audio, stream_audio_from
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.params import FingerprintParams
@@ -267,14 +267,14 @@ def audio_blocks(source: str | os.PathLike[str], sample_rate: int, *, stdin: Bin
         Standard input's binary stream (``sys.stdin.buffer``); read through its file descriptor when
         it has one, so that a pipe needs no seeking.
     """
-    if os.fspath(source) == "-":
+    if os.fspath(source) == STDIN_ARGUMENT:
         if stdin is None:
             raise ParameterError("'-' reads standard input, but none was given")
         try:
             reader: int | BinaryIO = stdin.fileno()
         except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError
             reader = stdin
-        yield from stream_audio_from(reader, "standard input", sample_rate=sample_rate)
+        yield from stream_audio_from(reader, STDIN_LABEL, sample_rate=sample_rate)
     elif can_stream(source):
         yield from stream_audio(source, sample_rate=sample_rate, block_s=1.0)
     else:

@@ -311,7 +311,7 @@ def test_cli_monitor_bad_input_is_one_line(store, tmp_path, db_url) -> None:
     assert result.exit_code == 1 and result.output.startswith("Error: ") and result.output.endswith("ingest first\n")
     ingest(store, tmp_path / "music", jobs=1)
     result = runner.invoke(cli, ["--db", db_url, "monitor", "-"], input=b"not audio at all")
-    assert result.exit_code == 1 and result.output.startswith("Error: standard input: cannot decode audio")
+    assert result.exit_code == 1 and result.output.startswith("Error: <stdin>: cannot decode audio")
     (tmp_path / "empty.wav").write_bytes(b"")
     result = runner.invoke(cli, ["--db", db_url, "monitor", str(tmp_path / "empty.wav")])
     assert result.exit_code == 1 and result.output == f"Error: {tmp_path / 'empty.wav'}: empty file (0 bytes)\n"

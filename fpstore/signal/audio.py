@@ -241,7 +241,7 @@ def stream_audio_from(source: int | BinaryIO, label: str, *, sample_rate: int = 
     source : int or binary file object
         A file descriptor (``sys.stdin.fileno()``) or a readable binary file object.
     label : str
-        How the stream is named in error messages (e.g. ``"standard input"``).
+        How the stream is named in error messages (e.g. ``"<stdin>"``).
     sample_rate : int
         Target rate in Hz.
     block_s : float
