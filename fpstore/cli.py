@@ -30,6 +30,13 @@ from fpstore.db.store import Store, head_revision, open_store
 from fpstore.db.urls import libpq_url
 from fpstore.errors import FpstoreError
 from fpstore.ingest import FileEvent, IngestSummary, ingest
+from fpstore.monitor import (
+    DEFAULT_HOP_S,
+    DEFAULT_MAX_GAP,
+    DEFAULT_MIN_WINDOWS,
+    DEFAULT_TOLERANCE_FRAMES,
+    DEFAULT_WINDOW_S,
+)
 from fpstore.pickle_io import PickleSummary, export_seed_pickle, import_seed_pickle
 from fpstore.plots import plot_fingerprint
 from fpstore.report import ZONE_COLUMNS, Report, build_report
@@ -596,6 +603,82 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
     click.echo(f"wrote {outcome.per_query_csv}, {outcome.summary_csv}, {outcome.plot_png}")
     if outcome.failures:
         ctx.exit(EXIT_SOME_FILES_FAILED)
+
+
+# -- monitoring (issue 12) ---------------------------------------------------------------------------------
+@cli.command("monitor")
+@click.argument("source", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--window", "window_s", type=click.FloatRange(0, min_open=True), default=DEFAULT_WINDOW_S,
+              show_default=True, help="Seconds of audio matched at a time.")
+@click.option("--hop", "hop_s", type=click.FloatRange(0, min_open=True), default=DEFAULT_HOP_S, show_default=True,
+              help="Seconds between window starts, at most --window (shorter: finer boundaries, more lookups).")
+@match_options
+@click.option("--tolerance", "tolerance_frames", type=click.IntRange(0), default=DEFAULT_TOLERANCE_FRAMES,
+              show_default=True,
+              help="Frames two windows' track offsets may differ by and still be one segment.")
+@click.option("--max-gap", type=click.IntRange(0), default=DEFAULT_MAX_GAP, show_default=True,
+              help="Windows that do not continue a segment (unknown, or another match) it may span when "
+                   "the same track at the same offset comes back.")
+@click.option("--min-windows", type=click.IntRange(1), default=DEFAULT_MIN_WINDOWS, show_default=True,
+              help="Fewest windows a segment needs to be printed (a lone window is mostly a chance match).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per segment.")
+@click.pass_context
+@with_store
+def monitor_command(ctx: click.Context, store: Store, source: str, window_s: float, hop_s: float, zone: str,
+                    min_votes: int | None, min_ratio: float, tolerance_frames: int, max_gap: int,
+                    min_windows: int, as_json: bool) -> None:
+    """Follow a long recording or a live stream (SOURCE, or - for standard input) and tell what plays when.
+
+    The audio is decoded as files are (mono, the database's sample rate) and matched window by window;
+    consecutive windows naming the same track at the same offset make one segment, printed (one line,
+    or one JSON object with --json) as soon as it ends: stream time range -> track, the part of the
+    track played, the best window's votes and the number of windows. Windows that match nothing with
+    confidence are unknown and not printed (-v prints every window's answer on stderr). Memory holds
+    one window, however long the stream; standard input is read as it arrives (WAV, also of unknown
+    length, or anything libsndfile reads from a pipe).
+
+    \b
+    Example:
+      fpstore monitor radio_recording.mp3 --window 10 --hop 5
+      ffmpeg -loglevel error -i https://radio.example/stream -f wav - | fpstore monitor - --json
+    """
+    from fpstore.match import DecisionRule
+    from fpstore.monitor import audio_blocks, monitor
+
+    if hop_s > window_s:
+        raise click.BadParameter(f"{hop_s:g} s is longer than --window ({window_s:g} s)", param_hint="--hop")
+    verbose = _state(ctx).verbose
+    blocks = audio_blocks(source, store.params(duration_s=None).sample_rate, stdin=sys.stdin.buffer)
+    for segment in monitor(store, blocks, window_s=window_s, hop_s=hop_s, zone=zone,
+                           rule=DecisionRule(min_votes, min_ratio), tolerance_frames=tolerance_frames,
+                           max_gap=max_gap, min_windows=min_windows, on_window=_echo_window if verbose else None):
+        click.echo(json.dumps(_segment_json(segment)) if as_json else _segment_line(segment))
+
+
+def _clock(seconds: float) -> str:
+    """``h:mm:ss.s``, for stream and track times (a window may begin before its track: ``-0:00:03.2``)."""
+    tenths = round(abs(seconds) * 10)
+    return f"{'-' if seconds < 0 and tenths else ''}{tenths // 36000}:{tenths // 600 % 60:02d}:{tenths % 600 / 10:04.1f}"
+
+
+def _segment_line(segment: Any) -> str:
+    return (f"{_clock(segment.start_s)}-{_clock(segment.end_s)} -> {segment.file_name} (id {segment.track_id}) "
+            f"{_clock(segment.track_start_s)}-{_clock(segment.track_end_s)}, votes {segment.votes}, "
+            f"{segment.windows} window{'' if segment.windows == 1 else 's'}")
+
+
+def _segment_json(segment: Any) -> dict[str, Any]:
+    return {key: round(value, 2) if isinstance(value, float) else value
+            for key, value in dataclasses.asdict(segment).items()}
+
+
+def _echo_window(answer: Any) -> None:
+    span = f"window {_clock(answer.start_s)}-{_clock(answer.end_s)}"
+    if answer.track_id is None:
+        click.echo(f"{span}: unknown (best {answer.votes} votes)", err=True)
+    else:
+        click.echo(f"{span}: {answer.file_name} (id {answer.track_id}) from {_clock(answer.offset_s)}, "
+                   f"{answer.votes} votes", err=True)
 
 
 @db_group.command("lookup-index")

@@ -39,6 +39,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 import soundfile
@@ -264,32 +265,76 @@ def stream_audio(
     _check_readable(path)
     try:
         with _utf8_alias(path) as source, _open_quietly(source) as sound:
-            native_rate = sound.samplerate
-            block_frames = max(1, int(block_s * native_rate))
-            resampler = (
-                None if native_rate == sample_rate
-                else soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
-            )
-            left = -1 if duration_s is None else int(duration_s * native_rate)
-            n_in = n_out = 0
-            while True:
-                wanted = block_frames if left < 0 else min(block_frames, left - n_in)
-                with decoder_stderr_silenced():  # not around the yield: the caller's output stays
-                    frames = sound.read(frames=wanted, dtype="float32", always_2d=True)
-                last = frames.shape[0] < block_frames or (left >= 0 and n_in + frames.shape[0] >= left)
-                mono = downmix(frames)
-                n_in += mono.shape[0]
-                out = mono if resampler is None else resampler.resample_chunk(mono, last=last)
-                if last:
-                    out = _fix_length(out, max(0, resampled_length(n_in, native_rate, sample_rate) - n_out))
-                n_out += out.shape[0]
-                yield out
-                if last:
-                    return
+            yield from _resampled_blocks(sound, sample_rate, duration_s, block_s)
     except AudioError:
         raise
     except Exception as exc:
         raise _decode_error(path, exc) from exc
+
+
+def stream_audio_from(source: int | BinaryIO, label: str, *, sample_rate: int = 22050,
+                      block_s: float = 1.0) -> Iterator[np.ndarray]:
+    """Decode an open stream (a pipe, standard input) block by block, as :func:`stream_audio` decodes a file.
+
+    The same reads, downmix and streaming resampler as for a file, so a recording piped in gives the
+    samples ``load_audio(file, duration_s=None)`` gives for it. A file descriptor is opened by libsndfile
+    itself, which reads WAV (even with the unknown length ffmpeg writes to a pipe) and MP3 from a pipe
+    without seeking; a Python file object must be seekable.
+
+    Parameters
+    ----------
+    source : int or binary file object
+        A file descriptor (``sys.stdin.fileno()``) or a readable binary file object.
+    label : str
+        How the stream is named in error messages (e.g. ``"<stdin>"``).
+    sample_rate : int
+        Target rate in Hz.
+    block_s : float
+        Seconds of native audio read per block (small: a live stream yields as it arrives).
+
+    Yields
+    ------
+    block : np.ndarray [shape=(m,)], float32, mono, at ``sample_rate`` Hz (``m`` may be 0)
+
+    Raises
+    ------
+    AudioError
+        If the stream is not audio libsndfile reads, or breaks off in a way it reports.
+    """
+    try:
+        with soundfile.SoundFile(source, closefd=False) as sound:
+            yield from _resampled_blocks(sound, sample_rate, None, block_s)
+    except AudioError:
+        raise
+    except Exception as exc:
+        raise AudioError(f"{label}: cannot decode audio ({decode_failure_reason(exc)})") from exc
+
+
+def _resampled_blocks(sound: soundfile.SoundFile, sample_rate: int, duration_s: float | None,
+                      block_s: float) -> Iterator[np.ndarray]:
+    """The blocks of :func:`stream_audio`, read from an open SoundFile to its end (or ``duration_s``)."""
+    native_rate = sound.samplerate
+    block_frames = max(1, int(block_s * native_rate))
+    resampler = (
+        None if native_rate == sample_rate
+        else soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+    )
+    left = -1 if duration_s is None else int(duration_s * native_rate)
+    n_in = n_out = 0
+    while True:
+        wanted = block_frames if left < 0 else min(block_frames, left - n_in)
+        with decoder_stderr_silenced():  # not around the yield: the caller's output stays
+            frames = sound.read(frames=wanted, dtype="float32", always_2d=True)
+        last = frames.shape[0] < block_frames or (left >= 0 and n_in + frames.shape[0] >= left)
+        mono = downmix(frames)
+        n_in += mono.shape[0]
+        out = mono if resampler is None else resampler.resample_chunk(mono, last=last)
+        if last:
+            out = _fix_length(out, max(0, resampled_length(n_in, native_rate, sample_rate) - n_out))
+        n_out += out.shape[0]
+        yield out
+        if last:
+            return
 
 
 def can_stream(path: str | os.PathLike[str]) -> bool:
