@@ -17,7 +17,7 @@ SQL statement) on the catalogue of references and copies, and prints the pairs i
 
 Usage (a throwaway embedded server unless ``--db``; a few minutes on 2 cores for the 14 dev tracks)::
 
-    python benchmarks/duplicates.py --corpus /work/corpus/dev --jobs 2 --seconds 150 [--work /tmp/dupes_work]
+    python benchmarks/duplicates.py --corpus ../corpus/dev --jobs 2 --seconds 150 [--work /tmp/dupes_work]
 """
 
 from __future__ import annotations

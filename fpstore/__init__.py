@@ -31,7 +31,7 @@ from fpstore.errors import (
 if TYPE_CHECKING:
     from fpstore.db.store import Store, open_store
     from fpstore.ingest import IngestSummary, ingest
-    from fpstore.match import DecisionRule, MatchResult, match_files, match_fingerprint, match_signal
+    from fpstore.match import DecisionRule, MatchResult, match_files, match_fingerprint, match_queries, match_signal
     from fpstore.signal.fingerprint import Fingerprint, fingerprint_file, fingerprint_signal
     from fpstore.signal.params import FingerprintParams, Zone
 
@@ -41,7 +41,7 @@ _LAZY = {
     "Store": "fpstore.db.store", "open_store": "fpstore.db.store",
     "IngestSummary": "fpstore.ingest", "ingest": "fpstore.ingest",
     "DecisionRule": "fpstore.match", "MatchResult": "fpstore.match", "match_files": "fpstore.match",
-    "match_fingerprint": "fpstore.match", "match_signal": "fpstore.match",
+    "match_fingerprint": "fpstore.match", "match_queries": "fpstore.match", "match_signal": "fpstore.match",
     "Fingerprint": "fpstore.signal.fingerprint", "fingerprint_file": "fpstore.signal.fingerprint",
     "fingerprint_signal": "fpstore.signal.fingerprint",
     "FingerprintParams": "fpstore.signal.params", "Zone": "fpstore.signal.params",
@@ -51,7 +51,7 @@ __all__ = [
     "AudioError", "DatabaseError", "DecisionRule", "Fingerprint", "FingerprintParams", "FpstoreError",
     "IngestSummary", "MatchResult", "NotFound", "ParameterError", "ProfileMismatch", "SchemaNotAtHead", "Store",
     "Zone", "__version__", "fingerprint_file", "fingerprint_signal", "ingest", "match_files", "match_fingerprint",
-    "match_signal", "open_store",
+    "match_queries", "match_signal", "open_store",
 ]
 
 

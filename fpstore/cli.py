@@ -1,7 +1,7 @@
 """The ``fpstore`` command: a thin click layer over the library.
 
-Exit status: 0 success; 1 an error (``Error: ...`` on stderr); 2 a usage error; 3 ingest finished but
-some files failed (unless ``--allow-failures``).
+Exit status: 0 success; 1 an error (``Error: ...`` on stderr); 2 a usage error; 3 ingest, match or
+eval finished but some files failed (ingest: unless ``--allow-failures``).
 """
 
 from __future__ import annotations
@@ -23,19 +23,31 @@ import click
 import fpstore
 from fpstore.config import Settings, parse_zone, resolve_settings, settings_in_force
 from fpstore.db.access import grant_reader
+from fpstore.db.clients import accepts_connections, run_psql, serve, url_in_force
 from fpstore.db.compact import compact
 from fpstore.db.maintenance import set_lookup_index
 from fpstore.db.store import Store, head_revision, open_store
+from fpstore.db.urls import libpq_url
 from fpstore.duplicates import DEFAULT_MIN_RATIO as DEFAULT_DUPLICATE_RATIO
 from fpstore.duplicates import ON_DUPLICATE_CHOICES, DuplicateListing, find_duplicates
 from fpstore.errors import FpstoreError
 from fpstore.ingest import FileEvent, IngestSummary, ingest
+from fpstore.monitor import (
+    DEFAULT_HOP_S,
+    DEFAULT_MAX_GAP,
+    DEFAULT_MIN_WINDOWS,
+    DEFAULT_TOLERANCE_FRAMES,
+    DEFAULT_WINDOW_S,
+)
 from fpstore.pickle_io import PickleSummary, export_seed_pickle, import_seed_pickle
 from fpstore.plots import plot_fingerprint
 from fpstore.report import ZONE_COLUMNS, Report, build_report
 from fpstore.signal.synth import write_example_audio
+from fpstore.wording import counted
 
 EXIT_SOME_FILES_FAILED = 3
+#: Tracks named in the prompt of ``tracks remove``; more are counted.
+PROMPT_NAMES = 10
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -203,11 +215,13 @@ def ingest_command(ctx: click.Context, /, store: Store, folder: str, zones: tupl
                    duplicate_min_ratio: float, **options: Any) -> None:
     """Fingerprint the audio files under FOLDER and store the new ones.
 
-    Files (.mp3 .wav .m4a .flac .ogg, any case) are found recursively and taken in sorted order; a file
-    whose content is already stored is skipped unless --force. A file whose fingerprint duplicates a
-    stored track (the same recording re-encoded, resampled, or imported from a pickle) is reported and
-    skipped, kept or made to replace it (--on-duplicate); it is compared with the tracks written before
-    it, not with copies in its own batch (`fpstore tracks duplicates` finds those).
+    Audio files (.mp3 .wav .flac .ogg .opus .m4a .aac .aiff and every other extension the decoders read,
+    any case) are found recursively and taken in sorted order; the other files are counted in one line.
+    A file whose content is already stored is skipped unless --force.
+    A file whose fingerprint duplicates a stored track (the same recording re-encoded, resampled, or
+    imported from a pickle) is reported and skipped, kept or made to replace it (--on-duplicate); it is
+    compared with the tracks written before it, not with copies in its own batch (`fpstore tracks
+    duplicates` finds those).
 
     \b
     Example:
@@ -258,10 +272,14 @@ def _progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Calla
 
 def _format_summary(summary: IngestSummary) -> str:
     lines = [
-        f"run {summary.run_id}: {summary.files_seen} files: {summary.tracks_added} added, "
+        f"run {summary.run_id}: {counted(summary.files_seen, 'file')}: {summary.tracks_added} added, "
         f"{summary.tracks_skipped} skipped, {summary.tracks_failed} failed in {summary.elapsed_s:.1f} s",
-        "postings added per zone:",
     ]
+    if summary.other_extensions:
+        extensions = ", ".join(ext or "no extension" for ext in summary.other_extensions)
+        lines.append(f"skipped {counted(sum(summary.other_extensions.values()), 'file')} with other extensions "
+                     f"({extensions})")
+    lines.append("postings added per zone:")
     lines += [f"  {zone:<16} {count:>12,}" for zone, count in summary.postings_by_zone.items()]
     lines.append(f"  {'total':<16} {summary.postings:>12,}")
     return "\n".join(lines)
@@ -330,12 +348,12 @@ def _report_table(report: Report) -> str:
 
 @cli.group("db")
 def db_group() -> None:
-    """The database itself: schema migrations, indexes, compaction, access for readers.
+    """The database itself: SQL access, schema migrations, indexes, compaction, access for readers.
 
     \b
     Example:
       fpstore db upgrade
-      fpstore db current
+      fpstore db shell -- -c 'SELECT count(*) FROM tracks'
     """
 
 
@@ -382,6 +400,68 @@ def db_current(ctx: click.Context, store: Store) -> None:
     click.echo(f"{store.url}: revision {store.schema_revision() or 'none'} (this fpstore: {head_revision()})")
 
 
+@db_group.command("url")
+@click.option("--with-password", is_flag=True,
+              help="Include the password (left out by default: libpq reads $PGPASSWORD or ~/.pgpass, or psql asks).")
+@click.pass_context
+def db_url(ctx: click.Context, with_password: bool) -> None:
+    """Print the database's libpq URL (postgresql://...), for psql, psycopg and other clients.
+
+    For the embedded server the URL names its unix socket folder (?host=...); the server runs only
+    while an fpstore command uses it, so keep it up with `fpstore db serve` meanwhile.
+
+    \b
+    Example:
+      psql "$(fpstore db url)" -c 'SELECT count(*) FROM tracks'
+    """
+    url, embedded = url_in_force(_state(ctx).settings().database_url)
+    click.echo(libpq_url(url, with_password=with_password))
+    if embedded and not accepts_connections(url):
+        click.echo("note: the embedded server is not running; keep it up with `fpstore db serve` "
+                   "in another terminal, or use `fpstore db shell`", err=True)
+
+
+@db_group.command("shell", context_settings={"ignore_unknown_options": True})
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def db_shell(ctx: click.Context, psql_args: tuple[str, ...]) -> None:
+    """Run psql on the database (the embedded server is kept up while psql runs).
+
+    PSQL_ARGS, after --, go to psql as they are; psql's exit status is fpstore's.
+
+    \b
+    Example:
+      fpstore db shell
+      fpstore db shell -- -c 'SELECT count(*) FROM tracks'
+      fpstore db shell -- -v ON_ERROR_STOP=1 -f queries.sql
+    """
+    ctx.exit(run_psql(_state(ctx).settings().database_url, psql_args))
+
+
+@db_group.command("serve")
+@click.pass_context
+def db_serve(ctx: click.Context) -> None:
+    """Keep the embedded server up for other clients, printing its URL, until Ctrl-C.
+
+    Access stays unix-socket only, for the server's owner only. Stops the server cleanly on Ctrl-C,
+    SIGTERM or SIGHUP (unless other fpstore commands still use it). A database named by --db,
+    $FPSTORE_DATABASE_URL or the config file runs by itself: there is nothing to serve, and the
+    command fails (exit status 1).
+
+    \b
+    Example:
+      fpstore db serve &
+      psql "$(fpstore db url)"
+    """
+
+    def ready(url: str) -> None:
+        click.echo(url)
+        click.echo("serving fpstore's embedded database until Ctrl-C", err=True)
+
+    serve(_state(ctx).settings().database_url, ready)
+    click.echo("stopped", err=True)
+
+
 @db_group.command("grant-reader")
 @click.argument("role")
 @click.pass_context
@@ -398,8 +478,9 @@ def db_grant_reader(ctx: click.Context, store: Store, role: str) -> None:
       fpstore --db postgresql://admin@dbhost/fp db grant-reader matching
     """
     grant = grant_reader(store, role)
-    click.echo(f"{grant.role} may now read {grant.database}: {len(grant.relations)} tables and views, "
-               f"{len(grant.functions)} functions in schema {grant.schema} (read-only)")
+    relations = counted(len(grant.relations), "table and view", "tables and views")
+    click.echo(f"{grant.role} may now read {grant.database}: {relations}, "
+               f"{counted(len(grant.functions), 'function')} in schema {grant.schema} (read-only)")
 
 
 @cli.command("example-audio")
@@ -416,7 +497,7 @@ def example_audio_command(folder: str, n_tracks: int, duration_s: float) -> None
       fpstore example-audio examples --tracks 5
     """
     paths = write_example_audio(folder, n_tracks=n_tracks, duration_s=duration_s)
-    click.echo(f"wrote {len(paths)} files to {folder}")
+    click.echo(f"wrote {counted(len(paths), 'file')} to {folder}")
 
 # -- matching (issue 4) ---------------------------------------------------------------------------------
 def match_options(command: F) -> F:
@@ -436,35 +517,49 @@ def match_options(command: F) -> F:
 
 
 @cli.command("match")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("queries", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @match_options
-@click.option("--top", "top_k", type=click.IntRange(2), default=2, show_default=True, help="Tracks listed per query.")
+@click.option("--top", "top_k", type=click.IntRange(1), default=2, show_default=True,
+              help="Tracks listed per query (the runner-up still weighs in the confidence when not listed).")
 @click.option("--sql", "use_sql", is_flag=True, help="Vote with the SQL function fpstore_match_zones.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query (with \"error\" for a failed one).")
 @click.pass_context
 @with_store
-def match_command(ctx: click.Context, store: Store, files: tuple[str, ...], zone: str, min_votes: int | None,
+def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zone: str, min_votes: int | None,
                   min_ratio: float, top_k: int, use_sql: bool, as_json: bool) -> None:
-    """Name the stored track each audio FILE is an excerpt of, and where it starts.
+    """Name the stored track each audio query is an excerpt of, and where it starts.
 
-    Each file is fingerprinted whole with the database's parameters; its hashes vote for
-    (track, offset) bins. A best track below --min-votes, or not --min-ratio times the runner-up,
-    is reported as "no match".
+    QUERIES are audio files, folders (walked as ingest walks them) and '-' (audio of any format on
+    standard input). Each file is fingerprinted whole with the database's parameters; its hashes vote
+    for (track, offset) bins. A best track below --min-votes, or not --min-ratio times the runner-up,
+    is reported as "no match". A query that cannot be read gets `failed: <reason>` on stderr and the
+    rest go on; the exit status is then 3.
 
     \b
     Example:
       fpstore match query.wav
-      fpstore match --zone Flarge_Tlong --top 5 --json q1.wav q2.mp3
+      fpstore match --zone Flarge_Tlong --top 5 --json q1.wav q2.mp3 queries/
+      ffmpeg -i clip.m4a -f wav - | fpstore match -
     """
-    from fpstore.match import DecisionRule, match_files
+    from fpstore.match import DecisionRule, match_queries
 
-    results = match_files(store, list(files), zone=zone, top_k=top_k,
-                          rule=DecisionRule(min_votes, min_ratio), method="sql" if use_sql else "python")
-    for result in results:
-        click.echo(json.dumps(_match_json(result)) if as_json else _match_line(result, top_k))
+    some_failed = False
+    for result in match_queries(store, queries, zone=zone, top_k=top_k, rule=DecisionRule(min_votes, min_ratio),
+                                method="sql" if use_sql else "python", stdin=getattr(sys.stdin, "buffer", None)):
+        some_failed = some_failed or result.error is not None
+        if as_json:
+            click.echo(json.dumps(_match_json(result)))
+        elif result.error is not None:
+            click.echo(f"failed: {result.error}", err=True)
+        else:
+            click.echo(_match_line(result, top_k))
+    if some_failed:
+        ctx.exit(EXIT_SOME_FILES_FAILED)
 
 
 def _match_json(result: Any) -> dict[str, Any]:
+    if result.error is not None:
+        return {"query": result.query, "zone": result.zone, "error": result.error}
     return {
         "query": result.query, "zone": result.zone, "n_query_hashes": result.n_query_hashes,
         "match": None if result.match is None else dataclasses.asdict(result.match),
@@ -478,14 +573,16 @@ def _match_line(result: Any, top_k: int) -> str:
         return f"{c.file_name} (id {c.track_id})"
 
     best, runner = result.best, result.runner_up
-    runner_text = f"runner-up {name(runner)} {runner.votes} votes" if runner else "no runner-up"
+    # With --top 1 the runner-up is not listed (it still weighs in the confidence).
+    runner_text = ("" if top_k == 1 else f"runner-up {name(runner)} {counted(runner.votes, 'vote')}" if runner
+                   else "no runner-up")
     if result.match is None:
         head = f"{result.query}: no match"
         if best is not None:
-            head += f" (best {name(best)} {best.votes} votes, {runner_text})"
+            head += f" (best {name(best)} {counted(best.votes, 'vote')}" + (f", {runner_text})" if runner_text else ")")
     else:
         head = (f"{result.query}: {name(best)} votes {best.votes} confidence {result.confidence:.2f} "
-                f"offset {best.offset_s:.2f} s; {runner_text}")
+                f"offset {best.offset_s:.2f} s" + (f"; {runner_text}" if runner_text else ""))
     more = [f"  {rank}. {name(c)} votes {c.votes} offset {c.offset_s:.2f} s"
             for rank, c in enumerate(result.candidates, start=1)] if top_k > 2 else []
     return "\n".join([head, *more])
@@ -508,7 +605,9 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
     QUERIES_CSV has columns file (relative to the CSV's folder), true_track (a stored track's file
     name or its stem; empty for a query not in the database) and label columns. Writes a per-query
     CSV, a summary CSV (top-1 accuracy and false-positive rate per zone and label group) and a PNG
-    of accuracy against excerpt length per degradation; prints the summary.
+    of accuracy against excerpt length per degradation; prints the summary. A query file that cannot
+    be matched gets `failed: <reason>` on stderr, a `failed` row in the per-query CSV and no place in
+    the rates; the others go on, and the exit status is then 3.
 
     \b
     Example:
@@ -521,8 +620,88 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
         outcome = run_eval(store, queries_csv, out_dir, zones=None if all_zones else [zone],
                            labels=list(labels) or None, rule=DecisionRule(min_votes, min_ratio),
                            on_start=on_start, on_query=lambda path: on_file(None))
+    for reason in outcome.failures:
+        click.echo(f"failed: {reason}", err=True)
     click.echo(format_summary(outcome.summary, outcome.labels))
     click.echo(f"wrote {outcome.per_query_csv}, {outcome.summary_csv}, {outcome.plot_png}")
+    if outcome.failures:
+        ctx.exit(EXIT_SOME_FILES_FAILED)
+
+
+# -- monitoring (issue 12) ---------------------------------------------------------------------------------
+@cli.command("monitor")
+@click.argument("source", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--window", "window_s", type=click.FloatRange(0, min_open=True), default=DEFAULT_WINDOW_S,
+              show_default=True, help="Seconds of audio matched at a time.")
+@click.option("--hop", "hop_s", type=click.FloatRange(0, min_open=True), default=DEFAULT_HOP_S, show_default=True,
+              help="Seconds between window starts, at most --window (shorter: finer boundaries, more lookups).")
+@match_options
+@click.option("--tolerance", "tolerance_frames", type=click.IntRange(0), default=DEFAULT_TOLERANCE_FRAMES,
+              show_default=True,
+              help="Frames two windows' track offsets may differ by and still be one segment.")
+@click.option("--max-gap", type=click.IntRange(0), default=DEFAULT_MAX_GAP, show_default=True,
+              help="Windows that do not continue a segment (unknown, or another match) it may span when "
+                   "the same track at the same offset comes back.")
+@click.option("--min-windows", type=click.IntRange(1), default=DEFAULT_MIN_WINDOWS, show_default=True,
+              help="Fewest windows a segment needs to be printed (a lone window is mostly a chance match).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per segment.")
+@click.pass_context
+@with_store
+def monitor_command(ctx: click.Context, store: Store, source: str, window_s: float, hop_s: float, zone: str,
+                    min_votes: int | None, min_ratio: float, tolerance_frames: int, max_gap: int,
+                    min_windows: int, as_json: bool) -> None:
+    """Follow a long recording or a live stream (SOURCE, or - for standard input) and tell what plays when.
+
+    The audio is decoded as files are (mono, the database's sample rate) and matched window by window;
+    consecutive windows naming the same track at the same offset make one segment, printed (one line,
+    or one JSON object with --json) as soon as it ends: stream time range -> track, the part of the
+    track played, the best window's votes and the number of windows. Windows that match nothing with
+    confidence are unknown and not printed (-v prints every window's answer on stderr). Memory holds
+    one window, however long the stream; standard input is read as it arrives (WAV, also of unknown
+    length, or anything libsndfile reads from a pipe).
+
+    \b
+    Example:
+      fpstore monitor radio_recording.mp3 --window 10 --hop 5
+      ffmpeg -loglevel error -i https://radio.example/stream -f wav - | fpstore monitor - --json
+    """
+    from fpstore.match import DecisionRule
+    from fpstore.monitor import audio_blocks, monitor
+
+    if hop_s > window_s:
+        raise click.BadParameter(f"{hop_s:g} s is longer than --window ({window_s:g} s)", param_hint="--hop")
+    verbose = _state(ctx).verbose
+    blocks = audio_blocks(source, store.params(duration_s=None).sample_rate, stdin=sys.stdin.buffer)
+    for segment in monitor(store, blocks, window_s=window_s, hop_s=hop_s, zone=zone,
+                           rule=DecisionRule(min_votes, min_ratio), tolerance_frames=tolerance_frames,
+                           max_gap=max_gap, min_windows=min_windows, on_window=_echo_window if verbose else None):
+        click.echo(json.dumps(_segment_json(segment)) if as_json else _segment_line(segment))
+
+
+def _clock(seconds: float) -> str:
+    """``h:mm:ss.s``, for stream and track times (a window may begin before its track: ``-0:00:03.2``)."""
+    tenths = round(abs(seconds) * 10)
+    return f"{'-' if seconds < 0 and tenths else ''}{tenths // 36000}:{tenths // 600 % 60:02d}:{tenths % 600 / 10:04.1f}"
+
+
+def _segment_line(segment: Any) -> str:
+    return (f"{_clock(segment.start_s)}-{_clock(segment.end_s)} -> {segment.file_name} (id {segment.track_id}) "
+            f"{_clock(segment.track_start_s)}-{_clock(segment.track_end_s)}, votes {segment.votes}, "
+            f"{segment.windows} window{'' if segment.windows == 1 else 's'}")
+
+
+def _segment_json(segment: Any) -> dict[str, Any]:
+    return {key: round(value, 2) if isinstance(value, float) else value
+            for key, value in dataclasses.asdict(segment).items()}
+
+
+def _echo_window(answer: Any) -> None:
+    span = f"window {_clock(answer.start_s)}-{_clock(answer.end_s)}"
+    if answer.track_id is None:
+        click.echo(f"{span}: unknown (best {answer.votes} votes)", err=True)
+    else:
+        click.echo(f"{span}: {answer.file_name} (id {answer.track_id}) from {_clock(answer.offset_s)}, "
+                   f"{answer.votes} votes", err=True)
 
 
 @db_group.command("lookup-index")
@@ -559,8 +738,8 @@ def db_compact(ctx: click.Context, store: Store) -> None:
     """
     summary = compact(store)
     left = f"; {summary.partitions_left} left to running bulk loads" if summary.partitions_left else ""
-    merged = f"{summary.partitions_merged} partition{'' if summary.partitions_merged == 1 else 's'}"
-    click.echo(f"compacted {merged} into hashes_main: {summary.postings:,} postings "
+    click.echo(f"compacted {counted(summary.partitions_merged, 'partition')} into hashes_main: "
+               f"{counted(summary.postings, 'posting')} "
                f"sorted by (zone, hash) in {summary.seconds:.1f} s{left}")
 
 
@@ -611,8 +790,9 @@ def import_pickle_command(ctx: click.Context, store: Store, pickle_path: str, on
                                  duplicate_min_ratio=duplicate_min_ratio)
     for name, note in summary.duplicates:
         click.echo(f"{pickle_path}: {name}: {note}", err=True)
-    click.echo(f"run {summary.run_id}: imported {summary.n_tracks} tracks and {summary.postings:,} postings "
-               f"from {summary.path}" + (f", skipped {summary.n_skipped} already stored" if summary.n_skipped else ""))
+    click.echo(f"run {summary.run_id}: imported {counted(summary.n_tracks, 'track')} and "
+               f"{counted(summary.postings, 'posting')} from {summary.path}"
+               + (f", skipped {summary.n_skipped} already stored" if summary.n_skipped else ""))
     if not _state(ctx).quiet:
         click.echo(_format_pickle_summary(summary, _state(ctx).verbose))
 
@@ -634,7 +814,8 @@ def export_pickle_command(ctx: click.Context, store: Store, out_path: str, force
       fpstore export-pickle hash_db.pkl
     """
     summary = export_seed_pickle(store, out_path, overwrite=force)
-    click.echo(f"wrote {summary.n_tracks} tracks and {summary.postings:,} postings to {summary.path}")
+    click.echo(f"wrote {counted(summary.n_tracks, 'track')} and {counted(summary.postings, 'posting')} "
+               f"to {summary.path}")
     if not _state(ctx).quiet:
         click.echo(_format_pickle_summary(summary, _state(ctx).verbose))
 
@@ -679,7 +860,8 @@ def tracks_list(ctx: click.Context, store: Store, name: str | None, run_id: int 
         for t in listing.tracks:
             click.echo(f"{t['id']:>6}  {t['file_name']:<{width}}  {t['duration_s']:>10.1f}  "
                        f"{t['n_postings']:>9,}  {t['run_id']:>4}")
-    click.echo(f"{listing.n_matching} of {listing.n_total} tracks match, {listing.postings_matching:,} postings")
+    click.echo(f"{listing.n_matching} of {counted(listing.n_total, 'track')} match, "
+               f"{counted(listing.postings_matching, 'posting')}")
 
 
 @tracks_group.command("show")
@@ -771,14 +953,30 @@ def tracks_remove(ctx: click.Context, store: Store, track_ids: tuple[int, ...], 
       fpstore tracks remove 12 13 14 --yes
     """
     if not yes:
-        click.confirm(f"Remove {len(set(track_ids))} track(s) and all their postings?", abort=True)
+        _confirm_removal(store, sorted(set(track_ids)))
     removal = store.tracks.remove(track_ids, vacuum_after=vacuum)
-    click.echo(f"removed {len(removal.track_ids)} tracks and {removal.postings_removed:,} postings "
+    click.echo(f"removed {counted(len(removal.track_ids), 'track')} and {counted(removal.postings_removed, 'posting')} "
                f"({100 * removal.share_removed:.1f}% of all postings)" + (", then vacuumed" if removal.vacuumed else ""))
     if removal.vacuum_advised:
-        click.echo("advice: that is more than 10% of the hashes table; run `VACUUM (ANALYZE) hashes;` in psql "
+        click.echo("advice: that is more than 10% of the hashes table; run "
+                   "`fpstore db shell -- -c 'VACUUM (ANALYZE) hashes'` "
                    "(or use --vacuum next time) so PostgreSQL reuses the space and plans with fresh statistics",
                    err=True)
+
+
+def _confirm_removal(store: Store, track_ids: list[int]) -> None:
+    """Ask before removing, naming the tracks; a "no" is an error (exit 1) that removed nothing.
+
+    With an unknown id there is nothing to ask: the removal itself refuses it, naming the id.
+    """
+    names = store.tracks.names(track_ids)
+    if len(names) < len(track_ids):
+        return
+    shown = [f"{track_id} {names[track_id]}" for track_id in track_ids[:PROMPT_NAMES]]
+    if len(track_ids) > PROMPT_NAMES:
+        shown.append(f"and {len(track_ids) - PROMPT_NAMES} more")
+    if not click.confirm(f"Remove {counted(len(track_ids), 'track')} ({', '.join(shown)}) and all their postings?"):
+        raise click.ClickException("removal declined: nothing removed")
 
 
 @cli.command("plot")
@@ -810,8 +1008,9 @@ def plot_command(ctx: click.Context, /, audio_file: str, zones: tuple[str, ...],
     out_png = out_png or pathlib.Path(audio_file).with_suffix(".png").name
     counts = plot_fingerprint(audio_file, out_png, settings.params, zone=plot_zone, n_anchors=n_anchors,
                               width_px=width_px, height_px=height_px)
-    click.echo(f"wrote {out_png} ({width_px}x{height_px}): {counts['n_frames']} frames, {counts['n_peaks']} peaks, "
-               f"{counts['n_pairs_drawn']} of {counts['n_zone_hashes']} pairs drawn")
+    click.echo(f"wrote {out_png} ({width_px}x{height_px}): {counted(counts['n_frames'], 'frame')}, "
+               f"{counted(counts['n_peaks'], 'peak')}, {counts['n_pairs_drawn']} of "
+               f"{counted(counts['n_zone_hashes'], 'pair')} drawn")
 
 
 @cli.group("config")

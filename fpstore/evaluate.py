@@ -12,6 +12,9 @@ Conventions
   whatever the rule says (the seed notebook's argmax has no rule).
 - ``false_positive_rate``: among queries whose track is not stored, the share that name a track.
 - Excerpt lengths are measured from the decoded audio, in seconds, rounded to 0.1 s.
+- A query file that cannot be matched (missing, unreadable, undecodable, no hashes: the reasons
+  ingest gives) does not stop the evaluation: its rows have ``outcome`` ``failed`` and the reason in
+  ``error``, and it counts in no rate.
 """
 
 from __future__ import annotations
@@ -25,8 +28,7 @@ from typing import Any
 
 from fpstore.db.store import Store
 from fpstore.errors import NotFound, ParameterError
-from fpstore.match import ALL_ZONES, DecisionRule, MatchResult, match_fingerprint
-from fpstore.signal.fingerprint import fingerprint_file
+from fpstore.match import ALL_ZONES, DecisionRule, MatchResult, fingerprint_query, match_fingerprint
 
 #: Columns that are never labels.
 RESERVED_COLUMNS = ("file", "true_track", "start_s")
@@ -35,8 +37,10 @@ MAX_LABEL_VALUES = 8
 
 PER_QUERY_COLUMNS = (
     "file", "true_track", "zone", "measured_length_s", "predicted", "predicted_id", "votes", "runner_up",
-    "runner_up_votes", "confidence", "offset_s", "offset_error_s", "best", "outcome",
+    "runner_up_votes", "confidence", "offset_s", "offset_error_s", "best", "outcome", "error",
 )
+#: ``outcome`` of a query that could not be matched.
+FAILED = "failed"
 SUMMARY_COLUMNS = (
     "zone", "n_positive", "top1_accuracy", "top1_no_rule", "n_wrong", "n_negative", "false_positive_rate",
 )
@@ -76,6 +80,7 @@ class EvalOutcome:
     rows: list[dict[str, Any]]
     summary: list[dict[str, Any]]
     labels: list[str]
+    failures: list[str]
 
 
 def read_queries(csv_path: str | os.PathLike[str], labels: Sequence[str] | None = None) -> tuple[list[Query], list[str]]:
@@ -97,8 +102,6 @@ def read_queries(csv_path: str | os.PathLike[str], labels: Sequence[str] | None 
     ------
     ParameterError
         If a required or named column is missing, or a ``start_s`` is not a number (``path:line``).
-    NotFound
-        If a query file does not exist (``path:line``).
     """
     csv_path = Path(csv_path)
     with open(csv_path, newline="") as handle:
@@ -118,8 +121,6 @@ def read_queries(csv_path: str | os.PathLike[str], labels: Sequence[str] | None 
     for line, record in enumerate(records, start=2):
         path = Path(record["file"])
         path = path if path.is_absolute() else csv_path.parent / path
-        if not path.is_file():
-            raise NotFound(f"{csv_path}:{line}: query file {path} does not exist")
         start = (record.get("start_s") or "").strip()
         try:
             start_s = float(start) if start else None
@@ -130,14 +131,17 @@ def read_queries(csv_path: str | os.PathLike[str], labels: Sequence[str] | None 
     return queries, list(labels)
 
 
-def score_row(query: Query, true_id: int | None, result: MatchResult, length_s: float) -> dict[str, Any]:
+def score_row(query: Query, true_id: int | None, result: MatchResult, length_s: float | None) -> dict[str, Any]:
     """One per-query CSV row: the answer, and whether it was right.
 
     ``outcome`` is ``correct`` / ``wrong`` (named another track) / ``missed`` (said no match) for a
-    stored track, and ``false_positive`` / ``true_negative`` for a query not in the database.
+    stored track, ``false_positive`` / ``true_negative`` for a query not in the database, and
+    ``failed`` for a query that could not be matched (``error`` says why; ``length_s`` is None).
     """
     best, runner, named = result.best, result.runner_up, result.match
-    if true_id is None:
+    if result.error is not None:
+        outcome = FAILED
+    elif true_id is None:
         outcome = "true_negative" if named is None else "false_positive"
     elif named is None:
         outcome = "missed"
@@ -149,14 +153,14 @@ def score_row(query: Query, true_id: int | None, result: MatchResult, length_s: 
     )
     return {
         "file": query.file, "true_track": query.true_track, **query.labels, "zone": result.zone,
-        "measured_length_s": length_s,
+        "measured_length_s": "" if length_s is None else length_s,
         "predicted": named.file_name if named else "", "predicted_id": named.track_id if named else "",
         "votes": best.votes if best else 0, "runner_up": runner.file_name if runner else "",
         "runner_up_votes": runner.votes if runner else 0, "confidence": round(result.confidence, 4),
         "offset_s": round(best.offset_s, 3) if best else "", "offset_error_s": offset_error,
         "best": best.file_name if best else "",
         "best_is_true": int(best is not None and best.track_id == true_id),
-        "outcome": outcome,
+        "outcome": outcome, "error": result.error or "",
     }
 
 
@@ -168,7 +172,7 @@ def evaluate_queries(
     rule: DecisionRule = DecisionRule(),  # noqa: B008 (frozen dataclass: an immutable default)
     on_query: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Fingerprint each query once, match it in every asked zone, and score it.
+    """Fingerprint each query once, match it in every asked zone, and score it; a bad query file fails alone.
 
     Parameters
     ----------
@@ -183,7 +187,8 @@ def evaluate_queries(
     Returns
     -------
     rows : list of dict
-        One per query and zone (see :func:`score_row`).
+        One per query and zone (see :func:`score_row`); a query that cannot be matched gets rows with
+        ``outcome`` ``failed`` and its one-line reason in ``error``.
 
     Raises
     ------
@@ -204,11 +209,13 @@ def evaluate_queries(
             if query.true_track not in known:
                 raise NotFound(f"{query.file}: true_track {query.true_track!r} is not a stored track's file name")
             true_id = known[query.true_track]
-        fingerprint = fingerprint_file(query.path, params)
-        length_s = round(fingerprint.duration_s, 1)
+        fingerprint = fingerprint_query(query.path, params)
         for zone in zone_names:
+            if isinstance(fingerprint, str):
+                rows.append(score_row(query, true_id, MatchResult.failed(query.file, zone, fingerprint), None))
+                continue
             result = match_fingerprint(store, fingerprint, params, zone=zone, rule=rule, query=query.file)
-            rows.append(score_row(query, true_id, result, length_s))
+            rows.append(score_row(query, true_id, result, round(fingerprint.duration_s, 1)))
         if on_query is not None:
             on_query(str(query.path))
     return rows
@@ -217,6 +224,8 @@ def evaluate_queries(
 def summarise(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[dict[str, Any]]:
     """Top-1 accuracy and false-positive rate per zone and label group, plus a ``*`` row per zone.
 
+    Rows of failed queries count in no group.
+
     Returns
     -------
     summary : list of dict
@@ -224,7 +233,7 @@ def summarise(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[dic
         (None when the group has no query of that kind).
     """
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
+    for row in answered(rows):
         groups.setdefault((row["zone"], *(str(row[label]) for label in labels)), []).append(row)
         groups.setdefault((row["zone"], *("*" for _ in labels)), []).append(row)
     summary = []
@@ -242,6 +251,11 @@ def summarise(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[dic
             "false_positive_rate": _share(negatives, lambda r: r["outcome"] == "false_positive"),
         })
     return summary
+
+
+def answered(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of queries that were matched (not ``failed``)."""
+    return [row for row in rows if row["outcome"] != FAILED]
 
 
 def _share(rows: Sequence[dict[str, Any]], hit: Callable[[dict[str, Any]], bool]) -> float | None:
@@ -272,7 +286,7 @@ def plot_accuracy_vs_length(rows: Sequence[dict[str, Any]], png_path: str | os.P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    positives = [r for r in rows if r["true_track"]]
+    positives = [r for r in answered(rows) if r["true_track"]]
     zones = list(dict.fromkeys(r["zone"] for r in rows))
     fig, axes = plt.subplots(1, len(zones), figsize=(4 * len(zones), 3.6), sharey=True, squeeze=False)
     for ax, zone in zip(axes[0], zones):
@@ -333,6 +347,7 @@ def run_eval(
     Returns
     -------
     outcome : EvalOutcome
+        ``failures`` holds the one-line reason of each query that could not be matched.
     """
     queries, chosen = read_queries(queries_csv, labels)
     if on_start is not None:
@@ -342,7 +357,7 @@ def run_eval(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     outcome = EvalOutcome(out / "per_query.csv", out / "summary.csv", out / "accuracy_vs_length.png",
-                          rows, summary, chosen)
+                          rows, summary, chosen, list(dict.fromkeys(r["error"] for r in rows if r["outcome"] == FAILED)))
     write_csv(outcome.per_query_csv, rows, PER_QUERY_COLUMNS[:2] + tuple(chosen) + PER_QUERY_COLUMNS[2:])
     write_csv(outcome.summary_csv, summary, ("zone", *chosen, *SUMMARY_COLUMNS[1:]))
     group = "degradation" if "degradation" in chosen else next((c for c in chosen if c != "length_s"), None)

@@ -14,6 +14,8 @@ import errno
 import hashlib
 import os
 import stat
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fpstore.errors import NotFound
@@ -72,9 +74,32 @@ def unreadable_reason(path: Path) -> str | None:
     return None
 
 
-def discover_audio_files(root: str | os.PathLike[str]) -> list[Path]:
-    """Audio files under ``root`` (recursively), or ``[root]`` if it is a file, in sorted path order.
+@dataclass(frozen=True)
+class FolderScan:
+    """What a walk of a folder found.
 
+    Attributes
+    ----------
+    audio : list of pathlib.Path
+        Files with an audio extension, in sorted path order.
+    others : list of pathlib.Path
+        The other files that a user would expect to hear about: neither hidden (a name starting with
+        ``.``) nor under a hidden folder, in sorted path order.
+    """
+
+    audio: list[Path]
+    others: list[Path] = field(default_factory=list)
+
+    def other_extensions(self) -> dict[str, int]:
+        """Number of :attr:`others` per extension (lower case; ``""`` for none), sorted by extension."""
+        counts = Counter(path.suffix.lower() for path in self.others)
+        return dict(sorted(counts.items()))
+
+
+def scan_folder(root: str | os.PathLike[str]) -> FolderScan:
+    """Audio files under ``root`` (recursively), or ``root`` itself if it is a file, and the files skipped.
+
+    A file named on its own is taken whatever its extension (the decoders say whether they read it).
     Symbolic links to files are listed (their target is read later); links to folders are not followed,
     so a link loop cannot trap the walk.
 
@@ -85,16 +110,30 @@ def discover_audio_files(root: str | os.PathLike[str]) -> list[Path]:
     """
     root_path = Path(root)
     if root_path.is_file():
-        return [root_path]
+        return FolderScan([root_path])
     if not root_path.is_dir():
         raise NotFound(f"{display_path(root_path)}: no such file or folder")
-    found = [
-        Path(folder) / name
-        for folder, _subfolders, names in os.walk(root_path)
-        for name in names
-        if name.lower().endswith(AUDIO_EXTENSIONS)
-    ]
-    return sorted(found, key=os.fsencode)
+    audio: list[Path] = []
+    others: list[Path] = []
+    for folder, _subfolders, names in os.walk(root_path):
+        hidden_folder = any(part.startswith(".") for part in Path(folder).relative_to(root_path).parts)
+        for name in names:
+            if name.lower().endswith(AUDIO_EXTENSIONS):
+                audio.append(Path(folder) / name)
+            elif not (hidden_folder or name.startswith(".")):
+                others.append(Path(folder) / name)
+    return FolderScan(sorted(audio, key=os.fsencode), sorted(others, key=os.fsencode))
+
+
+def discover_audio_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Audio files under ``root`` (recursively), or ``[root]`` if it is a file: ``scan_folder(root).audio``.
+
+    Raises
+    ------
+    NotFound
+        If ``root`` does not exist.
+    """
+    return scan_folder(root).audio
 
 
 def file_sha256(path: Path) -> bytes:

@@ -10,7 +10,8 @@ transaction with binary COPY, through one of two writers:
 
 Conventions
 -----------
-- Files are visited in sorted order of their path (:func:`fpstore.files.discover_audio_files`).
+- Files are visited in sorted order of their path (:func:`fpstore.files.scan_folder`); the other files of
+  a folder are counted by extension, not read.
 - Memory stays bounded: at most ``2 * jobs`` files are in flight and a batch holds at most
   ``batch_postings`` postings before it is written; one batch is written while the next one fills.
 - A file that cannot be fingerprinted fails with one line ``<path>: <reason>`` (recorded in ``failures``)
@@ -38,9 +39,10 @@ from fpstore.db.runs import Run
 from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
 from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateCheck, OnDuplicate
-from fpstore.files import discover_audio_files, file_sha256, one_line, unreadable_reason
+from fpstore.files import file_sha256, one_line, scan_folder, unreadable_reason
 from fpstore.signal.audio import display_path
 from fpstore.signal.params import FingerprintParams
+from fpstore.wording import counted
 from fpstore.workers import Fingerprinter
 
 #: Runs over at least this many files take the bulk path (README, "Speed").
@@ -77,6 +79,8 @@ class IngestSummary:
     postings_by_zone: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     failures: list[FileEvent] = field(default_factory=list)
+    #: Files of the folder left out for their extension (hidden ones aside), counted per extension.
+    other_extensions: dict[str, int] = field(default_factory=dict)
 
     @property
     def postings(self) -> int:
@@ -93,7 +97,8 @@ class WriteOutcome:
 
     def added(self, path: str, track_id: int, record_postings: dict[str, int]) -> None:
         """Account for one track written."""
-        self.events.append(FileEvent(path, "added", f"track {track_id}, {sum(record_postings.values())} postings"))
+        postings = counted(sum(record_postings.values()), "posting")
+        self.events.append(FileEvent(path, "added", f"track {track_id}, {postings}"))
         for zone_name, n in record_postings.items():
             self.postings_by_zone[zone_name] = self.postings_by_zone.get(zone_name, 0) + n
 
@@ -247,9 +252,11 @@ class Ingest:
         """Ingest every audio file under ``root``; return the run's totals."""
         started = time.perf_counter()
         self.store.check_schema(upgrade_empty=True)
-        files = discover_audio_files(root)
+        scan = scan_folder(root)
+        files = scan.audio
         with self.store.run("ingest", display_path(os.path.abspath(root)), self.params) as run:
-            self._summary = IngestSummary(run.id, len(files), postings_by_zone={z.name: 0 for z in self.params.zones})
+            self._summary = IngestSummary(run.id, len(files), postings_by_zone={z.name: 0 for z in self.params.zones},
+                                          other_extensions=scan.other_extensions())
             self._run = run
             self.on_start(len(files))
             with BackgroundWriter(self._writer(run, len(files))) as background:

@@ -20,21 +20,31 @@ Conventions
 - Ranking: votes descending, then track id ascending; a track's offset is the smallest offset among
   its fullest bins. The runner-up is the best *other* track.
 - Zone ``"all"`` pools the votes of every zone into the same ``(track, offset)`` bins.
+- Query files (:func:`match_queries`) are found and checked as ingest finds and checks its files; one
+  that cannot be matched gives a result whose ``error`` is its one-line reason, and the rest go on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import BinaryIO, Literal
 
 import numpy as np
 
 from fpstore.db.store import Store
-from fpstore.errors import ParameterError
-from fpstore.signal.fingerprint import Fingerprint, fingerprint_file, fingerprint_signal
+from fpstore.errors import AudioError, NotFound, ParameterError
+from fpstore.files import discover_audio_files, one_line, unreadable_reason
+from fpstore.signal.audio import display_path
+from fpstore.signal.fingerprint import Fingerprint, fingerprint_signal
 from fpstore.signal.hashing import hash_keys
 from fpstore.signal.params import FingerprintParams
+from fpstore.workers import fingerprint_job
 
 #: Zone name meaning "pool the votes of every zone".
 ALL_ZONES = "all"
@@ -50,6 +60,11 @@ DEFAULT_MIN_RATIO = 1.0
 #: Zone used when none is named: alone it separated true and false matches best (20 vs 10 votes) and
 #: costs a quarter of pooling all four zones (one index scan instead of four).
 DEFAULT_ZONE = "Fsmall_Tlong"
+
+#: The query argument that means "the audio on standard input" (when a ``stdin`` stream is given).
+STDIN_ARGUMENT = "-"
+#: How standard input is named in results and failure reasons.
+STDIN_LABEL = "<stdin>"
 
 Method = Literal["python", "sql"]
 
@@ -118,7 +133,7 @@ class MatchResult:
     Attributes
     ----------
     query : str
-        File name or label of the query.
+        File name or label of the query (``"<stdin>"`` for standard input).
     zone : str
         Zone that voted (or ``"all"``).
     candidates : list of Candidate
@@ -128,7 +143,13 @@ class MatchResult:
     match : Candidate or None
         ``candidates[0]`` if the decision rule accepts it, else None ("no match").
     confidence : float
-        ``1 - runner_up_votes / best_votes`` in [0, 1]; 0 when nothing matched.
+        ``1 - runner_up_votes / best_votes`` in [0, 1]; 0 when nothing matched. The runner-up counts
+        even when ``top_k=1`` leaves it out of ``candidates``.
+    method : str
+        ``"python"`` or ``"sql"``.
+    error : str or None
+        Why the query could not be matched (one line naming the file, the reasons ingest gives); the
+        result then has no candidates. None for every answered query.
     """
 
     query: str
@@ -138,6 +159,7 @@ class MatchResult:
     match: Candidate | None
     confidence: float
     method: str = field(default="python")
+    error: str | None = None
 
     @property
     def best(self) -> Candidate | None:
@@ -146,8 +168,13 @@ class MatchResult:
 
     @property
     def runner_up(self) -> Candidate | None:
-        """Second-ranked track, if any."""
+        """Second-ranked track, if any was listed (``top_k >= 2``)."""
         return self.candidates[1] if len(self.candidates) > 1 else None
+
+    @classmethod
+    def failed(cls, query: str, zone: str, reason: str, method: str = "python") -> MatchResult:
+        """The result of a query that could not be matched: no candidates, ``error=reason``."""
+        return cls(query, zone, [], 0, None, 0.0, method, reason)
 
 
 def vote(track_ids: np.ndarray, offsets_frames: np.ndarray, *, top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -346,7 +373,8 @@ def match_fingerprint(
     zone : str
         A zone name, or ``"all"`` to pool every zone's votes.
     top_k : int
-        Candidates returned (at least 2, so that there is a runner-up).
+        Candidates listed (at least 1). The confidence and the rule always weigh the runner-up, so
+        ``top_k=1`` shortens the listing without changing the answer.
     rule : DecisionRule
     method : {"python", "sql"}
         Vote in numpy over the fetched postings, or call the SQL function ``fpstore_match``.
@@ -360,10 +388,12 @@ def match_fingerprint(
     Raises
     ------
     ParameterError
-        If ``zone`` is unknown, ``top_k < 2`` or ``method`` is unknown.
+        If ``zone`` is unknown, ``top_k < 1`` or ``method`` is unknown.
     """
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 2:
-        raise ParameterError(f"top_k={top_k!r} must be an integer >= 2 (the runner-up decides the confidence)")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ParameterError(f"top_k={top_k!r} must be an integer >= 1")
+    # The runner-up decides the confidence and the ratio rule: always rank it, list only top_k.
+    ranked_k = max(top_k, 2)
     if method not in ("python", "sql"):
         raise ParameterError(f"method={method!r} must be 'python' or 'sql'")
     names = [z.name for z in params.zones] if zone == ALL_ZONES else [params.zone(zone).name]
@@ -376,15 +406,16 @@ def match_fingerprint(
             np.concatenate([fingerprint.zones[name].hashes for name in names]),
             np.concatenate([fingerprint.zones[name].t_anchor_frames for name in names]),
         )
-        ranked_tracks, ranked_votes, ranked_offsets = vote(track_ids, offsets, top_k=top_k)
+        ranked_tracks, ranked_votes, ranked_offsets = vote(track_ids, offsets, top_k=ranked_k)
         ranked = list(zip(ranked_tracks.tolist(), ranked_offsets.tolist(), ranked_votes.tolist()))
     else:
         per_hash_zone = [name for name in names for _ in range(fingerprint.zones[name].hashes.size)]
         ranked = store.lookup.sql_vote(per_hash_zone, np.concatenate([fingerprint.zones[name].hashes for name in names]),
                                        np.concatenate([fingerprint.zones[name].t_anchor_frames for name in names]),
-                                       top_k=top_k)
-    return _result(store, params, ranked, zone=zone, n_query_hashes=n_query_hashes, rule=rule, method=method,
-                   query=query)
+                                       top_k=ranked_k)
+    result = _result(store, params, ranked, zone=zone, n_query_hashes=n_query_hashes, rule=rule, method=method,
+                     query=query)
+    return dataclasses.replace(result, candidates=result.candidates[:top_k])
 
 
 def _result(store: Store, params: FingerprintParams, ranked: list[tuple[int, int, int]], *, zone: str,
@@ -413,23 +444,127 @@ def match_signal(store: Store, y: np.ndarray, **options: object) -> MatchResult:
     return match_fingerprint(store, fingerprint_signal(y, params), params, **options)  # type: ignore[arg-type]
 
 
-def match_files(
+def fingerprint_query(path: str | os.PathLike[str], params: FingerprintParams) -> Fingerprint | str:
+    """The query's fingerprint, or why it has none: one line naming the file, the reasons ingest gives.
+
+    The file is checked before it is opened (:func:`fpstore.files.unreadable_reason`: a named pipe
+    would block), then decoded and fingerprinted as a worker of ingest does
+    (:func:`fpstore.workers.fingerprint_job`), so a file fails a match for the same reason it fails
+    an ingest (``empty file (0 bytes)``, ``cannot decode audio (...)``, ``no hashes: ...``).
+
+    Parameters
+    ----------
+    path : str or path-like
+    params : FingerprintParams
+        The database's (:meth:`Store.params` with ``duration_s=None``).
+
+    Returns
+    -------
+    fingerprint : Fingerprint or str
+    """
+    reason = unreadable_reason(Path(path)) or fingerprint_job(Path(path), params)
+    return one_line(reason) if isinstance(reason, str) else reason
+
+
+def match_queries(
     store: Store,
-    paths: list[str | os.PathLike[str]],
+    queries: Sequence[str | os.PathLike[str]],
     *,
     zone: str = DEFAULT_ZONE,
     top_k: int = 5,
     rule: DecisionRule = DecisionRule(),
     method: Method = "python",
-) -> list[MatchResult]:
-    """Match each file, fingerprinted whole with the database's parameters.
+    stdin: BinaryIO | None = None,
+) -> Iterator[MatchResult]:
+    """Match every query file as it comes, one result each; a query that cannot be read does not stop the rest.
+
+    A folder is walked as ingest walks it (:func:`fpstore.files.discover_audio_files`: audio files by
+    extension, recursively, in sorted path order); a file is taken whatever its extension. Each file is
+    fingerprinted whole with the database's parameters (:func:`fingerprint_query`).
 
     Parameters
     ----------
     store : Store
-    paths : list of path-like
+    queries : sequence of path-like
+        Files and folders; ``"-"`` reads one query from ``stdin`` when it is given.
     zone, top_k, rule, method
         As in :func:`match_fingerprint`.
+    stdin : binary stream or None
+        Read to its end, spooled to a temporary file and decoded like a file (any format libsndfile or
+        ffmpeg reads), for each ``"-"``; its result and reason say ``<stdin>``.
+
+    Yields
+    ------
+    result : MatchResult
+        In the order of ``queries`` (a folder's files in sorted order); ``error`` holds the one-line
+        reason of a query that could not be matched (a missing path, an unreadable or undecodable
+        file, a file without hashes).
+
+    Raises
+    ------
+    NotFound
+        If the database holds no fingerprints yet.
+    ParameterError
+        If ``zone``, ``top_k`` or ``method`` is invalid.
+    """
+    store.check_schema()
+    params = store.params(duration_s=None)
+    if zone != ALL_ZONES:
+        params.zone(zone)
+
+    def answer(label: str, outcome: Fingerprint | str) -> MatchResult:
+        if isinstance(outcome, str):
+            return MatchResult.failed(label, zone, outcome, method)
+        return match_fingerprint(store, outcome, params, zone=zone, top_k=top_k, rule=rule, method=method,
+                                 query=label)
+
+    for query in queries:
+        if stdin is not None and os.fspath(query) == STDIN_ARGUMENT:
+            yield answer(STDIN_LABEL, _fingerprint_stream(stdin, params))
+            continue
+        try:
+            files = discover_audio_files(query)
+        except NotFound as exc:
+            label = one_line(display_path(os.path.basename(os.path.normpath(query))))
+            yield MatchResult.failed(label, zone, one_line(str(exc)), method)
+            continue
+        for path in files:
+            yield answer(one_line(display_path(path.name)), fingerprint_query(path, params))
+
+
+def _fingerprint_stream(stream: BinaryIO, params: FingerprintParams) -> Fingerprint | str:
+    """:func:`fingerprint_query` of the stream's bytes, spooled to a file; a reason names ``<stdin>``."""
+    with tempfile.TemporaryDirectory(prefix="fpstore-stdin-") as folder:
+        spooled = Path(folder) / "stdin"
+        with open(spooled, "wb") as handle:
+            shutil.copyfileobj(stream, handle)
+        outcome = fingerprint_query(spooled, params)
+    return outcome.replace(display_path(spooled), STDIN_LABEL) if isinstance(outcome, str) else outcome
+
+
+def match_files(
+    store: Store,
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    zone: str = DEFAULT_ZONE,
+    top_k: int = 5,
+    rule: DecisionRule = DecisionRule(),
+    method: Method = "python",
+    errors: Literal["raise", "report"] = "raise",
+) -> list[MatchResult]:
+    """Match each file (folders walked as ingest walks them), fingerprinted whole with the database's parameters.
+
+    Parameters
+    ----------
+    store : Store
+    paths : sequence of path-like
+        Files and folders.
+    zone, top_k, rule, method
+        As in :func:`match_fingerprint`.
+    errors : {"raise", "report"}
+        ``"raise"``: the first query that cannot be matched raises AudioError with its reason (the
+        queries after it are not matched). ``"report"``: it gets a result whose ``error`` holds the
+        reason, and the rest go on (see :func:`match_queries`, which also yields as it goes).
 
     Returns
     -------
@@ -440,14 +575,13 @@ def match_files(
     NotFound
         If the database holds no fingerprints yet.
     AudioError
-        If a file cannot be decoded.
+        With ``errors="raise"``, if a query cannot be read, decoded or gives no hashes.
     """
-    store.check_schema()
-    params = store.params(duration_s=None)
-    if zone != ALL_ZONES:
-        params.zone(zone)
-    return [
-        match_fingerprint(store, fingerprint_file(path, params), params, zone=zone, top_k=top_k, rule=rule,
-                          method=method, query=os.path.basename(os.fspath(path)))
-        for path in paths
-    ]
+    if errors not in ("raise", "report"):
+        raise ParameterError(f"errors={errors!r} must be 'raise' or 'report'")
+    results = []
+    for result in match_queries(store, paths, zone=zone, top_k=top_k, rule=rule, method=method):
+        if result.error is not None and errors == "raise":
+            raise AudioError(result.error)
+        results.append(result)
+    return results

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -21,13 +23,16 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
+from helpers import alive, wait_until
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from fpstore.db.store import Store
 from fpstore.db.urls import normalize_url
 
+#: Beside the project's clone, as ``../shared/corpus/make_corpus_dev.sh`` builds it; $FPSTORE_CORPUS overrides.
 CORPUS_DIR = Path(os.environ.get("FPSTORE_CORPUS", Path(__file__).resolve().parents[2] / "corpus" / "dev"))
+CORPUS_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "make_corpus_dev.sh"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -144,10 +149,39 @@ def store(db_url: str) -> Iterator[Store]:
     engine.dispose()
 
 
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data folder for an embedded server of the test's own, in a fresh folder directly under /tmp.
+
+    Not under pytest's ``tmp_path``: that lives in ``/tmp/pytest-of-<user>`` (mode 0700), which the
+    unprivileged service user that runs PostgreSQL for root could not traverse.
+    """
+    base = Path(tempfile.mkdtemp(prefix="fpstore-test-", dir="/tmp"))
+    base.chmod(0o755)
+    data = base / "data"
+    yield data
+    # Never leak a server, even when a test failed half-way.
+    pid_file = data / "pgdata" / "postmaster.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text().split()[0])
+        if alive(pid):
+            os.kill(pid, signal.SIGQUIT)
+            wait_until(lambda: not alive(pid), 10)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def corpus_missing_message() -> str:
+    """Why the real-music tests skip, with the command that builds the corpus, in absolute paths."""
+    script = CORPUS_SCRIPT
+    build = (f"`bash {script}` builds it in {script.parents[2] / 'corpus' / 'dev'}" if script.is_file()
+             else f"the team's shared/corpus/make_corpus_dev.sh builds it (expected at {script})")
+    return f"real-music corpus not built at {CORPUS_DIR}: {build}; FPSTORE_CORPUS names another corpus folder"
+
+
 @pytest.fixture(scope="session")
 def corpus_clips() -> list[Path]:
     """The real-music 30 s clips, or skip when the corpus has not been built."""
     clips = sorted((CORPUS_DIR / "clips30").glob("*.mp3"))
     if not clips:
-        pytest.skip(f"real-music corpus not built at {CORPUS_DIR} (bash ../shared/corpus/make_corpus_dev.sh)")
+        pytest.skip(corpus_missing_message())
     return clips

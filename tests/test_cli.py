@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from pathlib import Path
 
@@ -58,6 +59,33 @@ def test_failed_file_gives_exit_3_unless_allowed(run, tmp_path) -> None:
     assert run("ingest", str(tmp_path), "--jobs", "1", "--allow-failures").exit_code == 0
 
 
+def test_folder_of_aiff_and_opus_is_ingested_and_other_files_are_counted(run, tmp_path) -> None:
+    import soundfile
+
+    from fpstore.signal.synth import synth_tune
+
+    soundfile.write(tmp_path / "one.aiff", synth_tune(1, duration_s=4.0), 22050, subtype="PCM_16")
+    soundfile.write(tmp_path / "two.opus", synth_tune(2, duration_s=4.0), 48000, format="OGG", subtype="OPUS")
+    (tmp_path / "notes.txt").write_text("liner notes")
+    (tmp_path / ".DS_Store").write_bytes(b"\0")
+    result = run("ingest", str(tmp_path), "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("run 1: 2 files: 2 added, 0 skipped, 0 failed in ")
+    assert lines[1] == "skipped 1 file with other extensions (.txt)"
+    (tmp_path / "notes.txt").unlink()
+    again = run("ingest", str(tmp_path), "--jobs", "1")
+    assert "other extensions" not in again.output
+
+
+def test_counts_agree_with_their_noun(run, tmp_path) -> None:
+    (path,) = write_tunes(tmp_path, [1], duration_s=4.0)
+    result = run("ingest", str(path), "--jobs", "1")
+    assert result.output.startswith("run 1: 1 file: 1 added, 0 skipped, 0 failed in "), result.output
+    removed = run("tracks", "remove", "1", "--yes")
+    assert removed.output.startswith("removed 1 track and "), removed.output
+
+
 def test_parameter_options_and_mismatch_error(run, tmp_path) -> None:
     write_tunes(tmp_path, [1])
     assert run("ingest", str(tmp_path), "--jobs", "1", "--top-k", "none", "--duration", "full").exit_code == 0
@@ -92,9 +120,32 @@ def test_db_commands(run) -> None:
     assert f"schema at revision {head_revision()}" in run("db", "upgrade").output
 
 
-def test_report_on_database_without_schema_says_what_to_do(empty_db_url) -> None:
-    result = CliRunner().invoke(cli, ["--db", empty_db_url, "report"])
-    assert result.exit_code == 1 and "run `fpstore db upgrade`" in result.output
+@pytest.mark.parametrize("command", [["report"], ["match", "q.wav"], ["tracks", "list"]])
+def test_fresh_database_says_ingest_first_at_once(empty_db_url, tmp_path, command) -> None:
+    write_tunes(tmp_path, [1], duration_s=2.0)
+    (tmp_path / "tune_001.wav").rename(tmp_path / "q.wav")
+    with contextlib.chdir(tmp_path):
+        result = CliRunner().invoke(cli, ["--db", empty_db_url, *command])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: database ") and result.output.count("\n") == 1
+    assert "holds no fingerprints yet (no fpstore schema): ingest first, e.g. `fpstore ingest FOLDER`" in result.output
+
+
+def test_db_lookup_index_prints_the_size_of_the_index_in_use(run, db_url, tmp_path) -> None:
+    from sqlalchemy import create_engine, text
+
+    write_tunes(tmp_path, [1, 2])
+    assert run("-q", "ingest", str(tmp_path), "--jobs", "1").exit_code == 0
+    for variant, index in [("covering", "hashes_zone_hash_cover"), ("plain", "hashes_zone_hash")]:
+        result = run("db", "lookup-index", variant)
+        engine = create_engine(db_url)
+        with engine.connect() as conn:
+            size = conn.execute(text("SELECT sum(pg_relation_size(indexrelid)) FROM pg_index WHERE indrelid IN "
+                                     "(SELECT relid FROM pg_partition_tree('hashes'))")).scalar()
+            names = set(conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = 'hashes'")).scalars())
+        engine.dispose()
+        assert names == {index} and size > 100_000
+        assert result.output == f"postings indexed by the {variant} index ({size:,} bytes)\n"
 
 
 def test_example_audio(tmp_path) -> None:
@@ -139,3 +190,15 @@ def test_report_counts_the_partitions_of_hashes(run, db_url, tmp_path) -> None:
     assert "hashes_main" in {r["name"] for r in report["relations"] if r["table_name"] == "hashes"}
     assert report["bytes_per_posting"] == pytest.approx(float(on_disk) / postings)
     assert 0 < report["bytes_per_posting"] < 200
+
+
+def test_readme_and_corpus_skip_message_name_folders_beside_the_clone() -> None:
+    import conftest
+
+    root = Path(__file__).resolve().parents[1]
+    assert "/work/" not in (root / "README.md").read_text()  # this machine's folders mean nothing to a user
+    message = conftest.corpus_missing_message()
+    beside = root.parent
+    assert str(beside / "corpus" / "dev") in message
+    if (beside / "shared" / "corpus" / "make_corpus_dev.sh").is_file():
+        assert f"`bash {beside / 'shared' / 'corpus' / 'make_corpus_dev.sh'}`" in message

@@ -1,8 +1,6 @@
 """Tests of fpstore.db.embedded with real PostgreSQL processes (no mocks).
 
-Every test gets its own data folder in a fresh folder directly under /tmp (mode 0755), because pytest's
-``tmp_path`` lives under ``/tmp/pytest-of-<user>`` (mode 0700), which the unprivileged service user that
-runs PostgreSQL for root could not traverse.
+Every test gets its own data folder (the ``data_dir`` fixture of conftest.py).
 """
 
 from __future__ import annotations
@@ -11,18 +9,16 @@ import os
 import pathlib
 import pwd
 import re
-import shutil
 import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 import sqlalchemy as sa
+from helpers import alive, wait_until
 
 from fpstore.db.embedded import EmbeddedServer, default_data_dir, find_bindir
 from fpstore.errors import EmbeddedServerError
@@ -43,26 +39,8 @@ with EmbeddedServer(data):
 """
 
 
-def alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        text = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rfind(")") + 2] not in "ZX"
-
-
 def postmaster_pid(data_dir: pathlib.Path) -> int:
     return int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
-
-
-def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def start_client(data_dir: pathlib.Path) -> tuple[subprocess.Popen[str], int]:
@@ -83,22 +61,6 @@ def finish_client(proc: subprocess.Popen[str]) -> None:
     proc.stdin.write("\n")
     proc.stdin.flush()
     assert proc.wait(timeout=90) == 0
-
-
-@pytest.fixture
-def data_dir() -> Iterator[pathlib.Path]:
-    base = pathlib.Path(tempfile.mkdtemp(prefix="fpstore-test-", dir="/tmp"))
-    base.chmod(0o755)
-    data = base / "data"
-    yield data
-    # Never leak a server, even when a test failed half-way.
-    pid_file = data / "pgdata" / "postmaster.pid"
-    if pid_file.exists():
-        pid = int(pid_file.read_text().split()[0])
-        if alive(pid):
-            os.kill(pid, signal.SIGQUIT)
-            wait_until(lambda: not alive(pid), 10)
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_find_bindir_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:

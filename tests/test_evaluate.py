@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 from helpers import write_tunes
 
 from fpstore.cli import cli
-from fpstore.errors import NotFound, ParameterError
+from fpstore.errors import ParameterError
 from fpstore.evaluate import read_queries, run_eval, summarise
 from fpstore.ingest import ingest
 from fpstore.signal.synth import synth_tune
@@ -48,8 +49,8 @@ def test_read_queries_errors_name_the_problem(tmp_path) -> None:
     bad.write_text("file,label\nx.wav,1\n")
     with pytest.raises(ParameterError, match="column 'true_track' is missing"):
         read_queries(bad)
-    bad.write_text("file,true_track\nmissing.wav,\n")
-    with pytest.raises(NotFound, match=r"bad.csv:2: query file .*missing.wav does not exist"):
+    bad.write_text("file,true_track,start_s\nx.wav,,soon\n")
+    with pytest.raises(ParameterError, match=r"bad.csv:2: start_s='soon' is not a number"):
         read_queries(bad)
 
 
@@ -113,3 +114,54 @@ def test_eval_command_unknown_true_track(store, db_url, tmp_path, rng_factory) -
     result = CliRunner().invoke(cli, ["--db", db_url, "eval", queries, "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert result.output.startswith("Error: b.wav: true_track 'tune_022.wav' is not a stored track")
+
+
+def _add_bad_queries(queries_csv: str) -> None:
+    """Append an empty file, a text file named .mp3 and a missing file, each a stored tune's query."""
+    folder = Path(queries_csv).parent
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "text.mp3").write_text("not audio\n")
+    with open(queries_csv, "a") as handle:
+        handle.write("empty.wav,tune_021,,clean,4\ntext.mp3,tune_021,,noise,4\nmissing.wav,,,clean,4\n")
+
+
+@pytest.mark.postgres
+def test_run_eval_goes_on_past_bad_query_files(store, tmp_path, rng_factory) -> None:
+    write_tunes(tmp_path / "music", [21, 22])
+    ingest(store, tmp_path / "music", jobs=1)
+    queries = _write_queries(tmp_path / "q", rng_factory(5))
+    _add_bad_queries(queries)
+    outcome = run_eval(store, queries, tmp_path / "out", zones=["all", "Flarge_Tlong"])
+    folder = tmp_path / "q"
+    assert outcome.failures == [
+        f"{folder / 'empty.wav'}: empty file (0 bytes)",
+        f"{folder / 'text.mp3'}: cannot decode audio (not a readable audio file: format not recognised; "
+        "ffmpeg could not decode it either)",
+        f"{folder / 'missing.wav'}: cannot read (No such file or directory)",
+    ]
+    by_query = {(r["file"], r["zone"]): (r["outcome"], r["error"]) for r in outcome.rows}
+    assert by_query["a.wav", "all"] == ("correct", "") and by_query["c.wav", "Flarge_Tlong"] == ("true_negative", "")
+    assert by_query["empty.wav", "all"] == ("failed", outcome.failures[0])
+    assert by_query["missing.wav", "Flarge_Tlong"] == ("failed", outcome.failures[2])
+    # failed queries count in no rate: the stored ones are still 2 of 2 correct
+    overall = {r["zone"]: r for r in outcome.summary if r["degradation"] == "*"}
+    assert overall["all"]["n_positive"] == 2 and overall["all"]["top1_accuracy"] == 1.0
+    assert overall["all"]["n_negative"] == 1
+    with open(outcome.per_query_csv, newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert len(written) == 12 and [r["outcome"] for r in written].count("failed") == 6
+    assert outcome.plot_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.postgres
+def test_eval_command_names_bad_query_files_and_exits_3(store, db_url, tmp_path, rng_factory) -> None:
+    write_tunes(tmp_path / "music", [21, 22])
+    ingest(store, tmp_path / "music", jobs=1)
+    queries = _write_queries(tmp_path / "q", rng_factory(6))
+    _add_bad_queries(queries)
+    result = CliRunner().invoke(cli, ["--db", db_url, "eval", queries, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 3, result.output
+    failed = result.stderr.splitlines()
+    assert [line.split(": ")[1].rsplit("/", 1)[-1] for line in failed] == ["empty.wav", "text.mp3", "missing.wav"]
+    assert all(line.startswith("failed: ") for line in failed)
+    assert "| Fsmall_Tlong | * | 2 | 100.0% | 100.0% | 0 | 1 | 0.0% |" in result.stdout

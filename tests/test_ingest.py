@@ -14,7 +14,7 @@ from helpers import oracle_pairs, sorted_pairs, write_tunes
 from sqlalchemy import text
 
 from fpstore.errors import ProfileMismatch
-from fpstore.files import discover_audio_files
+from fpstore.files import discover_audio_files, scan_folder
 from fpstore.ingest import ingest
 from fpstore.signal.params import FingerprintParams
 
@@ -94,6 +94,20 @@ def test_discovery_is_recursive_case_insensitive_and_sorted(tmp_path) -> None:
         (tmp_path / relative).write_bytes(b"")
     found = [p.relative_to(tmp_path).as_posix() for p in discover_audio_files(tmp_path)]
     assert found == ["a/y.wav", "a/z.Flac", "b/x.MP3", "c.ogg", "d.M4A"]
+
+
+def test_scan_takes_every_decodable_extension_and_lists_the_other_visible_files(tmp_path) -> None:
+    names = ["a.aiff", "b.OPUS", "c.caf", "d.au", "e.w64", "f.wv", "g.aac", "h.wma", "notes.txt", "README",
+             "cover.JPG", ".DS_Store", ".git/config", "sub/.hidden.txt", "sub/film.mp4"]
+    for relative in names:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"")
+    scan = scan_folder(tmp_path)
+    assert [p.name for p in scan.audio] == ["a.aiff", "b.OPUS", "c.caf", "d.au", "e.w64", "f.wv", "g.aac", "h.wma"]
+    assert [p.relative_to(tmp_path).as_posix() for p in scan.others] == ["README", "cover.JPG", "notes.txt",
+                                                                         "sub/film.mp4"]
+    assert scan.other_extensions() == {"": 1, ".jpg": 1, ".mp4": 1, ".txt": 1}
+    assert scan_folder(tmp_path / "sub" / "film.mp4").audio == [tmp_path / "sub" / "film.mp4"]
 
 
 def test_other_parameters_are_refused(store, tmp_path) -> None:

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
+import psycopg
 import pytest
 import soundfile
 from click.testing import CliRunner
 from helpers import write_tunes
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy.engine import make_url
 
 from fpstore.cli import cli
-from fpstore.errors import ParameterError
+from fpstore.errors import AudioError, ParameterError
 from fpstore.ingest import ingest
 from fpstore.match import (
     ALL_ZONES,
     DEFAULT_MIN_VOTES_ALL_ZONES,
     DEFAULT_MIN_VOTES_ONE_ZONE,
     DecisionRule,
+    match_files,
     match_fingerprint,
+    match_queries,
     match_signal,
     vote,
 )
@@ -167,9 +172,47 @@ def test_lookup_uses_the_zone_hash_index(tuned_store) -> None:
     with tuned_store.engine.raw_connection() as raw:
         cur = raw.driver_connection.cursor()
         cur.execute("SET enable_seqscan = off")  # a 3-tune table is small enough for a seq scan to win
-        cur.execute("EXPLAIN SELECT * FROM fpstore_match('Flarge_Tlong', ARRAY[1, 2]::bigint[], ARRAY[0, 1], 2)")
+        cur.execute("EXPLAIN SELECT * FROM fpstore_postings(1::smallint, ARRAY[1, 2])")
         plan = "\n".join(row[0] for row in cur.fetchall())
     assert "hashes_zone_hash" in plan
+
+
+def _query_arrays(fp) -> tuple[list[str], list[int], list[int]]:
+    """The SQL functions' three parallel arrays (zone name, unsigned hash, anchor frame) for a fingerprint."""
+    zone_names = [name for name, zone in fp.zones.items() for _ in range(zone.hashes.size)]
+    hashes = np.concatenate([zone.hashes for zone in fp.zones.values()]).astype(np.int64).tolist()
+    t_query = np.concatenate([zone.t_anchor_frames for zone in fp.zones.values()]).tolist()
+    return zone_names, hashes, t_query
+
+
+@pytest.mark.postgres
+def test_python_matching_never_prepares_its_statements(tuned_store) -> None:
+    # psycopg prepares a statement at its fifth execution on a connection; PostgreSQL may then plan
+    # `hash = ANY($1)` generically (issue 13: 2.2 s instead of 85 ms). fpstore's own connections never prepare.
+    params = tuned_store.params(duration_s=None)
+    fp = fingerprint_signal(_excerpt(12, 30, 3.0, None, None), params)
+    answers = {str(match_fingerprint(tuned_store, fp, params, zone=ALL_ZONES, method=method).candidates)
+               for method in ("python", "sql") for _ in range(8)}
+    with tuned_store.raw() as conn:
+        prepared = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
+    assert len(answers) == 1 and prepared == (0,)
+
+
+@pytest.mark.postgres
+def test_the_sql_vote_is_planned_per_call_whatever_the_caller_prepares(tuned_store) -> None:
+    params = tuned_store.params(duration_s=None)
+    fp = fingerprint_signal(_excerpt(13, 25, 3.0, None, None), params)
+    python = match_fingerprint(tuned_store, fp, params, zone=ALL_ZONES, top_k=3)
+    arrays = _query_arrays(fp)
+    statement = "SELECT track_id, offset_frames, votes FROM fpstore_match_zones(%s::text[], %s::bigint[], %s::int[], 3)"
+    libpq_url = make_url(tuned_store.engine.url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq_url, prepare_threshold=0) as conn:  # a client that prepares at once
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        answers = {tuple(conn.execute(statement, arrays).fetchall()) for _ in range(8)}
+        caller_plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + statement, arrays).fetchall())
+    assert answers == {tuple((c.track_id, c.offset_frames, c.votes) for c in python.candidates)}
+    # The caller's (generic) plan holds no scan of hashes: the function plans its lookup with the call's keys.
+    assert "Function Scan on fpstore_match_zones" in caller_plan and "hashes" not in caller_plan
 
 
 @pytest.mark.postgres
@@ -254,3 +297,130 @@ def test_lookup_index_command_switches_and_answers_stay_the_same(tuned_store, db
 def test_lookup_index_command_refuses_unknown_variant() -> None:
     result = CliRunner().invoke(cli, ["db", "lookup-index", "hash"])
     assert result.exit_code == 2 and "'hash' is not one of 'plain', 'covering'" in result.output
+
+
+# -- matching goes on past bad queries, walks folders, reads standard input (issue 12) -------------------
+def _wav_bytes(y: np.ndarray, audio_format: str = "WAV") -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, y, SR, format=audio_format)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def mixed_queries(tmp_path, rng_factory):
+    """A good excerpt, an empty file, a folder (a good excerpt in a subfolder, a text file named .mp3, a
+    file ingest's walk skips), and a path that does not exist."""
+    rng = rng_factory(5)
+    good = tmp_path / "good.wav"
+    soundfile.write(good, _excerpt(11, 20, 4.0, rng, None), SR, subtype="PCM_16")
+    empty = tmp_path / "bad" / "empty.wav"
+    empty.parent.mkdir()
+    empty.write_bytes(b"")
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    soundfile.write(folder / "sub" / "deep.wav", _excerpt(13, 5, 4.0, rng, None), SR, subtype="PCM_16")
+    (folder / "broken.mp3").write_text("not audio at all\n")
+    (folder / "notes.txt").write_text("not a query: not an audio extension\n")
+    return good, empty, folder, tmp_path / "missing.wav"
+
+
+@pytest.mark.postgres
+def test_match_command_answers_every_readable_query_and_names_every_bad_one(tuned_store, db_url, mixed_queries,
+                                                                           rng_factory) -> None:
+    good, empty, folder, missing = mixed_queries
+    piped = _wav_bytes(_excerpt(12, 30, 4.0, rng_factory(6), None))
+    result = CliRunner().invoke(cli, ["--db", db_url, "match", str(empty), str(good), str(folder), str(missing), "-"],
+                                input=piped, catch_exceptions=False)
+    assert result.exit_code == 3, result.output
+    answers = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in answers] == ["good.wav", "deep.wav", "<stdin>"]
+    assert answers[0].startswith("good.wav: tune_011.wav (id 1) votes ")
+    assert answers[1].startswith("deep.wav: tune_013.wav (id 3) votes ")
+    assert answers[2].startswith("<stdin>: tune_012.wav (id 2) votes ")
+    assert f"offset {30 * HOP / SR:.2f} s" in answers[2]
+    failed = result.stderr.splitlines()
+    assert failed == [
+        f"failed: {empty}: empty file (0 bytes)",
+        f"failed: {folder / 'broken.mp3'}: cannot decode audio (not a readable audio file: format not recognised; "
+        "ffmpeg could not decode it either)",
+        f"failed: {missing}: no such file or folder",
+    ]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("audio_format", ["WAV", "FLAC", "MP3"])
+def test_match_command_reads_audio_of_any_format_from_stdin(tuned_store, db_url, rng_factory, audio_format) -> None:
+    piped = _wav_bytes(_excerpt(12, 40, 4.0, rng_factory(7), None), audio_format)
+    result = CliRunner().invoke(cli, ["--db", db_url, "match", "--json", "-"], input=piped, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["query"] == "<stdin>" and answer["match"]["file_name"] == "tune_012.wav"
+    # an MP3 encoder may shift the audio by its delay: within one frame
+    assert abs(answer["match"]["offset_frames"] - 40) <= (1 if audio_format == "MP3" else 0)
+
+
+@pytest.mark.postgres
+def test_match_command_json_gives_an_error_object_per_failed_query(tuned_store, db_url, mixed_queries) -> None:
+    good, empty, _, _ = mixed_queries
+    result = CliRunner().invoke(cli, ["--db", db_url, "match", "--json", str(good), str(empty), "-"],
+                                input=b"RIFF\x00\x00", catch_exceptions=False)
+    assert result.exit_code == 3, result.output
+    answered, bad_file, bad_stdin = (json.loads(line) for line in result.stdout.splitlines())
+    assert answered["match"]["file_name"] == "tune_011.wav" and "error" not in answered
+    assert bad_file == {"query": "empty.wav", "zone": "Fsmall_Tlong", "error": f"{empty}: empty file (0 bytes)"}
+    assert bad_stdin["query"] == "<stdin>" and bad_stdin["error"].startswith("<stdin>: cannot decode audio (")
+    assert "fpstore-stdin-" not in bad_stdin["error"]  # the spooled file's name stays private
+    assert result.stderr == ""
+
+
+@pytest.mark.postgres
+def test_match_command_top_1_lists_one_track_and_keeps_the_confidence(tuned_store, db_url, query_files) -> None:
+    hit, _ = query_files
+    answers = {}
+    for top in ("1", "2"):
+        result = CliRunner().invoke(cli, ["--db", db_url, "match", "--json", "--top", top, str(hit)],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        answers[top] = json.loads(result.stdout)
+    assert len(answers["1"]["candidates"]) == 1 and len(answers["2"]["candidates"]) == 2
+    assert answers["1"]["candidates"][0] == answers["2"]["candidates"][0] == answers["1"]["match"]
+    assert answers["1"]["confidence"] == answers["2"]["confidence"] < 1.0  # the unlisted runner-up still counts
+    text_line = CliRunner().invoke(cli, ["--db", db_url, "match", "--top", "1", str(hit)]).stdout
+    assert text_line.startswith("hit.wav: tune_012.wav (id 2) votes ") and "runner-up" not in text_line
+
+
+@pytest.mark.postgres
+def test_match_fingerprint_top_k_1_keeps_the_decision_rule(tuned_store, rng_factory) -> None:
+    params = tuned_store.params(duration_s=None)
+    fp = fingerprint_signal(_excerpt(12, 30, 3.0, rng_factory(8), 0.0), params)
+    # a ratio rule the runner-up decides: the same answer whether or not the runner-up is listed
+    for rule in (DecisionRule(min_votes=1, min_ratio=1.0), DecisionRule(min_votes=1, min_ratio=1e6)):
+        one, two = (match_fingerprint(tuned_store, fp, params, top_k=k, rule=rule) for k in (1, 2))
+        assert one.candidates == two.candidates[:1] and one.runner_up is None
+        assert (one.match, one.confidence) == (two.match, two.confidence)
+    assert one.match is None and two.match is None  # the second rule refuses: the runner-up counted
+
+
+@pytest.mark.postgres
+def test_match_files_raises_or_reports_and_walks_folders(tuned_store, mixed_queries) -> None:
+    good, empty, folder, missing = mixed_queries
+    with pytest.raises(AudioError, match=r"empty\.wav: empty file \(0 bytes\)"):
+        match_files(tuned_store, [good, empty])
+    results = match_files(tuned_store, [good, empty, folder, missing], errors="report")
+    assert [r.query for r in results] == ["good.wav", "empty.wav", "broken.mp3", "deep.wav", "missing.wav"]
+    assert [r.error is None for r in results] == [True, False, False, True, False]
+    assert [r.match.file_name for r in results if r.match] == ["tune_011.wav", "tune_013.wav"]
+    assert all(r.candidates == [] and r.match is None for r in results if r.error)
+    assert results[4].error == f"{missing}: no such file or folder"
+    gone = match_files(tuned_store, [f"{missing.parent / 'gone'}/"], errors="report")
+    assert [(r.query, r.error) for r in gone] == [("gone", f"{missing.parent / 'gone'}: no such file or folder")]
+    # "-" is a file name unless a stream is given
+    assert next(match_queries(tuned_store, ["-"])).error == "-: no such file or folder"
+
+
+@pytest.mark.postgres
+def test_a_query_without_hashes_fails_with_ingests_reason(tuned_store, tmp_path) -> None:
+    silent = tmp_path / "silence.wav"
+    soundfile.write(silent, np.zeros(SR, dtype=np.float32), SR)
+    [result] = match_files(tuned_store, [silent], errors="report")
+    assert result.error == f"{silent}: no hashes: no spectral peak above peak_thresh=0.01 (silence?)"

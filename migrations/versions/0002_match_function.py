@@ -22,9 +22,8 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
-    op.execute(
-        """
+#: The SQL-language vote; migration 0004 replaces it and restores it on downgrade.
+MATCH_ZONES_SQL = """
         CREATE FUNCTION fpstore_match_zones(zone_names text[], seed_hashes bigint[], t_query integer[],
                                             top_k integer DEFAULT 5)
         RETURNS TABLE (track_id integer, offset_frames integer, votes integer)
@@ -56,7 +55,10 @@ def upgrade() -> None:
             LIMIT top_k
         $$
         """
-    )
+
+
+def upgrade() -> None:
+    op.execute(MATCH_ZONES_SQL)
     op.execute(
         """
         COMMENT ON FUNCTION fpstore_match_zones(text[], bigint[], integer[], integer) IS
