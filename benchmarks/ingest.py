@@ -201,7 +201,9 @@ def child_ingest(url: str, folder: str, jobs: int, duration: str, bulk: str) -> 
         store.check_schema(upgrade_empty=True)  # a one-off migration is not ingest work
         sampler = WorkerPeak()
         started = time.perf_counter()
-        summary = ingest(store, folder, params, jobs=jobs, bulk={"auto": None, "yes": True, "no": False}[bulk])
+        # The tagged copies are one recording each: keep them (the duplicate check still runs and is timed).
+        summary = ingest(store, folder, params, jobs=jobs, bulk={"auto": None, "yes": True, "no": False}[bulk],
+                         on_duplicate="keep")
         elapsed = time.perf_counter() - started
         workers_kb = sampler.stop()
     print(json.dumps(dict(
