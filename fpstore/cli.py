@@ -528,7 +528,7 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
     \b
     Example:
       fpstore eval queries/queries.csv --label degradation --label length_s --out eval_out
-      fpstore eval queries/queries.csv --min-votes 15 --out eval_votes
+      fpstore eval queries/queries.csv --alpha 1e-3 --out eval_alpha
     """
     from fpstore.evaluate import format_summary, run_eval
     from fpstore.match import DecisionRule

@@ -116,7 +116,8 @@ def chance_log10_p(counts: np.ndarray, pairs_per_track: np.ndarray, bins_per_tra
     Returns
     -------
     log10_p : np.ndarray [shape=(c,), dtype=float64], <= 0
-        ``log10 min(1, sum_j B_j * tail(count, n_j / B_j))`` over the tracks with ``n_j >= count``.
+        ``log10 min(1, sum_j B_j * tail(count, n_j / B_j))`` over the tracks with ``n_j >= count``;
+        0 for a count that no track has pairs enough for (no such bin was tested).
 
     Examples
     --------
@@ -135,8 +136,9 @@ def chance_log10_p(counts: np.ndarray, pairs_per_track: np.ndarray, bins_per_tra
     log_terms = np.where(pairs[None, :] >= counts[:, None], log_terms, -np.inf)
     peak = log_terms.max(axis=1, keepdims=True)
     finite_peak = np.where(np.isfinite(peak), peak, 0.0)
-    with np.errstate(divide="ignore"):
-        log_p = finite_peak[:, 0] + np.log(np.exp(log_terms - finite_peak).sum(axis=1))
+    # A count no track has pairs enough for is not a count of this vote: it gets p = 1, as in SQL.
+    log_p = np.where(np.isfinite(peak[:, 0]), finite_peak[:, 0] + np.log(np.exp(log_terms - finite_peak).sum(axis=1)
+                                                                          .clip(min=np.finfo(float).tiny)), 0.0)
     log10_p: np.ndarray = np.minimum(log_p, 0.0) / _LN10
     return log10_p
 
