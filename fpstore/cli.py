@@ -502,14 +502,28 @@ def example_audio_command(folder: str, n_tracks: int, duration_s: float) -> None
 # -- matching (issue 4) ---------------------------------------------------------------------------------
 def match_options(command: F) -> F:
     """Options shared by ``match`` and ``eval``: the zone and the "no match" rule."""
-    from fpstore.match import DEFAULT_MIN_RATIO, DEFAULT_MIN_VOTES_ALL_ZONES, DEFAULT_MIN_VOTES_ONE_ZONE, DEFAULT_ZONE
+    from fpstore.match import (
+        DEFAULT_ALPHA,
+        DEFAULT_MIN_RATIO,
+        DEFAULT_MIN_VOTES_ALL_ZONES,
+        DEFAULT_MIN_VOTES_ONE_ZONE,
+        DEFAULT_RULE,
+        DEFAULT_ZONE,
+    )
+
+    default_votes = " (the default rule)" if DEFAULT_RULE == "votes" else ""
+    default_alpha = f" [the default rule, {DEFAULT_ALPHA:g}]" if DEFAULT_RULE == "alpha" else ""
 
     options = [
         click.option("--zone", default=DEFAULT_ZONE, show_default=True,
                      help="Zone whose hashes vote, or 'all' to pool every zone."),
         click.option("--min-votes", type=click.IntRange(1),
                      help=f"Fewest aligned hashes for a match [{DEFAULT_MIN_VOTES_ALL_ZONES} with --zone all, "
-                          f"{DEFAULT_MIN_VOTES_ONE_ZONE} with one zone]."),
+                          f"{DEFAULT_MIN_VOTES_ONE_ZONE} with one zone]{default_votes}."),
+        click.option("--alpha", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+                     help="False-alarm rate instead: name the best track when chance fills a bin that full "
+                          f"with probability below ALPHA, corrected for every (track, offset) tested{default_alpha}. "
+                          "Not with --min-votes."),
         click.option("--min-ratio", type=click.FloatRange(1.0), default=DEFAULT_MIN_RATIO, show_default=True,
                      help="Best track's votes must be this many times the runner-up's."),
     ]
@@ -526,25 +540,28 @@ def match_options(command: F) -> F:
 @click.pass_context
 @with_store
 def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zone: str, min_votes: int | None,
-                  min_ratio: float, top_k: int, use_sql: bool, as_json: bool) -> None:
+                  min_ratio: float, alpha: float | None, top_k: int, use_sql: bool, as_json: bool) -> None:
     """Name the stored track each audio query is an excerpt of, and where it starts.
 
     QUERIES are audio files, folders (walked as ingest walks them) and '-' (audio of any format on
     standard input). Each file is fingerprinted whole with the database's parameters; its hashes vote
-    for (track, offset) bins. A best track below --min-votes, or not --min-ratio times the runner-up,
-    is reported as "no match". A query that cannot be read gets `failed: <reason>` on stderr and the
+    for (track, offset) bins. Each answer carries its score, -log10 of the chance that some tested
+    bin fills that much (3 = one in a thousand). A best track below --min-votes (or, with --alpha,
+    whose chance is not below ALPHA), or not --min-ratio times the runner-up, is reported as
+    "no match". A query that cannot be read gets `failed: <reason>` on stderr and the
     rest go on; the exit status is then 3.
 
     \b
     Example:
       fpstore match query.wav
       fpstore match --zone Flarge_Tlong --top 5 --json q1.wav q2.mp3 queries/
+      fpstore match --alpha 1e-3 short_noisy_query.wav
       ffmpeg -i clip.m4a -f wav - | fpstore match -
     """
     from fpstore.match import DecisionRule, match_queries
 
     some_failed = False
-    for result in match_queries(store, queries, zone=zone, top_k=top_k, rule=DecisionRule(min_votes, min_ratio),
+    for result in match_queries(store, queries, zone=zone, top_k=top_k, rule=DecisionRule(min_votes, min_ratio, alpha),
                                 method="sql" if use_sql else "python", stdin=getattr(sys.stdin, "buffer", None)):
         some_failed = some_failed or result.error is not None
         if as_json:
@@ -563,7 +580,7 @@ def _match_json(result: Any) -> dict[str, Any]:
     return {
         "query": result.query, "zone": result.zone, "n_query_hashes": result.n_query_hashes,
         "match": None if result.match is None else dataclasses.asdict(result.match),
-        "confidence": round(result.confidence, 4),
+        "score": result.score, "confidence": round(result.confidence, 4),
         "candidates": [dataclasses.asdict(c) for c in result.candidates],
     }
 
@@ -574,16 +591,19 @@ def _match_line(result: Any, top_k: int) -> str:
 
     best, runner = result.best, result.runner_up
     # With --top 1 the runner-up is not listed (it still weighs in the confidence).
-    runner_text = ("" if top_k == 1 else f"runner-up {name(runner)} {counted(runner.votes, 'vote')}" if runner
+    runner_text = ("" if top_k == 1
+                   else f"runner-up {name(runner)} {counted(runner.votes, 'vote')} score {runner.score:.1f}" if runner
                    else "no runner-up")
     if result.match is None:
         head = f"{result.query}: no match"
         if best is not None:
-            head += f" (best {name(best)} {counted(best.votes, 'vote')}" + (f", {runner_text})" if runner_text else ")")
+            head += f" (best {name(best)} {counted(best.votes, 'vote')} score {best.score:.1f}" + (
+                f", {runner_text})" if runner_text else ")")
     else:
-        head = (f"{result.query}: {name(best)} votes {best.votes} confidence {result.confidence:.2f} "
-                f"offset {best.offset_s:.2f} s" + (f"; {runner_text}" if runner_text else ""))
-    more = [f"  {rank}. {name(c)} votes {c.votes} offset {c.offset_s:.2f} s"
+        head = (f"{result.query}: {name(best)} votes {best.votes} score {best.score:.1f} "
+                f"confidence {result.confidence:.2f} offset {best.offset_s:.2f} s"
+                + (f"; {runner_text}" if runner_text else ""))
+    more = [f"  {rank}. {name(c)} votes {c.votes} score {c.score:.1f} offset {c.offset_s:.2f} s"
             for rank, c in enumerate(result.candidates, start=1)] if top_k > 2 else []
     return "\n".join([head, *more])
 
@@ -599,7 +619,7 @@ def _match_line(result: Any, top_k: int) -> str:
 @click.pass_context
 @with_store
 def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, min_votes: int | None, min_ratio: float,
-                 all_zones: bool, labels: tuple[str, ...], out_dir: str) -> None:
+                 alpha: float | None, all_zones: bool, labels: tuple[str, ...], out_dir: str) -> None:
     """Run every query of QUERIES_CSV and score the answers.
 
     QUERIES_CSV has columns file (relative to the CSV's folder), true_track (a stored track's file
@@ -612,13 +632,14 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
     \b
     Example:
       fpstore eval queries/queries.csv --label degradation --label length_s --out eval_out
+      fpstore eval queries/queries.csv --alpha 1e-3 --out eval_alpha
     """
     from fpstore.evaluate import format_summary, run_eval
     from fpstore.match import DecisionRule
 
     with _progress(ctx) as (on_start, on_file):
         outcome = run_eval(store, queries_csv, out_dir, zones=None if all_zones else [zone],
-                           labels=list(labels) or None, rule=DecisionRule(min_votes, min_ratio),
+                           labels=list(labels) or None, rule=DecisionRule(min_votes, min_ratio, alpha),
                            on_start=on_start, on_query=lambda path: on_file(None))
     for reason in outcome.failures:
         click.echo(f"failed: {reason}", err=True)

@@ -36,8 +36,8 @@ RESERVED_COLUMNS = ("file", "true_track", "start_s")
 MAX_LABEL_VALUES = 8
 
 PER_QUERY_COLUMNS = (
-    "file", "true_track", "zone", "measured_length_s", "predicted", "predicted_id", "votes", "runner_up",
-    "runner_up_votes", "confidence", "offset_s", "offset_error_s", "best", "outcome", "error",
+    "file", "true_track", "zone", "measured_length_s", "predicted", "predicted_id", "votes", "score", "runner_up",
+    "runner_up_votes", "runner_up_score", "confidence", "offset_s", "offset_error_s", "best", "outcome", "error",
 )
 #: ``outcome`` of a query that could not be matched.
 FAILED = "failed"
@@ -155,8 +155,10 @@ def score_row(query: Query, true_id: int | None, result: MatchResult, length_s: 
         "file": query.file, "true_track": query.true_track, **query.labels, "zone": result.zone,
         "measured_length_s": "" if length_s is None else length_s,
         "predicted": named.file_name if named else "", "predicted_id": named.track_id if named else "",
-        "votes": best.votes if best else 0, "runner_up": runner.file_name if runner else "",
-        "runner_up_votes": runner.votes if runner else 0, "confidence": round(result.confidence, 4),
+        "votes": best.votes if best else 0, "score": round(best.score, 3) if best else 0.0,
+        "runner_up": runner.file_name if runner else "",
+        "runner_up_votes": runner.votes if runner else 0, "runner_up_score": round(runner.score, 3) if runner else 0.0,
+        "confidence": round(result.confidence, 4),
         "offset_s": round(best.offset_s, 3) if best else "", "offset_error_s": offset_error,
         "best": best.file_name if best else "",
         "best_is_true": int(best is not None and best.track_id == true_id),

@@ -44,6 +44,7 @@ from fpstore.signal.audio import display_path
 from fpstore.signal.fingerprint import Fingerprint, fingerprint_signal
 from fpstore.signal.hashing import hash_keys
 from fpstore.signal.params import FingerprintParams
+from fpstore.significance import chance_scores, offset_bins
 from fpstore.workers import fingerprint_job
 
 #: Zone name meaning "pool the votes of every zone".
@@ -57,6 +58,12 @@ ALL_ZONES = "all"
 DEFAULT_MIN_VOTES_ALL_ZONES = 40
 DEFAULT_MIN_VOTES_ONE_ZONE = 15
 DEFAULT_MIN_RATIO = 1.0
+#: False-alarm rate of the calibrated rule (``DecisionRule(alpha=...)``), fixed before any measurement:
+#: one query in a thousand that is not in the database may be named, whatever its length and the
+#: catalogue's size (score ``-log10 p > 3``).
+DEFAULT_ALPHA = 1e-3
+#: The rule ``DecisionRule()`` applies: ``"votes"`` (min_votes, by zone) or ``"alpha"`` (DEFAULT_ALPHA).
+DEFAULT_RULE: Literal["votes", "alpha"] = "votes"
 #: Zone used when none is named: alone it separated true and false matches best (20 vs 10 votes) and
 #: costs a quarter of pooling all four zones (one index scan instead of four).
 DEFAULT_ZONE = "Fsmall_Tlong"
@@ -72,17 +79,28 @@ Method = Literal["python", "sql"]
 class DecisionRule:
     """When the best candidate is credible enough to be named.
 
+    Two kinds of rule: a count of aligned hashes (``min_votes``), or a false-alarm rate (``alpha``):
+    the best bin is named when chance would fill a bin that full with probability below ``alpha``,
+    corrected for every ``(track, offset)`` bin tested (:mod:`fpstore.significance`; its score is
+    ``-log10 p``). Give one or neither; neither takes the default rule (:data:`DEFAULT_RULE`).
+
     Attributes
     ----------
     min_votes : int or None
-        The best track's fullest bin must hold at least this many aligned hashes; None takes
-        :data:`DEFAULT_MIN_VOTES_ALL_ZONES` when every zone votes, else :data:`DEFAULT_MIN_VOTES_ONE_ZONE`.
+        The best track's fullest bin must hold at least this many aligned hashes; None (and no
+        ``alpha``) takes :data:`DEFAULT_MIN_VOTES_ALL_ZONES` when every zone votes, else
+        :data:`DEFAULT_MIN_VOTES_ONE_ZONE`.
     min_ratio : float
         ... and at least this many times the runner-up's (a missing runner-up counts as 1 vote).
+        Applies to either kind.
+    alpha : float or None
+        In (0, 1): name the best candidate when its corrected chance probability is below it
+        (score ``> -log10 alpha``).
     """
 
     min_votes: int | None = None
     min_ratio: float = DEFAULT_MIN_RATIO
+    alpha: float | None = None
 
     def __post_init__(self) -> None:
         if self.min_votes is not None and (
@@ -91,16 +109,32 @@ class DecisionRule:
             raise ParameterError(f"min_votes={self.min_votes!r} must be an integer >= 1, or None for the default")
         if not isinstance(self.min_ratio, (int, float)) or not np.isfinite(self.min_ratio) or self.min_ratio < 1:
             raise ParameterError(f"min_ratio={self.min_ratio!r} must be a number >= 1")
+        if self.alpha is not None and (
+            isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 1
+        ):
+            raise ParameterError(f"alpha={self.alpha!r} must be a number in (0, 1), or None")
+        if self.alpha is not None and self.min_votes is not None:
+            raise ParameterError(f"give min_votes={self.min_votes} or alpha={self.alpha}, not both")
+
+    @property
+    def calibrated(self) -> bool:
+        """True if the rule is a false-alarm rate (``alpha``, given or by default), False if a vote count."""
+        return self.alpha is not None or (self.min_votes is None and DEFAULT_RULE == "alpha")
+
+    def score_needed(self) -> float:
+        """The score ``-log10 alpha`` a calibrated rule needs (``alpha`` or :data:`DEFAULT_ALPHA`)."""
+        return -float(np.log10(self.alpha if self.alpha is not None else DEFAULT_ALPHA))
 
     def votes_needed(self, zone: str) -> int:
-        """The minimum votes that apply when ``zone`` (a zone name or ``"all"``) votes."""
+        """The minimum votes that apply when ``zone`` (a zone name or ``"all"``) votes (vote-count rule)."""
         if self.min_votes is not None:
             return self.min_votes
         return DEFAULT_MIN_VOTES_ALL_ZONES if zone == ALL_ZONES else DEFAULT_MIN_VOTES_ONE_ZONE
 
-    def accepts(self, best_votes: int, runner_up_votes: int, zone: str) -> bool:
-        """True if a best bin of ``best_votes`` against a runner-up of ``runner_up_votes`` is a match."""
-        return best_votes >= self.votes_needed(zone) and best_votes >= self.min_ratio * max(runner_up_votes, 1)
+    def accepts(self, best_votes: int, runner_up_votes: int, zone: str, score: float = 0.0) -> bool:
+        """True if a best bin of ``best_votes`` votes and chance score ``score`` is a match against the runner-up."""
+        credible = score > self.score_needed() if self.calibrated else best_votes >= self.votes_needed(zone)
+        return credible and best_votes >= self.min_ratio * max(runner_up_votes, 1)
 
 
 @dataclass(frozen=True)
@@ -117,6 +151,10 @@ class Candidate:
         Where the query starts in the track, in frames.
     offset_s : float
         The same, in seconds.
+    score : float
+        ``-log10 p`` >= 0: ``p`` bounds the probability that chance fills some tested
+        ``(track, offset)`` bin with ``votes`` pairs (:func:`fpstore.significance.chance_scores`),
+        rounded to 4 decimals (the Python and the SQL vote then give the same number).
     """
 
     track_id: int
@@ -124,6 +162,7 @@ class Candidate:
     votes: int
     offset_frames: int
     offset_s: float
+    score: float
 
 
 @dataclass(frozen=True)
@@ -165,6 +204,11 @@ class MatchResult:
     def best(self) -> Candidate | None:
         """Top candidate whether or not it was accepted."""
         return self.candidates[0] if self.candidates else None
+
+    @property
+    def score(self) -> float:
+        """The top candidate's chance score ``-log10 p`` (0 without candidates)."""
+        return self.candidates[0].score if self.candidates else 0.0
 
     @property
     def runner_up(self) -> Candidate | None:
@@ -398,37 +442,63 @@ def match_fingerprint(
         raise ParameterError(f"method={method!r} must be 'python' or 'sql'")
     names = [z.name for z in params.zones] if zone == ALL_ZONES else [params.zone(zone).name]
     n_query_hashes = sum(int(fingerprint.zones[name].hashes.size) for name in names)
+    hashes = np.concatenate([fingerprint.zones[name].hashes for name in names])
+    t_query = np.concatenate([fingerprint.zones[name].t_anchor_frames for name in names])
     if method == "python":
         ids = store.zone_ids()
-        track_ids, offsets = lookup_postings(
-            store,
-            np.concatenate([np.full(fingerprint.zones[name].hashes.size, ids[name]) for name in names]),
-            np.concatenate([fingerprint.zones[name].hashes for name in names]),
-            np.concatenate([fingerprint.zones[name].t_anchor_frames for name in names]),
-        )
+        zone_of_hash = np.concatenate([np.full(fingerprint.zones[name].hashes.size, ids[name]) for name in names])
+        track_ids, offsets = lookup_postings(store, zone_of_hash, hashes, t_query)
         ranked_tracks, ranked_votes, ranked_offsets = vote(track_ids, offsets, top_k=ranked_k)
-        ranked = list(zip(ranked_tracks.tolist(), ranked_offsets.tolist(), ranked_votes.tolist()))
+        scores = chance_of_votes(store, ranked_votes, track_ids, t_query)
+        ranked = list(zip(ranked_tracks.tolist(), ranked_offsets.tolist(), ranked_votes.tolist(), scores.tolist()))
     else:
         per_hash_zone = [name for name in names for _ in range(fingerprint.zones[name].hashes.size)]
-        ranked = store.lookup.sql_vote(per_hash_zone, np.concatenate([fingerprint.zones[name].hashes for name in names]),
-                                       np.concatenate([fingerprint.zones[name].t_anchor_frames for name in names]),
-                                       top_k=ranked_k)
+        ranked = store.lookup.sql_vote(per_hash_zone, hashes, t_query, top_k=ranked_k)
     result = _result(store, params, ranked, zone=zone, n_query_hashes=n_query_hashes, rule=rule, method=method,
                      query=query)
     return dataclasses.replace(result, candidates=result.candidates[:top_k])
 
 
-def _result(store: Store, params: FingerprintParams, ranked: list[tuple[int, int, int]], *, zone: str,
+def chance_of_votes(store: Store, votes: np.ndarray, track_ids: np.ndarray, t_query: np.ndarray) -> np.ndarray:
+    """The chance score ``-log10 p`` of each of the ranked ``votes``, given every vote pair the query fetched.
+
+    Only the tracks with at least ``votes.min()`` pairs can fill a bin that full, so only their
+    frame counts are read (:func:`fpstore.significance.chance_scores` does the arithmetic).
+
+    Parameters
+    ----------
+    store : Store
+    votes : np.ndarray [shape=(c,)], integer
+        Fullest-bin counts of the ranked candidates.
+    track_ids : np.ndarray [shape=(p,)], integer
+        Track of every vote pair (:func:`lookup_postings`).
+    t_query : np.ndarray [shape=(n,)], integer, in frames
+        Anchor frame of every query hash that voted.
+
+    Returns
+    -------
+    scores : np.ndarray [shape=(c,), dtype=float64]
+    """
+    if votes.size == 0:
+        return np.zeros(0)
+    pairs = np.bincount(np.asarray(track_ids, dtype=np.int64))
+    tested = np.flatnonzero(pairs >= votes.min())
+    frames = store.lookup.track_frames(tested)
+    return chance_scores(votes, pairs[tested], offset_bins(frames, t_query))
+
+
+def _result(store: Store, params: FingerprintParams, ranked: list[tuple[int, int, int, float]], *, zone: str,
             n_query_hashes: int, rule: DecisionRule, method: str, query: str) -> MatchResult:
-    names = store.tracks.names([track_id for track_id, _, _ in ranked])
+    names = store.tracks.names([track_id for track_id, _, _, _ in ranked])
     candidates = [
-        Candidate(track_id, names.get(track_id, ""), votes, offset, offset * params.seconds_per_frame)
-        for track_id, offset, votes in ranked
+        Candidate(track_id, names.get(track_id, ""), votes, offset, offset * params.seconds_per_frame, round(score, 4))
+        for track_id, offset, votes, score in ranked
     ]
     best_votes = candidates[0].votes if candidates else 0
     runner_votes = candidates[1].votes if len(candidates) > 1 else 0
     confidence = 1.0 - runner_votes / best_votes if best_votes else 0.0
-    accepted = candidates[0] if candidates and rule.accepts(best_votes, runner_votes, zone) else None
+    accepted = (candidates[0] if candidates and rule.accepts(best_votes, runner_votes, zone, candidates[0].score)
+                else None)
     return MatchResult(query, zone, candidates, n_query_hashes, accepted, confidence, method)
 
 

@@ -85,7 +85,11 @@ def test_run_eval_end_to_end(store, tmp_path, rng_factory) -> None:
     offsets = [float(r["offset_error_s"]) for r in outcome.rows if r["offset_error_s"] != ""]
     assert len(offsets) == 4 and max(map(abs, offsets)) < 0.05
     with open(outcome.per_query_csv, newline="") as handle:
-        assert len(list(csv.DictReader(handle))) == 6
+        written = list(csv.DictReader(handle))
+    assert len(written) == 6
+    # The chance score of each answer: far above 3 for a stored excerpt, below it for the negative.
+    scores = {(r["file"], r["zone"]): float(r["score"]) for r in written}
+    assert min(scores[("a.wav", "all")], scores[("b.wav", "all")]) > 3 > scores[("c.wav", "all")]
     with open(outcome.summary_csv, newline="") as handle:
         overall = [r for r in csv.DictReader(handle) if r["degradation"] == "*"]
     assert [(r["zone"], r["top1_accuracy"], r["false_positive_rate"]) for r in overall] == [
@@ -98,7 +102,7 @@ def test_eval_command(store, db_url, tmp_path, rng_factory) -> None:
     write_tunes(tmp_path / "music", [21, 22])
     ingest(store, tmp_path / "music", jobs=1)
     queries = _write_queries(tmp_path / "q", rng_factory(3))
-    result = CliRunner().invoke(cli, ["--db", db_url, "eval", queries, "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(cli, ["--db", db_url, "eval", queries, "--alpha", "1e-3", "--out", str(tmp_path / "out")])
     # tune_023 is not stored here, but no row names it: a.wav and b.wav are positives, c.wav negative
     assert result.exit_code == 0, result.output
     assert "| zone | degradation | n_positive | top1_accuracy |" in result.output

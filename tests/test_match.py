@@ -32,6 +32,7 @@ from fpstore.match import (
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.synth import synth_tune
+from fpstore.significance import chance_scores
 
 SR = 22050
 HOP = 1024
@@ -101,6 +102,20 @@ def test_decision_rule() -> None:
         DecisionRule(min_ratio=0.5)
 
 
+def test_calibrated_decision_rule_takes_a_false_alarm_rate() -> None:
+    rule = DecisionRule(alpha=1e-3)
+    assert rule.calibrated and rule.score_needed() == pytest.approx(3.0)
+    # The votes do not matter, the score does: 4 votes at p = 1e-4 pass, 400 at p = 0.01 do not.
+    assert rule.accepts(4, 1, "z", score=4.0) and not rule.accepts(400, 1, "z", score=2.0)
+    assert not DecisionRule(alpha=1e-3, min_ratio=2.0).accepts(10, 6, "z", score=9.0)
+    assert not DecisionRule(min_votes=5).calibrated
+    for bad in (0, 1, 1.5, -0.1, True):
+        with pytest.raises(ParameterError, match="alpha="):
+            DecisionRule(alpha=bad)
+    with pytest.raises(ParameterError, match="not both"):
+        DecisionRule(min_votes=10, alpha=1e-3)
+
+
 # -- on a real database ----------------------------------------------------------------------------------
 def _excerpt(seed: int, start_frames: int, seconds: float, rng: np.random.Generator, snr_db: float | None):
     y = synth_tune(seed, duration_s=8.0)
@@ -150,6 +165,33 @@ def test_python_and_sql_paths_rank_the_same(tuned_store, rng_factory) -> None:
             assert by_python.match == by_sql.match
             compared += len(by_python.candidates)
     assert compared > 10
+
+
+@pytest.mark.postgres
+def test_python_and_sql_give_the_same_scores_and_a_true_excerpt_scores_high(tuned_store, rng_factory) -> None:
+    params = tuned_store.params(duration_s=None)
+    fp = fingerprint_signal(_excerpt(12, 30, 3.0, rng_factory(4), 5.0), params)
+    for zone in ("Fsmall_Tlong", ALL_ZONES):
+        by_python = match_fingerprint(tuned_store, fp, params, zone=zone, top_k=3, rule=DecisionRule(alpha=1e-3))
+        by_sql = match_fingerprint(tuned_store, fp, params, zone=zone, top_k=3, rule=DecisionRule(alpha=1e-3),
+                                   method="sql")
+        assert [c.score for c in by_python.candidates] == [c.score for c in by_sql.candidates]
+        assert by_python.match is not None and by_python.match.file_name == "tune_012.wav"
+        assert by_python.score > 3 and all(c.score <= 3 for c in by_python.candidates[1:])
+
+
+@pytest.mark.postgres
+def test_sql_chance_score_is_the_python_one(tuned_store, rng_factory) -> None:
+    rng = rng_factory(5)
+    pairs = rng.integers(1, 400, 50)
+    bins = rng.integers(300, 20000, 50)
+    counts = np.array([1, 2, 3, 5, 8, 13, 40, 400])
+    with tuned_store.raw() as conn:
+        by_sql = [conn.execute("SELECT fpstore_chance_score(%s, %s, %s)", (int(m), pairs.tolist(), bins.tolist()))
+                  .fetchone()[0] for m in counts]
+    by_python = chance_scores(counts, pairs, bins)
+    assert by_python.max() > 50 and by_python.min() == 0.0
+    np.testing.assert_allclose(by_sql, by_python, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.postgres
@@ -248,6 +290,20 @@ def test_match_command(tuned_store, db_url, query_files) -> None:
     assert first.startswith("hit.wav: tune_012.wav (id 2) votes ")
     assert f"offset {40 * HOP / SR:.2f} s; runner-up tune_0" in first
     assert second.startswith("miss.wav: no match (best tune_0")
+    assert " score " in first and " score " in second
+
+
+@pytest.mark.postgres
+def test_match_command_alpha_rule(tuned_store, db_url, query_files) -> None:
+    hit, miss = query_files
+    result = CliRunner().invoke(cli, ["--db", db_url, "match", "--json", "--alpha", "1e-3", str(hit), str(miss)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    found, missed = map(json.loads, result.output.splitlines())
+    assert found["match"]["file_name"] == "tune_012.wav" and found["score"] == found["match"]["score"] > 3
+    assert missed["match"] is None and missed["score"] <= 3
+    both = CliRunner().invoke(cli, ["--db", db_url, "match", "--alpha", "1e-3", "--min-votes", "5", str(hit)])
+    assert both.exit_code != 0 and "not both" in both.output
 
 
 @pytest.mark.postgres

@@ -1,4 +1,4 @@
-"""The posting lookup that matching runs on, and the SQL vote (``fpstore_match_zones``, migration 0002).
+"""The posting lookup that matching runs on, and the SQL vote (``fpstore_match_zones``, migrations 0002 to 0005).
 
 Conventions
 -----------
@@ -27,7 +27,7 @@ _LOOKUP_ONE_ZONE = (
 )
 
 _SQL_VOTE = (
-    "SELECT track_id, offset_frames, votes FROM fpstore_match_zones(%s::text[], %s::bigint[], %s::int[], %s)"
+    "SELECT track_id, offset_frames, votes, score FROM fpstore_match_zones(%s::text[], %s::bigint[], %s::int[], %s)"
 )
 
 
@@ -71,9 +71,18 @@ class Lookup:
         found_zone = np.repeat(zones_present.astype(np.int64), [t.shape[0] for t in triples])
         return found_zone, found[:, 0], found[:, 1], found[:, 2]
 
+    def track_frames(self, track_ids: np.ndarray) -> np.ndarray:
+        """``tracks.n_frames`` of each track (0 for an id no longer stored), aligned with ``track_ids``."""
+        if track_ids.size == 0:
+            return np.zeros(0, np.int64)
+        with self._store.raw() as conn, conn.cursor() as cur:
+            cur.execute("SELECT id, n_frames FROM tracks WHERE id = ANY(%s::int[])", (_int_array_literal(track_ids),))
+            frames = dict(cur.fetchall())
+        return np.array([frames.get(track_id, 0) for track_id in track_ids.tolist()], dtype=np.int64)
+
     def sql_vote(self, zone_names: list[str], hashes: np.ndarray, t_query_frames: np.ndarray, *,
-                 top_k: int) -> list[tuple[int, int, int]]:
-        """Call the SQL function ``fpstore_match_zones``: ``[(track_id, offset_frames, votes)]``, ranked.
+                 top_k: int) -> list[tuple[int, int, int, float]]:
+        """Call the SQL function ``fpstore_match_zones``: ``[(track_id, offset_frames, votes, score)]``, ranked.
 
         Parameters
         ----------
@@ -86,4 +95,4 @@ class Lookup:
         """
         with self._store.raw() as conn, conn.cursor() as cur:
             cur.execute(_SQL_VOTE, (zone_names, hashes.astype(np.int64).tolist(), t_query_frames.tolist(), top_k))
-            return [(int(t), int(o), int(v)) for t, o, v in cur.fetchall()]
+            return [(int(t), int(o), int(v), float(p)) for t, o, v, p in cur.fetchall()]

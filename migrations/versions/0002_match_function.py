@@ -57,17 +57,8 @@ MATCH_ZONES_SQL = """
         """
 
 
-def upgrade() -> None:
-    op.execute(MATCH_ZONES_SQL)
-    op.execute(
-        """
-        COMMENT ON FUNCTION fpstore_match_zones(text[], bigint[], integer[], integer) IS
-        'Offset-histogram vote: query hash i (seed unsigned value) at frame t_query[i] in zone zone_names[i];'
-        ' returns the top_k tracks with their best offset (frames) and aligned-hash count.'
-        """
-    )
-    op.execute(
-        """
+#: fpstore_match over fpstore_match_zones; migration 0005 replaces it and restores it on downgrade.
+MATCH_SQL = """
         CREATE FUNCTION fpstore_match(zone_name text, seed_hashes bigint[], t_query integer[],
                                       top_k integer DEFAULT 5)
         RETURNS TABLE (track_id integer, offset_frames integer, votes integer)
@@ -77,7 +68,18 @@ def upgrade() -> None:
                                               seed_hashes, t_query, top_k)
         $$
         """
+
+
+def upgrade() -> None:
+    op.execute(MATCH_ZONES_SQL)
+    op.execute(
+        """
+        COMMENT ON FUNCTION fpstore_match_zones(text[], bigint[], integer[], integer) IS
+        'Offset-histogram vote: query hash i (seed unsigned value) at frame t_query[i] in zone zone_names[i];'
+        ' returns the top_k tracks with their best offset (frames) and aligned-hash count.'
+        """
     )
+    op.execute(MATCH_SQL)
     op.execute(
         """
         COMMENT ON FUNCTION fpstore_match(text, bigint[], integer[], integer) IS

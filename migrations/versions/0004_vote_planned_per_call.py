@@ -38,27 +38,8 @@ depends_on = None
 
 _SIGNATURE = "fpstore_match_zones(text[], bigint[], integer[], integer)"
 
-
-def upgrade() -> None:
-    op.execute(
-        """
-        CREATE FUNCTION fpstore_postings(zone_id smallint, stored_hashes integer[])
-        RETURNS TABLE (hash integer, track_id integer, t_anchor integer)
-        LANGUAGE sql STABLE PARALLEL SAFE
-        AS $$
-            SELECT h.hash, h.track_id, h.t_anchor FROM hashes h
-            WHERE h.zone = zone_id AND h.hash = ANY(stored_hashes)
-        $$
-        """
-    )
-    op.execute(
-        """
-        COMMENT ON FUNCTION fpstore_postings(smallint, integer[]) IS
-        'Every posting of zone zone_id whose stored hash is one of stored_hashes (one index scan).'
-        """
-    )
-    op.execute(
-        """
+#: The PL/pgSQL vote; migration 0005 replaces it and restores it on downgrade.
+MATCH_ZONES_SQL = """
         CREATE OR REPLACE FUNCTION fpstore_match_zones(zone_names text[], seed_hashes bigint[], t_query integer[],
                                                        top_k integer DEFAULT 5)
         RETURNS TABLE (track_id integer, offset_frames integer, votes integer)
@@ -104,7 +85,27 @@ def upgrade() -> None:
         END
         $$
         """
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        CREATE FUNCTION fpstore_postings(zone_id smallint, stored_hashes integer[])
+        RETURNS TABLE (hash integer, track_id integer, t_anchor integer)
+        LANGUAGE sql STABLE PARALLEL SAFE
+        AS $$
+            SELECT h.hash, h.track_id, h.t_anchor FROM hashes h
+            WHERE h.zone = zone_id AND h.hash = ANY(stored_hashes)
+        $$
+        """
     )
+    op.execute(
+        """
+        COMMENT ON FUNCTION fpstore_postings(smallint, integer[]) IS
+        'Every posting of zone zone_id whose stored hash is one of stored_hashes (one index scan).'
+        """
+    )
+    op.execute(MATCH_ZONES_SQL)
 
 
 def downgrade() -> None:
