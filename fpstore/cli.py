@@ -669,8 +669,8 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
 @click.pass_context
 @with_store
 def monitor_command(ctx: click.Context, store: Store, source: str, window_s: float, hop_s: float, zone: str,
-                    min_votes: int | None, min_ratio: float, tolerance_frames: int, max_gap: int,
-                    min_windows: int, as_json: bool) -> None:
+                    min_votes: int | None, min_ratio: float, alpha: float | None, tolerance_frames: int,
+                    max_gap: int, min_windows: int, as_json: bool) -> None:
     """Follow a long recording or a live stream (SOURCE, or - for standard input) and tell what plays when.
 
     The audio is decoded as files are (mono, the database's sample rate) and matched window by window;
@@ -694,7 +694,7 @@ def monitor_command(ctx: click.Context, store: Store, source: str, window_s: flo
     verbose = _state(ctx).verbose
     blocks = audio_blocks(source, store.params(duration_s=None).sample_rate, stdin=sys.stdin.buffer)
     for segment in monitor(store, blocks, window_s=window_s, hop_s=hop_s, zone=zone,
-                           rule=DecisionRule(min_votes, min_ratio), tolerance_frames=tolerance_frames,
+                           rule=DecisionRule(min_votes, min_ratio, alpha), tolerance_frames=tolerance_frames,
                            max_gap=max_gap, min_windows=min_windows, on_window=_echo_window if verbose else None):
         click.echo(json.dumps(_segment_json(segment)) if as_json else _segment_line(segment))
 
