@@ -185,3 +185,18 @@ def corpus_clips() -> list[Path]:
     if not clips:
         pytest.skip(corpus_missing_message())
     return clips
+
+
+@pytest.fixture
+def run(db_url: str):
+    """Invoke the fpstore command line (CliRunner) on the test's database: ``run("report", "--format", "json")``."""
+    from click.testing import CliRunner
+
+    from fpstore.cli import cli
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(cli, ["--db", db_url, *args], catch_exceptions=False)
+
+    return invoke

@@ -17,16 +17,6 @@ from fpstore.report import ZONE_COLUMNS
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def run(db_url):
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(cli, ["--db", db_url, *args], catch_exceptions=False)
-
-    return invoke
-
-
 def test_ingest_then_report(run, tmp_path) -> None:
     write_tunes(tmp_path / "music", [1, 2])
     result = run("-q", "ingest", str(tmp_path / "music"), "--jobs", "1")

@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 import seed_port
-from click.testing import CliRunner
 from helpers import write_resampled_copy, write_tunes
 
-from fpstore.cli import cli
 from fpstore.db.duplicates import sampled_hashes
 from fpstore.duplicates import find_duplicates, linked_groups
 from fpstore.errors import ParameterError
@@ -21,16 +19,6 @@ from fpstore.pickle_io import export_seed_pickle, import_seed_pickle
 from fpstore.report import build_report
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def run(db_url):
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(cli, ["--db", db_url, *args], catch_exceptions=False)
-
-    return invoke
 
 
 @pytest.fixture
