@@ -36,8 +36,6 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-_SIGNATURE = "fpstore_match_zones(text[], bigint[], integer[], integer)"
-
 #: The PL/pgSQL vote; migration 0005 replaces it and restores it on downgrade.
 MATCH_ZONES_SQL = """
         CREATE OR REPLACE FUNCTION fpstore_match_zones(zone_names text[], seed_hashes bigint[], t_query integer[],
