@@ -24,7 +24,7 @@ import numpy as np
 import psycopg
 import pytest
 import soundfile
-from helpers import oracle_pairs, sorted_pairs, write_tunes
+from helpers import alive, oracle_pairs, sorted_pairs, wait_until, write_tunes
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -434,6 +434,32 @@ def test_unreachable_server_mid_run_is_a_database_error_not_a_traceback(store, t
             admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
         with pytest.raises(DatabaseError, match=r"^database .* failed: .*run the command again"):
             conn.execute(text("SELECT count(*) FROM tracks"))
+
+
+def test_a_server_gone_before_a_raw_connection_is_checked_out_is_a_database_error(own_server) -> None:
+    """The checkout of a raw connection (pre-ping, then a reconnect to a dead server) gives one line too.
+
+    CI saw this through the duplicate check's posting lookup: the server died between two statements, and
+    the reconnect's psycopg error escaped as a traceback.
+    """
+    from fpstore.errors import DatabaseError
+
+    with EmbeddedServer(own_server) as server:
+        store = Store(create_engine(server.url, pool_pre_ping=True, pool_size=1))
+        with store.raw() as conn:  # one pooled connection that the pre-ping will find dead
+            backend = conn.info.backend_pid
+        postmaster = int((own_server / "pgdata" / "postmaster.pid").read_text().split()[0])
+        # A backend outlives a killed postmaster until it next checks: kill both, and wait until both are
+        # gone, so that the pre-ping meets a dead connection and the reconnect a dead server every time.
+        for pid in (postmaster, backend):
+            os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: not any(alive(pid) for pid in (postmaster, backend)), timeout=60)
+        try:
+            with pytest.raises(DatabaseError, match=r"^database .* failed: .*run the command again"):
+                with store.raw():
+                    pass
+        finally:
+            store.engine.dispose()
 
 
 # ---------------------------------------------------------------------------------------------------

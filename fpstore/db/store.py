@@ -126,7 +126,11 @@ class Store:
         For what SQLAlchemy cannot express: COPY, ``psycopg.sql`` identifiers, binary results. A lost
         connection or a failing server becomes one :class:`~fpstore.errors.DatabaseError` line.
         """
-        pooled = self.engine.raw_connection()
+        try:
+            pooled = self.engine.raw_connection()
+        except psycopg.OperationalError as exc:
+            # The checkout itself (pre-ping, then a reconnect) bypasses SQLAlchemy's error hook as well.
+            raise DatabaseError(operational_error_message(self.url, exc)) from exc
         driver = pooled.driver_connection
         assert isinstance(driver, psycopg.Connection)
         try:
