@@ -20,7 +20,9 @@ after fingerprinting: the lookups (one statement per zone) and the vote.
 index ``(zone, hash) INCLUDE (track_id, t_anchor)`` instead (index-only scans); sizes are reported for
 both. ``--match-zone`` (repeatable) chooses the zones that vote; ``--reuse`` keeps a database already
 built at the right size, so the timing can be re-run alone (with ``--keep``); ``--compact`` runs
-``fpstore db compact`` (one partition, heap sorted by ``(zone, hash)``) before timing.
+``fpstore db compact`` (one partition, heap sorted by ``(zone, hash)``) before timing. ``--robust``
+matches with :data:`fpstore.match.ROBUST` evidence (distinct anchors, four sub-hop shifts, speeds tried
+lazily) and ``--alpha`` with the calibrated rule.
 
 Usage (dev server; drops its databases at the end unless ``--keep``)::
 
@@ -50,9 +52,10 @@ from fpstore.db.compact import compact
 from fpstore.db.maintenance import set_lookup_index
 from fpstore.db.store import Store
 from fpstore.ingest import ingest
-from fpstore.match import ALL_ZONES, DecisionRule, match_fingerprint
+from fpstore.match import ALL_ZONES, PLAIN, ROBUST, DecisionRule, Evidence, PreparedQuery, match_fingerprint, match_prepared
 from fpstore.signal.audio import load_audio
 from fpstore.signal.fingerprint import fingerprint_signal
+from fpstore.signal.variants import speed_variant
 
 # Frequency shifts per replica before the dt rotation changes; 128 * (dt range) * n clips variants exist.
 F_SHIFTS = 128
@@ -159,17 +162,28 @@ def make_queries(clips: Path, n_per_length: int, seed: int) -> list[tuple[float,
     return queries
 
 
-def time_queries(url: str, queries: list[tuple[float, np.ndarray, str]], zone: str) -> list[dict[str, float]]:
-    """Fingerprint and match each query in turn (matching in ``zone``); the times of each, in seconds."""
+def time_queries(url: str, queries: list[tuple[float, np.ndarray, str]], zone: str, evidence: Evidence = PLAIN,
+                 rule: DecisionRule | None = None) -> list[dict[str, float]]:
+    """Fingerprint and match each query in turn (matching in ``zone``); the times of each, in seconds.
+
+    With shifts or speeds, "fingerprint" is the query as it is at every shift, and "match" includes
+    the fingerprints of the other speeds when speed 1.0 names nothing (they are made lazily).
+    """
+    rule = rule or DecisionRule()
     engine = create_engine(url)
     store = Store(engine)
     params = store.params(duration_s=None)
     timings = []
     for length_s, y, true_name in queries:
         t0 = time.perf_counter()
-        fp = fingerprint_signal(y, params)
-        t1 = time.perf_counter()
-        result = match_fingerprint(store, fp, params, zone=zone, rule=DecisionRule())
+        if evidence.needs_audio:
+            prepared = PreparedQuery(speed_variant(y, params, 1.0, evidence.shifts), y)
+            t1 = time.perf_counter()
+            result = match_prepared(store, prepared, params, evidence=evidence, zone=zone, rule=rule)
+        else:
+            fp = fingerprint_signal(y, params)
+            t1 = time.perf_counter()
+            result = match_fingerprint(store, fp, params, zone=zone, rule=rule, count=evidence.count)
         t2 = time.perf_counter()
         if true_name:
             hit = result.match is not None and result.match.file_name == true_name
@@ -234,6 +248,8 @@ def main() -> None:
     parser.add_argument("--negatives", type=Path,
                         help="folder of not-in-database queries (WAV): also report their false positives")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--robust", action="store_true", help="match with ROBUST evidence (anchors, shifts, speeds)")
+    parser.add_argument("--alpha", type=float, help="calibrated rule (default: the default rule)")
     args = parser.parse_args()
     if (args.server is None) == (args.embedded is None):
         parser.error("give one of --server and --embedded")
@@ -275,8 +291,9 @@ def run(args: argparse.Namespace) -> None:
             ensure_index(url, variant)
             postings, bpp = sizes(url)
             for zone in match_zones:
-                time_queries(url, queries[:4], zone)  # warm the cache a little, as a running service would be
-                lines += table_rows(n_tracks, variant, zone, postings, bpp, time_queries(url, queries, zone))
+                evidence, rule = ROBUST if args.robust else PLAIN, DecisionRule(alpha=args.alpha)
+                time_queries(url, queries[:4], zone, evidence, rule)  # warm the cache a little, as a service would be
+                lines += table_rows(n_tracks, variant, zone, postings, bpp, time_queries(url, queries, zone, evidence, rule))
                 print("\n".join(lines[-3:]), flush=True)
         if not args.keep:
             with admin(args.server) as conn:

@@ -31,7 +31,16 @@ from fpstore.errors import (
 if TYPE_CHECKING:
     from fpstore.db.store import Store, open_store
     from fpstore.ingest import IngestSummary, ingest
-    from fpstore.match import DecisionRule, MatchResult, match_files, match_fingerprint, match_queries, match_signal
+    from fpstore.match import (
+        ROBUST,
+        DecisionRule,
+        Evidence,
+        MatchResult,
+        match_files,
+        match_fingerprint,
+        match_queries,
+        match_signal,
+    )
     from fpstore.signal.fingerprint import Fingerprint, fingerprint_file, fingerprint_signal
     from fpstore.signal.params import FingerprintParams, Zone
 
@@ -41,6 +50,7 @@ _LAZY = {
     "Store": "fpstore.db.store", "open_store": "fpstore.db.store",
     "IngestSummary": "fpstore.ingest", "ingest": "fpstore.ingest",
     "DecisionRule": "fpstore.match", "MatchResult": "fpstore.match", "match_files": "fpstore.match",
+    "Evidence": "fpstore.match", "ROBUST": "fpstore.match",
     "match_fingerprint": "fpstore.match", "match_queries": "fpstore.match", "match_signal": "fpstore.match",
     "Fingerprint": "fpstore.signal.fingerprint", "fingerprint_file": "fpstore.signal.fingerprint",
     "fingerprint_signal": "fpstore.signal.fingerprint",
@@ -48,7 +58,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "AudioError", "DatabaseError", "DecisionRule", "Fingerprint", "FingerprintParams", "FpstoreError",
+    "ROBUST", "AudioError", "DatabaseError", "DecisionRule", "Evidence", "Fingerprint", "FingerprintParams", "FpstoreError",
     "IngestSummary", "MatchResult", "NotFound", "ParameterError", "ProfileMismatch", "SchemaNotAtHead", "Store",
     "Zone", "__version__", "fingerprint_file", "fingerprint_signal", "ingest", "match_files", "match_fingerprint",
     "match_queries", "match_signal", "open_store",

@@ -530,6 +530,38 @@ def match_options(command: F) -> F:
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
+def evidence_options(command: F) -> F:
+    """Options of ``match`` and ``eval`` that draw more evidence from each query (README, Matching)."""
+    options = [
+        click.option("--robust", is_flag=True,
+                     help="Short, noisy, reverberant or speed-changed queries: --count anchors --shifts 4 "
+                          "--speeds 0.97,0.98,0.99,1.01,1.02,1.03 (each query's audio is decoded whole)."),
+        click.option("--count", type=click.Choice(["pairs", "anchors"]), default=None,
+                     help="What a (track, offset) bin counts: every hash pair, or distinct stored anchors [pairs]."),
+        click.option("--shifts", type=click.IntRange(1, 16), default=None,
+                     help="Fingerprint each query at this many sub-hop shifts and pool their votes [1]."),
+        click.option("--speeds", default=None, metavar="F,F,...",
+                     help="Speed factors to try when the query as it is names nothing (1.02: played 2%% "
+                          "faster); the best score wins, each factor counted as a test [none]."),
+    ]
+    return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
+
+
+def _evidence(robust: bool, count: str | None, shifts: int | None, speeds: str | None) -> Any:
+    """The :class:`fpstore.match.Evidence` the options ask for (validated there)."""
+    from fpstore.match import PLAIN, ROBUST, Evidence
+
+    if robust and (count, shifts, speeds) != (None, None, None):
+        raise click.UsageError("give --robust or --count/--shifts/--speeds, not both")
+    if robust:
+        return ROBUST
+    try:
+        factors = tuple(float(f) for f in speeds.split(",")) if speeds else ()
+    except ValueError as exc:
+        raise click.BadParameter(f"{speeds!r} is not a comma-separated list of numbers", param_hint="--speeds") from exc
+    return Evidence(count or PLAIN.count, shifts or PLAIN.shifts, factors)  # type: ignore[arg-type]
+
+
 @cli.command("match")
 @click.argument("queries", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @match_options
@@ -537,10 +569,12 @@ def match_options(command: F) -> F:
               help="Tracks listed per query (the runner-up still weighs in the confidence when not listed).")
 @click.option("--sql", "use_sql", is_flag=True, help="Vote with the SQL function fpstore_match_zones.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query (with \"error\" for a failed one).")
+@evidence_options
 @click.pass_context
 @with_store
 def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zone: str, min_votes: int | None,
-                  min_ratio: float, alpha: float | None, top_k: int, use_sql: bool, as_json: bool) -> None:
+                  min_ratio: float, alpha: float | None, top_k: int, use_sql: bool, as_json: bool, robust: bool,
+                  count: str | None, shifts: int | None, speeds: str | None) -> None:
     """Name the stored track each audio query is an excerpt of, and where it starts.
 
     QUERIES are audio files, folders (walked as ingest walks them) and '-' (audio of any format on
@@ -556,13 +590,16 @@ def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zo
       fpstore match query.wav
       fpstore match --zone Flarge_Tlong --top 5 --json q1.wav q2.mp3 queries/
       fpstore match --alpha 1e-3 short_noisy_query.wav
+      fpstore match --robust --alpha 1e-3 short_noisy_query.wav
       ffmpeg -i clip.m4a -f wav - | fpstore match -
     """
     from fpstore.match import DecisionRule, match_queries
 
     some_failed = False
+    evidence = _evidence(robust, count, shifts, speeds)
     for result in match_queries(store, queries, zone=zone, top_k=top_k, rule=DecisionRule(min_votes, min_ratio, alpha),
-                                method="sql" if use_sql else "python", stdin=getattr(sys.stdin, "buffer", None)):
+                                method="sql" if use_sql else "python", stdin=getattr(sys.stdin, "buffer", None),
+                                evidence=evidence):
         some_failed = some_failed or result.error is not None
         if as_json:
             click.echo(json.dumps(_match_json(result)))
@@ -580,7 +617,7 @@ def _match_json(result: Any) -> dict[str, Any]:
     return {
         "query": result.query, "zone": result.zone, "n_query_hashes": result.n_query_hashes,
         "match": None if result.match is None else dataclasses.asdict(result.match),
-        "score": result.score, "confidence": round(result.confidence, 4),
+        "score": result.score, "confidence": round(result.confidence, 4), "speed": result.speed,
         "candidates": [dataclasses.asdict(c) for c in result.candidates],
     }
 
@@ -602,6 +639,7 @@ def _match_line(result: Any, top_k: int) -> str:
     else:
         head = (f"{result.query}: {name(best)} votes {best.votes} score {best.score:.1f} "
                 f"confidence {result.confidence:.2f} offset {best.offset_s:.2f} s"
+                + (f" speed {result.speed:g}" if result.speed != 1.0 else "")
                 + (f"; {runner_text}" if runner_text else ""))
     more = [f"  {rank}. {name(c)} votes {c.votes} score {c.score:.1f} offset {c.offset_s:.2f} s"
             for rank, c in enumerate(result.candidates, start=1)] if top_k > 2 else []
@@ -615,11 +653,13 @@ def _match_line(result: Any, top_k: int) -> str:
 @click.option("--label", "labels", multiple=True, metavar="COLUMN",
               help="Group the summary by this column (repeat). Default: every column but file/true_track with few values.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="eval_out", show_default=True,
-              help="Folder for per_query.csv, summary.csv and accuracy_vs_length.png.")
+              help="Folder for per_query.csv, summary.csv, accuracy_vs_length.png and score_distribution.png.")
+@evidence_options
 @click.pass_context
 @with_store
 def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, min_votes: int | None, min_ratio: float,
-                 alpha: float | None, all_zones: bool, labels: tuple[str, ...], out_dir: str) -> None:
+                 alpha: float | None, all_zones: bool, labels: tuple[str, ...], out_dir: str, robust: bool,
+                 count: str | None, shifts: int | None, speeds: str | None) -> None:
     """Run every query of QUERIES_CSV and score the answers.
 
     QUERIES_CSV has columns file (relative to the CSV's folder), true_track (a stored track's file
@@ -637,14 +677,15 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
     from fpstore.evaluate import format_summary, run_eval
     from fpstore.match import DecisionRule
 
+    evidence = _evidence(robust, count, shifts, speeds)
     with _progress(ctx) as (on_start, on_file):
         outcome = run_eval(store, queries_csv, out_dir, zones=None if all_zones else [zone],
                            labels=list(labels) or None, rule=DecisionRule(min_votes, min_ratio, alpha),
-                           on_start=on_start, on_query=lambda path: on_file(None))
+                           on_start=on_start, on_query=lambda path: on_file(None), evidence=evidence)
     for reason in outcome.failures:
         click.echo(f"failed: {reason}", err=True)
     click.echo(format_summary(outcome.summary, outcome.labels))
-    click.echo(f"wrote {outcome.per_query_csv}, {outcome.summary_csv}, {outcome.plot_png}")
+    click.echo(f"wrote {outcome.per_query_csv}, {outcome.summary_csv}, {outcome.plot_png}, {outcome.scores_png}")
     if outcome.failures:
         ctx.exit(EXIT_SOME_FILES_FAILED)
 

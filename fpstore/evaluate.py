@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fpstore.db.store import Store
 from fpstore.errors import NotFound, ParameterError
-from fpstore.match import ALL_ZONES, DecisionRule, MatchResult, fingerprint_query, match_fingerprint
+from fpstore.match import ALL_ZONES, PLAIN, DecisionRule, Evidence, MatchResult, match_prepared, prepare_query
 
 #: Columns that are never labels.
 RESERVED_COLUMNS = ("file", "true_track", "start_s")
@@ -37,7 +39,8 @@ MAX_LABEL_VALUES = 8
 
 PER_QUERY_COLUMNS = (
     "file", "true_track", "zone", "measured_length_s", "predicted", "predicted_id", "votes", "score", "runner_up",
-    "runner_up_votes", "runner_up_score", "confidence", "offset_s", "offset_error_s", "best", "outcome", "error",
+    "runner_up_votes", "runner_up_score", "confidence", "offset_s", "offset_error_s", "speed", "best", "outcome",
+    "error",
 )
 #: ``outcome`` of a query that could not be matched.
 FAILED = "failed"
@@ -77,6 +80,7 @@ class EvalOutcome:
     per_query_csv: Path
     summary_csv: Path
     plot_png: Path
+    scores_png: Path
     rows: list[dict[str, Any]]
     summary: list[dict[str, Any]]
     labels: list[str]
@@ -159,7 +163,7 @@ def score_row(query: Query, true_id: int | None, result: MatchResult, length_s: 
         "runner_up": runner.file_name if runner else "",
         "runner_up_votes": runner.votes if runner else 0, "runner_up_score": round(runner.score, 3) if runner else 0.0,
         "confidence": round(result.confidence, 4),
-        "offset_s": round(best.offset_s, 3) if best else "", "offset_error_s": offset_error,
+        "offset_s": round(best.offset_s, 3) if best else "", "offset_error_s": offset_error, "speed": result.speed,
         "best": best.file_name if best else "",
         "best_is_true": int(best is not None and best.track_id == true_id),
         "outcome": outcome, "error": result.error or "",
@@ -173,6 +177,7 @@ def evaluate_queries(
     zones: Sequence[str] | None = None,
     rule: DecisionRule = DecisionRule(),  # noqa: B008 (frozen dataclass: an immutable default)
     on_query: Callable[[str], None] | None = None,
+    evidence: Evidence = PLAIN,
 ) -> list[dict[str, Any]]:
     """Fingerprint each query once, match it in every asked zone, and score it; a bad query file fails alone.
 
@@ -211,13 +216,13 @@ def evaluate_queries(
             if query.true_track not in known:
                 raise NotFound(f"{query.file}: true_track {query.true_track!r} is not a stored track's file name")
             true_id = known[query.true_track]
-        fingerprint = fingerprint_query(query.path, params)
+        prepared = prepare_query(query.path, params, evidence)
         for zone in zone_names:
-            if isinstance(fingerprint, str):
-                rows.append(score_row(query, true_id, MatchResult.failed(query.file, zone, fingerprint), None))
+            if isinstance(prepared, str):
+                rows.append(score_row(query, true_id, MatchResult.failed(query.file, zone, prepared), None))
                 continue
-            result = match_fingerprint(store, fingerprint, params, zone=zone, rule=rule, query=query.file)
-            rows.append(score_row(query, true_id, result, round(fingerprint.duration_s, 1)))
+            result = match_prepared(store, prepared, params, evidence=evidence, zone=zone, rule=rule, query=query.file)
+            rows.append(score_row(query, true_id, result, round(prepared.first.fingerprints[0].duration_s, 1)))
         if on_query is not None:
             on_query(str(query.path))
     return rows
@@ -311,6 +316,38 @@ def plot_accuracy_vs_length(rows: Sequence[dict[str, Any]], png_path: str | os.P
     plt.close(fig)
 
 
+def plot_score_distribution(rows: Sequence[dict[str, Any]], png_path: str | os.PathLike[str]) -> None:
+    """Histograms of the best candidate's score: true excerpts (best track right), negatives, one panel per zone.
+
+    The margin a user can see: where the negatives' scores end and the positives' begin, against
+    the calibrated rule's ``-log10 alpha`` (a dashed line at 3, ``alpha = 1e-3``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    zones = list(dict.fromkeys(r["zone"] for r in rows))
+    fig, axes = plt.subplots(1, len(zones), figsize=(4 * len(zones), 3.6), sharey=True, squeeze=False)
+    scores = [float(r["score"]) for r in answered(rows)]
+    edges = np.linspace(0.0, max([*scores, 3.0]) + 1.0, 41)
+    for ax, zone in zip(axes[0], zones):
+        in_zone = [r for r in answered(rows) if r["zone"] == zone]
+        positives = [float(r["score"]) for r in in_zone if r["true_track"] and r["best_is_true"]]
+        negatives = [float(r["score"]) for r in in_zone if not r["true_track"]]
+        ax.hist(positives, bins=edges, alpha=0.6, label=f"true excerpts ({len(positives)})")
+        ax.hist(negatives, bins=edges, alpha=0.6, label=f"not stored ({len(negatives)})")
+        ax.axvline(3.0, color="k", linestyle="--", linewidth=1)
+        ax.set_title(zone)
+        ax.set_xlabel("score of the best candidate (-log10 p)")
+        ax.set_yscale("log")
+    axes[0][0].set_ylabel("queries")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+
+
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     """Write ``rows`` with ``columns`` first, then any other keys, in order."""
     extra = [k for k in (rows[0] if rows else {}) if k not in columns]
@@ -330,8 +367,12 @@ def run_eval(
     rule: DecisionRule = DecisionRule(),  # noqa: B008 (frozen dataclass: an immutable default)
     on_start: Callable[[int], None] | None = None,
     on_query: Callable[[str], None] | None = None,
+    evidence: Evidence = PLAIN,
 ) -> EvalOutcome:
-    """Read the queries, evaluate them, write ``per_query.csv``, ``summary.csv`` and ``accuracy_vs_length.png``.
+    """Read the queries, evaluate them, write ``per_query.csv``, ``summary.csv`` and the two plots.
+
+    The plots are ``accuracy_vs_length.png`` and ``score_distribution.png`` (the best score of true
+    excerpts and of negatives).
 
     Parameters
     ----------
@@ -339,7 +380,7 @@ def run_eval(
     queries_csv : path-like
     out_dir : path-like
         Created if needed.
-    zones, rule, on_query
+    zones, rule, on_query, evidence
         As in :func:`evaluate_queries`.
     labels : sequence of str or None
         As in :func:`read_queries`.
@@ -354,14 +395,16 @@ def run_eval(
     queries, chosen = read_queries(queries_csv, labels)
     if on_start is not None:
         on_start(len(queries))
-    rows = evaluate_queries(store, queries, zones=zones, rule=rule, on_query=on_query)
+    rows = evaluate_queries(store, queries, zones=zones, rule=rule, on_query=on_query, evidence=evidence)
     summary = summarise(rows, chosen)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     outcome = EvalOutcome(out / "per_query.csv", out / "summary.csv", out / "accuracy_vs_length.png",
-                          rows, summary, chosen, list(dict.fromkeys(r["error"] for r in rows if r["outcome"] == FAILED)))
+                          out / "score_distribution.png", rows, summary, chosen,
+                          list(dict.fromkeys(r["error"] for r in rows if r["outcome"] == FAILED)))
     write_csv(outcome.per_query_csv, rows, PER_QUERY_COLUMNS[:2] + tuple(chosen) + PER_QUERY_COLUMNS[2:])
     write_csv(outcome.summary_csv, summary, ("zone", *chosen, *SUMMARY_COLUMNS[1:]))
     group = "degradation" if "degradation" in chosen else next((c for c in chosen if c != "length_s"), None)
     plot_accuracy_vs_length(rows, outcome.plot_png, group_label=group)
+    plot_score_distribution(rows, outcome.scores_png)
     return outcome

@@ -27,6 +27,7 @@ Conventions
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import tempfile
@@ -44,8 +45,9 @@ from fpstore.signal.audio import display_path
 from fpstore.signal.fingerprint import Fingerprint, fingerprint_signal
 from fpstore.signal.hashing import hash_keys
 from fpstore.signal.params import FingerprintParams
+from fpstore.signal.variants import SpeedVariant, check_variants, speed_variant
 from fpstore.significance import chance_scores, offset_bins
-from fpstore.workers import fingerprint_job
+from fpstore.workers import fingerprint_job, no_hashes_reason, signal_job
 
 #: Zone name meaning "pool the votes of every zone".
 ALL_ZONES = "all"
@@ -74,6 +76,51 @@ STDIN_ARGUMENT = "-"
 STDIN_LABEL = "<stdin>"
 
 Method = Literal["python", "sql"]
+#: What a vote counts in a ``(track, offset)`` bin: every (posting, query hash) pair, or distinct stored anchors.
+Count = Literal["pairs", "anchors"]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What each query contributes to the vote (measured in the README, Matching: "More evidence").
+
+    Attributes
+    ----------
+    count : {"pairs", "anchors"}
+        ``"pairs"``: a bin counts every (stored posting, query hash) pair that falls in it.
+        ``"anchors"``: it counts distinct stored anchor peaks, so that one anchor's five targets, the
+        shifts and the zones that see the same anchor, add one vote, not several (the chance score then
+        takes its mean from the pairs, an upper bound: see :func:`chance_of_votes`).
+    shifts : int
+        Fingerprint the query at this many sub-hop shifts (0, 1/n, ... of the hop) and pool their
+        votes; needs the query's audio.
+    speeds : tuple of float
+        Speed factors to try besides 1.0 (e.g. 0.98 for a query played 2 % slower). 1.0 is tried first
+        and the others only when it gives no match; the best by score is kept, every factor counted
+        as a test (the score drops by ``log10(len(speeds))``). Stored as given, with 1.0 first.
+    """
+
+    count: Count = "pairs"
+    shifts: int = 1
+    speeds: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        if self.count not in ("pairs", "anchors"):
+            raise ParameterError(f"count={self.count!r} must be 'pairs' or 'anchors'")
+        object.__setattr__(self, "speeds", check_variants(self.shifts, self.speeds))
+
+    @property
+    def needs_audio(self) -> bool:
+        """True if the query must be decoded to samples (shifts or speeds), not only fingerprinted."""
+        return self.shifts > 1 or len(self.speeds) > 1
+
+
+#: Today's evidence: every pair of the query as it is (the notebook's vote).
+PLAIN = Evidence()
+#: More evidence for short, noisy, reverberant and speed-changed queries: distinct anchors, four sub-hop
+#: shifts, and speeds of +-1, 2, 3 %.
+ROBUST = Evidence("anchors", 4, (0.99, 1.01, 0.98, 1.02, 0.97, 1.03))
+
 
 @dataclass(frozen=True)
 class DecisionRule:
@@ -189,6 +236,9 @@ class MatchResult:
     error : str or None
         Why the query could not be matched (one line naming the file, the reasons ingest gives); the
         result then has no candidates. None for every answered query.
+    speed : float
+        Speed factor the answer was found at (1.0 unless :class:`Evidence` tried others and one of
+        them scored best): the query played that many times faster than the stored recording.
     """
 
     query: str
@@ -199,6 +249,7 @@ class MatchResult:
     confidence: float
     method: str = field(default="python")
     error: str | None = None
+    speed: float = 1.0
 
     @property
     def best(self) -> Candidate | None:
@@ -319,6 +370,38 @@ def query_keys(zone_ids_of_hashes: np.ndarray, hashes: np.ndarray) -> tuple[np.n
     return key_zones, key_hashes, key_of_hash.reshape(-1)
 
 
+def pair_indices(key_of_posting: np.ndarray, key_of_hash: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (fetched posting, query hash) pair of equal key, as two index arrays.
+
+    Parameters
+    ----------
+    key_of_posting : np.ndarray [shape=(m,)], integer
+        Key index of each fetched posting.
+    key_of_hash : np.ndarray [shape=(n,)], integer
+        Key index of each query hash (from :func:`query_keys`).
+
+    Returns
+    -------
+    posting_index, hash_index : np.ndarray [shape=(p,), dtype=int64]
+
+    Examples
+    --------
+    >>> pair_indices(np.array([1, 0]), np.array([0, 1, 1]))
+    (array([0, 0, 1]), array([1, 2, 0]))
+    """
+    key_of_hash = np.asarray(key_of_hash, dtype=np.int64)
+    order = np.argsort(key_of_hash, kind="stable")
+    n_keys = int(key_of_hash.max()) + 1 if key_of_hash.size else 0
+    per_key = np.bincount(key_of_hash, minlength=n_keys)
+    first = np.concatenate([[0], np.cumsum(per_key)[:-1]]) if n_keys else np.empty(0, np.int64)
+    key_of_posting = np.asarray(key_of_posting, dtype=np.int64)
+    repeats = per_key[key_of_posting]
+    posting = np.repeat(np.arange(key_of_posting.size), repeats)
+    # k-th repetition of a posting pairs with the k-th query hash of its key
+    rank = np.arange(posting.size) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+    return posting, order[first[key_of_posting[posting]] + rank]
+
+
 def expand_matches(key_of_posting: np.ndarray, t_anchor: np.ndarray, track_ids: np.ndarray,
                    key_of_hash: np.ndarray, t_query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pair every fetched posting with every query hash of the same key: ``(track_ids, t_anchor - t_query)``.
@@ -338,46 +421,47 @@ def expand_matches(key_of_posting: np.ndarray, t_anchor: np.ndarray, track_ids: 
     track_ids : np.ndarray [shape=(p,), dtype=int64]
     offsets_frames : np.ndarray [shape=(p,), dtype=int64]
     """
-    order = np.argsort(key_of_hash, kind="stable")
-    t_sorted = np.asarray(t_query, dtype=np.int64)[order]
-    n_keys = int(key_of_hash.max()) + 1 if key_of_hash.size else 0
-    per_key = np.bincount(key_of_hash, minlength=n_keys)
-    first = np.concatenate([[0], np.cumsum(per_key)[:-1]]) if n_keys else np.empty(0, np.int64)
-    key_of_posting = np.asarray(key_of_posting, dtype=np.int64)
-    repeats = per_key[key_of_posting]
-    posting = np.repeat(np.arange(key_of_posting.size), repeats)
-    # k-th repetition of a posting pairs with the k-th query hash of its key
-    rank = np.arange(posting.size) - np.repeat(np.cumsum(repeats) - repeats, repeats)
-    t_q = t_sorted[first[key_of_posting[posting]] + rank]
+    posting, query_hash = pair_indices(key_of_posting, key_of_hash)
     return (np.asarray(track_ids, dtype=np.int64)[posting],
-            np.asarray(t_anchor, dtype=np.int64)[posting] - t_q)
+            np.asarray(t_anchor, dtype=np.int64)[posting] - np.asarray(t_query, dtype=np.int64)[query_hash])
 
 
-def lookup_postings(store: Store, zone_ids_of_hashes: np.ndarray, hashes: np.ndarray,
-                    t_query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fetch every stored posting that shares a ``(zone, hash)`` with the query, in one round trip.
+def distinct_anchor_pairs(track_ids: np.ndarray, t_anchor: np.ndarray, posting_index: np.ndarray,
+                          t_query: np.ndarray) -> np.ndarray:
+    """The pairs that first bring a stored anchor into a ``(track, offset)`` bin (one vote per anchor and bin).
+
+    A stored anchor is a ``(track, t_anchor)``; in a bin of offset ``t_anchor - t_query`` it is the same
+    vote whichever of its targets, zones or query shifts brought it, so pairs are distinct by
+    ``(anchor, t_query)``.
 
     Parameters
     ----------
-    store : Store
-    zone_ids_of_hashes : np.ndarray [shape=(n,)], integer
-        ``zones.id`` of each query hash.
-    hashes : np.ndarray [shape=(n,), dtype=uint32]
-    t_query : np.ndarray [shape=(n,)], integer, in frames
-        Anchor time of each query hash.
+    track_ids, t_anchor : np.ndarray [shape=(m,)], integer
+        The fetched postings.
+    posting_index : np.ndarray [shape=(p,)], integer
+        Posting of each pair.
+    t_query : np.ndarray [shape=(p,)], integer, in frames
+        Query anchor time of each pair.
 
     Returns
     -------
-    track_ids : np.ndarray [shape=(p,), dtype=int64]
-    offsets_frames : np.ndarray [shape=(p,), dtype=int64]
-        ``t_anchor - t_query`` for every (posting, query hash) pair with equal zone and hash.
+    first : np.ndarray [shape=(d,), dtype=int64]
+        Indices of the pairs kept, ascending.
+
+    Examples
+    --------
+    >>> distinct_anchor_pairs(np.array([4, 4, 5]), np.array([10, 10, 10]), np.array([0, 1, 2, 0]),
+    ...                       np.array([3, 3, 3, 2]))
+    array([0, 2, 3])
     """
-    empty = np.empty(0, np.int64)
-    if np.asarray(hashes).size == 0:
-        return empty, empty
-    key_zones, key_hashes, key_of_hash = query_keys(zone_ids_of_hashes, hashes)
-    key_of_posting, track_ids, t_anchor = fetch_postings(store, key_zones, key_hashes)
-    return expand_matches(key_of_posting, t_anchor, track_ids, key_of_hash, t_query)
+    anchors = (np.asarray(track_ids, dtype=np.int64) << 32) | np.asarray(t_anchor, dtype=np.int64)
+    _, anchor_of_posting = np.unique(anchors, return_inverse=True)
+    t_query = np.asarray(t_query, dtype=np.int64)
+    low = int(t_query.min()) if t_query.size else 0
+    span = int(t_query.max()) - low + 1 if t_query.size else 1
+    keys = anchor_of_posting.reshape(-1)[np.asarray(posting_index, dtype=np.int64)] * span + (t_query - low)
+    _, first = np.unique(keys, return_index=True)
+    return np.sort(first)
 
 
 def fetch_postings(store: Store, key_zones: np.ndarray,
@@ -397,7 +481,7 @@ def fetch_postings(store: Store, key_zones: np.ndarray,
 
 def match_fingerprint(
     store: Store,
-    fingerprint: Fingerprint,
+    fingerprint: Fingerprint | Sequence[SpeedVariant],
     params: FingerprintParams,
     *,
     zone: str = DEFAULT_ZONE,
@@ -405,14 +489,21 @@ def match_fingerprint(
     rule: DecisionRule = DecisionRule(),
     method: Method = "python",
     query: str = "",
+    count: Count = "pairs",
+    tests: int = 1,
 ) -> MatchResult:
-    """Rank the stored tracks for one fingerprinted query.
+    """Rank the stored tracks for one fingerprinted query (or its variants: the best speed's answer).
+
+    With variants, every variant's keys go to the database in one statement (distinct keys, so a key
+    shared by shifts, zones and speeds is fetched once); each speed votes alone, its shifts pooled into
+    the same ``(track, offset)`` bins, and the speed whose best candidate scores highest answers.
 
     Parameters
     ----------
     store : Store
-    fingerprint : Fingerprint
-        Of the query, computed with ``params`` (the database's, :meth:`Store.params`).
+    fingerprint : Fingerprint or sequence of SpeedVariant
+        Of the query, computed with ``params`` (the database's, :meth:`Store.params`); variants from
+        :func:`fpstore.signal.variants.speed_variant`.
     params : FingerprintParams
     zone : str
         A zone name, or ``"all"`` to pool every zone's votes.
@@ -421,42 +512,83 @@ def match_fingerprint(
         ``top_k=1`` shortens the listing without changing the answer.
     rule : DecisionRule
     method : {"python", "sql"}
-        Vote in numpy over the fetched postings, or call the SQL function ``fpstore_match``.
+        Vote in numpy over the fetched postings, or call the SQL function ``fpstore_match`` (one
+        fingerprint, pairs only).
     query : str
         Label carried into the result.
+    count : {"pairs", "anchors"}
+        What a bin counts (:class:`Evidence`); ``"anchors"`` runs in Python only.
+    tests : int
+        Speed factors the caller tries in all (:attr:`Evidence.speeds`): each score is lowered by
+        ``log10(tests)``, the union bound over the factors.
 
     Returns
     -------
     result : MatchResult
+        With ``speed`` the factor of the chosen variant (1.0 for a plain fingerprint).
 
     Raises
     ------
     ParameterError
-        If ``zone`` is unknown, ``top_k < 1`` or ``method`` is unknown.
+        If ``zone`` is unknown, ``top_k < 1``, ``method`` or ``count`` is unknown.
     """
+    variants = [SpeedVariant(1.0, (fingerprint,))] if isinstance(fingerprint, Fingerprint) else list(fingerprint)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ParameterError(f"top_k={top_k!r} must be an integer >= 1")
-    # The runner-up decides the confidence and the ratio rule: always rank it, list only top_k.
-    ranked_k = max(top_k, 2)
     if method not in ("python", "sql"):
         raise ParameterError(f"method={method!r} must be 'python' or 'sql'")
+    if count not in ("pairs", "anchors"):
+        raise ParameterError(f"count={count!r} must be 'pairs' or 'anchors'")
+    # The runner-up decides the confidence and the ratio rule: always rank it, list only top_k.
+    ranked_k = max(top_k, 2)
     names = [z.name for z in params.zones] if zone == ALL_ZONES else [params.zone(zone).name]
-    n_query_hashes = sum(int(fingerprint.zones[name].hashes.size) for name in names)
-    hashes = np.concatenate([fingerprint.zones[name].hashes for name in names])
-    t_query = np.concatenate([fingerprint.zones[name].t_anchor_frames for name in names])
-    if method == "python":
-        ids = store.zone_ids()
-        zone_of_hash = np.concatenate([np.full(fingerprint.zones[name].hashes.size, ids[name]) for name in names])
-        track_ids, offsets = lookup_postings(store, zone_of_hash, hashes, t_query)
-        ranked_tracks, ranked_votes, ranked_offsets = vote(track_ids, offsets, top_k=ranked_k)
-        scores = chance_of_votes(store, ranked_votes, track_ids, t_query)
-        ranked = list(zip(ranked_tracks.tolist(), ranked_offsets.tolist(), ranked_votes.tolist(), scores.tolist()))
-    else:
+    if method == "sql":
+        if count != "pairs" or len(variants) != 1 or len(variants[0].fingerprints) != 1:
+            raise ParameterError("method='sql' votes pairs of one fingerprint; anchors, shifts and speeds run in Python")
+        fingerprint = variants[0].fingerprints[0]
+        hashes = np.concatenate([fingerprint.zones[name].hashes for name in names])
+        t_query = np.concatenate([fingerprint.zones[name].t_anchor_frames for name in names])
         per_hash_zone = [name for name in names for _ in range(fingerprint.zones[name].hashes.size)]
         ranked = store.lookup.sql_vote(per_hash_zone, hashes, t_query, top_k=ranked_k)
+        result = _result(store, params, ranked, zone=zone, n_query_hashes=int(hashes.size), rule=rule,
+                         method=method, query=query)
+        return dataclasses.replace(result, candidates=result.candidates[:top_k])
+    ids = store.zone_ids()
+    parts = [(v, fp.zones[name], ids[name]) for v, variant in enumerate(variants)
+             for fp in variant.fingerprints for name in names]
+    hashes = np.concatenate([zh.hashes for _, zh, _ in parts] or [np.empty(0, np.uint32)])
+    t_query = np.concatenate([zh.t_anchor_frames for _, zh, _ in parts] or [np.empty(0, np.int64)]).astype(np.int64)
+    zone_of_hash = np.concatenate([np.full(zh.hashes.size, zone_id) for _, zh, zone_id in parts] or [np.empty(0)])
+    variant_of_hash = np.concatenate([np.full(zh.hashes.size, v) for v, zh, _ in parts] or [np.empty(0, np.int64)])
+    if hashes.size:
+        key_zones, key_hashes, key_of_hash = query_keys(zone_of_hash, hashes)
+        key_of_posting, track_ids, t_anchor = fetch_postings(store, key_zones, key_hashes)
+        posting, query_hash = pair_indices(key_of_posting, key_of_hash)
+    else:
+        track_ids = t_anchor = posting = query_hash = np.empty(0, np.int64)
+    best: tuple[float, list[tuple[int, int, int, float]], int, float] | None = None
+    for v, variant in enumerate(variants):
+        mine = variant_of_hash[query_hash] == v
+        pair_tracks = track_ids[posting[mine]]
+        pair_t_query = t_query[query_hash[mine]]
+        pair_offsets = t_anchor[posting[mine]] - pair_t_query
+        if count == "anchors":
+            kept = distinct_anchor_pairs(track_ids, t_anchor, posting[mine], pair_t_query)
+            voted = vote(pair_tracks[kept], pair_offsets[kept], top_k=ranked_k)
+        else:
+            voted = vote(pair_tracks, pair_offsets, top_k=ranked_k)
+        ranked_tracks, ranked_votes, ranked_offsets = voted
+        scores = np.maximum(chance_of_votes(store, ranked_votes, pair_tracks, t_query[variant_of_hash == v])
+                            - math.log10(tests), 0.0)
+        top_score = float(scores[0]) if scores.size else 0.0
+        if best is None or top_score > best[0]:
+            ranked = list(zip(ranked_tracks.tolist(), ranked_offsets.tolist(), ranked_votes.tolist(), scores.tolist()))
+            best = (top_score, ranked, int(np.count_nonzero(variant_of_hash == v)), variant.speed)
+    assert best is not None, "match_fingerprint needs at least one variant"
+    _, ranked, n_query_hashes, speed = best
     result = _result(store, params, ranked, zone=zone, n_query_hashes=n_query_hashes, rule=rule, method=method,
                      query=query)
-    return dataclasses.replace(result, candidates=result.candidates[:top_k])
+    return dataclasses.replace(result, candidates=result.candidates[:top_k], speed=speed)
 
 
 def chance_of_votes(store: Store, votes: np.ndarray, track_ids: np.ndarray, t_query: np.ndarray) -> np.ndarray:
@@ -471,7 +603,9 @@ def chance_of_votes(store: Store, votes: np.ndarray, track_ids: np.ndarray, t_qu
     votes : np.ndarray [shape=(c,)], integer
         Fullest-bin counts of the ranked candidates.
     track_ids : np.ndarray [shape=(p,)], integer
-        Track of every vote pair (:func:`lookup_postings`).
+        Track of every (posting, query hash) pair: with ``count="anchors"`` too, where the votes are
+        distinct anchors, so the mean per bin is that of the pairs, at least that of the anchors, and
+        the score a lower bound of the anchors' own.
     t_query : np.ndarray [shape=(n,)], integer, in frames
         Anchor frame of every query hash that voted.
 
@@ -502,38 +636,117 @@ def _result(store: Store, params: FingerprintParams, ranked: list[tuple[int, int
     return MatchResult(query, zone, candidates, n_query_hashes, accepted, confidence, method)
 
 
-def match_signal(store: Store, y: np.ndarray, **options: object) -> MatchResult:
+def match_signal(store: Store, y: np.ndarray, *, evidence: Evidence = PLAIN, **options: object) -> MatchResult:
     """Fingerprint mono audio at the database's sample rate and match it (options of :func:`match_fingerprint`).
 
     Parameters
     ----------
     store : Store
     y : np.ndarray [shape=(n,)], float32, mono, at the database's ``sample_rate`` Hz
+    evidence : Evidence
+        Shifts and speeds to fingerprint ``y`` at, and what a vote counts.
     """
     params = store.params(duration_s=None)
-    return match_fingerprint(store, fingerprint_signal(y, params), params, **options)  # type: ignore[arg-type]
+    if not evidence.needs_audio:
+        return match_fingerprint(store, fingerprint_signal(y, params), params, count=evidence.count,
+                                 **options)  # type: ignore[arg-type]
+    prepared = PreparedQuery(speed_variant(y, params, 1.0, evidence.shifts), y)
+    return match_prepared(store, prepared, params, evidence=evidence, **options)  # type: ignore[arg-type]
 
 
-def fingerprint_query(path: str | os.PathLike[str], params: FingerprintParams) -> Fingerprint | str:
-    """The query's fingerprint, or why it has none: one line naming the file, the reasons ingest gives.
+@dataclass
+class PreparedQuery:
+    """A query ready to be matched: its variant at speed 1.0, and its audio while other speeds may be tried.
+
+    Attributes
+    ----------
+    first : SpeedVariant
+        The query as it is, at every shift.
+    audio : np.ndarray or None
+        Its samples, kept when :class:`Evidence` has speeds besides 1.0.
+    """
+
+    first: SpeedVariant
+    audio: np.ndarray | None = None
+    _others: tuple[SpeedVariant, ...] | None = field(default=None, repr=False)
+
+    def others(self, params: FingerprintParams, evidence: Evidence) -> tuple[SpeedVariant, ...]:
+        """The variants at the other speeds, fingerprinted on first use (an easy query never pays for them)."""
+        if self._others is None:
+            assert self.audio is not None, "a query prepared with speeds keeps its audio"
+            self._others = tuple(speed_variant(self.audio, params, speed, evidence.shifts)
+                                 for speed in evidence.speeds[1:])
+        return self._others
+
+
+def prepare_query(path: str | os.PathLike[str], params: FingerprintParams,
+                  evidence: Evidence = PLAIN) -> PreparedQuery | str:
+    """The query file fingerprinted for ``evidence``, or why it cannot be: one line naming the file.
 
     The file is checked before it is opened (:func:`fpstore.files.unreadable_reason`: a named pipe
     would block), then decoded and fingerprinted as a worker of ingest does
     (:func:`fpstore.workers.fingerprint_job`), so a file fails a match for the same reason it fails
-    an ingest (``empty file (0 bytes)``, ``cannot decode audio (...)``, ``no hashes: ...``).
+    an ingest (``empty file (0 bytes)``, ``cannot decode audio (...)``, ``no hashes: ...``). With
+    shifts or speeds, the samples are decoded whole and each shift fingerprinted from them.
 
     Parameters
     ----------
     path : str or path-like
     params : FingerprintParams
         The database's (:meth:`Store.params` with ``duration_s=None``).
+    evidence : Evidence
 
     Returns
     -------
-    fingerprint : Fingerprint or str
+    prepared : PreparedQuery or str
     """
-    reason = unreadable_reason(Path(path)) or fingerprint_job(Path(path), params)
-    return one_line(reason) if isinstance(reason, str) else reason
+    path = Path(path)
+    reason = unreadable_reason(path)
+    if reason is not None:
+        return one_line(reason)
+    if not evidence.needs_audio:
+        fingerprint = fingerprint_job(path, params)
+        return one_line(fingerprint) if isinstance(fingerprint, str) else PreparedQuery(SpeedVariant(1.0, (fingerprint,)))
+    audio = signal_job(path, params)
+    if isinstance(audio, str):
+        return one_line(audio)
+    first = speed_variant(audio, params, 1.0, evidence.shifts)
+    if first.fingerprints[0].n_postings == 0:
+        return one_line(no_hashes_reason(path, first.fingerprints[0], params))
+    return PreparedQuery(first, audio if len(evidence.speeds) > 1 else None)
+
+
+def match_prepared(store: Store, prepared: PreparedQuery, params: FingerprintParams, *, evidence: Evidence = PLAIN,
+                   zone: str = DEFAULT_ZONE, top_k: int = 5, rule: DecisionRule = DecisionRule(),
+                   method: Method = "python", query: str = "") -> MatchResult:
+    """Match a prepared query: at speed 1.0 first, then, if that names nothing, at the other speeds.
+
+    Parameters
+    ----------
+    store : Store
+    prepared : PreparedQuery
+        From :func:`prepare_query` with the same ``evidence``.
+    params : FingerprintParams
+    evidence : Evidence
+    zone, top_k, rule, method, query
+        As in :func:`match_fingerprint`.
+
+    Returns
+    -------
+    result : MatchResult
+        The speed 1.0 answer when the rule accepts it; else the best-scoring speed's.
+    """
+    tests = len(evidence.speeds)
+
+    def answer(variants: Sequence[SpeedVariant]) -> MatchResult:
+        return match_fingerprint(store, variants, params, zone=zone, top_k=top_k, rule=rule, method=method,
+                                 query=query, count=evidence.count, tests=tests)
+
+    result = answer([prepared.first])
+    if result.match is not None or tests == 1:
+        return result
+    slower_or_faster = answer(prepared.others(params, evidence))
+    return slower_or_faster if slower_or_faster.score > result.score else result
 
 
 def match_queries(
@@ -545,12 +758,13 @@ def match_queries(
     rule: DecisionRule = DecisionRule(),
     method: Method = "python",
     stdin: BinaryIO | None = None,
+    evidence: Evidence = PLAIN,
 ) -> Iterator[MatchResult]:
     """Match every query file as it comes, one result each; a query that cannot be read does not stop the rest.
 
     A folder is walked as ingest walks it (:func:`fpstore.files.discover_audio_files`: audio files by
     extension, recursively, in sorted path order); a file is taken whatever its extension. Each file is
-    fingerprinted whole with the database's parameters (:func:`fingerprint_query`).
+    fingerprinted whole with the database's parameters (:func:`prepare_query`).
 
     Parameters
     ----------
@@ -562,6 +776,8 @@ def match_queries(
     stdin : binary stream or None
         Read to its end, spooled to a temporary file and decoded like a file (any format libsndfile or
         ffmpeg reads), for each ``"-"``; its result and reason say ``<stdin>``.
+    evidence : Evidence
+        Shifts, speeds and what a vote counts (:data:`PLAIN` by default).
 
     Yields
     ------
@@ -581,16 +797,18 @@ def match_queries(
     params = store.params(duration_s=None)
     if zone != ALL_ZONES:
         params.zone(zone)
+    if method == "sql" and evidence != PLAIN:
+        raise ParameterError("method='sql' votes pairs of the query as it is; anchors, shifts and speeds run in Python")
 
-    def answer(label: str, outcome: Fingerprint | str) -> MatchResult:
+    def answer(label: str, outcome: PreparedQuery | str) -> MatchResult:
         if isinstance(outcome, str):
             return MatchResult.failed(label, zone, outcome, method)
-        return match_fingerprint(store, outcome, params, zone=zone, top_k=top_k, rule=rule, method=method,
-                                 query=label)
+        return match_prepared(store, outcome, params, evidence=evidence, zone=zone, top_k=top_k, rule=rule,
+                              method=method, query=label)
 
     for query in queries:
         if stdin is not None and os.fspath(query) == STDIN_ARGUMENT:
-            yield answer(STDIN_LABEL, _fingerprint_stream(stdin, params))
+            yield answer(STDIN_LABEL, _prepare_stream(stdin, params, evidence))
             continue
         try:
             files = discover_audio_files(query)
@@ -599,16 +817,16 @@ def match_queries(
             yield MatchResult.failed(label, zone, one_line(str(exc)), method)
             continue
         for path in files:
-            yield answer(one_line(display_path(path.name)), fingerprint_query(path, params))
+            yield answer(one_line(display_path(path.name)), prepare_query(path, params, evidence))
 
 
-def _fingerprint_stream(stream: BinaryIO, params: FingerprintParams) -> Fingerprint | str:
-    """:func:`fingerprint_query` of the stream's bytes, spooled to a file; a reason names ``<stdin>``."""
+def _prepare_stream(stream: BinaryIO, params: FingerprintParams, evidence: Evidence) -> PreparedQuery | str:
+    """:func:`prepare_query` of the stream's bytes, spooled to a file; a reason names ``<stdin>``."""
     with tempfile.TemporaryDirectory(prefix="fpstore-stdin-") as folder:
         spooled = Path(folder) / "stdin"
         with open(spooled, "wb") as handle:
             shutil.copyfileobj(stream, handle)
-        outcome = fingerprint_query(spooled, params)
+        outcome = prepare_query(spooled, params, evidence)
     return outcome.replace(display_path(spooled), STDIN_LABEL) if isinstance(outcome, str) else outcome
 
 
@@ -621,6 +839,7 @@ def match_files(
     rule: DecisionRule = DecisionRule(),
     method: Method = "python",
     errors: Literal["raise", "report"] = "raise",
+    evidence: Evidence = PLAIN,
 ) -> list[MatchResult]:
     """Match each file (folders walked as ingest walks them), fingerprinted whole with the database's parameters.
 
@@ -635,6 +854,8 @@ def match_files(
         ``"raise"``: the first query that cannot be matched raises AudioError with its reason (the
         queries after it are not matched). ``"report"``: it gets a result whose ``error`` holds the
         reason, and the rest go on (see :func:`match_queries`, which also yields as it goes).
+    evidence : Evidence
+        Shifts, speeds and what a vote counts (:data:`PLAIN` by default).
 
     Returns
     -------
@@ -650,7 +871,7 @@ def match_files(
     if errors not in ("raise", "report"):
         raise ParameterError(f"errors={errors!r} must be 'raise' or 'report'")
     results = []
-    for result in match_queries(store, paths, zone=zone, top_k=top_k, rule=rule, method=method):
+    for result in match_queries(store, paths, zone=zone, top_k=top_k, rule=rule, method=method, evidence=evidence):
         if result.error is not None and errors == "raise":
             raise AudioError(result.error)
         results.append(result)

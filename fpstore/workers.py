@@ -29,45 +29,60 @@ import os
 import sys
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing import get_context as processes_started_by
 from pathlib import Path
 from typing import Generic, TypeVar
 
+import numpy as np
+
 from fpstore.errors import AudioError, FpstoreError
-from fpstore.signal.audio import display_path
+from fpstore.signal.audio import display_path, load_audio
 from fpstore.signal.fingerprint import Fingerprint, fingerprint_file
 from fpstore.signal.params import FingerprintParams
 
 #: What the caller carries along with each file (ingest: its content digest).
 Tag = TypeVar("Tag")
+Result = TypeVar("Result")
 
 Outcome = Fingerprint | str
 
 
 def fingerprint_job(path: Path, params: FingerprintParams) -> Outcome:
     """Worker body: the fingerprint, or a one-line reason why the file cannot be fingerprinted."""
+    fingerprint = _attempt(path, lambda: fingerprint_file(path, params))
+    if isinstance(fingerprint, str) or fingerprint.n_postings:
+        return fingerprint
+    return no_hashes_reason(path, fingerprint, params)
+
+
+def signal_job(path: Path, params: FingerprintParams) -> np.ndarray | str:
+    """The whole file's samples as the seed decodes them, or the reason :func:`fingerprint_job` would give."""
+    return _attempt(path, lambda: load_audio(path, sample_rate=params.sample_rate, duration_s=None))
+
+
+def _attempt(path: Path, work: Callable[[], Result]) -> Result | str:
+    """``work()``, or the one-line reason its decoding or fingerprinting of ``path`` failed."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fingerprint = fingerprint_file(path, params)
+            return work()
     except AudioError as exc:
         return str(exc)
     except (FpstoreError, ValueError, MemoryError) as exc:
         return f"{display_path(path)}: {type(exc).__name__}: {exc}"
-    if fingerprint.n_postings == 0:
-        return f"{display_path(path)}: no hashes: {_why_no_hashes(fingerprint, params)}"
-    return fingerprint
 
 
-def _why_no_hashes(fingerprint: Fingerprint, params: FingerprintParams) -> str:
+def no_hashes_reason(path: Path, fingerprint: Fingerprint, params: FingerprintParams) -> str:
     """Why a decoded file gave no posting: too short, silent, or peaks that pair with nothing."""
     n_samples = round(fingerprint.duration_s * params.sample_rate)
     if n_samples < params.n_fft:
-        return f"audio shorter than one STFT frame ({n_samples} samples < n_fft={params.n_fft})"
-    if fingerprint.n_peaks == 0:
-        return f"no spectral peak above peak_thresh={params.peak_thresh} (silence?)"
-    return f"{fingerprint.n_peaks} peaks, but no anchor has a target inside any zone"
+        why = f"audio shorter than one STFT frame ({n_samples} samples < n_fft={params.n_fft})"
+    elif fingerprint.n_peaks == 0:
+        why = f"no spectral peak above peak_thresh={params.peak_thresh} (silence?)"
+    else:
+        why = f"{fingerprint.n_peaks} peaks, but no anchor has a target inside any zone"
+    return f"{display_path(path)}: no hashes: {why}"
 
 
 class Fingerprinter(Generic[Tag]):

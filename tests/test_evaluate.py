@@ -95,6 +95,7 @@ def test_run_eval_end_to_end(store, tmp_path, rng_factory) -> None:
     assert [(r["zone"], r["top1_accuracy"], r["false_positive_rate"]) for r in overall] == [
         ("Flarge_Tlong", "1.0", "0.0"), ("all", "1.0", "0.0")]
     assert outcome.plot_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert outcome.scores_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.postgres
@@ -155,6 +156,7 @@ def test_run_eval_goes_on_past_bad_query_files(store, tmp_path, rng_factory) -> 
         written = list(csv.DictReader(handle))
     assert len(written) == 12 and [r["outcome"] for r in written].count("failed") == 6
     assert outcome.plot_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert outcome.scores_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.postgres

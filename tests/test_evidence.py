@@ -1,0 +1,162 @@
+"""More evidence per query: distinct anchors, sub-hop shifts and speed factors, on arrays and on a real database."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+from click.testing import CliRunner
+from helpers import write_tunes
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fpstore.cli import cli
+from fpstore.errors import ParameterError
+from fpstore.ingest import ingest
+from fpstore.match import (
+    PLAIN,
+    ROBUST,
+    DecisionRule,
+    Evidence,
+    distinct_anchor_pairs,
+    match_prepared,
+    match_signal,
+    pair_indices,
+    prepare_query,
+)
+from fpstore.signal.synth import synth_tune
+from fpstore.signal.variants import change_speed, check_variants, shift_samples
+
+SR = 22050
+HOP = 1024
+SEEDS = [31, 32, 33]
+
+
+# -- on arrays ------------------------------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 5), max_size=40), st.lists(st.integers(0, 5), min_size=1, max_size=40))
+def test_pair_indices_pairs_every_posting_with_every_hash_of_its_key(posting_keys, hash_keys) -> None:
+    key_of_hash = np.array(hash_keys)
+    key_of_posting = np.array([k for k in posting_keys if k <= key_of_hash.max()], dtype=np.int64)
+    posting, query_hash = pair_indices(key_of_posting, key_of_hash)
+    expected = sorted((p, h) for p, pk in enumerate(key_of_posting) for h, hk in enumerate(key_of_hash) if pk == hk)
+    assert sorted(zip(posting.tolist(), query_hash.tolist())) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6)), min_size=1, max_size=12),
+       st.lists(st.tuples(st.integers(0, 11), st.integers(-3, 8)), max_size=60))
+def test_distinct_anchor_pairs_keeps_one_pair_per_anchor_and_bin(postings, pairs) -> None:
+    tracks = np.array([t for t, _ in postings])
+    t_anchor = np.array([a for _, a in postings])
+    pairs = [(p % len(postings), q) for p, q in pairs]
+    posting_index = np.array([p for p, _ in pairs], dtype=np.int64)
+    t_query = np.array([q for _, q in pairs], dtype=np.int64)
+    kept = distinct_anchor_pairs(tracks, t_anchor, posting_index, t_query)
+    # Definition: the first pair of each (track, t_anchor, offset), which is (track, t_anchor, t_query).
+    seen, expected = set(), []
+    for i, (p, q) in enumerate(pairs):
+        anchor_bin = (int(tracks[p]), int(t_anchor[p]), q)
+        if anchor_bin not in seen:
+            seen.add(anchor_bin)
+            expected.append(i)
+    assert kept.tolist() == expected
+
+
+def test_variants_are_checked_once() -> None:
+    assert check_variants(1, []) == (1.0,)
+    assert ROBUST.speeds[0] == 1.0 and len(ROBUST.speeds) == 7
+    assert shift_samples(3, 1024) == (0, 341, 683)
+    for bad in ({"count": "votes"}, {"shifts": 0}, {"shifts": 17}, {"speeds": (2.0,)}, {"speeds": (True,)}):
+        with pytest.raises(ParameterError):
+            Evidence(**bad)
+    assert not PLAIN.needs_audio and Evidence(shifts=2).needs_audio and Evidence(speeds=(0.99,)).needs_audio
+
+
+def test_change_speed_stretches_by_the_factor() -> None:
+    y = np.random.default_rng(1).standard_normal(SR).astype(np.float32)
+    assert change_speed(y, 1.0, SR) is y
+    assert change_speed(y, 1.02, SR).size == pytest.approx(1.02 * SR, abs=2)
+
+
+# -- on a real database ----------------------------------------------------------------------------------
+@pytest.fixture
+def tuned(store, tmp_path):
+    write_tunes(tmp_path / "music", SEEDS)
+    ingest(store, tmp_path / "music", jobs=1)
+    return store
+
+
+def _excerpt(seed: int, start_samples: int, seconds: float) -> np.ndarray:
+    return synth_tune(seed, duration_s=8.0)[start_samples:start_samples + int(seconds * SR)].astype(np.float32)
+
+
+@pytest.mark.postgres
+def test_anchors_count_fewer_votes_than_pairs_and_find_the_same_tune(tuned) -> None:
+    y = _excerpt(32, 30 * HOP, 4.0)
+    pairs = match_signal(tuned, y, zone="all")
+    anchors = match_signal(tuned, y, zone="all", evidence=Evidence(count="anchors"))
+    assert pairs.match is not None and anchors.best is not None
+    assert anchors.best.track_id == pairs.match.track_id and anchors.best.offset_frames == 30
+    # Four zones (and up to five targets each) see the same anchor: one vote per anchor instead.
+    assert anchors.best.votes < pairs.match.votes / 2
+
+
+@pytest.mark.postgres
+def test_sub_hop_shifts_recover_a_half_hop_misaligned_excerpt(tuned) -> None:
+    y = _excerpt(31, 20 * HOP + HOP // 2, 4.0)
+    plain = match_signal(tuned, y, evidence=Evidence(count="anchors"))
+    shifted = match_signal(tuned, y, evidence=Evidence(count="anchors", shifts=4))
+    assert shifted.best is not None and shifted.best.file_name == "tune_031.wav"
+    assert abs(shifted.best.offset_frames - 21) <= 1
+    assert shifted.best.votes > (plain.best.votes if plain.best is not None and plain.best.track_id
+                                 == shifted.best.track_id else 0)
+    assert shifted.best.score > plain.score
+
+
+@pytest.mark.postgres
+def test_a_speed_changed_excerpt_is_found_at_its_factor_and_an_easy_one_pays_nothing(tuned, tmp_path) -> None:
+    params = tuned.params(duration_s=None)
+    # Played 2 % faster: 2 % shorter and 2 % higher (the inverse of what the matcher undoes).
+    fast = change_speed(_excerpt(33, 10 * HOP, 5.0), 1 / 1.02, SR)
+    plain = match_signal(tuned, fast, evidence=Evidence(count="anchors", shifts=4), rule=DecisionRule(alpha=1e-3))
+    robust = match_signal(tuned, fast, evidence=ROBUST, rule=DecisionRule(alpha=1e-3))
+    assert plain.match is None
+    assert robust.match is not None and robust.match.file_name == "tune_033.wav", robust
+    assert robust.speed == 1.02 and abs(robust.match.offset_frames - 10) <= 1
+    # An unchanged excerpt is named at speed 1.0 and the other speeds are never fingerprinted.
+    easy = tmp_path / "easy.wav"
+    soundfile.write(easy, _excerpt(31, 5 * HOP, 5.0), SR, subtype="PCM_16")
+    prepared = prepare_query(easy, params, ROBUST)
+    assert not isinstance(prepared, str)
+    result = match_prepared(tuned, prepared, params, evidence=ROBUST, rule=DecisionRule(alpha=1e-3))
+    assert result.match is not None and result.speed == 1.0 and prepared._others is None
+
+
+@pytest.mark.postgres
+def test_match_command_robust_reports_the_speed(tuned, db_url, tmp_path) -> None:
+    query = tmp_path / "fast.wav"
+    soundfile.write(query, change_speed(_excerpt(32, 8 * HOP, 5.0), 1 / 1.02, SR), SR, subtype="PCM_16")
+    result = CliRunner().invoke(cli, ["--db", db_url, "match", "--robust", "--alpha", "1e-3", "--json", str(query)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert answer["match"]["file_name"] == "tune_032.wav" and answer["speed"] == 1.02
+    text = CliRunner().invoke(cli, ["--db", db_url, "match", "--robust", "--alpha", "1e-3", str(query)])
+    assert " speed 1.02" in text.output
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("options", "message"), [
+    (["--robust", "--shifts", "2"], "give --robust or --count/--shifts/--speeds"),
+    (["--speeds", "fast"], "not a comma-separated list of numbers"),
+    (["--speeds", "3"], "must be a number in [0.8, 1.25]"),
+    (["--robust", "--sql"], "anchors, shifts and speeds run in Python"),
+])
+def test_match_command_refuses_bad_evidence_options(tuned, db_url, tmp_path, options, message) -> None:
+    query = tmp_path / "q.wav"
+    soundfile.write(query, _excerpt(31, 0, 3.0), SR, subtype="PCM_16")
+    result = CliRunner().invoke(cli, ["--db", db_url, "match", *options, str(query)])
+    assert result.exit_code != 0 and message in result.output, result.output
