@@ -512,12 +512,12 @@ def match_fingerprint(
         ``top_k=1`` shortens the listing without changing the answer.
     rule : DecisionRule
     method : {"python", "sql"}
-        Vote in numpy over the fetched postings, or call the SQL function ``fpstore_match`` (one
-        fingerprint, pairs only).
+        Vote in numpy over the fetched postings, or call the SQL function ``fpstore_match_zones``
+        (``fpstore_match_anchors`` for anchors), once per variant with its shifts' hashes concatenated.
     query : str
         Label carried into the result.
     count : {"pairs", "anchors"}
-        What a bin counts (:class:`Evidence`); ``"anchors"`` runs in Python only.
+        What a bin counts (:class:`Evidence`).
     tests : int
         Speed factors the caller tries in all (:attr:`Evidence.speeds`): each score is lowered by
         ``log10(tests)``, the union bound over the factors.
@@ -542,17 +542,28 @@ def match_fingerprint(
     # The runner-up decides the confidence and the ratio rule: always rank it, list only top_k.
     ranked_k = max(top_k, 2)
     names = [z.name for z in params.zones] if zone == ALL_ZONES else [params.zone(zone).name]
-    if method == "sql":
-        if count != "pairs" or len(variants) != 1 or len(variants[0].fingerprints) != 1:
-            raise ParameterError("method='sql' votes pairs of one fingerprint; anchors, shifts and speeds run in Python")
-        fingerprint = variants[0].fingerprints[0]
-        hashes = np.concatenate([fingerprint.zones[name].hashes for name in names])
-        t_query = np.concatenate([fingerprint.zones[name].t_anchor_frames for name in names])
-        per_hash_zone = [name for name in names for _ in range(fingerprint.zones[name].hashes.size)]
-        ranked = store.lookup.sql_vote(per_hash_zone, hashes, t_query, top_k=ranked_k)
-        result = _result(store, params, ranked, zone=zone, n_query_hashes=int(hashes.size), rule=rule,
-                         method=method, query=query)
-        return dataclasses.replace(result, candidates=result.candidates[:top_k])
+    rankings = (_python_rankings(store, variants, names, ranked_k, count) if method == "python"
+                else [_sql_ranking(store, variant, names, ranked_k, count) for variant in variants])
+    best: tuple[float, list[tuple[int, int, int, float]], int, float] | None = None
+    for variant, (ranked, n_query_hashes) in zip(variants, rankings):
+        # Every speed factor tried is a test: the union bound lowers each score by log10(tests).
+        ranked = [(track, offset, votes, max(score - math.log10(tests), 0.0)) for track, offset, votes, score in ranked]
+        top_score = ranked[0][3] if ranked else 0.0
+        if best is None or top_score > best[0]:
+            best = (top_score, ranked, n_query_hashes, variant.speed)
+    assert best is not None, "match_fingerprint needs at least one variant"
+    _, ranked, n_query_hashes, speed = best
+    result = _result(store, params, ranked, zone=zone, n_query_hashes=n_query_hashes, rule=rule, method=method,
+                     query=query)
+    return dataclasses.replace(result, candidates=result.candidates[:top_k], speed=speed)
+
+
+Ranking = tuple[list[tuple[int, int, int, float]], int]
+
+
+def _python_rankings(store: Store, variants: Sequence[SpeedVariant], names: list[str], ranked_k: int,
+                     count: Count) -> list[Ranking]:
+    """Each variant's ranked ``(track, offset, votes, score)`` and hash count, from one posting lookup for all."""
     ids = store.zone_ids()
     parts = [(v, fp.zones[name], ids[name]) for v, variant in enumerate(variants)
              for fp in variant.fingerprints for name in names]
@@ -566,8 +577,8 @@ def match_fingerprint(
         posting, query_hash = pair_indices(key_of_posting, key_of_hash)
     else:
         track_ids = t_anchor = posting = query_hash = np.empty(0, np.int64)
-    best: tuple[float, list[tuple[int, int, int, float]], int, float] | None = None
-    for v, variant in enumerate(variants):
+    rankings = []
+    for v in range(len(variants)):
         mine = variant_of_hash[query_hash] == v
         pair_tracks = track_ids[posting[mine]]
         pair_t_query = t_query[query_hash[mine]]
@@ -578,17 +589,19 @@ def match_fingerprint(
         else:
             voted = vote(pair_tracks, pair_offsets, top_k=ranked_k)
         ranked_tracks, ranked_votes, ranked_offsets = voted
-        scores = np.maximum(chance_of_votes(store, ranked_votes, pair_tracks, t_query[variant_of_hash == v])
-                            - math.log10(tests), 0.0)
-        top_score = float(scores[0]) if scores.size else 0.0
-        if best is None or top_score > best[0]:
-            ranked = list(zip(ranked_tracks.tolist(), ranked_offsets.tolist(), ranked_votes.tolist(), scores.tolist()))
-            best = (top_score, ranked, int(np.count_nonzero(variant_of_hash == v)), variant.speed)
-    assert best is not None, "match_fingerprint needs at least one variant"
-    _, ranked, n_query_hashes, speed = best
-    result = _result(store, params, ranked, zone=zone, n_query_hashes=n_query_hashes, rule=rule, method=method,
-                     query=query)
-    return dataclasses.replace(result, candidates=result.candidates[:top_k], speed=speed)
+        scores = chance_of_votes(store, ranked_votes, pair_tracks, t_query[variant_of_hash == v])
+        rankings.append((list(zip(ranked_tracks.tolist(), ranked_offsets.tolist(), ranked_votes.tolist(),
+                                  scores.tolist())), int(np.count_nonzero(variant_of_hash == v))))
+    return rankings
+
+
+def _sql_ranking(store: Store, variant: SpeedVariant, names: list[str], ranked_k: int, count: Count) -> Ranking:
+    """One variant's ranking from the SQL vote: its shifts' hashes concatenated (they share the frame numbering)."""
+    zones = [zh for fp in variant.fingerprints for zh in (fp.zones[name] for name in names)]
+    hashes = np.concatenate([zh.hashes for zh in zones])
+    t_query = np.concatenate([zh.t_anchor_frames for zh in zones])
+    per_hash_zone = [name for fp in variant.fingerprints for name in names for _ in range(fp.zones[name].hashes.size)]
+    return store.lookup.sql_vote(per_hash_zone, hashes, t_query, top_k=ranked_k, count=count), int(hashes.size)
 
 
 def chance_of_votes(store: Store, votes: np.ndarray, track_ids: np.ndarray, t_query: np.ndarray) -> np.ndarray:
@@ -797,8 +810,6 @@ def match_queries(
     params = store.params(duration_s=None)
     if zone != ALL_ZONES:
         params.zone(zone)
-    if method == "sql" and evidence != PLAIN:
-        raise ParameterError("method='sql' votes pairs of the query as it is; anchors, shifts and speeds run in Python")
 
     def answer(label: str, outcome: PreparedQuery | str) -> MatchResult:
         if isinstance(outcome, str):

@@ -16,6 +16,7 @@ from fpstore.cli import cli
 from fpstore.errors import ParameterError
 from fpstore.ingest import ingest
 from fpstore.match import (
+    ALL_ZONES,
     PLAIN,
     ROBUST,
     DecisionRule,
@@ -153,10 +154,35 @@ def test_match_command_robust_reports_the_speed(tuned, db_url, tmp_path) -> None
     (["--robust", "--shifts", "2"], "give --robust or --count/--shifts/--speeds"),
     (["--speeds", "fast"], "not a comma-separated list of numbers"),
     (["--speeds", "3"], "must be a number in [0.8, 1.25]"),
-    (["--robust", "--sql"], "anchors, shifts and speeds run in Python"),
 ])
 def test_match_command_refuses_bad_evidence_options(tuned, db_url, tmp_path, options, message) -> None:
     query = tmp_path / "q.wav"
     soundfile.write(query, _excerpt(31, 0, 3.0), SR, subtype="PCM_16")
     result = CliRunner().invoke(cli, ["--db", db_url, "match", *options, str(query)])
     assert result.exit_code != 0 and message in result.output, result.output
+
+
+@pytest.mark.postgres
+def test_the_sql_vote_gives_the_same_answers_with_anchors_shifts_and_speeds(tuned) -> None:
+    queries = [_excerpt(31, 20 * HOP + HOP // 2, 3.0), change_speed(_excerpt(33, 10 * HOP, 4.0), 1 / 1.02, SR),
+               synth_tune(77, duration_s=3.0)]
+    compared = 0
+    for y in queries:
+        for zone in ("Fsmall_Tlong", "Flarge_Tshort", ALL_ZONES):
+            for evidence in (Evidence(count="anchors"), ROBUST):
+                by_python, by_sql = (match_signal(tuned, y, zone=zone, top_k=3, evidence=evidence, method=method,
+                                                  rule=DecisionRule(alpha=1e-3)) for method in ("python", "sql"))
+                assert by_python.candidates == by_sql.candidates, (zone, evidence)
+                assert (by_python.match, by_python.speed) == (by_sql.match, by_sql.speed)
+                compared += len(by_python.candidates)
+    assert compared > 20
+
+
+@pytest.mark.postgres
+def test_match_command_sql_robust_answers_as_python_does(tuned, db_url, tmp_path) -> None:
+    query = tmp_path / "fast.wav"
+    soundfile.write(query, change_speed(_excerpt(31, 12 * HOP, 4.0), 1 / 0.98, SR), SR, subtype="PCM_16")
+    outputs = [CliRunner().invoke(cli, ["--db", db_url, "match", "--robust", "--alpha", "1e-3", "--json", *sql,
+                                        str(query)], catch_exceptions=False).output for sql in ([], ["--sql"])]
+    assert json.loads(outputs[0])["speed"] == 0.98
+    assert json.loads(outputs[0])["candidates"] == json.loads(outputs[1])["candidates"]

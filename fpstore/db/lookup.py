@@ -1,4 +1,4 @@
-"""The posting lookup that matching runs on, and the SQL vote (``fpstore_match_zones``, migrations 0002 to 0005).
+"""The posting lookup that matching runs on, and the SQL vote (``fpstore_match_zones`` and ``fpstore_match_anchors``).
 
 Conventions
 -----------
@@ -26,9 +26,11 @@ _LOOKUP_ONE_ZONE = (
     " FROM hashes WHERE zone = %s AND hash = ANY(%s::int[]))"
 )
 
-_SQL_VOTE = (
-    "SELECT track_id, offset_frames, votes, score FROM fpstore_match_zones(%s::text[], %s::bigint[], %s::int[], %s)"
-)
+#: The SQL vote of each count (migrations 0002 to 0006), one call per query.
+_SQL_VOTES = {
+    count: f"SELECT track_id, offset_frames, votes, score FROM {function}(%s::text[], %s::bigint[], %s::int[], %s)"
+    for count, function in (("pairs", "fpstore_match_zones"), ("anchors", "fpstore_match_anchors"))
+}
 
 
 def _int_array_literal(values: np.ndarray) -> str:
@@ -81,8 +83,8 @@ class Lookup:
         return np.array([frames.get(track_id, 0) for track_id in track_ids.tolist()], dtype=np.int64)
 
     def sql_vote(self, zone_names: list[str], hashes: np.ndarray, t_query_frames: np.ndarray, *,
-                 top_k: int) -> list[tuple[int, int, int, float]]:
-        """Call the SQL function ``fpstore_match_zones``: ``[(track_id, offset_frames, votes, score)]``, ranked.
+                 top_k: int, count: str = "pairs") -> list[tuple[int, int, int, float]]:
+        """Call the SQL vote: ``[(track_id, offset_frames, votes, score)]``, ranked.
 
         Parameters
         ----------
@@ -92,7 +94,9 @@ class Lookup:
             The query's hashes (the seed's unsigned values).
         t_query_frames : np.ndarray [shape=(n,)], integer, in frames
         top_k : int
+        count : {"pairs", "anchors"}
+            What a bin counts: ``fpstore_match_zones`` or ``fpstore_match_anchors``.
         """
         with self._store.raw() as conn, conn.cursor() as cur:
-            cur.execute(_SQL_VOTE, (zone_names, hashes.astype(np.int64).tolist(), t_query_frames.tolist(), top_k))
+            cur.execute(_SQL_VOTES[count], (zone_names, hashes.astype(np.int64).tolist(), t_query_frames.tolist(), top_k))
             return [(int(t), int(o), int(v), float(p)) for t, o, v, p in cur.fetchall()]

@@ -26,10 +26,8 @@ themselves (stored, signed hash values: ``fpstore_hash_key`` converts the notebo
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from alembic import op
+from fpstore.db.migrations.siblings import revision_module
 
 revision = "0004"
 down_revision = "0003"
@@ -107,15 +105,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(_revision_0002().MATCH_ZONES_SQL.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+    op.execute(revision_module("0002_match_function.py").MATCH_ZONES_SQL.replace("CREATE FUNCTION",
+                                                                                 "CREATE OR REPLACE FUNCTION", 1))
     op.execute("DROP FUNCTION fpstore_postings(smallint, integer[])")
 
-
-def _revision_0002():  # type: ignore[no-untyped-def]
-    """Migration 0002's module, read from its file (revision modules are not importable by name)."""
-    path = Path(__file__).with_name("0002_match_function.py")
-    spec = importlib.util.spec_from_file_location("fpstore_revision_0002", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

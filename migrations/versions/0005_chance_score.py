@@ -21,11 +21,8 @@ computes the same numbers (equal to rounding; its answers round scores to 4 deci
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 from alembic import op
+from fpstore.db.migrations.siblings import revision_module
 
 revision = "0005"
 down_revision = "0004"
@@ -59,7 +56,8 @@ _CHANCE_SCORE_SQL = """
         $$
         """
 
-_MATCH_ZONES_SQL = """
+#: The vote with its score; migration 0006 makes it a call of ``fpstore_vote`` and restores it on downgrade.
+MATCH_ZONES_SQL = """
         CREATE FUNCTION fpstore_match_zones(zone_names text[], seed_hashes bigint[], t_query integer[],
                                             top_k integer DEFAULT 5)
         RETURNS TABLE (track_id integer, offset_frames integer, votes integer, score double precision)
@@ -159,7 +157,7 @@ def _comment_the_vote(returns: str) -> None:
 def upgrade() -> None:
     op.execute("DROP FUNCTION fpstore_match(text, bigint[], integer[], integer)")
     op.execute("DROP FUNCTION fpstore_match_zones(text[], bigint[], integer[], integer)")
-    for statement in (_CHANCE_SCORE_SQL, _COMMENT_CHANCE_SCORE, _MATCH_ZONES_SQL, _MATCH_SQL):
+    for statement in (_CHANCE_SCORE_SQL, _COMMENT_CHANCE_SCORE, MATCH_ZONES_SQL, _MATCH_SQL):
         op.execute(statement)
     _comment_the_vote("aligned-hash count, and its chance score (-log10 p, fpstore_chance_score)")
 
@@ -168,16 +166,7 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION fpstore_match(text, bigint[], integer[], integer)")
     op.execute("DROP FUNCTION fpstore_match_zones(text[], bigint[], integer[], integer)")
     op.execute("DROP FUNCTION fpstore_chance_score(integer, bigint[], bigint[])")
-    op.execute(_sibling("0004_vote_planned_per_call.py").MATCH_ZONES_SQL)
-    op.execute(_sibling("0002_match_function.py").MATCH_SQL)
+    op.execute(revision_module("0004_vote_planned_per_call.py").MATCH_ZONES_SQL)
+    op.execute(revision_module("0002_match_function.py").MATCH_SQL)
     _comment_the_vote("aligned-hash count")
 
-
-def _sibling(file_name: str) -> ModuleType:
-    """Another revision's module, read from its file (revision modules are not importable by name)."""
-    path = Path(__file__).with_name(file_name)
-    spec = importlib.util.spec_from_file_location(f"fpstore_revision_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
