@@ -21,14 +21,13 @@ from fpstore.match import (
     ROBUST,
     DecisionRule,
     Evidence,
-    distinct_anchor_pairs,
     match_prepared,
     match_signal,
-    pair_indices,
     prepare_query,
 )
 from fpstore.signal.synth import synth_tune
 from fpstore.signal.variants import change_speed, check_variants, shift_samples
+from fpstore.vote import distinct_anchor_pairs, pair_indices
 
 SR = 22050
 HOP = 1024

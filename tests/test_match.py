@@ -27,12 +27,12 @@ from fpstore.match import (
     match_fingerprint,
     match_queries,
     match_signal,
-    vote,
 )
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.synth import synth_tune
 from fpstore.significance import chance_scores
+from fpstore.vote import vote
 
 SR = 22050
 HOP = 1024

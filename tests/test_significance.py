@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from fpstore.match import vote
 from fpstore.significance import chance_log10_p, chance_scores, offset_bins, poisson_log_tail
+from fpstore.vote import vote
 
 
 def _poisson_tail(m: int, lam: float) -> float:

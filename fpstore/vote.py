@@ -1,0 +1,209 @@
+"""The offset-histogram vote on arrays: pairing fetched postings with query hashes, and counting bins.
+
+Pure numpy, no database: :mod:`fpstore.match` fetches the postings and calls these.
+
+Conventions
+-----------
+- Times and offsets are STFT frames; an offset is ``t_anchor - t_query``.
+- Ranking: votes descending, then track id ascending; a track's offset is the smallest offset among
+  its fullest bins.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fpstore.errors import ParameterError
+from fpstore.signal.hashing import hash_keys
+
+
+def vote(track_ids: np.ndarray, offsets_frames: np.ndarray, *, top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Offset-histogram vote: count postings per ``(track, offset)`` bin, keep each track's fullest bin.
+
+    Parameters
+    ----------
+    track_ids : np.ndarray [shape=(n,)], integer
+        Track of each matching posting.
+    offsets_frames : np.ndarray [shape=(n,)], integer, in frames
+        ``t_anchor - t_query`` of each matching posting.
+    top_k : int
+        How many tracks to return.
+
+    Returns
+    -------
+    track_ids : np.ndarray [shape=(k,), dtype=int64]
+    votes : np.ndarray [shape=(k,), dtype=int64]
+    offsets_frames : np.ndarray [shape=(k,), dtype=int64]
+        Ranked by votes descending, then track id; ``k <= top_k``.
+
+    Raises
+    ------
+    ParameterError
+        If the arrays differ in shape or ``top_k < 1``.
+
+    Examples
+    --------
+    >>> vote(np.array([7, 7, 7, 3]), np.array([5, 5, 9, 2]), top_k=2)
+    (array([7, 3]), array([2, 1]), array([5, 2]))
+    """
+    tracks = np.asarray(track_ids, dtype=np.int64)
+    offsets = np.asarray(offsets_frames, dtype=np.int64)
+    if tracks.shape != offsets.shape or tracks.ndim != 1:
+        raise ParameterError(f"track_ids {tracks.shape} and offsets_frames {offsets.shape} must be 1-d, same shape")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ParameterError(f"top_k={top_k!r} must be an integer >= 1")
+    if tracks.size == 0:
+        empty = np.empty(0, np.int64)
+        return empty, empty, empty
+    # One int64 key per bin: track in the high half, offset (shifted to be non-negative) in the low half.
+    # Sorted, equal keys are runs: a bin per run, and a track's bins are contiguous in offset order.
+    shift = offsets.min()
+    keys = (tracks << 32) | (offsets - shift)
+    keys.sort()
+    bin_starts = np.flatnonzero(_starts_of_runs(keys))
+    counts = np.diff(np.append(bin_starts, keys.size))
+    bins = keys[bin_starts]
+    bin_tracks = bins >> 32
+    new_track = _starts_of_runs(bin_tracks)
+    track_starts = np.flatnonzero(new_track)
+    fullest = np.maximum.reduceat(counts, track_starts)
+    track_of_bin = np.cumsum(new_track) - 1
+    at_fullest = np.flatnonzero(counts == fullest[track_of_bin])
+    # Per track, its first bin at the maximum: the smallest offset among its fullest bins.
+    best_bins = bins[at_fullest[_starts_of_runs(track_of_bin[at_fullest])]]
+    voted_tracks = bin_tracks[track_starts]
+    # Votes descending, then track ascending, as one int64 key per track (both fit in 31 bits).
+    ranking = ((fullest.max() - fullest) << 32) | voted_tracks
+    k = min(top_k, ranking.size)
+    top = np.argpartition(ranking, k - 1)[:k] if k < ranking.size else np.arange(k)
+    top = top[np.argsort(ranking[top])]
+    return voted_tracks[top], fullest[top].astype(np.int64), (best_bins[top] & 0xFFFFFFFF) + shift
+
+
+def _starts_of_runs(values: np.ndarray) -> np.ndarray:
+    """Boolean mask of the elements that differ from their predecessor (the first one included)."""
+    starts = np.empty(values.size, dtype=bool)
+    starts[:1] = True
+    np.not_equal(values[1:], values[:-1], out=starts[1:])
+    return starts
+
+
+def query_keys(zone_ids_of_hashes: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct ``(zone, stored hash)`` keys of a query, sorted, and where each query hash went.
+
+    Sorted keys make the server's index probes walk the B-tree in order (fewer pages touched), and a
+    hash repeated in the query is probed once.
+
+    Parameters
+    ----------
+    zone_ids_of_hashes : np.ndarray [shape=(n,)], integer
+        ``zones.id`` of each query hash.
+    hashes : np.ndarray [shape=(n,), dtype=uint32]
+
+    Returns
+    -------
+    key_zones : np.ndarray [shape=(k,), dtype=int16]
+    key_hashes : np.ndarray [shape=(k,), dtype=int32]
+        The stored (signed) form of the hash.
+    key_of_hash : np.ndarray [shape=(n,), dtype=int64]
+        Index into the keys of each query hash.
+    """
+    combined = (np.asarray(zone_ids_of_hashes, dtype=np.int64) << 32) | np.asarray(hashes, dtype=np.uint32).astype(np.int64)
+    keys, key_of_hash = np.unique(combined, return_inverse=True)
+    key_zones = (keys >> 32).astype(np.int16)
+    key_hashes = hash_keys((keys & 0xFFFFFFFF).astype(np.uint32))
+    return key_zones, key_hashes, key_of_hash.reshape(-1)
+
+
+def pair_indices(key_of_posting: np.ndarray, key_of_hash: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (fetched posting, query hash) pair of equal key, as two index arrays.
+
+    Parameters
+    ----------
+    key_of_posting : np.ndarray [shape=(m,)], integer
+        Key index of each fetched posting.
+    key_of_hash : np.ndarray [shape=(n,)], integer
+        Key index of each query hash (from :func:`query_keys`).
+
+    Returns
+    -------
+    posting_index, hash_index : np.ndarray [shape=(p,), dtype=int64]
+
+    Examples
+    --------
+    >>> pair_indices(np.array([1, 0]), np.array([0, 1, 1]))
+    (array([0, 0, 1]), array([1, 2, 0]))
+    """
+    key_of_hash = np.asarray(key_of_hash, dtype=np.int64)
+    order = np.argsort(key_of_hash, kind="stable")
+    n_keys = int(key_of_hash.max()) + 1 if key_of_hash.size else 0
+    per_key = np.bincount(key_of_hash, minlength=n_keys)
+    first = np.concatenate([[0], np.cumsum(per_key)[:-1]]) if n_keys else np.empty(0, np.int64)
+    key_of_posting = np.asarray(key_of_posting, dtype=np.int64)
+    repeats = per_key[key_of_posting]
+    posting = np.repeat(np.arange(key_of_posting.size), repeats)
+    # k-th repetition of a posting pairs with the k-th query hash of its key
+    rank = np.arange(posting.size) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+    return posting, order[first[key_of_posting[posting]] + rank]
+
+
+def expand_matches(key_of_posting: np.ndarray, t_anchor: np.ndarray, track_ids: np.ndarray,
+                   key_of_hash: np.ndarray, t_query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pair every fetched posting with every query hash of the same key: ``(track_ids, t_anchor - t_query)``.
+
+    Parameters
+    ----------
+    key_of_posting : np.ndarray [shape=(m,)], integer
+        Key index of each fetched posting.
+    t_anchor, track_ids : np.ndarray [shape=(m,)], integer
+        The fetched postings; ``t_anchor`` in frames.
+    key_of_hash : np.ndarray [shape=(n,)], integer
+        Key index of each query hash (from :func:`query_keys`).
+    t_query : np.ndarray [shape=(n,)], integer, in frames
+
+    Returns
+    -------
+    track_ids : np.ndarray [shape=(p,), dtype=int64]
+    offsets_frames : np.ndarray [shape=(p,), dtype=int64]
+    """
+    posting, query_hash = pair_indices(key_of_posting, key_of_hash)
+    return (np.asarray(track_ids, dtype=np.int64)[posting],
+            np.asarray(t_anchor, dtype=np.int64)[posting] - np.asarray(t_query, dtype=np.int64)[query_hash])
+
+
+def distinct_anchor_pairs(track_ids: np.ndarray, t_anchor: np.ndarray, posting_index: np.ndarray,
+                          t_query: np.ndarray) -> np.ndarray:
+    """The pairs that first bring a stored anchor into a ``(track, offset)`` bin (one vote per anchor and bin).
+
+    A stored anchor is a ``(track, t_anchor)``; in a bin of offset ``t_anchor - t_query`` it is the same
+    vote whichever of its targets, zones or query shifts brought it, so pairs are distinct by
+    ``(anchor, t_query)``.
+
+    Parameters
+    ----------
+    track_ids, t_anchor : np.ndarray [shape=(m,)], integer
+        The fetched postings.
+    posting_index : np.ndarray [shape=(p,)], integer
+        Posting of each pair.
+    t_query : np.ndarray [shape=(p,)], integer, in frames
+        Query anchor time of each pair.
+
+    Returns
+    -------
+    first : np.ndarray [shape=(d,), dtype=int64]
+        Indices of the pairs kept, ascending.
+
+    Examples
+    --------
+    >>> distinct_anchor_pairs(np.array([4, 4, 5]), np.array([10, 10, 10]), np.array([0, 1, 2, 0]),
+    ...                       np.array([3, 3, 3, 2]))
+    array([0, 2, 3])
+    """
+    anchors = (np.asarray(track_ids, dtype=np.int64) << 32) | np.asarray(t_anchor, dtype=np.int64)
+    _, anchor_of_posting = np.unique(anchors, return_inverse=True)
+    t_query = np.asarray(t_query, dtype=np.int64)
+    low = int(t_query.min()) if t_query.size else 0
+    span = int(t_query.max()) - low + 1 if t_query.size else 1
+    keys = anchor_of_posting.reshape(-1)[np.asarray(posting_index, dtype=np.int64)] * span + (t_query - low)
+    _, first = np.unique(keys, return_index=True)
+    return np.sort(first)
