@@ -8,8 +8,12 @@ spread theirs. Each track is scored by its fullest bin; tracks are ranked by tha
 
 The same vote is available in SQL as ``fpstore_match(zone_name, seed_hashes bigint[], t_query int[],
 top_k)`` and ``fpstore_match_zones(zone_names text[], ...)`` (one zone per hash; migration 0002);
-:func:`match_fingerprint` with ``method="sql"`` calls the latter, and the tests check that both paths
-give the same ranking.
+:func:`match_fingerprint` with ``method="sql"`` calls the latter (``fpstore_match_anchors``, migration
+0006, when distinct anchors are counted), and the tests check that both paths give the same ranking.
+
+:class:`Evidence` says how much a query gives: distinct anchors instead of pairs, sub-hop shifts pooled
+into the same bins, speed factors tried when the query as it is names nothing (the vote on arrays is
+:mod:`fpstore.vote`, the shifted and resampled fingerprints :mod:`fpstore.signal.variants`).
 
 Conventions
 -----------
