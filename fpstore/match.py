@@ -391,7 +391,8 @@ def _python_rankings(store: Store, variants: Sequence[SpeedVariant], names: list
         track_ids = t_anchor = posting = query_hash = np.empty(0, np.int64)
     rankings = []
     for v in range(len(variants)):
-        mine = variant_of_hash[query_hash] == v
+        of_variant = variant_of_hash == v
+        mine = of_variant[query_hash]
         pair_tracks = track_ids[posting[mine]]
         pair_t_query = t_query[query_hash[mine]]
         pair_offsets = t_anchor[posting[mine]] - pair_t_query
@@ -401,9 +402,9 @@ def _python_rankings(store: Store, variants: Sequence[SpeedVariant], names: list
         else:
             voted = vote(pair_tracks, pair_offsets, top_k=ranked_k)
         ranked_tracks, ranked_votes, ranked_offsets = voted
-        scores = chance_of_votes(store, ranked_votes, pair_tracks, t_query[variant_of_hash == v])
+        scores = chance_of_votes(store, ranked_votes, pair_tracks, t_query[of_variant])
         rankings.append((list(zip(ranked_tracks.tolist(), ranked_offsets.tolist(), ranked_votes.tolist(),
-                                  scores.tolist())), int(np.count_nonzero(variant_of_hash == v))))
+                                  scores.tolist())), int(np.count_nonzero(of_variant))))
     return rankings
 
 
