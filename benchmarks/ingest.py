@@ -192,7 +192,7 @@ def run_child(args: list[str]) -> dict:
 
 def child_ingest(url: str, folder: str, jobs: int, duration: str, bulk: str) -> None:
     """Child body: one ingest; prints elapsed time, counts and the peak RSS of itself and of its largest worker."""
-    from fpstore.db.store import open_store
+    from fpstore.db.catalogue import open_store
     from fpstore.ingest import ingest
     from fpstore.signal.params import FingerprintParams
 

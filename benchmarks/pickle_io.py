@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import seed_port  # noqa: E402
 
-from fpstore.db.store import open_store  # noqa: E402
+from fpstore.db.catalogue import open_store  # noqa: E402
 from fpstore.pickle_io import export_seed_pickle, import_seed_pickle  # noqa: E402
 
 

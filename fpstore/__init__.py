@@ -29,7 +29,8 @@ from fpstore.errors import (
 )
 
 if TYPE_CHECKING:
-    from fpstore.db.store import Store, open_store
+    from fpstore.db.catalogue import open_store
+    from fpstore.db.store import Store
     from fpstore.ingest import IngestSummary, ingest
     from fpstore.match import (
         ROBUST,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Store": "fpstore.db.store", "open_store": "fpstore.db.store",
+    "Store": "fpstore.db.store", "open_store": "fpstore.db.catalogue",
     "IngestSummary": "fpstore.ingest", "ingest": "fpstore.ingest",
     "DecisionRule": "fpstore.match", "MatchResult": "fpstore.match", "match_files": "fpstore.match",
     "Evidence": "fpstore.match", "ROBUST": "fpstore.match",

@@ -23,10 +23,12 @@ import click
 import fpstore
 from fpstore.config import Settings, parse_zone, resolve_settings, settings_in_force
 from fpstore.db.access import grant_reader
+from fpstore.db.catalogue import open_store
 from fpstore.db.clients import accepts_connections, run_psql, serve, url_in_force
+from fpstore.db.cluster import ClusterStore, ShardStatus, init_cluster
 from fpstore.db.compact import compact
 from fpstore.db.maintenance import set_lookup_index
-from fpstore.db.store import Store, head_revision, open_store
+from fpstore.db.store import Store, head_revision
 from fpstore.db.urls import libpq_url
 from fpstore.duplicates import DEFAULT_MIN_RATIO as DEFAULT_DUPLICATE_RATIO
 from fpstore.duplicates import ON_DUPLICATE_CHOICES, DuplicateListing, find_duplicates
@@ -271,8 +273,11 @@ def _progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Calla
 
 
 def _format_summary(summary: IngestSummary) -> str:
+    runs = f"run {summary.run_id}"
+    if summary.shard_run_ids:
+        runs = "runs " + ", ".join("-" if i is None else str(i) for i in summary.shard_run_ids) + " (one per shard)"
     lines = [
-        f"run {summary.run_id}: {counted(summary.files_seen, 'file')}: {summary.tracks_added} added, "
+        f"{runs}: {counted(summary.files_seen, 'file')}: {summary.tracks_added} added, "
         f"{summary.tracks_skipped} skipped, {summary.tracks_failed} failed in {summary.elapsed_s:.1f} s",
     ]
     if summary.other_extensions:
@@ -880,6 +885,60 @@ def export_pickle_command(ctx: click.Context, store: Store, out_path: str, force
                f"to {summary.path}")
     if not _state(ctx).quiet:
         click.echo(_format_pickle_summary(summary, _state(ctx).verbose))
+
+
+@cli.group("cluster")
+def cluster_group() -> None:
+    """A catalogue on several PostgreSQL servers: shards routed by PL/Proxy (README, "A catalogue on several servers").
+
+    \b
+    Example:
+      fpstore cluster init --router postgresql://fp@router/fp --shard postgresql://fp@s0/fp --shard postgresql://fp@s1/fp
+      fpstore --db postgresql://fp@router/fp ingest music/
+      fpstore --db postgresql://fp@router/fp cluster status
+    """
+
+
+@cluster_group.command("init")
+@click.option("--router", "router_url", required=True, metavar="URL",
+              help="A database on a server with PL/Proxy (Debian: postgresql-15-plproxy).")
+@click.option("--shard", "shard_urls", required=True, multiple=True, metavar="URL",
+              help="A shard database, empty of tracks; give it 1, 2, 4, 8, ... times, always in the same order.")
+def cluster_init(router_url: str, shard_urls: tuple[str, ...]) -> None:
+    """Set up a cluster: migrate the shards, number their track ids, describe them on the router.
+
+    Running it again with the same shards only upgrades them. Afterwards give the router's URL to any
+    command (--db, $FPSTORE_DATABASE_URL or the config file) to work on the whole catalogue.
+
+    \b
+    Example:
+      fpstore cluster init --router postgresql://fp@router/fp --shard postgresql://fp@s0/fp --shard postgresql://fp@s1/fp
+    """
+    _echo_cluster_status(init_cluster(router_url, shard_urls))
+
+
+@cluster_group.command("status")
+@click.pass_context
+@with_store
+def cluster_status(ctx: click.Context, store: Store) -> None:
+    """Each shard's schema revision, tracks, postings and size (the database in force must be a router).
+
+    \b
+    Example:
+      fpstore --db postgresql://fp@router/fp cluster status
+    """
+    if not isinstance(store, ClusterStore):
+        raise FpstoreError(f"{store.url} is a single fpstore database, not a cluster's router")
+    _echo_cluster_status(store.status())
+
+
+def _echo_cluster_status(shards: list[ShardStatus]) -> None:
+    click.echo(f"{'shard':>5}  {'revision':<8}  {'tracks':>9}  {'postings':>14}  {'bytes':>16}  url")
+    for shard in shards:
+        click.echo(f"{shard.index:>5}  {shard.revision or 'none':<8}  {shard.tracks:>9,}  {shard.postings:>14,}  "
+                   f"{shard.bytes:>16,}  {shard.url}")
+    click.echo(f"{'all':>5}  {'':<8}  {sum(s.tracks for s in shards):>9,}  {sum(s.postings for s in shards):>14,}  "
+               f"{sum(s.bytes for s in shards):>16,}")
 
 
 @cli.group("tracks")

@@ -27,6 +27,8 @@ Conventions
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -35,10 +37,12 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from fpstore.db.bulk import BulkLoad
+from fpstore.db.cluster import ClusterStore, shard_of_digest, shard_of_track
 from fpstore.db.runs import Run
 from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
 from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateCheck, OnDuplicate
+from fpstore.errors import DatabaseError
 from fpstore.files import file_sha256, one_line, scan_folder, unreadable_reason
 from fpstore.signal.audio import display_path
 from fpstore.signal.params import FingerprintParams
@@ -81,6 +85,9 @@ class IngestSummary:
     failures: list[FileEvent] = field(default_factory=list)
     #: Files of the folder left out for their extension (hidden ones aside), counted per extension.
     other_extensions: dict[str, int] = field(default_factory=dict)
+    #: On a cluster, each shard's run (None for a shard that failed before its run started); ``run_id``
+    #: is then the first of them.
+    shard_run_ids: list[int | None] = field(default_factory=list)
 
     @property
     def postings(self) -> int:
@@ -211,10 +218,14 @@ class BackgroundWriter:
             self._pool.shutdown(wait=True)
 
     def submit(self, records: list[TrackRecord], *, last: bool = False) -> list[WriteOutcome]:
-        """Start writing ``records``; return the outcome of the batch written before (and of this one if ``last``)."""
+        """Start writing ``records``; return the outcome of the batch written before (:meth:`finish` waits for this one)."""
         done = self._wait()
         self._pending = self._pool.submit(self._writer.write, records, last=last)
-        return done + (self._wait() if last else [])
+        return done
+
+    def finish(self) -> list[WriteOutcome]:
+        """Wait for the batch being written; its outcome."""
+        return self._wait()
 
     def _wait(self) -> list[WriteOutcome]:
         pending, self._pending = self._pending, None
@@ -229,11 +240,35 @@ class BackgroundWriter:
         self._writer.discard()
 
 
+@dataclass
+class Destination:
+    """A database that tracks are written to: the store, or one shard of a cluster, with its own run.
+
+    A shard that fails (down at the start, or during the run) is ``down``: its files fail with one line
+    each naming it and the reason, the other shards go on.
+    """
+
+    store: Store
+    name: str
+    runs: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    run: Run | None = None
+    background: BackgroundWriter | None = None
+    batch: list[TrackRecord] = field(default_factory=list)
+    batched_postings: int = 0
+    #: Paths of the batch being written.
+    writing: list[str] = field(default_factory=list)
+    down: str = ""
+
+    def fail(self, path: str) -> FileEvent:
+        """The event of a file this destination can no longer take."""
+        return FileEvent(path, "failed", f"{path}: not written, {self.name} failed: {self.down}")
+
+
 class Ingest:
     """One ingest of a folder into a store (see :func:`ingest` for the parameters)."""
 
     _summary: IngestSummary
-    _run: Run
+    _destinations: list[Destination]
 
     def __init__(self, store: Store, params: FingerprintParams, *, force: bool, jobs: int | None,
                  batch_postings: int, bulk: bool | None, partition_postings: int,
@@ -241,6 +276,7 @@ class Ingest:
                  on_file: Callable[[FileEvent], None] | None, on_start: Callable[[int], None] | None) -> None:
         self.store, self.params = store, params
         self.force, self.jobs, self.bulk = force, jobs, bulk
+        self.cluster = isinstance(store, ClusterStore)
         self.duplicates = DuplicateCheck(store, on_duplicate, duplicate_min_ratio)
         # Path of a written track → what it duplicates, added to its "added" event.
         self._duplicate_notes: dict[str, str] = {}
@@ -251,46 +287,136 @@ class Ingest:
     def run(self, root: str | os.PathLike[str]) -> IngestSummary:
         """Ingest every audio file under ``root``; return the run's totals."""
         started = time.perf_counter()
-        self.store.check_schema(upgrade_empty=True)
+        if not self.cluster:
+            self.store.check_schema(upgrade_empty=True)
         scan = scan_folder(root)
         files = scan.audio
-        with self.store.run("ingest", display_path(os.path.abspath(root)), self.params) as run:
-            self._summary = IngestSummary(run.id, len(files), postings_by_zone={z.name: 0 for z in self.params.zones},
-                                          other_extensions=scan.other_extensions())
-            self._run = run
+        with contextlib.ExitStack() as stack:
+            self._destinations = self._open(stack, display_path(os.path.abspath(root)), len(files))
+            run_ids = [d.run.id if d.run is not None else None for d in self._destinations]
+            self._summary = IngestSummary(next(i for i in run_ids if i is not None), len(files),
+                                          postings_by_zone={z.name: 0 for z in self.params.zones},
+                                          other_extensions=scan.other_extensions(),
+                                          shard_run_ids=run_ids if self.cluster else [])
             self.on_start(len(files))
-            with BackgroundWriter(self._writer(run, len(files))) as background:
-                self._write_all(files, background)
+            self._write_all(files)
         self._summary.elapsed_s = time.perf_counter() - started
         return self._summary
 
-    def _writer(self, run: Run, n_files: int) -> Writer:
-        if self.bulk if self.bulk is not None else n_files >= BULK_MIN_FILES:
-            return BulkWriter(self.store, run, replace=self.force, partition_postings=self.partition_postings)
-        return OrdinaryWriter(self.store, run, replace=self.force)
+    def _open(self, stack: contextlib.ExitStack, source: str, n_files: int) -> list[Destination]:
+        """A destination per database written, each with its run and writer; on a cluster a failing shard is down."""
+        targets = self.store.shards if isinstance(self.store, ClusterStore) else [self.store]
+        destinations = []
+        for index, target in enumerate(targets):
+            destination = Destination(target, f"shard {index} ({target.url})")
+            stack.enter_context(destination.runs)
+            try:
+                if self.cluster:
+                    target.check_schema(upgrade_empty=True)
+                destination.run = destination.runs.enter_context(target.run("ingest", source, self.params))
+                destination.background = destination.runs.enter_context(
+                    BackgroundWriter(self._writer(target, destination.run, n_files)))
+            except DatabaseError as exc:
+                self._shard_failed(destination, exc)
+            destinations.append(destination)
+        if all(d.down for d in destinations):
+            raise DatabaseError("every shard of the cluster failed: " + "; ".join(d.down for d in destinations))
+        return destinations
 
-    def _write_all(self, files: list[Path], background: BackgroundWriter) -> None:
-        """Fingerprint the new files and hand them to the writer in batches of ``batch_postings``."""
-        batch: list[TrackRecord] = []
-        batched_postings = 0
+    def _take_down(self, destination: Destination, exc: DatabaseError) -> None:
+        """A shard failed: close its run as failed and fail the files of its unfinished batches."""
+        destination.down = one_line(str(exc))
+        try:
+            destination.runs.__exit__(type(exc), exc, exc.__traceback__)
+        except Exception:  # the shard is what failed: its run stays 'running' and is marked interrupted later
+            pass
+        for path in destination.writing + [record.path for record in destination.batch]:
+            self._record(destination.fail(path))
+        destination.writing, destination.batch = [], []
+
+    def _writer(self, store: Store, run: Run, n_files: int) -> Writer:
+        if self.bulk if self.bulk is not None else n_files >= BULK_MIN_FILES:
+            return BulkWriter(store, run, replace=self.force, partition_postings=self.partition_postings)
+        return OrdinaryWriter(store, run, replace=self.force)
+
+    def _route(self, sha256: bytes) -> Destination:
+        if not self.cluster:
+            return self._destinations[0]
+        return self._destinations[shard_of_digest(sha256, len(self._destinations))]
+
+    def _write_all(self, files: list[Path]) -> None:
+        """Fingerprint the new files and hand them to their writers in batches of ``batch_postings``."""
         with Fingerprinter[bytes](self.params, self.jobs) as fingerprinter:
             for path, sha256, outcome in fingerprinter.run(self._new_files(files)):
                 if isinstance(outcome, str):
-                    self._record(FileEvent(display_path(path), "failed", outcome))
+                    self._record(FileEvent(display_path(path), "failed", outcome), self._route(sha256))
                     continue
-                record, note = self.duplicates.apply(TrackRecord(display_path(os.path.abspath(path)), sha256, outcome),
-                                                     self._run.zone_ids)
-                if record is None:
-                    self._record(FileEvent(display_path(path), "skipped", note))
+                destination = self._route(sha256)
+                record = TrackRecord(display_path(os.path.abspath(path)), sha256, outcome)
+                if destination.down:
+                    self._record(destination.fail(record.path))
                     continue
-                if note:
-                    self._duplicate_notes[record.path] = note
-                batch.append(record)
-                batched_postings += outcome.n_postings
-                if batched_postings >= self.batch_postings:
-                    self._account(background.submit(batch))
-                    batch, batched_postings = [], 0
-        self._account(background.submit(batch, last=True))
+                self._add(destination, record)
+        for destination in self._destinations:
+            self._submit(destination, last=True)
+
+    def _add(self, destination: Destination, record: TrackRecord) -> None:
+        """Check ``record`` for duplicates and batch it; write the batch once it is full."""
+        assert destination.run is not None
+        checked, note = self._check_duplicates(record, destination.run.zone_ids)
+        if checked is None:
+            self._record(FileEvent(record.path, "skipped", note), destination)
+            return
+        if note:
+            self._duplicate_notes[checked.path] = note
+        destination.batch.append(checked)
+        destination.batched_postings += checked.fingerprint.n_postings
+        if destination.batched_postings >= self.batch_postings:
+            self._submit(destination)
+
+    def _check_duplicates(self, record: TrackRecord, zone_ids: dict[str, int]) -> tuple[TrackRecord | None, str]:
+        """The duplicate check; on a cluster only stored copies on the track's own shard can be replaced."""
+        try:
+            checked, note = self.duplicates.apply(record, zone_ids)
+        except DatabaseError as exc:
+            if not self.cluster:
+                raise
+            return record, f"not checked for duplicates ({one_line(str(exc))})"
+        if checked is None or not self.cluster or not checked.replaces:
+            return checked, note
+        n_shards, own = len(self._destinations), shard_of_digest(record.sha256, len(self._destinations))
+        elsewhere = [t for t in checked.replaces if shard_of_track(t, n_shards) != own]
+        if elsewhere:
+            checked = dataclasses.replace(checked, replaces=tuple(t for t in checked.replaces if t not in elsewhere))
+            note += (f" (track{'s' if len(elsewhere) > 1 else ''} {', '.join(map(str, elsewhere))} on another shard "
+                     "kept: remove with `fpstore tracks remove`)")
+        return checked, note
+
+    def _submit(self, destination: Destination, *, last: bool = False) -> None:
+        """Hand the destination's batch to its writer (``last``: and wait for everything it writes)."""
+        if destination.down or destination.background is None:
+            return
+        batch, destination.batch, destination.batched_postings = destination.batch, [], 0
+        try:
+            self._account(destination.background.submit(batch, last=last))
+        except DatabaseError as exc:  # raised before ``batch`` was handed over: it fails with the one written
+            destination.batch = batch
+            self._shard_failed(destination, exc)
+            return
+        destination.writing = [record.path for record in batch]
+        if last:
+            try:
+                self._account(destination.background.finish())
+            except DatabaseError as exc:
+                self._shard_failed(destination, exc)
+                return
+            destination.writing = []
+
+    def _shard_failed(self, destination: Destination, exc: DatabaseError) -> None:
+        """On a cluster, take the shard down and go on; a single database's failure ends the run."""
+        if not self.cluster:
+            raise exc
+        self._take_down(destination, exc)
 
     def _new_files(self, files: list[Path]) -> Iterator[tuple[Path, bytes]]:
         """``(path, sha256)`` of each readable file whose content is neither stored nor seen in this run."""
@@ -306,12 +432,29 @@ class Ingest:
                 self._record(FileEvent(shown, "failed", reason))
             elif sha256 in seen:
                 self._record(FileEvent(shown, "skipped", f"same content as {seen[sha256]}"))
-            elif not self.force and (track_id := self.store.tracks.id_by_sha256(sha256)) is not None:
+            elif not self._is_new(path, sha256):
                 seen[sha256] = shown
-                self._record(FileEvent(shown, "skipped", f"already in the database as track {track_id}"))
             else:
                 seen[sha256] = shown
                 yield path, sha256
+
+    def _is_new(self, path: Path, sha256: bytes) -> bool:
+        """Whether a file must be fingerprinted: its content is not stored, and its shard can take it."""
+        destination, shown = self._route(sha256), display_path(path)
+        if destination.down:
+            self._record(destination.fail(shown))
+            return False
+        if self.force:
+            return True
+        try:
+            track_id = destination.store.tracks.id_by_sha256(sha256)
+        except DatabaseError as exc:
+            self._shard_failed(destination, exc)
+            self._record(destination.fail(shown))
+            return False
+        if track_id is not None:
+            self._record(FileEvent(shown, "skipped", f"already in the database as track {track_id}"), destination)
+        return track_id is None
 
     def _account(self, outcomes: list[WriteOutcome]) -> None:
         """Main thread: count what the writer thread wrote."""
@@ -321,12 +464,13 @@ class Ingest:
             for event in outcome.events:
                 self._record(event)
 
-    def _record(self, event: FileEvent) -> None:
+    def _record(self, event: FileEvent, destination: Destination | None = None) -> None:
+        """Count one file's event and pass it on; a failure is also recorded in a run that can take it."""
         if event.status == "failed":
             event = FileEvent(event.path, "failed", one_line(event.detail))
             self._summary.tracks_failed += 1
             self._summary.failures.append(event)
-            self._run.record_failure(event.path, event.detail)
+            self._record_failure(event, destination)
         elif event.status == "skipped":
             self._summary.tracks_skipped += 1
         else:
@@ -334,6 +478,17 @@ class Ingest:
                 event = FileEvent(event.path, "added", f"{event.detail}, {note}", notable=True)
             self._summary.tracks_added += 1
         self.on_file(event)
+
+    def _record_failure(self, event: FileEvent, destination: Destination | None) -> None:
+        """In the run of the file's shard, or of the first shard standing (none if every shard failed)."""
+        standing = [d for d in ([destination] if destination else []) + self._destinations if not d.down]
+        if not standing:
+            return
+        assert standing[0].run is not None
+        try:
+            standing[0].run.record_failure(event.path, event.detail)
+        except DatabaseError as exc:
+            self._shard_failed(standing[0], exc)
 
 
 def ingest(

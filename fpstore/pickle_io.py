@@ -389,7 +389,7 @@ def export_seed_pickle(store: Store, path: str | os.PathLike[str], *, overwrite:
     snapshot = store.stats.snapshot()
     tracks, zone_names = snapshot.tracks, snapshot.zone_names
     params = store.params(duration_s=snapshot.duration_s)
-    rows = decode_postings(snapshot.copy_stream)
+    rows = np.concatenate([decode_postings(stream) for stream in snapshot.copy_streams])
     seconds = {"read": time.perf_counter() - clock}
 
     clock = time.perf_counter()

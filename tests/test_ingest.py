@@ -120,7 +120,8 @@ def test_other_parameters_are_refused(store, tmp_path) -> None:
 
 
 def test_ingest_upgrades_an_empty_database(empty_db_url, tmp_path) -> None:
-    from fpstore.db.store import head_revision, open_store
+    from fpstore.db.catalogue import open_store
+    from fpstore.db.store import head_revision
 
     write_tunes(tmp_path, [1])
     with open_store(empty_db_url) as store:

@@ -11,7 +11,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "fpstore"
 
 #: What the issue's check greps for: SQL text, statements, COPY and raw connections.
-SQL_PATTERN = re.compile(r"text\(|\.execute\(|copy\(|raw_connection")
+# `text(` as a word: SQLAlchemy's, not the tail of contextlib's `enter_context(`.
+SQL_PATTERN = re.compile(r"\btext\(|\.execute\(|copy\(|raw_connection")
 
 
 def module_name(path: Path) -> str:
@@ -103,7 +104,7 @@ def test_no_import_cycle() -> None:
 
 
 def test_sql_lives_under_fpstore_db_only() -> None:
-    """``grep -rlE "text\\(|\\.execute\\(|copy\\(|raw_connection" fpstore`` lists only files under fpstore/db/."""
+    """``grep -rlE "\\btext\\(|\\.execute\\(|copy\\(|raw_connection" fpstore`` lists only files under fpstore/db/."""
     with_sql = {str(path.relative_to(PACKAGE.parent)) for path in PACKAGE.rglob("*.py")
                 if SQL_PATTERN.search(path.read_text())}
     assert with_sql, "the pattern finds nothing at all: the check would be empty"

@@ -299,7 +299,7 @@ def test_a_script_without_main_guard_gets_one_clear_error(db_url, tmp_path) -> N
     script.write_text(
         "import sys\n"
         "from fpstore.ingest import ingest\n"
-        "from fpstore.db.store import open_store\n"
+        "from fpstore.db.catalogue import open_store\n"
         "with open_store(sys.argv[1]) as store:\n"
         "    ingest(store, sys.argv[2], jobs=2)\n"
     )

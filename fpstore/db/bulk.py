@@ -1,8 +1,9 @@
 """The bulk write path: a partition of ``hashes`` per bulk load, indexed after it is filled.
 
 A bulk load reserves a block of :data:`BULK_BLOCK_IDS` track ids from ``tracks_bulk_id_seq`` (under an
-advisory lock, so blocks never overlap), COPYs postings into a fresh table with no index but a CHECK
-equal to its id block (:meth:`BulkLoads.stage`), and then, in ONE transaction
+advisory lock, so blocks never overlap; its ids step by the sequence's increment, which is 1 except on
+a shard of a cluster, whose ids are its index modulo the number of shards), COPYs postings into a
+fresh table with no index but a CHECK equal to its id block (:meth:`BulkLoads.stage`), and then, in ONE transaction
 (:meth:`BulkLoads.commit`), inserts the tracks, builds the table's index and attaches it as the
 partition of its id block. Readers see the tracks and their postings together, at that commit; the cost
 depends only on the data loaded, not on the size of ``hashes`` (README, "Speed").
@@ -44,12 +45,13 @@ _STAGING_NAME = re.compile(re.escape(STAGING_PREFIX) + r"r(\d+)_(\d+)")
 class BulkLoad:
     """An open bulk load: its staging table, id block, the tracks staged so far and the tracks they replace.
 
-    The id block is ``[first_id, first_id + BULK_BLOCK_IDS)``.
+    The id block is ``[first_id, first_id + BULK_BLOCK_IDS * id_step)``, ids ``id_step`` apart.
     """
 
     run_id: int
     table: str
     first_id: int
+    id_step: int = 1
     staged: list[TrackRow] = dataclasses.field(default_factory=list)
     replaces: list[int] = dataclasses.field(default_factory=list)
 
@@ -105,16 +107,17 @@ class BulkLoads:
         with self._store.raw() as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (BULK_IDS_LOCK_KEY,))
             cur.execute("SELECT nextval('tracks_bulk_id_seq')")
-            row = cur.fetchone()
-            assert row is not None
-            first_id = int(row[0])
-            cur.execute("SELECT setval('tracks_bulk_id_seq', %s)", (first_id + BULK_BLOCK_IDS - 1,))
+            first_id = int(_fetch_one(cur))
+            cur.execute("SELECT seqincrement FROM pg_sequence WHERE seqrelid = 'tracks_bulk_id_seq'::regclass")
+            id_step = int(_fetch_one(cur))
+            end_id = first_id + BULK_BLOCK_IDS * id_step
+            cur.execute("SELECT setval('tracks_bulk_id_seq', %s)", (end_id - id_step,))
             table = f"{STAGING_PREFIX}r{int(run_id)}_{first_id}"
             # A CHECK equal to the id block, checked row by row during COPY, lets ATTACH skip its scan.
             cur.execute(sql.SQL("CREATE TABLE {} (LIKE hashes, CONSTRAINT {} CHECK (track_id >= {} AND track_id < {}))")
                         .format(sql.Identifier(table), sql.Identifier(f"{table}_range"), sql.Literal(first_id),
-                                sql.Literal(first_id + BULK_BLOCK_IDS)))
-        return BulkLoad(run_id, table, first_id)
+                                sql.Literal(end_id)))
+        return BulkLoad(run_id, table, first_id, id_step)
 
     def stage(self, bulk: BulkLoad, records: Sequence[TrackRecord], zone_ids: dict[str, int]) -> None:
         """Give ``records`` the next ids of the block and COPY their postings into the staging table.
@@ -130,8 +133,8 @@ class BulkLoads:
             return
         if len(records) > bulk.free_ids:
             raise ParameterError(f"{len(records)} tracks do not fit in the bulk load's {bulk.free_ids} free ids")
-        first = bulk.first_id + len(bulk.staged)
-        ids = range(first, first + len(records))
+        first = bulk.first_id + len(bulk.staged) * bulk.id_step
+        ids = range(first, first + len(records) * bulk.id_step, bulk.id_step)
         with self._store.raw() as conn, conn.cursor() as cur:
             copy_in(cur, bulk.table, postings_payload([(i, r.fingerprint) for r, i in zip(records, ids)], zone_ids))
         bulk.staged.extend(TrackRow.of(record, track_id) for record, track_id in zip(records, ids))
@@ -159,7 +162,7 @@ class BulkLoads:
             if lost:
                 cur.execute(sql.SQL("DELETE FROM {} WHERE track_id = ANY(%s)").format(table), (lost,))
             if added_ids:
-                _attach(cur, bulk.table, bulk.first_id, bulk.first_id + BULK_BLOCK_IDS)
+                _attach(cur, bulk.table, bulk.first_id, bulk.first_id + BULK_BLOCK_IDS * bulk.id_step)
             else:
                 cur.execute(sql.SQL("DROP TABLE {}").format(table))
             count_run(cur, bulk.run_id, added=len(added_ids), skipped=len(lost),
@@ -184,6 +187,12 @@ class BulkLoads:
             for name in stale:
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
         return len(stale)
+
+
+def _fetch_one(cur: psycopg.Cursor[Any]) -> Any:
+    row = cur.fetchone()
+    assert row is not None
+    return row[0]
 
 
 def _attach(cur: psycopg.Cursor[Any], table_name: str, low_id: int, high_id: int) -> None:

@@ -111,7 +111,8 @@ def compact(store: Store, *, work_mem: str = "256MB") -> CompactSummary:
 
 def _lowest_unattached_id(cur: psycopg.Cursor[Any]) -> int:
     """First track id of the lowest id block held by a bulk load that has not attached it yet, or of the next block."""
-    cur.execute("SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM tracks_bulk_id_seq")
+    cur.execute("SELECT CASE WHEN s.is_called THEN s.last_value + q.seqincrement ELSE s.last_value END"
+                " FROM tracks_bulk_id_seq s, pg_sequence q WHERE q.seqrelid = 'tracks_bulk_id_seq'::regclass")
     row = cur.fetchone()
     assert row is not None
     return min([int(row[0])] + [table.first_id for table in unattached_staging_tables(cur)])

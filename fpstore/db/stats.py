@@ -73,15 +73,15 @@ class Snapshot:
     duration_s : float or None
         Seconds loaded per file by the newest run that added tracks (None: full tracks; 30.0 if no run
         added any).
-    copy_stream : bytes
-        ``hashes (zone, hash, track_id, t_anchor)`` as a binary COPY stream
-        (:func:`fpstore.db.pgcopy.decode_postings` reads it).
+    copy_streams : tuple of bytes
+        ``hashes (zone, hash, track_id, t_anchor)`` as binary COPY streams
+        (:func:`fpstore.db.pgcopy.decode_postings` reads each): one, or one per shard of a cluster.
     """
 
     tracks: list[tuple[int, str]]
     zone_names: dict[int, str]
     duration_s: float | None
-    copy_stream: bytes
+    copy_streams: tuple[bytes, ...]
 
 
 class Stats:
@@ -122,4 +122,4 @@ class Stats:
             newest = cur.fetchone()
             duration_s = 30.0 if newest is None else newest[0]
             stream = copy_out(cur)
-        return Snapshot(tracks, zone_names, duration_s, stream)
+        return Snapshot(tracks, zone_names, duration_s, (stream,))

@@ -35,9 +35,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
-from sqlalchemy.exc import OperationalError
 
 from fpstore.db.bulk import BulkLoads
 from fpstore.db.duplicates import Duplicates
@@ -300,41 +299,3 @@ def resolve_url(url: str | None) -> URL | None:
     """The database URL to use: ``url``, else $FPSTORE_DATABASE_URL, else None (the embedded server)."""
     chosen = url or os.environ.get(DATABASE_URL_ENV)
     return normalize_url(chosen) if chosen else None
-
-
-@contextlib.contextmanager
-def open_store(url: str | None = None) -> Iterator[Store]:
-    """Open the fpstore database at ``url``, or fpstore's own embedded server when there is none.
-
-    Parameters
-    ----------
-    url : str or None
-        A PostgreSQL URL (see :func:`fpstore.db.urls.normalize_url`); None means $FPSTORE_DATABASE_URL,
-        and if that is unset too, the embedded server in :func:`fpstore.db.embedded.default_data_dir`,
-        which is started if needed and stopped when the last fpstore process using it ends.
-
-    Yields
-    ------
-    store : Store
-
-    Raises
-    ------
-    DatabaseError
-        If the database cannot be reached.
-    """
-    resolved = resolve_url(url)
-    with contextlib.ExitStack() as stack:
-        if resolved is None:
-            from fpstore.db.embedded import EmbeddedServer  # starting a server is for this case only
-
-            server = stack.enter_context(EmbeddedServer())
-            resolved = normalize_url(server.url)
-        engine = create_engine(resolved, pool_pre_ping=True)
-        stack.callback(engine.dispose)
-        try:
-            with engine.connect():
-                pass
-        except OperationalError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise DatabaseError(f"cannot connect to {display_url(resolved)}: {reason}") from None
-        yield Store(engine)

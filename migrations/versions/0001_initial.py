@@ -17,6 +17,19 @@ branch_labels = None
 depends_on = None
 
 
+#: The two forms of a hash; a cluster's router (migrations/router) defines the same functions.
+HASH_KEY_SQL = """
+        CREATE FUNCTION fpstore_hash_key(seed_hash bigint) RETURNS integer
+        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+        AS $$ SELECT (CASE WHEN seed_hash >= 2147483648 THEN seed_hash - 4294967296 ELSE seed_hash END)::integer $$
+        """
+HASH_VALUE_SQL = """
+        CREATE FUNCTION fpstore_hash_value(stored_hash integer) RETURNS bigint
+        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+        AS $$ SELECT stored_hash::bigint & 4294967295 $$
+        """
+
+
 def upgrade() -> None:
     op.create_table(
         "profile",
@@ -109,20 +122,8 @@ def upgrade() -> None:
     # (4 bytes instead of a bigint's 8). These two functions map between the forms; both are
     # IMMUTABLE SQL functions, so `hash = fpstore_hash_key(123456789)` is folded to a constant and
     # stays an index condition.
-    op.execute(
-        """
-        CREATE FUNCTION fpstore_hash_key(seed_hash bigint) RETURNS integer
-        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-        AS $$ SELECT (CASE WHEN seed_hash >= 2147483648 THEN seed_hash - 4294967296 ELSE seed_hash END)::integer $$
-        """
-    )
-    op.execute(
-        """
-        CREATE FUNCTION fpstore_hash_value(stored_hash integer) RETURNS bigint
-        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-        AS $$ SELECT stored_hash::bigint & 4294967295 $$
-        """
-    )
+    op.execute(HASH_KEY_SQL)
+    op.execute(HASH_VALUE_SQL)
     op.execute(
         """
         CREATE VIEW postings AS

@@ -1,0 +1,356 @@
+"""A catalogue on several servers: a router (Debian PostgreSQL + PL/Proxy) and four shards on real servers.
+
+The servers are started here from local binaries: the router from the Debian PostgreSQL that has
+PL/Proxy (``postgresql-15-plproxy``, which ``.ci/run`` installs), each shard from fpstore's embedded
+wheel, one server per shard so that a test can stop one. Without PL/Proxy these tests are skipped on a
+developer's machine and fail in CI.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+import soundfile
+from click.testing import CliRunner
+from helpers import wait_until, write_tunes
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from fpstore.cli import cli
+from fpstore.db.catalogue import open_store
+from fpstore.db.cluster import ClusterStore, init_cluster, is_router, open_cluster, shard_of_digest
+from fpstore.db.embedded import EmbeddedServer
+from fpstore.db.store import Store
+from fpstore.errors import DatabaseError, ParameterError
+from fpstore.files import file_sha256
+from fpstore.ingest import ingest
+from fpstore.match import match_signal
+from fpstore.pickle_io import POSTING_T_BITS, POSTING_T_MASK, export_seed_pickle, read_seed_pickle
+from fpstore.report import build_report
+from fpstore.signal.fingerprint import fingerprint_signal
+from fpstore.signal.synth import synth_tune
+
+pytestmark = pytest.mark.postgres
+
+N_SHARDS = 4
+SEEDS = list(range(31, 43))
+HOP, SR = 1024, 22050
+
+
+def _plproxy_bindir() -> Path | None:
+    """The bin folder of a Debian PostgreSQL whose extension folder holds PL/Proxy."""
+    for control in sorted(glob.glob("/usr/share/postgresql/*/extension/plproxy.control")):
+        bindir = Path("/usr/lib/postgresql") / Path(control).parents[1].name / "bin"
+        if (bindir / "postgres").is_file():
+            return bindir
+    return None
+
+
+class Servers:
+    """The router's server and one server per shard, each in its own data folder."""
+
+    def __init__(self, folder: Path, bindir: Path) -> None:
+        self.folder, self.bindir = folder, bindir
+        self.router = EmbeddedServer(folder / "router", bindir=bindir).__enter__()
+        self.shards: list[EmbeddedServer | None] = [None] * N_SHARDS
+        for k in range(N_SHARDS):
+            self.start_shard(k)
+
+    def start_shard(self, k: int) -> None:
+        if self.shards[k] is None:
+            self.shards[k] = EmbeddedServer(self.folder / f"s{k}").__enter__()
+
+    def stop_shard(self, k: int) -> None:
+        server, self.shards[k] = self.shards[k], None
+        if server is not None:
+            server.__exit__(None, None, None)
+
+    def shard_url(self, k: int) -> str:
+        return _url_in(self.folder / f"s{k}" / "run")
+
+    def close(self) -> None:
+        for k in range(N_SHARDS):
+            self.stop_shard(k)
+        self.router.__exit__(None, None, None)
+
+
+def _url_in(socket_dir: Path) -> str:
+    return f"postgresql+psycopg://fpstore@/fpstore?host={socket_dir}&port=5432"
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[Servers]:
+    bindir = _plproxy_bindir()
+    if bindir is None:
+        message = "PL/Proxy is not installed (apt-get install postgresql-15-plproxy)"
+        if os.environ.get("CI"):
+            pytest.fail(message + ": the cluster tests must run in CI")
+        pytest.skip(message)
+    with tempfile.TemporaryDirectory(prefix="fpstore-test-cluster-") as folder:
+        os.chmod(folder, 0o755)  # the servers' own user (when we are root) must reach their folders
+        started = Servers(Path(folder), bindir)
+        try:
+            yield started
+        finally:
+            started.close()
+
+
+def _new_database(server_url: str) -> str:
+    name = f"fpstore_c_{uuid.uuid4().hex[:8]}"
+    admin = make_url(server_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def cluster_url(servers: Servers) -> str:
+    """A new cluster: a fresh router database and a fresh database on every shard's server."""
+    for k in range(N_SHARDS):
+        servers.start_shard(k)
+    router = _new_database(_url_in(servers.folder / "router" / "run"))
+    init_cluster(router, [_new_database(servers.shard_url(k)) for k in range(N_SHARDS)])
+    return router
+
+
+@pytest.fixture
+def tunes(tmp_path: Path) -> Path:
+    write_tunes(tmp_path / "music", SEEDS)
+    return tmp_path / "music"
+
+
+def _excerpt(seed: int, start_frames: int, seconds: float) -> np.ndarray:
+    y = synth_tune(seed, duration_s=8.0)
+    return y[start_frames * HOP:start_frames * HOP + int(seconds * SR)].astype(np.float32)
+
+
+def _pairs_by_name(store: Store) -> dict[str, dict[str, list[tuple[int, int]]]]:
+    listing = store.tracks.search()
+    return {t["file_name"]: {zone: sorted(zip(h.tolist(), ts.tolist()))
+                             for zone, (h, ts) in store.tracks.postings(int(t["id"])).items()}
+            for t in listing.tracks}
+
+
+def _answers(store: Store, method: str) -> list[list[tuple[str, int, int, float]]]:
+    queries = [_excerpt(33, 40, 3.0), _excerpt(38, 5, 4.0), synth_tune(99, duration_s=3.0)]
+    results = [match_signal(store, y, method=method, zone="all", top_k=5) for y in queries]
+    # Ties are ranked by track id, and the ids differ between the two catalogues: rank them by name, and
+    # leave out the tie at the cut, whose members depend on the ids too.
+    return [sorted((c.file_name, c.votes, c.offset_frames, c.score) for c in r.candidates
+                   if c.votes > r.candidates[-1].votes or len(r.candidates) < 5) for r in results]
+
+
+def test_a_cluster_gives_the_single_databases_answers(cluster_url: str, db_url: str, tunes: Path,
+                                                      tmp_path: Path) -> None:
+    with open_store(cluster_url) as cluster, open_store(db_url) as single:
+        assert isinstance(cluster, ClusterStore) and not isinstance(single, ClusterStore)
+        summary = ingest(cluster, tunes, jobs=1)
+        ingest(single, tunes, jobs=1)
+        assert summary.tracks_added == len(SEEDS) and summary.tracks_failed == 0
+        assert len(summary.shard_run_ids) == N_SHARDS
+
+        # Each track lives on the shard its digest picks, under an id that names that shard.
+        for k, shard in enumerate(cluster.shards):
+            for track in shard.tracks.search().tracks:
+                assert int(track["id"]) % N_SHARDS == k
+                assert shard_of_digest(file_sha256(Path(track["path"])), N_SHARDS) == k
+        assert sum(1 for shard in cluster.shards if shard.tracks.count()) > 1
+
+        assert _pairs_by_name(cluster) == _pairs_by_name(single)
+        ours, theirs = build_report(cluster), build_report(single)
+        keys = ("zone", "total_hashes", "num_tracks", "unique_hashes", "avg_hashes_per_track", "postings_per_hash")
+        assert [{k: z[k] for k in keys} for z in ours.zones] == [{k: z[k] for k in keys} for z in theirs.zones]
+
+        for method in ("python", "sql"):
+            assert _answers(cluster, method) == _answers(single, method), method
+        assert _answers(cluster, "python") == _answers(cluster, "sql")
+
+        export_seed_pickle(cluster, tmp_path / "cluster.pkl")
+        export_seed_pickle(single, tmp_path / "single.pkl")
+    exported = [read_seed_pickle(tmp_path / name)[0] for name in ("cluster.pkl", "single.pkl")]
+    assert _pickle_by_name(exported[0]) == _pickle_by_name(exported[1])
+
+
+def _pickle_by_name(db: dict) -> dict[str, dict[int, list[tuple[str, int]]]]:
+    """The pickle's index with each posting's track number replaced by the track's file name."""
+    names = db["tracks"]
+    return {zone: {h: sorted((names[p >> POSTING_T_BITS], p & POSTING_T_MASK) for p in postings)
+                   for h, postings in index.items()} for zone, index in db["index"].items()}
+
+
+def test_the_sql_functions_on_the_router_answer_as_on_one_database(cluster_url: str, db_url: str,
+                                                                   tunes: Path) -> None:
+    with open_store(cluster_url) as cluster, open_store(db_url) as single:
+        ingest(cluster, tunes, jobs=1)
+        ingest(single, tunes, jobs=1)
+        fp = fingerprint_signal(_excerpt(35, 20, 4.0), single.params())
+        zone = fp.zones["Fsmall_Tlong"]
+        args = (zone.hashes.astype(np.int64).tolist(), zone.t_anchor_frames.tolist())
+        answers = []
+        for url in (cluster_url, db_url):
+            with psycopg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
+                                 prepare_threshold=0) as conn:
+                # Prepared from the first execution on: the vote must keep its per-call plan.
+                rows = [conn.execute(
+                    "SELECT t.file_name, m.offset_frames, m.votes, round(m.score::numeric, 6) FROM"
+                    " fpstore_match('Fsmall_Tlong', %s, %s, 3) m JOIN (SELECT * FROM fpstore_tracks("
+                    "(SELECT array_agg(track_id) FROM fpstore_match('Fsmall_Tlong', %s, %s, 3)))) t ON t.id = m.track_id"
+                    " ORDER BY m.votes DESC, t.file_name", (*args, *args)).fetchall() for _ in range(7)]
+                assert all(r == rows[0] for r in rows)
+                n_postings = conn.execute(
+                    "SELECT count(*) FROM fpstore_postings(2::smallint,"
+                    " (SELECT array_agg(fpstore_hash_key(h)) FROM unnest(%s::bigint[]) AS h))", (args[0],)).fetchone()
+                answers.append((rows[0], n_postings))
+        assert answers[0] == answers[1]
+        assert answers[0][0][0][0] == "tune_035.wav"
+
+
+def test_cli_on_the_router(cluster_url: str, tunes: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli, ["--db", cluster_url, *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "(one per shard)" in run("ingest", "--jobs", "1", str(tunes))
+    status = run("cluster", "status")
+    assert status.splitlines()[-1].split()[1] == str(len(SEEDS))
+    assert "tune_031.wav" in run("tracks", "list")
+    query = tmp_path / "q.wav"
+    soundfile.write(query, _excerpt(40, 10, 4.0), SR, subtype="PCM_16")
+    for extra in ([], ["--sql"]):
+        assert run("match", *extra, str(query)).startswith("q.wav: tune_040.wav")
+    assert "Fsmall_Tlong" in run("report")
+    run("db", "upgrade")
+    track_id = next(int(line.split()[0]) for line in run("tracks", "list").splitlines() if "tune_031" in line)
+    run("tracks", "remove", "--yes", str(track_id))
+    assert "tune_031.wav" not in run("tracks", "list")
+
+
+def test_cluster_init_checks_its_shards(servers: Servers) -> None:
+    router = _new_database(_url_in(servers.folder / "router" / "run"))
+    shards = [_new_database(servers.shard_url(k)) for k in range(3)]
+    with pytest.raises(ParameterError, match="power of two"):
+        init_cluster(router, shards)
+    with pytest.raises(ParameterError, match="twice"):
+        init_cluster(router, [shards[0], shards[0]])
+    init_cluster(router, shards[:2])
+    assert len(init_cluster(router, shards[:2])) == 2  # again: only upgrades
+    with pytest.raises(ParameterError, match="already routes"):
+        init_cluster(router, [shards[0], shards[2]])
+
+
+def _whole_tracks_only(cluster_url: str) -> int:
+    """Every stored track has exactly its postings on its shard; returns the number of tracks."""
+    n_tracks = 0
+    with open_cluster(cluster_url) as cluster:
+        for shard in cluster.shards:
+            with shard.raw() as conn:
+                rows = conn.execute("SELECT t.id, t.n_postings, (SELECT count(*) FROM hashes h WHERE h.track_id = t.id)"
+                                    " FROM tracks t").fetchall()
+                orphans = conn.execute("SELECT count(*) FROM hashes h WHERE NOT EXISTS"
+                                       " (SELECT 1 FROM tracks t WHERE t.id = h.track_id)").fetchone()
+            assert all(n == found for _, n, found in rows) and orphans == (0,)
+            n_tracks += len(rows)
+    return n_tracks
+
+
+def test_a_shard_down_at_the_start_fails_its_files_and_a_rerun_completes(servers: Servers, cluster_url: str,
+                                                                         tunes: Path) -> None:
+    down = 1
+    on_down = [p for p in sorted(tunes.iterdir()) if shard_of_digest(file_sha256(p), N_SHARDS) == down]
+    assert on_down, "pick seeds that put a tune on the stopped shard"
+    servers.stop_shard(down)
+    with open_store(cluster_url) as cluster:
+        summary = ingest(cluster, tunes, jobs=1)
+    assert summary.tracks_failed == len(on_down) and summary.tracks_added == len(SEEDS) - len(on_down)
+    assert {Path(f.path).name for f in summary.failures} == {p.name for p in on_down}
+    assert all(f"shard {down}" in f.detail and "\n" not in f.detail for f in summary.failures)
+    assert summary.shard_run_ids[down] is None
+    servers.start_shard(down)
+    with open_store(cluster_url) as cluster:
+        again = ingest(cluster, tunes, jobs=1)
+    assert (again.tracks_added, again.tracks_skipped, again.tracks_failed) == (len(on_down), len(SEEDS) - len(on_down), 0)
+    assert _whole_tracks_only(cluster_url) == len(SEEDS)
+
+
+def test_a_shard_that_dies_during_ingest_fails_only_its_files(servers: Servers, cluster_url: str,
+                                                              tunes: Path) -> None:
+    dying = 2
+    on_dying = [p for p in sorted(tunes.iterdir()) if shard_of_digest(file_sha256(p), N_SHARDS) == dying]
+    assert len(on_dying) >= 2, "pick seeds that put two tunes on the dying shard"
+
+    def on_file(event) -> None:
+        if event.status == "added" and Path(event.path).name == on_dying[0].name:
+            servers.stop_shard(dying)
+
+    with open_store(cluster_url) as cluster:
+        summary = ingest(cluster, tunes, jobs=1, batch_postings=1, bulk=False, on_file=on_file)
+    failed = {Path(f.path).name for f in summary.failures}
+    assert failed == {p.name for p in on_dying[1:]}
+    assert all(f"shard {dying}" in f.detail for f in summary.failures)
+    assert summary.tracks_added == len(SEEDS) - len(failed)
+    servers.start_shard(dying)
+    assert _whole_tracks_only(cluster_url) == len(SEEDS) - len(failed)
+    with open_store(cluster_url) as cluster:
+        assert ingest(cluster, tunes, jobs=1).tracks_added == len(failed)
+    assert _whole_tracks_only(cluster_url) == len(SEEDS)
+
+
+def test_a_shard_down_during_matching_is_an_error_naming_it(servers: Servers, cluster_url: str, tunes: Path,
+                                                           tmp_path: Path) -> None:
+    with open_store(cluster_url) as cluster:
+        ingest(cluster, tunes, jobs=1)
+    down = 3
+    servers.stop_shard(down)
+    with open_store(cluster_url) as cluster:
+        for method in ("python", "sql"):
+            with pytest.raises(DatabaseError, match=f"shard {down} of the cluster"):
+                match_signal(cluster, _excerpt(33, 40, 3.0), method=method)
+    query = tmp_path / "q.wav"
+    soundfile.write(query, _excerpt(33, 40, 3.0), SR, subtype="PCM_16")
+    result = CliRunner().invoke(cli, ["--db", cluster_url, "match", str(query)])
+    assert result.exit_code != 0 and f"shard {down}" in result.output
+    servers.start_shard(down)
+
+
+def test_a_killed_ingest_leaves_whole_tracks_on_every_shard(cluster_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    write_tunes(folder, list(range(50, 74)), duration_s=20.0)
+    env = {**os.environ, "FPSTORE_DATABASE_URL": cluster_url}
+    command = [sys.executable, "-m", "fpstore", "ingest", "--jobs", "1", str(folder)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: _stored(cluster_url) >= 2, timeout=240), "no track was stored in time"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    stored = _whole_tracks_only(cluster_url)
+    assert stored >= 2
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert _whole_tracks_only(cluster_url) == 24
+
+
+def _stored(cluster_url: str) -> int:
+    with open_cluster(cluster_url) as cluster:
+        return cluster.tracks.count()
+
+
+def test_a_single_database_is_not_a_router(db_url: str) -> None:
+    engine = create_engine(db_url)
+    assert not is_router(engine)
+    engine.dispose()
+    result = CliRunner().invoke(cli, ["--db", db_url, "cluster", "status"])
+    assert result.exit_code != 0 and "not a cluster's router" in result.output
