@@ -209,12 +209,15 @@ def cli(ctx: click.Context, db: str | None, verbose: int, quiet: bool, traceback
 @click.option("--allow-failures", is_flag=True, help="Exit 0 even if some files could not be read.")
 @click.option("--batch-postings", type=click.IntRange(1), default=2_000_000, show_default=True,
               help="Commit a batch of tracks once it holds this many postings (bounds memory).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="A dask.distributed scheduler (tcp://host:8786): its workers fingerprint and write the files "
+                   "(they must see them under the same paths).")
 @duplicate_options
 @click.pass_context
 @with_store
 def ingest_command(ctx: click.Context, /, store: Store, folder: str, zones: tuple[str, ...], force: bool,
-                   jobs: int | None, allow_failures: bool, batch_postings: int, on_duplicate: Any,
-                   duplicate_min_ratio: float, **options: Any) -> None:
+                   jobs: int | None, allow_failures: bool, batch_postings: int, scheduler: str | None,
+                   on_duplicate: Any, duplicate_min_ratio: float, **options: Any) -> None:
     """Fingerprint the audio files under FOLDER and store the new ones.
 
     Audio files (.mp3 .wav .flac .ogg .opus .m4a .aac .aiff and every other extension the decoders read,
@@ -230,12 +233,13 @@ def ingest_command(ctx: click.Context, /, store: Store, folder: str, zones: tupl
       fpstore ingest ~/music/clips --jobs 2
       fpstore ingest ~/music/full --duration full
       fpstore ingest ~/music/flac --on-duplicate replace
+      fpstore --db postgresql://fp@router/fp ingest /shared/music --scheduler tcp://dask-head:8786
     """
     settings = _fingerprint_settings(ctx, zones, options)
     with _progress(ctx) as (on_start, on_file):
         summary = ingest(store, folder, settings.params, force=force, jobs=jobs, batch_postings=batch_postings,
                          on_duplicate=on_duplicate, duplicate_min_ratio=duplicate_min_ratio,
-                         on_file=on_file, on_start=on_start)
+                         on_file=on_file, on_start=on_start, scheduler=scheduler)
     click.echo(_format_summary(summary))
     if summary.tracks_failed and not allow_failures:
         ctx.exit(EXIT_SOME_FILES_FAILED)

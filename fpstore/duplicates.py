@@ -23,10 +23,12 @@ from typing import Literal
 
 import numpy as np
 
+from fpstore.db.cluster import ClusterStore, shard_of_digest, shard_of_track
 from fpstore.db.duplicates import DuplicatePair, sampled_hashes
 from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
-from fpstore.errors import ParameterError
+from fpstore.errors import DatabaseError, ParameterError
+from fpstore.files import one_line
 from fpstore.match import ALL_ZONES, fetch_postings
 from fpstore.signal.fingerprint import Fingerprint
 from fpstore.vote import expand_matches, query_keys, vote
@@ -239,10 +241,18 @@ class DuplicateCheck:
     def apply(self, record: TrackRecord, zone_ids: dict[str, int]) -> tuple[TrackRecord | None, str]:
         """The record to write (None: skip it) and a note saying why (empty when it duplicates nothing).
 
-        ``zone_ids`` gives ``zones.id`` by zone name (the run's).
+        ``zone_ids`` gives ``zones.id`` by zone name (the run's). On a cluster a shard that cannot answer
+        leaves the track unchecked (said in the note) rather than failing it, and only stored copies on
+        the track's own shard can be replaced in its transaction (the others are kept, and named).
         """
-        found = duplicates_of(self.store, record.fingerprint, zone_ids, min_ratio=self.min_ratio,
-                              own_sha256=record.sha256)
+        cluster = self.store if isinstance(self.store, ClusterStore) else None
+        try:
+            found = duplicates_of(self.store, record.fingerprint, zone_ids, min_ratio=self.min_ratio,
+                                  own_sha256=record.sha256)
+        except DatabaseError as exc:
+            if cluster is None:
+                raise
+            return record, f"not checked for duplicates ({one_line(str(exc))})"
         if not found:
             return record, ""
         note = found[0].describe()
@@ -251,5 +261,13 @@ class DuplicateCheck:
         if self.on_duplicate == "keep":
             return record, f"{note}, kept"
         replaced = tuple(d.track_id for d in found)
-        return (dataclasses.replace(record, replaces=record.replaces + replaced),
-                f"{note}, replaces track{'s' if len(replaced) > 1 else ''} {', '.join(map(str, replaced))}")
+        elsewhere: tuple[int, ...] = ()
+        if cluster is not None:
+            own = shard_of_digest(record.sha256, cluster.n_shards)
+            elsewhere = tuple(t for t in replaced if shard_of_track(t, cluster.n_shards) != own)
+            replaced = tuple(t for t in replaced if t not in elsewhere)
+        said = [f"replaces track{'s' if len(replaced) > 1 else ''} {', '.join(map(str, replaced))}"] if replaced else []
+        if elsewhere:
+            said.append(f"track{'s' if len(elsewhere) > 1 else ''} {', '.join(map(str, elsewhere))} on another "
+                        "shard kept (remove with `fpstore tracks remove`)")
+        return dataclasses.replace(record, replaces=record.replaces + replaced), ", ".join([note, *said])

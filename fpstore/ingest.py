@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -36,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from fpstore.dask_workers import DaskWriters, WriteJob
 from fpstore.db.bulk import BulkLoad
-from fpstore.db.cluster import ClusterStore, shard_of_digest, shard_of_track
+from fpstore.db.cluster import ClusterStore, shard_of_digest
 from fpstore.db.runs import Run
 from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
@@ -273,8 +273,10 @@ class Ingest:
     def __init__(self, store: Store, params: FingerprintParams, *, force: bool, jobs: int | None,
                  batch_postings: int, bulk: bool | None, partition_postings: int,
                  on_duplicate: OnDuplicate, duplicate_min_ratio: float,
-                 on_file: Callable[[FileEvent], None] | None, on_start: Callable[[int], None] | None) -> None:
-        self.store, self.params = store, params
+                 on_file: Callable[[FileEvent], None] | None, on_start: Callable[[int], None] | None,
+                 scheduler: str | None = None) -> None:
+        self.store, self.params, self.scheduler = store, params, scheduler
+        self.on_duplicate, self.duplicate_min_ratio = on_duplicate, duplicate_min_ratio
         self.force, self.jobs, self.bulk = force, jobs, bulk
         self.cluster = isinstance(store, ClusterStore)
         self.duplicates = DuplicateCheck(store, on_duplicate, duplicate_min_ratio)
@@ -335,7 +337,7 @@ class Ingest:
         destination.writing, destination.batch = [], []
 
     def _writer(self, store: Store, run: Run, n_files: int) -> Writer:
-        if self.bulk if self.bulk is not None else n_files >= BULK_MIN_FILES:
+        if self.scheduler is None and self.bulk if self.bulk is not None else n_files >= BULK_MIN_FILES:
             return BulkWriter(store, run, replace=self.force, partition_postings=self.partition_postings)
         return OrdinaryWriter(store, run, replace=self.force)
 
@@ -346,6 +348,9 @@ class Ingest:
 
     def _write_all(self, files: list[Path]) -> None:
         """Fingerprint the new files and hand them to their writers in batches of ``batch_postings``."""
+        if self.scheduler is not None:
+            self._write_all_on_dask(files, self.scheduler)
+            return
         with Fingerprinter[bytes](self.params, self.jobs) as fingerprinter:
             for path, sha256, outcome in fingerprinter.run(self._new_files(files)):
                 if isinstance(outcome, str):
@@ -360,10 +365,40 @@ class Ingest:
         for destination in self._destinations:
             self._submit(destination, last=True)
 
+    def _write_all_on_dask(self, files: list[Path], scheduler: str) -> None:
+        """Hand each new file to a dask worker, which fingerprints it and writes it on its database itself."""
+        catalogue_url = self.store.engine.url.render_as_string(hide_password=False)
+        with DaskWriters(scheduler) as writers:
+            for result in writers.run(self._dask_jobs(files, catalogue_url)):
+                destination = self._destinations[result.shard or 0]
+                if result.shard_failed and self.cluster and not destination.down:
+                    self._take_down(destination, DatabaseError(result.detail))
+                if result.status != "added":
+                    self._record(FileEvent(result.shown, result.status, result.detail), destination)
+                    continue
+                assert result.track_id is not None
+                if result.note:
+                    self._duplicate_notes[result.shown] = result.note
+                outcome = WriteOutcome()
+                outcome.added(result.shown, result.track_id, result.postings_by_zone)
+                self._account([outcome])
+
+    def _dask_jobs(self, files: list[Path], catalogue_url: str) -> Iterator[WriteJob]:
+        for path, sha256 in self._new_files(files):
+            destination = self._route(sha256)
+            shown = display_path(os.path.abspath(path))
+            if destination.down or destination.run is None:
+                self._record(destination.fail(shown))
+                continue
+            yield WriteJob(os.path.abspath(path), shown, sha256, catalogue_url,
+                           self._destinations.index(destination) if self.cluster else None, destination.run.id,
+                           destination.run.zone_ids, self.params, self.force, self.on_duplicate,
+                           self.duplicate_min_ratio)
+
     def _add(self, destination: Destination, record: TrackRecord) -> None:
         """Check ``record`` for duplicates and batch it; write the batch once it is full."""
         assert destination.run is not None
-        checked, note = self._check_duplicates(record, destination.run.zone_ids)
+        checked, note = self.duplicates.apply(record, destination.run.zone_ids)
         if checked is None:
             self._record(FileEvent(record.path, "skipped", note), destination)
             return
@@ -373,24 +408,6 @@ class Ingest:
         destination.batched_postings += checked.fingerprint.n_postings
         if destination.batched_postings >= self.batch_postings:
             self._submit(destination)
-
-    def _check_duplicates(self, record: TrackRecord, zone_ids: dict[str, int]) -> tuple[TrackRecord | None, str]:
-        """The duplicate check; on a cluster only stored copies on the track's own shard can be replaced."""
-        try:
-            checked, note = self.duplicates.apply(record, zone_ids)
-        except DatabaseError as exc:
-            if not self.cluster:
-                raise
-            return record, f"not checked for duplicates ({one_line(str(exc))})"
-        if checked is None or not self.cluster or not checked.replaces:
-            return checked, note
-        n_shards, own = len(self._destinations), shard_of_digest(record.sha256, len(self._destinations))
-        elsewhere = [t for t in checked.replaces if shard_of_track(t, n_shards) != own]
-        if elsewhere:
-            checked = dataclasses.replace(checked, replaces=tuple(t for t in checked.replaces if t not in elsewhere))
-            note += (f" (track{'s' if len(elsewhere) > 1 else ''} {', '.join(map(str, elsewhere))} on another shard "
-                     "kept: remove with `fpstore tracks remove`)")
-        return checked, note
 
     def _submit(self, destination: Destination, *, last: bool = False) -> None:
         """Hand the destination's batch to its writer (``last``: and wait for everything it writes)."""
@@ -505,6 +522,7 @@ def ingest(
     duplicate_min_ratio: float = DEFAULT_MIN_RATIO,
     on_file: Callable[[FileEvent], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    scheduler: str | None = None,
 ) -> IngestSummary:
     """Fingerprint every audio file under ``root`` and store the new ones.
 
@@ -536,6 +554,10 @@ def ingest(
         Called with a :class:`FileEvent` for every file.
     on_start : callable or None
         Called once with the number of files found.
+    scheduler : str or None
+        Address of a dask.distributed scheduler (``tcp://host:8786``): its workers decode, fingerprint
+        and write the files (:mod:`fpstore.dask_workers`; ``jobs``, ``bulk`` and the batch sizes are then
+        not used). None: this machine's worker processes, and the writer of this process.
 
     Returns
     -------
@@ -560,4 +582,5 @@ def ingest(
     """
     return Ingest(store, params or FingerprintParams(), force=force, jobs=jobs, batch_postings=batch_postings,
                   bulk=bulk, partition_postings=partition_postings, on_duplicate=on_duplicate,
-                  duplicate_min_ratio=duplicate_min_ratio, on_file=on_file, on_start=on_start).run(root)
+                  duplicate_min_ratio=duplicate_min_ratio, on_file=on_file, on_start=on_start,
+                  scheduler=scheduler).run(root)

@@ -354,3 +354,28 @@ def test_a_single_database_is_not_a_router(db_url: str) -> None:
     engine.dispose()
     result = CliRunner().invoke(cli, ["--db", db_url, "cluster", "status"])
     assert result.exit_code != 0 and "not a cluster's router" in result.output
+
+
+def test_dask_workers_fingerprint_and_write_to_the_owning_shards(cluster_url: str, db_url: str, tunes: Path) -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as dask_cluster:
+        with open_store(cluster_url) as cluster:
+            summary = ingest(cluster, tunes, scheduler=dask_cluster.scheduler_address)
+            again = ingest(cluster, tunes, scheduler=dask_cluster.scheduler_address)
+        with open_store(db_url) as single:
+            alone = ingest(single, tunes, scheduler=dask_cluster.scheduler_address)
+    assert (summary.tracks_added, summary.tracks_failed) == (len(SEEDS), 0)
+    assert (again.tracks_added, again.tracks_skipped) == (0, len(SEEDS))
+    assert alone.tracks_added == len(SEEDS) and alone.postings_by_zone == summary.postings_by_zone
+    with open_store(cluster_url) as cluster, open_store(db_url) as single:
+        assert _pairs_by_name(cluster) == _pairs_by_name(single)
+        for k, shard in enumerate(cluster.shards):
+            assert all(int(t["id"]) % N_SHARDS == k for t in shard.tracks.search().tracks)
+            # Each shard's run counted what its workers wrote.
+            with shard.connect() as conn:
+                from sqlalchemy import text
+
+                added = conn.execute(text("SELECT coalesce(sum(tracks_added), 0) FROM runs")).scalar_one()
+            assert added == shard.tracks.count()
+    assert _whole_tracks_only(cluster_url) == len(SEEDS)
