@@ -67,12 +67,24 @@ SELECT h.zone,
                         | (((((v >> 12) & 1023) + r %% %(shifts)s::int) %% 1024) << 12)
                         | (z.dt_min_frames + ((v & 4095) - z.dt_min_frames + r / %(shifts)s::int)
                                              %% (z.dt_max_frames - z.dt_min_frames + 1))),
-       h.track_id + r * %(n_real)s::int, h.t_anchor
-FROM (SELECT zone, track_id, t_anchor, fpstore_hash_value(hash) AS v FROM hashes WHERE track_id <= %(n_real)s::int) h
+       h.track_id + r * %(id_step)s::int, h.t_anchor
+FROM (SELECT zone, track_id, t_anchor, fpstore_hash_value(hash) AS v FROM hashes WHERE track_id <= %(last_real_id)s::int) h
 JOIN zones z ON z.id = h.zone
 CROSS JOIN generate_series(%(r_from)s::int, %(r_to)s::int) AS r
-WHERE h.track_id + r * %(n_real)s::int <= %(n_tracks)s::int
+WHERE h.track_id + r * %(id_step)s::int <= %(last_id)s::int
 """
+
+
+def replicate(conn: psycopg.Connection, label: str, *, replicas: int, id_step: int, last_real_id: int,
+              last_id: int) -> None:
+    """Add ``replicas`` transposed copies of tracks ``<= last_real_id`` (replica r: ids + r * id_step), in ten steps."""
+    step = max(1, replicas // 10)
+    started = time.perf_counter()
+    for r_from in range(1, replicas + 1, step):
+        r_to = min(replicas, r_from + step - 1)
+        conn.execute(REPLICATE_SQL, dict(shifts=F_SHIFTS, id_step=id_step, last_real_id=last_real_id, last_id=last_id,
+                                         r_from=r_from, r_to=r_to))
+        print(f"  {label}: replicas {r_from}..{r_to} of {replicas} ({time.perf_counter() - started:.0f} s)", flush=True)
 
 SIZE_SQL = """
 SELECT (SELECT count(*) FROM hashes) AS postings,
@@ -110,14 +122,9 @@ def build(server: str, name: str, clips: Path, n_tracks: int, zones: str) -> str
         # The real clips took the ordinary path: their partition hashes_main receives the replicas too.
         conn.execute("DROP INDEX hashes_zone_hash")  # partitioned index: drops every partition's index too
         conn.execute("ALTER TABLE hashes_main SET UNLOGGED")
-        replicas = math.ceil(n_tracks / n_real) - 1
-        step = max(1, replicas // 10)
         started = time.perf_counter()
-        for r_from in range(1, replicas + 1, step):
-            conn.execute(REPLICATE_SQL, dict(shifts=F_SHIFTS, n_real=n_real, n_tracks=n_tracks,
-                                            r_from=r_from, r_to=min(replicas, r_from + step - 1)))
-            print(f"  {name}: replicas {r_from}..{min(replicas, r_from + step - 1)} of {replicas} "
-                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+        replicate(conn, name, replicas=math.ceil(n_tracks / n_real) - 1, id_step=n_real, last_real_id=n_real,
+                  last_id=n_tracks)
         conn.execute("CREATE INDEX hashes_zone_hash ON hashes (zone, hash)")
         print(f"  {name}: index built ({time.perf_counter() - started:.0f} s)", flush=True)
         conn.execute("VACUUM ANALYZE hashes")

@@ -126,6 +126,7 @@ def find_duplicates(store: Store, *, zone: str = ALL_ZONES, min_ratio: float = D
         If the database holds no fingerprints yet.
     """
     check_min_ratio(min_ratio)
+    store.one_database("listing stored duplicates (`fpstore tracks duplicates`)")
     store.check_schema()
     params = store.params(duration_s=None)
     zone_id = None if zone == ALL_ZONES else store.zone_ids()[params.zone(zone).name]

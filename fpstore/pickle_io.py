@@ -290,6 +290,7 @@ def import_seed_pickle(store: Store, path: str | os.PathLike[str], *, on_duplica
 
     clock = time.perf_counter()
     check = DuplicateCheck(store, on_duplicate, duplicate_min_ratio)
+    store.one_database("importing a pickle (`fpstore import-pickle`)")
     store.check_schema(upgrade_empty=True)
     duplicates: list[tuple[str, str]] = []
     try:

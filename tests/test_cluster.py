@@ -233,6 +233,11 @@ def test_cli_on_the_router(cluster_url: str, tunes: Path, tmp_path: Path) -> Non
     for extra in ([], ["--sql"]):
         assert run("match", *extra, str(query)).startswith("q.wav: tune_040.wav")
     assert "Fsmall_Tlong" in run("report")
+    (tmp_path / "queries.csv").write_text(f"file,true_track,start_s\n{query},tune_040,{10 * HOP / SR}\n")
+    assert run("eval", str(tmp_path / "queries.csv"), "--out", str(tmp_path / "eval")).strip()
+    assert (tmp_path / "eval" / "per_query.csv").read_text().count("tune_040") >= 2
+    run("export-pickle", str(tmp_path / "all.pkl"))
+    assert len(read_seed_pickle(tmp_path / "all.pkl")[0]["tracks"]) == len(SEEDS)
     run("db", "upgrade")
     track_id = next(int(line.split()[0]) for line in run("tracks", "list").splitlines() if "tune_031" in line)
     run("tracks", "remove", "--yes", str(track_id))
@@ -379,3 +384,13 @@ def test_dask_workers_fingerprint_and_write_to_the_owning_shards(cluster_url: st
                 added = conn.execute(text("SELECT coalesce(sum(tracks_added), 0) FROM runs")).scalar_one()
             assert added == shard.tracks.count()
     assert _whole_tracks_only(cluster_url) == len(SEEDS)
+
+
+@pytest.mark.parametrize("command", [["db", "compact"], ["db", "lookup-index", "covering"],
+                                     ["db", "grant-reader", "somebody"], ["db", "downgrade", "base"],
+                                     ["tracks", "duplicates"]])
+def test_what_needs_one_database_is_refused_through_the_router(cluster_url: str, command: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["--db", cluster_url, *command])
+    assert result.exit_code != 0
+    said = result.output.strip().splitlines()
+    assert len(said) == 1 and ("one database" in said[0] or "within one database" in said[0]), result.output

@@ -78,6 +78,7 @@ def grant_reader(store: Store, role: str) -> ReaderGrant:
     """
     if not role or len(role.encode("utf-8")) > _MAX_IDENTIFIER_BYTES:
         raise ParameterError(f"role={role!r} must be a PostgreSQL role name of 1 to 63 bytes")
+    store.one_database("granting read access (`fpstore db grant-reader`)")
     store.check_schema()
     try:
         return _grant(store, role)

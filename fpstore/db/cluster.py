@@ -33,7 +33,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine
 
 from fpstore.db.duplicates import DuplicatePair, Duplicates
-from fpstore.db.lookup import Lookup
+from fpstore.db.lookup import Lookup, LookupStatement
 from fpstore.db.stats import Snapshot, Stats
 from fpstore.db.store import Store
 from fpstore.db.tracks import Removal, TrackListing, TrackRecord, Tracks, WrittenTrack
@@ -128,20 +128,25 @@ class ClusterStore(Store):
         return grouped
 
     def on_every_shard(self, call: Callable[[Store], T]) -> list[T]:
-        """``call(shard)`` on every shard at once, answers by shard index.
+        """``call(shard)`` on every shard at once, answers by shard index (see :meth:`on_shards`)."""
+        answers = self.on_shards({index: call for index in range(self.n_shards)})
+        return [answers[index] for index in range(self.n_shards)]
+
+    def on_shards(self, calls: dict[int, Callable[[Store], T]]) -> dict[int, T]:
+        """``calls[k](shard k)`` for each given shard index, all at once; answers by shard index.
 
         Raises
         ------
         DatabaseError
             If a shard cannot answer, naming it (the first such shard).
         """
-        futures = [self._pool.submit(call, shard) for shard in self.shards]
-        answers = []
-        for index, future in enumerate(futures):
+        futures = {index: self._pool.submit(call, self.shards[index]) for index, call in calls.items()}
+        answers = {}
+        for index, future in futures.items():
             try:
-                answers.append(future.result())
+                answers[index] = future.result()
             except DatabaseError as exc:
-                for later in futures:
+                for later in futures.values():
                     later.cancel()
                 raise DatabaseError(f"shard {index} of the cluster: {exc}") from exc
         return answers
@@ -188,9 +193,13 @@ class ClusterStore(Store):
         upgrade_router(self)
 
     def downgrade(self, revision: str) -> None:
-        """Refused: the router's functions call the shards' (downgrade a shard through its own URL)."""
-        raise ParameterError("a cluster is not downgraded through its router: the router's functions need the "
-                             "shards' current ones; downgrade each shard through its own URL if you must")
+        """Refused: the router's functions call the shards' current ones (downgrade a shard through its own URL)."""
+        self.one_database("downgrading (`fpstore db downgrade`)")
+
+    def one_database(self, what: str) -> None:
+        """Refuse ``what``, which works on one database."""
+        raise ParameterError(f"{what} works on one database, not through a cluster's router: run it with each "
+                             "shard's URL (`fpstore cluster status` lists them)")
 
     # -- profile ----------------------------------------------------------------------------------------
     def ensure_profile(self, params: FingerprintParams) -> dict[str, int]:
@@ -274,8 +283,9 @@ class ClusterTracks(Tracks):
     def names(self, track_ids: Sequence[int]) -> dict[int, str]:
         """File names of the given tracks, from their shards."""
         names: dict[int, str] = {}
-        for k, ids in self._store.by_shard(track_ids).items():
-            names.update(self._store.shards[k].tracks.names(ids))
+        for found in self._store.on_shards({k: _names_of(ids) for k, ids in self._store.by_shard(track_ids).items()}
+                                           ).values():
+            names.update(found)
         return names
 
     def ids_by_file_name(self) -> dict[str, int]:
@@ -315,6 +325,10 @@ class ClusterTracks(Tracks):
         return self._owner(track_id).tracks.show(str(track_id))
 
 
+def _names_of(track_ids: list[int]) -> Callable[[Store], dict[int, str]]:
+    return lambda shard: shard.tracks.names(track_ids)
+
+
 def _postings_held(shard: Store) -> int:
     with shard.connect() as conn:
         return int(conn.execute(text("SELECT coalesce(sum(n_postings), 0) FROM tracks")).scalar_one())
@@ -333,7 +347,8 @@ class ClusterLookup(Lookup):
 
     def postings(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[np.ndarray, ...]:
         """Every shard's postings of the keys, concatenated (see :meth:`Lookup.postings`)."""
-        found = self._store.on_every_shard(lambda shard: shard.lookup.postings(key_zones, key_hashes))
+        lookup = LookupStatement.of(key_zones, key_hashes)
+        found = self._store.on_every_shard(lambda shard: shard.lookup.run(lookup))
         return tuple(np.concatenate(column) for column in zip(*found))
 
     def sql_vote(self, zone_names: list[str], hashes: np.ndarray, t_query_frames: np.ndarray, *,
@@ -354,10 +369,15 @@ class ClusterLookup(Lookup):
         """``tracks.n_frames`` of each track, from its shard (0 for an id no longer stored)."""
         frames = np.zeros(track_ids.size, np.int64)
         owners = track_ids % self._store.n_shards
-        for k in np.unique(owners).tolist():
-            mine = owners == k
-            frames[mine] = self._store.shards[k].lookup.track_frames(track_ids[mine])
+        mine = {k: owners == k for k in np.unique(owners).tolist()}
+        found = self._store.on_shards({k: _frames_of(track_ids[where]) for k, where in mine.items()})
+        for k, where in mine.items():
+            frames[where] = found[k]
         return frames
+
+
+def _frames_of(track_ids: np.ndarray) -> Callable[[Store], np.ndarray]:
+    return lambda shard: shard.lookup.track_frames(track_ids)
 
 
 class ClusterDuplicates(Duplicates):
@@ -366,9 +386,12 @@ class ClusterDuplicates(Duplicates):
     _store: ClusterStore
 
     def pairs(self, *, zone_id: int | None, min_ratio: float, max_postings_per_hash: int) -> list[DuplicatePair]:
-        """Refused: the listing is one self-join of ``hashes``, which a cluster does not have in one place."""
-        raise ParameterError("`tracks duplicates` lists the copies within one database: run it on each shard's URL "
-                             "(a new track is still checked against every shard when it is ingested)")
+        """Refused: the listing is one self-join of ``hashes``, which a cluster does not have in one place.
+
+        A new track is still checked against every shard when it is ingested.
+        """
+        self._store.one_database("listing stored duplicates (`fpstore tracks duplicates`)")
+        return []
 
     def n_postings(self, track_ids: Sequence[int], *, except_sha256: bytes = b"") -> dict[int, int]:
         """Postings of each given track, from its shard (see :meth:`Duplicates.n_postings`)."""

@@ -69,6 +69,7 @@ def compact(store: Store, *, work_mem: str = "256MB") -> CompactSummary:
     summary : CompactSummary
     """
     started = time.perf_counter()
+    store.one_database("compaction (`fpstore db compact`)")
     store.check_schema()
     store.bulk.drop_stale()  # a crashed run's id block must not hold back the merge
     with store.raw() as conn, conn.transaction(), conn.cursor() as cur:

@@ -9,6 +9,7 @@ Conventions
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,6 +39,25 @@ def _int_array_literal(values: np.ndarray) -> str:
     return "{" + ",".join(map(str, values.tolist())) + "}"
 
 
+@dataclass(frozen=True)
+class LookupStatement:
+    """The posting lookup of some keys: one statement, one sub-select per zone present."""
+
+    statement: str
+    params: list[object]
+    #: The zones present, in the order of the statement's columns.
+    zones: np.ndarray
+
+    @classmethod
+    def of(cls, key_zones: np.ndarray, key_hashes: np.ndarray) -> LookupStatement:
+        """The statement for these keys (see :meth:`Lookup.postings`)."""
+        zones_present = np.unique(key_zones)
+        params: list[object] = []
+        for zone_id in zones_present.tolist():
+            params += [zone_id, _int_array_literal(key_hashes[key_zones == zone_id])]
+        return cls("SELECT " + ", ".join([_LOOKUP_ONE_ZONE] * zones_present.size), params, zones_present)
+
+
 class Lookup:
     """Reads for matching (``store.lookup``)."""
 
@@ -59,18 +79,17 @@ class Lookup:
         zone_ids, hashes, track_ids, t_anchor_frames : np.ndarray [shape=(p,), dtype=int64]
             One entry per posting found; ``hashes`` in the stored (signed) form.
         """
-        zones_present = np.unique(key_zones)
-        params: list[object] = []
-        for zone_id in zones_present.tolist():
-            params += [zone_id, _int_array_literal(key_hashes[key_zones == zone_id])]
-        statement = "SELECT " + ", ".join([_LOOKUP_ONE_ZONE] * zones_present.size)
+        return self.run(LookupStatement.of(key_zones, key_hashes))
+
+    def run(self, lookup: LookupStatement) -> tuple[np.ndarray, ...]:
+        """Run a lookup statement made once (a cluster runs the same one on every shard); see :meth:`postings`."""
         with self._store.raw() as conn, conn.cursor(binary=True) as cur:
-            cur.execute(statement, params)
+            cur.execute(lookup.statement, lookup.params)
             row = cur.fetchone()
         assert row is not None
         triples = [np.frombuffer(blob or b"", dtype=">i4").reshape(-1, 3) for blob in row]
         found = np.concatenate(triples).astype(np.int64)
-        found_zone = np.repeat(zones_present.astype(np.int64), [t.shape[0] for t in triples])
+        found_zone = np.repeat(lookup.zones.astype(np.int64), [t.shape[0] for t in triples])
         return found_zone, found[:, 0], found[:, 1], found[:, 2]
 
     def track_frames(self, track_ids: np.ndarray) -> np.ndarray:

@@ -49,6 +49,7 @@ def set_lookup_index(store: Store, variant: str) -> int:
     """
     if variant not in LOOKUP_INDEXES:
         raise ParameterError(f"variant={variant!r} must be one of {sorted(LOOKUP_INDEXES)}")
+    store.one_database("choosing the lookup index (`fpstore db lookup-index`)")
     store.check_schema()
     wanted, create = LOOKUP_INDEXES[variant]
     with store.raw() as conn:

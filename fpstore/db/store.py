@@ -209,6 +209,9 @@ class Store:
             f"database {self.url} is at schema revision {current}, older than {head}: run `fpstore db upgrade`"
         )
 
+    def one_database(self, what: str) -> None:
+        """Nothing: ``what`` works on this store (a cluster's router refuses what needs one database)."""
+
     # -- profile ----------------------------------------------------------------------------------
     def ensure_profile(self, params: FingerprintParams) -> dict[str, int]:
         """Record ``params`` as the database's profile if it has none; refuse a different one.
