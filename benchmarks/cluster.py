@@ -14,9 +14,11 @@ embedded wheel, so that the single database and the shards run the same PostgreS
    tracks, as a cluster loaded by content would hold them. The partition is UNLOGGED during the load and
    its index built afterwards, then ``VACUUM ANALYZE``.
 3. **match**: ``--queries`` random 5 s and 10 s excerpts of the clips (the same for every catalogue),
-   fingerprinted once, then matched one after the other in this process with the Python matcher
-   (``--match-zone``) and with the SQL vote (``fpstore_match_zones``, on the router for a cluster):
-   median and p95 of the match time (what ``fpstore match`` adds after fingerprinting).
+   fingerprinted once, each matched on every catalogue in turn (the catalogues in a rotated order, so
+   that no drift of the machine favours one; all of them are built first and stay up), in this process,
+   with the Python matcher (``--match-zone``) and with the SQL vote (``fpstore_match_zones``, on the
+   router for a cluster), after one warm-up pass: median and p95 of the match time (what ``fpstore
+   match`` adds after fingerprinting), and the median against the first catalogue's.
 4. **answers**: each query's ranked candidates as ``(source file name, replica number, votes, offset)``
    (track ids differ between catalogues), compared with the single database's; ties at the cut of the
    top 5 are left out (their members depend on the ids).
@@ -140,19 +142,28 @@ def labels(store: Store, candidates: list) -> list[tuple[str, int, int, int]]:
     return sorted((names.get(c.track_id % ID_STEP, "?"), c.track_id // ID_STEP, c.votes, c.offset_frames) for c in kept)
 
 
-def time_matching(store: Store, queries: list, zone: str, method: str) -> tuple[dict[float, list[float]], list]:
-    params = store.params(duration_s=None)
+def time_matching(stores: dict[int, Store], queries: list, zone: str, method: str
+                  ) -> dict[int, tuple[dict[float, list[float]], list]]:
+    """Match every query on every catalogue, the catalogues in a rotated order per query (no drift favours one).
+
+    Returns, per catalogue, the match times by query length and each query's (top-1 right, labelled candidates).
+    """
+    params = next(iter(stores.values())).params(duration_s=None)
     fingerprints = [(length_s, fingerprint_signal(y, params)) for length_s, y, _ in queries]
-    for _, fp in fingerprints[:4]:  # warm the caches a little, as a service would be
-        match_fingerprint(store, fp, params, zone=zone, method=method)
-    times: dict[float, list[float]] = {}
-    answers = []
-    for (length_s, fp), (_, _, true_name) in zip(fingerprints, queries):
-        started = time.perf_counter()
-        result = match_fingerprint(store, fp, params, zone=zone, method=method)
-        times.setdefault(length_s, []).append(time.perf_counter() - started)
-        answers.append((result.match.file_name == true_name if result.match else False, labels(store, result.candidates)))
-    return times, answers
+    order = list(stores)
+    for store in stores.values():  # warm the caches, as a service would be
+        for _, fp in fingerprints:
+            match_fingerprint(store, fp, params, zone=zone, method=method)
+    found: dict[int, tuple[dict[float, list[float]], list]] = {n: ({}, []) for n in order}
+    for index, ((length_s, fp), (_, _, true_name)) in enumerate(zip(fingerprints, queries)):
+        for n_shards in order[index % len(order):] + order[:index % len(order)]:
+            times, answers = found[n_shards]
+            started = time.perf_counter()
+            result = match_fingerprint(stores[n_shards], fp, params, zone=zone, method=method)
+            times.setdefault(length_s, []).append(time.perf_counter() - started)
+            answers.append((result.match is not None and result.match.file_name == true_name,
+                            labels(stores[n_shards], result.candidates)))
+    return found
 
 
 def main() -> None:
@@ -204,33 +215,35 @@ def time_ingests(args: argparse.Namespace, urls: dict[str, str], shard_counts: l
 
 def run(args: argparse.Namespace, urls: dict[str, str], shard_counts: list[int], zones: list[str], queries: list) -> None:
     ingest_rows = time_ingests(args, urls, shard_counts)
-    match_rows, reference, measured_bpp = [], {}, []
-    for n_shards in shard_counts:
-        label = catalogue_label(n_shards)
-        with open_store(make_catalogue(urls, n_shards)) as store:
+    with ExitStack() as stack:
+        stores, sizes = {}, {}
+        for n_shards in shard_counts:
+            store = stores[n_shards] = stack.enter_context(open_store(make_catalogue(urls, n_shards)))
             ingest(store, args.clips, jobs=args.jobs)
-            n_tracks = fill_with_replicas(store, args.tracks)
-            postings, n_bytes = postings_and_bytes(store)
-            measured_bpp.append(n_bytes / postings)
-            for method, zone in [("python", z) for z in zones] + [("sql", "Fsmall_Tlong")]:
-                times, answers = time_matching(store, queries, zone, method)
+            sizes[n_shards] = (fill_with_replicas(store, args.tracks), *postings_and_bytes(store))
+        match_rows = []
+        for method, zone in [("python", z) for z in zones] + [("sql", "Fsmall_Tlong")]:
+            found = time_matching(stores, queries, zone, method)
+            for n_shards, (times, answers) in found.items():
                 same = "reference" if n_shards == shard_counts[0] else \
-                    ("identical" if answers == reference[(method, zone)] else "DIFFERENT")
-                reference.setdefault((method, zone), answers)
-                hits = sum(hit for hit, _ in answers)
+                    ("identical" if answers == found[shard_counts[0]][1] else "DIFFERENT")
+                n_tracks, postings, n_bytes = sizes[n_shards]
                 for length_s, seconds in sorted(times.items()):
                     ms = 1000 * np.array(seconds)
-                    match_rows.append(f"| {label} | {n_tracks:,} | {postings:,} | {n_bytes / postings:.1f} | {method} | {zone} | "
-                                      f"{length_s:.0f} s | {np.median(ms):.1f} | {np.percentile(ms, 95):.1f} | "
-                                      f"{hits}/{len(answers)} | {same} |")
+                    reference_ms = 1000 * np.median(found[shard_counts[0]][0][length_s])
+                    match_rows.append(
+                        f"| {catalogue_label(n_shards)} | {n_tracks:,} | {postings:,} | {n_bytes / postings:.1f} | {method} "
+                        f"| {zone} | {length_s:.0f} s | {np.median(ms):.1f} | {np.percentile(ms, 95):.1f} | "
+                        f"{np.median(ms) / reference_ms:.2f} | {sum(hit for hit, _ in answers)}/{len(answers)} | {same} |")
                     print(match_rows[-1], flush=True)
     print(f"\n| catalogue | files | seconds ({args.ingest_rounds} rounds) | tracks/s (median) | rate against the first |"
           "\n|---|---:|---:|---:|---:|")
     print("\n".join(ingest_rows))
     print("\n| catalogue | tracks | postings | bytes/posting | matcher | zone | query | median (ms) | p95 (ms) "
-          "| top-1 (all lengths) | answers |\n|---|---:|---:|---:|---|---|---|---:|---:|---:|---|")
+          "| median against the first | top-1 (all lengths) | answers |\n|---|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|")
     print("\n".join(match_rows))
-    print_sizing(max(measured_bpp), args.postings_per_second * args.track_seconds)
+    print_sizing(max(n_bytes / postings for _, postings, n_bytes in sizes.values()),
+                 args.postings_per_second * args.track_seconds)
 
 
 def print_sizing(bytes_per_posting: float, postings_per_track: float) -> None:

@@ -232,7 +232,10 @@ def test_cli_on_the_router(cluster_url: str, tunes: Path, tmp_path: Path) -> Non
     soundfile.write(query, _excerpt(40, 10, 4.0), SR, subtype="PCM_16")
     for extra in ([], ["--sql"]):
         assert run("match", *extra, str(query)).startswith("q.wav: tune_040.wav")
-    assert "Fsmall_Tlong" in run("report")
+    assert "Fsmall_Tlong" in run("report", "--plots", str(tmp_path / "plots"))
+    assert len(list((tmp_path / "plots").glob("*.png"))) >= 2
+    assert "tune_031.wav" in run("tracks", "show", "tune_031.wav")
+    assert "tune_040.wav" in run("monitor", str(query))
     (tmp_path / "queries.csv").write_text(f"file,true_track,start_s\n{query},tune_040,{10 * HOP / SR}\n")
     assert run("eval", str(tmp_path / "queries.csv"), "--out", str(tmp_path / "eval")).strip()
     assert (tmp_path / "eval" / "per_query.csv").read_text().count("tune_040") >= 2
