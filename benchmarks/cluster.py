@@ -12,7 +12,8 @@ embedded wheel, so that the single database and the shards run the same PostgreS
    ``t + r * 1024`` until the catalogue holds ``--tracks``. ``1024`` is a multiple of every shard count,
    so a replica has its source's residue and lives on its source's shard: each shard replicates its own
    tracks, as a cluster loaded by content would hold them. The partition is UNLOGGED during the load and
-   its index built afterwards, then ``VACUUM ANALYZE``.
+   its index built afterwards, then ``VACUUM ANALYZE``; ``--compact`` then compacts every database
+   (``fpstore db compact``: one partition, rows sorted by ``(zone, hash)``).
 3. **match**: ``--queries`` random 5 s and 10 s excerpts of the clips (the same for every catalogue),
    fingerprinted once, each matched on every catalogue in turn (the catalogues in a rotated order, so
    that no drift of the machine favours one; all of them are built first and stay up), in this process,
@@ -50,6 +51,7 @@ from sqlalchemy.engine import make_url
 
 from fpstore.db.catalogue import open_store
 from fpstore.db.cluster import ClusterStore, init_cluster
+from fpstore.db.compact import compact
 from fpstore.db.embedded import EmbeddedServer
 from fpstore.db.store import Store
 from fpstore.ingest import ingest
@@ -174,6 +176,8 @@ def main() -> None:
     parser.add_argument("--shards", default="0,2,4", help="catalogues to build: 0 is the single database")
     parser.add_argument("--jobs", type=int, default=2, help="ingest worker processes")
     parser.add_argument("--ingest-rounds", type=int, default=3, help="timed ingests of every catalogue")
+    parser.add_argument("--compact", action="store_true",
+                        help="compact every database of every catalogue (fpstore db compact) before timing")
     parser.add_argument("--match-zone", action="append", help="zone(s) the Python matcher votes in [all, Fsmall_Tlong]")
     parser.add_argument("--postings-per-second", type=float, default=943.0,
                         help="postings per second of audio in four zones, for the sizing table [943: the dev "
@@ -220,7 +224,11 @@ def run(args: argparse.Namespace, urls: dict[str, str], shard_counts: list[int],
         for n_shards in shard_counts:
             store = stores[n_shards] = stack.enter_context(open_store(make_catalogue(urls, n_shards)))
             ingest(store, args.clips, jobs=args.jobs)
-            sizes[n_shards] = (fill_with_replicas(store, args.tracks), *postings_and_bytes(store))
+            n_tracks = fill_with_replicas(store, args.tracks)
+            if args.compact:
+                for database in data_stores(store):
+                    compact(database)
+            sizes[n_shards] = (n_tracks, *postings_and_bytes(store))
         match_rows = []
         for method, zone in [("python", z) for z in zones] + [("sql", "Fsmall_Tlong")]:
             found = time_matching(stores, queries, zone, method)

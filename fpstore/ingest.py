@@ -17,6 +17,10 @@ Conventions
 - A file that cannot be fingerprinted fails with one line ``<path>: <reason>`` (recorded in ``failures``)
   and the run goes on.
 - A run over at least :data:`BULK_MIN_FILES` files takes the bulk path; smaller runs the ordinary one.
+- On a cluster (:class:`~fpstore.db.cluster.ClusterStore`) each shard is a :class:`Destination` with
+  its own run and writer, and a track goes to the shard its digest picks; a shard that fails is set
+  aside (its files fail with one line each), the others go on. With ``scheduler``, dask workers
+  fingerprint and write the files instead (:mod:`fpstore.dask_workers`).
 - A new track that duplicates a stored one by content (:mod:`fpstore.duplicates`: most hashes aligned at
   one offset) is skipped, kept or replaces it (``on_duplicate``). It is compared with the tracks
   committed when its fingerprint is ready: those stored before the run and this run's batches (ordinary
@@ -337,7 +341,8 @@ class Ingest:
         destination.writing, destination.batch = [], []
 
     def _writer(self, store: Store, run: Run, n_files: int) -> Writer:
-        if self.scheduler is None and self.bulk if self.bulk is not None else n_files >= BULK_MIN_FILES:
+        bulk = self.bulk if self.bulk is not None else n_files >= BULK_MIN_FILES
+        if bulk and self.scheduler is None:  # dask workers write with the ordinary path
             return BulkWriter(store, run, replace=self.force, partition_postings=self.partition_postings)
         return OrdinaryWriter(store, run, replace=self.force)
 

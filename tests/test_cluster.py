@@ -235,7 +235,11 @@ def test_cli_on_the_router(cluster_url: str, tunes: Path, tmp_path: Path) -> Non
     assert "Fsmall_Tlong" in run("report", "--plots", str(tmp_path / "plots"))
     assert len(list((tmp_path / "plots").glob("*.png"))) >= 2
     assert "tune_031.wav" in run("tracks", "show", "tune_031.wav")
-    assert "tune_040.wav" in run("monitor", str(query))
+    recording = tmp_path / "recording.wav"
+    soundfile.write(recording, np.concatenate([synth_tune(40, duration_s=8.0), synth_tune(33, duration_s=8.0)]), SR,
+                    subtype="PCM_16")
+    followed = run("monitor", "--window", "4", "--hop", "2", str(recording))
+    assert "tune_040.wav" in followed and "tune_033.wav" in followed
     (tmp_path / "queries.csv").write_text(f"file,true_track,start_s\n{query},tune_040,{10 * HOP / SR}\n")
     assert run("eval", str(tmp_path / "queries.csv"), "--out", str(tmp_path / "eval")).strip()
     assert (tmp_path / "eval" / "per_query.csv").read_text().count("tune_040") >= 2
