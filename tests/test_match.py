@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
 from fpstore.cli import cli
+from fpstore.db.lookup import LookupStatement
 from fpstore.errors import AudioError, ParameterError
 from fpstore.ingest import ingest
 from fpstore.match import (
@@ -256,6 +257,32 @@ def test_the_sql_vote_is_planned_per_call_whatever_the_caller_prepares(tuned_sto
     # The caller's (generic) plan holds no scan of hashes: the PL/pgSQL vote (fpstore_vote since 0006, which the
     # SQL-language fpstore_match_zones inlines into) plans its lookup with the call's keys.
     assert "Function Scan on fpstore_vote" in caller_plan and "hashes" not in caller_plan
+
+
+@pytest.mark.postgres
+def test_the_lookup_is_planned_without_its_keys(tuned_store) -> None:
+    # Seeing the keys, the planner estimated each of them (~2 ms for 10,000) and chose a bitmap heap scan
+    # on a large catalogue, slower through four shards on two cores (migration 0008): the Python lookup
+    # and fpstore_postings read their keys at run time, so one plan serves every set of keys.
+    with tuned_store.raw() as conn:
+        zone_id, stored = conn.execute(
+            "SELECT zone, array_agg(DISTINCT hash) FROM hashes GROUP BY zone ORDER BY count(*) DESC LIMIT 1").fetchone()
+
+        def plans(keys: np.ndarray) -> dict[str, str]:
+            lookup = LookupStatement.of(np.full(keys.size, zone_id), keys)
+            explained = {
+                "python": conn.execute("EXPLAIN (COSTS OFF) " + lookup.statement, lookup.params).fetchall(),
+                "sql": conn.execute("EXPLAIN (COSTS OFF) SELECT * FROM fpstore_postings(%s::smallint, %s::int[])",
+                                    (zone_id, keys.tolist())).fetchall(),
+            }
+            return {path: "\n".join(row[0] for row in rows) for path, rows in explained.items()}
+
+        many = np.array(stored[:3000], dtype=np.int32)
+        few_plans, many_plans = plans(many[:3]), plans(many)
+    assert many.size > 1000 and few_plans == many_plans
+    for path, plan in many_plans.items():
+        assert "hash = ANY ((InitPlan 1).col1)" in plan or "hash = ANY ($0)" in plan, (path, plan)
+        assert str(int(many[-1])) not in plan, path
 
 
 @pytest.mark.postgres

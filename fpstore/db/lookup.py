@@ -19,12 +19,15 @@ if TYPE_CHECKING:
 
 # One index scan per zone with `hash = ANY(sorted keys)`: the B-tree walks the sorted keys in one pass
 # (measured 8 ms per zone for 2,700 keys, against 11 ms for a nested loop of probes, PostgreSQL 15,
-# 1,000 tracks). Each zone's postings come back as one bytea of big-endian int4 triples
-# (hash, track_id, t_anchor): 26 ms against 40 ms for int arrays and far less than a row per posting
-# (47,000 postings, 10,000 tracks).
+# 1,000 tracks). The keys reach it through a scalar sub-select, evaluated when the statement runs:
+# seeing them, the planner spent ~2 ms estimating 10,000 keys and chose a bitmap heap scan, and
+# through four shards on two cores a 10 s query's lookup took 185 ms against 130 ms now (migration
+# 0008 does the same in fpstore_postings). Each zone's postings come back as one bytea of big-endian
+# int4 triples (hash, track_id, t_anchor): 26 ms against 40 ms for int arrays and far less than a row
+# per posting (47,000 postings, 10,000 tracks).
 _LOOKUP_ONE_ZONE = (
     "(SELECT string_agg(int4send(hash) || int4send(track_id) || int4send(t_anchor), ''::bytea)"
-    " FROM hashes WHERE zone = %s AND hash = ANY(%s::int[]))"
+    " FROM hashes WHERE zone = %s AND hash = ANY(CAST((SELECT %s::int[]) AS int[])))"
 )
 
 #: The SQL vote of each count (migrations 0002 to 0006), one call per query.

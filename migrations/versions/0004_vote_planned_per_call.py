@@ -83,9 +83,8 @@ MATCH_ZONES_SQL = """
         """
 
 
-def upgrade() -> None:
-    op.execute(
-        """
+#: The posting lookup; migration 0008 hides its keys from the planner and restores this on downgrade.
+POSTINGS_SQL = """
         CREATE FUNCTION fpstore_postings(zone_id smallint, stored_hashes integer[])
         RETURNS TABLE (hash integer, track_id integer, t_anchor integer)
         LANGUAGE sql STABLE PARALLEL SAFE
@@ -94,7 +93,10 @@ def upgrade() -> None:
             WHERE h.zone = zone_id AND h.hash = ANY(stored_hashes)
         $$
         """
-    )
+
+
+def upgrade() -> None:
+    op.execute(POSTINGS_SQL)
     op.execute(
         """
         COMMENT ON FUNCTION fpstore_postings(smallint, integer[]) IS
