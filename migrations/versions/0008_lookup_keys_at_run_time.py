@@ -9,11 +9,11 @@ Inlined into the vote's ``EXECUTE ... USING`` (and into a client's statement wit
 the planner saw every key: it estimated each one's rows from the column's statistics (about 2 ms of
 planning for the 10,000 keys of a 10 s query in four zones) and chose a bitmap heap scan. Now the
 array is read through a scalar sub-select (an InitPlan, evaluated once when the statement runs), so
-the plan cannot depend on the keys: a plain index scan that walks the sorted keys through
-``hashes_zone_hash`` in one pass, whatever the caller prepares. Same rows, same answers. Measured on a
-2,058-track catalogue (README, "A catalogue on several servers"): the SQL vote over four zones for 10 s
-queries 272 ms before and 264 ms after on one database, 285-309 ms and 227-231 ms through four shards
-on two cores. fpstore's Python matcher sends the same form of lookup (``fpstore.db.lookup``).
+the plan cannot depend on the keys, whatever the caller prepares: on a large catalogue, a plain index
+scan that walks the sorted keys through ``hashes_zone_hash`` in one pass. Same rows, same answers.
+Measured on 2,058 tracks (the dev corpus's clips replicated as ``benchmarks/cluster.py`` does, medians
+of 10 queries): the SQL vote over four zones for 10 s queries 272-277 ms before and 264-275 ms after on
+one database, 285-309 ms before and 227-231 ms after through four shards on two cores. fpstore's Python matcher sends the same form of lookup (``fpstore.db.lookup``).
 """
 
 from __future__ import annotations
