@@ -13,7 +13,8 @@ the plan cannot depend on the keys, whatever the caller prepares: on a large cat
 scan that walks the sorted keys through ``hashes_zone_hash`` in one pass. Same rows, same answers.
 Measured on 2,058 tracks (the dev corpus's clips replicated as ``benchmarks/cluster.py`` does, medians
 of 10 queries): the SQL vote over four zones for 10 s queries 272-277 ms before and 264-275 ms after on
-one database, 285-309 ms before and 227-231 ms after through four shards on two cores. fpstore's Python matcher sends the same form of lookup (``fpstore.db.lookup``).
+one database, 285-309 ms before and 227-231 ms after through four shards on two cores. fpstore's
+Python matcher sends the same form of lookup (``fpstore.db.lookup``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,118 @@
+"""An experiment for issue 11: a "no match" rule from the spacings of the query's own top votes.
+
+The Poisson bound behind ``score`` (:mod:`fpstore.significance`) assumes chance votes spread evenly
+over the offset bins; real music's do not (repeated bars align by chance), so at ``alpha = 1e-3`` it
+names a track for many negatives. This script measures another null, computed per query from the
+votes of the tracks that did *not* match: when the query is in no stored track, the best votes of the
+tracks are all chance maxima, and for maxima of that kind (the Gumbel domain) the normalised spacings
+``k * (M_k - M_(k+1))`` of the ordered votes ``M_1 >= M_2 >= ...`` are independent exponentials of
+one scale ``beta``. The gap ``M_1 - M_2`` is then one more such exponential, and with ``beta``
+estimated from the ``m = K - 2`` spacings below it, ``(M_1 - M_2) / beta_hat`` follows ``F(2, 2m)``:
+
+    p = (1 + (M_1 - M_2) / (m * beta_hat)) ** -m,    beta_hat = max(mean(spacings), 0.5)
+
+one test per query (times the speed factors tried, with ``--evidence robust``), whatever the
+catalogue size, the query length or the clumping. The script ingests the ``in_db=1`` clips of a
+corpus into an embedded database (kept in ``--workdir``), matches every query of the given sets,
+never accepting, with ``top_k = K``, and prints, per query set and per degradation and length, the
+share of positives named correctly and of negatives named at all, under both nulls at each alpha.
+
+    python benchmarks/spacing_rule.py --corpus ../corpus/devlarge --set queries --set hard --zone all
+
+Nothing here is used by ``fpstore match``: it is the measurement a rule would have to pass first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from fpstore.db.catalogue import open_store
+from fpstore.db.embedded import EmbeddedServer
+from fpstore.ingest import ingest
+from fpstore.match import PLAIN, ROBUST, DecisionRule, match_prepared, prepare_query
+
+ALPHAS = (1e-2, 1e-3, 1e-4)
+
+
+def spacing_p(votes_desc: np.ndarray, n_tests: int = 1) -> float:
+    """The spacing null's p of the best of ``votes_desc`` (the tracks' best votes, best first)."""
+    if votes_desc.size < 4:
+        return 1.0
+    spacings = np.arange(2, votes_desc.size) * (votes_desc[1:-1] - votes_desc[2:])
+    m = spacings.size
+    beta_hat = max(float(spacings.mean()), 0.5)
+    return min(1.0, n_tests * (1 + (votes_desc[0] - votes_desc[1]) / (m * beta_hat)) ** -m)
+
+
+def catalogue_clips(corpus: Path, workdir: Path) -> Path:
+    """A folder of links to the corpus's ``in_db=1`` clips (their queries are positives, the others' negatives)."""
+    clips = workdir / "clips"
+    clips.mkdir(parents=True, exist_ok=True)
+    with open(corpus / "tracks.csv") as table:
+        for row in csv.DictReader(table):
+            link = clips / Path(row["clip_file"]).name
+            if row["in_db"] == "1" and not link.exists():
+                link.symlink_to((corpus / row["clip_file"]).resolve())
+    return clips
+
+
+def share(flags: list[bool]) -> str:
+    return f"{100 * np.mean(flags):.1f}" if flags else "–"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, required=True, help="a corpus folder (tracks.csv, clips30/, query sets)")
+    parser.add_argument("--set", dest="sets", action="append", required=True, help="query set folder(s) in the corpus")
+    parser.add_argument("--zone", default="Fsmall_Tlong", help="zone that votes, or 'all'")
+    parser.add_argument("--evidence", choices=("plain", "robust"), default="plain")
+    parser.add_argument("--k", type=int, default=30, help="tracks' best votes read per query (K)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/fpstore-spacing-rule"))
+    args = parser.parse_args()
+    evidence = {"plain": PLAIN, "robust": ROBUST}[args.evidence]
+    n_tests = len(evidence.speeds)
+    never = DecisionRule(min_votes=2**31 - 1)  # so that every speed factor is tried and nothing cut short
+    with EmbeddedServer(args.workdir / "server") as server, open_store(server.url) as store:
+        if store.schema_revision() is None or store.tracks.count() == 0:
+            ingest(store, catalogue_clips(args.corpus, args.workdir), jobs=2)
+        params = store.params(duration_s=None)
+        print(f"{store.tracks.count()} tracks; zone {args.zone}; evidence {args.evidence} ({n_tests} test(s) per "
+              f"query); K = {args.k}\n")
+        print("| set | degradation | length (s) | positives | argmax | " +
+              " | ".join(f"{null} {alpha:g}" for null in ("poisson", "spacing") for alpha in ALPHAS) +
+              " | negatives | " + " | ".join(f"FP {null} {alpha:g}" for null in ("poisson", "spacing") for alpha in ALPHAS)
+              + " |\n|---|---|---|---:|---:|" + "---:|" * (len(ALPHAS) * 2) + "---:|" + "---:|" * (len(ALPHAS) * 2))
+        for query_set in args.sets:
+            groups: dict[tuple[str, str], list[tuple[bool, bool, float, float]]] = defaultdict(list)
+            with open(args.corpus / query_set / "queries.csv") as table:
+                for row in csv.DictReader(table):
+                    prepared = prepare_query(args.corpus / query_set / row["file"], params, evidence)
+                    if isinstance(prepared, str):
+                        print(f"  failed: {prepared}")
+                        continue
+                    result = match_prepared(store, prepared, params, evidence=evidence, zone=args.zone, top_k=args.k,
+                                            rule=never)
+                    best = result.best
+                    right = best is not None and Path(best.file_name).stem == row["true_track"]
+                    votes = np.array([c.votes for c in result.candidates], dtype=np.int64)
+                    poisson = 10 ** -best.score if best is not None else 1.0
+                    entry = (bool(row["true_track"]), right, poisson, spacing_p(votes, n_tests))
+                    for key in ((row["degradation"], row["length_s"]), ("*", "*")):
+                        groups[key].append(entry)
+            for (degradation, length), entries in sorted(groups.items()):
+                positives = [e for e in entries if e[0]]
+                negatives = [e for e in entries if not e[0]]
+                named = [share([right and p[i] < alpha for _, right, *p in positives]) for i in (0, 1) for alpha in ALPHAS]
+                false = [str(sum(p[i] < alpha for _, _, *p in negatives)) for i in (0, 1) for alpha in ALPHAS]
+                print(f"| {query_set} | {degradation} | {length} | {len(positives)} | "
+                      f"{share([right for _, right, _, _ in positives])} | " + " | ".join(named) +
+                      f" | {len(negatives)} | " + " | ".join(false) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
