@@ -153,3 +153,102 @@ def chance_scores(counts: np.ndarray, pairs_per_track: np.ndarray, bins_per_trac
     """
     scores: np.ndarray = np.abs(chance_log10_p(counts, pairs_per_track, bins_per_track))
     return scores
+
+
+#: How many of the query's best-scoring tracks measure its chance scale (``K`` of :func:`tracks_null_log10_p`).
+TRACKS_NULL_DEPTH = 30
+#: The best ranks left out of that measure: the candidate itself and one more, so that a stored duplicate
+#: of the matching recording (an equal second) does not hide the match.
+TRACKS_NULL_SKIP = 2
+
+
+def track_log_p(votes: np.ndarray, counts_per_track: np.ndarray, bins_per_track: np.ndarray) -> np.ndarray:
+    """Natural log of each track's own chance probability of its fullest bin, corrected for its bins.
+
+    ``min(1, B_j * P(Poisson(n_j / B_j) >= m_j))`` for the fullest bin ``m_j`` of a track whose ``n_j``
+    counted votes (pairs, or distinct anchors) fall in ``B_j`` bins: the Poisson bound of
+    :func:`chance_log10_p` for one track. A track with one vote gets 0 (``p = 1``).
+
+    Parameters
+    ----------
+    votes : np.ndarray [shape=(k,)], integer >= 1
+        Fullest-bin count of each track.
+    counts_per_track : np.ndarray [shape=(k,)], integer >= votes
+        Votes of each track over all its bins (``n_j``).
+    bins_per_track : np.ndarray [shape=(k,)], integer >= 1
+        Its offset bins (:func:`offset_bins`).
+
+    Returns
+    -------
+    log_p : np.ndarray [shape=(k,), dtype=float64], <= 0
+
+    Examples
+    --------
+    >>> np.round(track_log_p(np.array([6, 1]), np.array([20, 9]), np.array([1000, 1000])), 2)
+    array([-23.16,   0.  ])
+    """
+    bins = np.asarray(bins_per_track, dtype=np.float64)
+    lam = np.asarray(counts_per_track, dtype=np.float64) / bins
+    log_p: np.ndarray = np.minimum(np.log(bins) + poisson_log_tail(np.asarray(votes), lam), 0.0)
+    return log_p
+
+
+def tracks_null_log10_p(candidate_log_p: np.ndarray, track_log_p_values: np.ndarray, *,
+                        depth: int = TRACKS_NULL_DEPTH, skip: int = TRACKS_NULL_SKIP) -> np.ndarray:
+    """``log10`` of the chance probability of each candidate, measured against the query's other tracks.
+
+    Chance alignments of real music come in clumps (repeated bars, chords), so a track's Poisson
+    evidence ``E_j = -ln p_j`` (:func:`track_log_p`) overstates what chance can do by an amount that
+    differs from query to query. Each query measures it on its own voted tracks, most of which only
+    chance filled: above the ``(K+1)``-th largest evidence ``u`` (``K = depth``, fewer when fewer
+    tracks voted), the ``K`` largest exceed ``u`` by independent exponentials of one scale (peaks over
+    a threshold), and their normalised spacings ``r (E_(r) - E_(r+1))`` are exponentials of that scale
+    too (Rényi). The scale is estimated from the spacings of ranks ``skip + 1 .. K`` (``m = depth -
+    skip`` of them; the best ranks, which a match and a stored duplicate of it fill, are left out) and
+    kept at least 1 (chance is never taken to be thinner than the Poisson model says). With fewer
+    than ``depth + 1`` voted tracks, the next track has no evidence (``u = 0``) and the ranks without
+    a track count at the scale 1. A candidate's ``p`` is the chance that one of the ``K`` exceeds
+    ``u`` by as much as it does, with the predictive tail of an exponential whose scale was estimated
+    from ``m`` draws:
+
+        p = min(1, K * (1 + max(E - u, 0) / (m * sigma_hat)) ** -m),   sigma_hat = max(1, mean spacing)
+
+    Parameters
+    ----------
+    candidate_log_p : np.ndarray [shape=(c,)], float <= 0
+        ``ln p_j`` of the tracks to judge.
+    track_log_p_values : np.ndarray [shape=(N,)], float <= 0
+        ``ln p_j`` of every track that received a vote (the candidates among them).
+    depth, skip : int
+        ``K``, and the best ranks left out of the scale.
+
+    Returns
+    -------
+    log10_p : np.ndarray [shape=(c,), dtype=float64], <= 0
+
+    Examples
+    --------
+    A candidate with ``ln p = -20`` among forty tracks spread as the Poisson model spreads chance
+    (``ln p_j = ln(j / 40)``), then among tracks whose chance evidence is three times as wide:
+
+    >>> chance = np.log(np.arange(1, 41) / 40)
+    >>> np.round(tracks_null_log10_p(np.array([-20.0]), np.append(chance, -20.0)), 2)
+    array([-4.76])
+    >>> np.round(tracks_null_log10_p(np.array([-20.0]), np.append(3 * chance, -20.0)), 2)
+    array([-0.91])
+    """
+    candidates = -np.asarray(candidate_log_p, dtype=np.float64)
+    if candidates.size == 0:
+        return np.zeros(0)
+    evidence = np.sort(-np.asarray(track_log_p_values, dtype=np.float64))[::-1][:depth + 1]
+    if evidence.size <= depth:  # the next track got no vote: no evidence
+        evidence = np.append(evidence, 0.0)
+    ranks = np.arange(1, evidence.size)
+    spacings = (ranks * (evidence[:-1] - evidence[1:]))[skip:]
+    m = depth - skip
+    # Ranks without a track (a small catalogue) are taken at the Poisson model's scale, 1.
+    scale = max(1.0, (float(spacings.sum()) + (m - spacings.size)) / m)
+    excess = np.maximum(candidates - evidence[-1], 0.0)
+    log_p = np.log(ranks.size) - m * np.log1p(excess / (m * scale))
+    log10_p: np.ndarray = np.minimum(log_p, 0.0) / _LN10
+    return log10_p

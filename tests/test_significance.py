@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fpstore.significance import chance_log10_p, chance_scores, offset_bins, poisson_log_tail
+from fpstore.significance import (
+    chance_log10_p,
+    chance_scores,
+    offset_bins,
+    poisson_log_tail,
+    track_log_p,
+    tracks_null_log10_p,
+)
 from fpstore.vote import vote
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from clumped_chance import alarm_rates, clumped_votes  # noqa: E402  (a benchmark script, not a package)
 
 
 def _poisson_tail(m: int, lam: float) -> float:
@@ -93,3 +105,47 @@ def test_a_planted_alignment_among_random_postings_is_found(rng_factory) -> None
     scores = chance_scores(votes, pairs, bins)
     assert best_tracks[0] == 17 and best_offsets[0] == 321
     assert scores[0] > 3 > scores[1]
+
+
+# -- the tracks null: on benchmarks/clumped_chance.py's chance votes, which come in clumps -------------------
+@pytest.mark.parametrize(("n_tracks", "rate"), [(60, 0.01), (600, 0.002), (600, 0.03)])
+def test_the_tracks_null_keeps_its_rate_on_chance_without_clumps(n_tracks, rate, rng_factory) -> None:
+    tracks_rate, _ = alarm_rates(rng_factory(11), 300, 0.05, n_tracks, rate, 1)
+    assert tracks_rate <= 28 / 300, tracks_rate  # 300 draws at 5 %: the binomial 99.9 % bound is 28
+
+
+def test_on_clumped_chance_the_tracks_null_alarms_far_less_often_than_the_poisson_bound(rng_factory) -> None:
+    tracks_rate, poisson_rate = alarm_rates(rng_factory(12), 200, 0.05, 200, 0.01, 3)
+    assert poisson_rate > 0.9, poisson_rate  # clumps of 1-3 votes defeat the fixed model
+    assert tracks_rate < poisson_rate / 3, (tracks_rate, poisson_rate)
+
+
+def test_a_planted_match_stands_out_and_a_stored_duplicate_does_not_hide_it(rng_factory) -> None:
+    rng = rng_factory(13)
+    tracks, offsets, counted, bins = clumped_votes(rng, 200, 0.01, 2)
+    planted = 14
+    for track in (17, 18):  # the match and a stored duplicate of it
+        tracks = np.concatenate([tracks, np.full(planted, track)])
+        offsets = np.concatenate([offsets, np.full(planted, 321)])
+        counted[track] += planted
+    voted, votes, _ = vote(tracks, offsets, top_k=tracks.size)
+    log_p = track_log_p(votes, counted[voted], bins[voted])
+    assert set(voted[:2].tolist()) == {17, 18}
+    assert tracks_null_log10_p(log_p[:1], log_p)[0] < -3
+    # Measured from the best ranks too, the duplicate's spacing would widen the scale and hide the match.
+    assert tracks_null_log10_p(log_p[:1], log_p, skip=0)[0] > tracks_null_log10_p(log_p[:1], log_p)[0] + 1
+    assert tracks_null_log10_p(log_p[2:3], log_p)[0] > -1.3  # the best chance track is no match at 5 %
+
+
+def test_the_tracks_null_is_never_thinner_than_poisson_and_takes_a_small_catalogue_at_its_scale() -> None:
+    m = 30 - 2
+    # Other tracks without any evidence: the scale stays 1 (the Poisson model's), p = K (1 + E/m)^-m.
+    log_p = np.append(-30.0, np.zeros(40))
+    assert tracks_null_log10_p(log_p[:1], log_p)[0] == pytest.approx((np.log(30) - m * np.log1p(30 / m)) / np.log(10))
+    # Three voted tracks: the next has no evidence (u = 0), the missing ranks count at scale 1.
+    scale = (3 * 0.5 + (m - 1)) / m
+    expected = (np.log(3) - m * np.log1p(50 / (m * scale))) / np.log(10)
+    assert tracks_null_log10_p(np.array([-50.0]), np.array([-50.0, -1.0, -0.5]))[0] == pytest.approx(expected)
+    # One voted track: judged alone at the Poisson scale.
+    alone = tracks_null_log10_p(np.array([-20.0]), np.array([-20.0]))[0]
+    assert alone == pytest.approx(-m * np.log1p(20 / m) / np.log(10)) and alone < -3
