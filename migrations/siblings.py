@@ -17,3 +17,11 @@ def revision_module(file_name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def rewritten(text: str, rewrites: tuple[tuple[str, str], ...]) -> str:
+    """``text`` (another revision's SQL) with each ``(old, new)`` replaced; each ``old`` must occur exactly once."""
+    for old, new in rewrites:
+        assert text.count(old) == 1, f"the earlier revision's SQL no longer holds {old[:40]!r} once"
+        text = text.replace(old, new)
+    return text

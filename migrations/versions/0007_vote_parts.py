@@ -18,7 +18,7 @@ a match on one database and on a router (which has no ``tracks`` table).
 from __future__ import annotations
 
 from alembic import op
-from fpstore.db.migrations.siblings import revision_module
+from fpstore.db.migrations.siblings import revision_module, rewritten
 
 revision = "0007"
 down_revision = "0006"
@@ -47,11 +47,7 @@ _REWRITES = (
 
 def vote_parts_sql() -> str:
     """``CREATE FUNCTION fpstore_vote_parts``: 0006's vote text with :data:`_REWRITES` applied."""
-    text = revision_module("0006_vote_by_anchors.py")._VOTE_SQL
-    for old, new in _REWRITES:
-        assert text.count(old) == 1, f"0006's vote no longer holds {old[:40]!r}"
-        text = text.replace(old, new)
-    return text
+    return rewritten(revision_module("0006_vote_by_anchors.py")._VOTE_SQL, _REWRITES)
 
 
 _TRACKS_SQL = """
