@@ -22,7 +22,7 @@ both. ``--match-zone`` (repeatable) chooses the zones that vote; ``--reuse`` kee
 built at the right size, so the timing can be re-run alone (with ``--keep``); ``--compact`` runs
 ``fpstore db compact`` (one partition, heap sorted by ``(zone, hash)``) before timing. ``--robust``
 matches with :data:`fpstore.match.ROBUST` evidence (distinct anchors, four sub-hop shifts, speeds tried
-lazily) and ``--alpha`` with the calibrated rule.
+lazily) and ``--alpha`` with the calibrated rule (``--null`` its chance model).
 
 Usage (dev server; drops its databases at the end unless ``--keep``)::
 
@@ -74,10 +74,24 @@ CROSS JOIN generate_series(%(r_from)s::int, %(r_to)s::int) AS r
 WHERE h.track_id + r * %(id_step)s::int <= %(last_id)s::int
 """
 
+# A replica's tracks row: its source's lengths (the chance models read n_frames), a name of its own.
+REPLICATE_TRACKS_SQL = """
+INSERT INTO tracks (id, path, file_name, sha256, duration_s, n_frames, n_peaks, n_postings, run_id)
+SELECT t.id + r * %(id_step)s::int, t.path || '#replica' || r, 'replica ' || r || ' of ' || t.file_name,
+       sha256(t.sha256 || int4send(r)), t.duration_s, t.n_frames, t.n_peaks, t.n_postings, t.run_id
+FROM tracks t CROSS JOIN generate_series(1, %(replicas)s::int) AS r
+WHERE t.id <= %(last_real_id)s::int AND t.id + r * %(id_step)s::int <= %(last_id)s::int
+ON CONFLICT DO NOTHING
+"""
+
 
 def replicate(conn: psycopg.Connection, label: str, *, replicas: int, id_step: int, last_real_id: int,
               last_id: int) -> None:
-    """Add ``replicas`` transposed copies of tracks ``<= last_real_id`` (replica r: ids + r * id_step), in ten steps."""
+    """Add ``replicas`` transposed copies of tracks ``<= last_real_id`` (replica r: ids + r * id_step), in ten steps.
+
+    Each replica also gets a ``tracks`` row (named ``replica r of <source>``), so that the matcher's
+    chance models see its length as they see a real track's.
+    """
     step = max(1, replicas // 10)
     started = time.perf_counter()
     for r_from in range(1, replicas + 1, step):
@@ -85,6 +99,8 @@ def replicate(conn: psycopg.Connection, label: str, *, replicas: int, id_step: i
         conn.execute(REPLICATE_SQL, dict(shifts=F_SHIFTS, id_step=id_step, last_real_id=last_real_id, last_id=last_id,
                                          r_from=r_from, r_to=r_to))
         print(f"  {label}: replicas {r_from}..{r_to} of {replicas} ({time.perf_counter() - started:.0f} s)", flush=True)
+    conn.execute(REPLICATE_TRACKS_SQL, dict(id_step=id_step, last_real_id=last_real_id, last_id=last_id,
+                                            replicas=replicas))
 
 SIZE_SQL = """
 SELECT (SELECT count(*) FROM hashes) AS postings,
@@ -173,8 +189,8 @@ def time_queries(url: str, queries: list[tuple[float, np.ndarray, str]], zone: s
                  rule: DecisionRule | None = None) -> list[dict[str, float]]:
     """Fingerprint and match each query in turn (matching in ``zone``); the times of each, in seconds.
 
-    With shifts or speeds, "fingerprint" is the query as it is at every shift, and "match" includes
-    the fingerprints of the other speeds when speed 1.0 names nothing (they are made lazily).
+    With shifts or speeds, "fingerprint" is the query as it is, and "match" includes the fingerprints
+    of the other shifts and speeds when the query as it is names nothing (they are made lazily).
     """
     rule = rule or DecisionRule()
     engine = create_engine(url)
@@ -184,7 +200,7 @@ def time_queries(url: str, queries: list[tuple[float, np.ndarray, str]], zone: s
     for length_s, y, true_name in queries:
         t0 = time.perf_counter()
         if evidence.needs_audio:
-            prepared = PreparedQuery(speed_variant(y, params, 1.0, evidence.shifts), y)
+            prepared = PreparedQuery(speed_variant(y, params, 1.0, 1), y)
             t1 = time.perf_counter()
             result = match_prepared(store, prepared, params, evidence=evidence, zone=zone, rule=rule)
         else:
@@ -257,6 +273,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--robust", action="store_true", help="match with ROBUST evidence (anchors, shifts, speeds)")
     parser.add_argument("--alpha", type=float, help="calibrated rule (default: the default rule)")
+    parser.add_argument("--null", choices=("poisson", "tracks"), default="poisson", help="chance model of the score")
     args = parser.parse_args()
     if (args.server is None) == (args.embedded is None):
         parser.error("give one of --server and --embedded")
@@ -298,7 +315,7 @@ def run(args: argparse.Namespace) -> None:
             ensure_index(url, variant)
             postings, bpp = sizes(url)
             for zone in match_zones:
-                evidence, rule = ROBUST if args.robust else PLAIN, DecisionRule(alpha=args.alpha)
+                evidence, rule = ROBUST if args.robust else PLAIN, DecisionRule(alpha=args.alpha, null=args.null)
                 time_queries(url, queries[:4], zone, evidence, rule)  # warm the cache a little, as a service would be
                 lines += table_rows(n_tracks, variant, zone, postings, bpp, time_queries(url, queries, zone, evidence, rule))
                 print("\n".join(lines[-3:]), flush=True)

@@ -16,7 +16,7 @@ import pathlib
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -46,6 +46,9 @@ from fpstore.plots import plot_fingerprint
 from fpstore.report import ZONE_COLUMNS, Report, build_report
 from fpstore.signal.synth import write_example_audio
 from fpstore.wording import counted
+
+if TYPE_CHECKING:
+    from fpstore.match import Null
 
 EXIT_SOME_FILES_FAILED = 3
 #: Tracks named in the prompt of ``tracks remove``; more are counted.
@@ -535,6 +538,9 @@ def match_options(command: F) -> F:
                           "Not with --min-votes."),
         click.option("--min-ratio", type=click.FloatRange(1.0), default=DEFAULT_MIN_RATIO, show_default=True,
                      help="Best track's votes must be this many times the runner-up's."),
+        click.option("--null", type=click.Choice(["poisson", "tracks"]), default="poisson", show_default=True,
+                     help="Chance model behind the score: the Poisson bound, or each track's Poisson evidence on "
+                          "a scale measured on the query's other tracks (not with --sql)."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
@@ -582,7 +588,7 @@ def _evidence(robust: bool, count: str | None, shifts: int | None, speeds: str |
 @click.pass_context
 @with_store
 def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zone: str, min_votes: int | None,
-                  min_ratio: float, alpha: float | None, top_k: int, use_sql: bool, as_json: bool, robust: bool,
+                  min_ratio: float, alpha: float | None, null: Null, top_k: int, use_sql: bool, as_json: bool, robust: bool,
                   count: str | None, shifts: int | None, speeds: str | None) -> None:
     """Name the stored track each audio query is an excerpt of, and where it starts.
 
@@ -606,7 +612,7 @@ def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zo
 
     some_failed = False
     evidence = _evidence(robust, count, shifts, speeds)
-    for result in match_queries(store, queries, zone=zone, top_k=top_k, rule=DecisionRule(min_votes, min_ratio, alpha),
+    for result in match_queries(store, queries, zone=zone, top_k=top_k, rule=DecisionRule(min_votes, min_ratio, alpha, null),
                                 method="sql" if use_sql else "python", stdin=getattr(sys.stdin, "buffer", None),
                                 evidence=evidence):
         some_failed = some_failed or result.error is not None
@@ -667,7 +673,7 @@ def _match_line(result: Any, top_k: int) -> str:
 @click.pass_context
 @with_store
 def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, min_votes: int | None, min_ratio: float,
-                 alpha: float | None, all_zones: bool, labels: tuple[str, ...], out_dir: str, robust: bool,
+                 alpha: float | None, null: Null, all_zones: bool, labels: tuple[str, ...], out_dir: str, robust: bool,
                  count: str | None, shifts: int | None, speeds: str | None) -> None:
     """Run every query of QUERIES_CSV and score the answers.
 
@@ -689,7 +695,7 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
     evidence = _evidence(robust, count, shifts, speeds)
     with _progress(ctx) as (on_start, on_file):
         outcome = run_eval(store, queries_csv, out_dir, zones=None if all_zones else [zone],
-                           labels=list(labels) or None, rule=DecisionRule(min_votes, min_ratio, alpha),
+                           labels=list(labels) or None, rule=DecisionRule(min_votes, min_ratio, alpha, null),
                            on_start=on_start, on_query=lambda path: on_file(None), evidence=evidence)
     for reason in outcome.failures:
         click.echo(f"failed: {reason}", err=True)
@@ -719,7 +725,7 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
 @click.pass_context
 @with_store
 def monitor_command(ctx: click.Context, store: Store, source: str, window_s: float, hop_s: float, zone: str,
-                    min_votes: int | None, min_ratio: float, alpha: float | None, tolerance_frames: int,
+                    min_votes: int | None, min_ratio: float, alpha: float | None, null: Null, tolerance_frames: int,
                     max_gap: int, min_windows: int, as_json: bool) -> None:
     """Follow a long recording or a live stream (SOURCE, or - for standard input) and tell what plays when.
 
@@ -744,7 +750,7 @@ def monitor_command(ctx: click.Context, store: Store, source: str, window_s: flo
     verbose = _state(ctx).verbose
     blocks = audio_blocks(source, store.params(duration_s=None).sample_rate, stdin=sys.stdin.buffer)
     for segment in monitor(store, blocks, window_s=window_s, hop_s=hop_s, zone=zone,
-                           rule=DecisionRule(min_votes, min_ratio, alpha), tolerance_frames=tolerance_frames,
+                           rule=DecisionRule(min_votes, min_ratio, alpha, null), tolerance_frames=tolerance_frames,
                            max_gap=max_gap, min_windows=min_windows, on_window=_echo_window if verbose else None):
         click.echo(json.dumps(_segment_json(segment)) if as_json else _segment_line(segment))
 

@@ -35,7 +35,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -49,7 +49,7 @@ from fpstore.signal.audio import display_path
 from fpstore.signal.fingerprint import Fingerprint, fingerprint_signal
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.variants import SpeedVariant, check_variants, speed_variant
-from fpstore.significance import chance_scores, offset_bins
+from fpstore.significance import chance_scores, offset_bins, track_log_p, tracks_null_log10_p
 from fpstore.vote import distinct_anchor_pairs, pair_indices, query_keys, vote
 from fpstore.workers import fingerprint_job, no_hashes_reason, signal_job
 
@@ -82,6 +82,9 @@ STDIN_LABEL = "<stdin>"
 Method = Literal["python", "sql"]
 #: What a vote counts in a ``(track, offset)`` bin: every (posting, query hash) pair, or distinct stored anchors.
 Count = Literal["pairs", "anchors"]
+#: The chance model behind a candidate's score: the closed-form Poisson bound, or one whose scale each query
+#: measures on its other voted tracks (:mod:`fpstore.significance`).
+Null = Literal["poisson", "tracks"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ class Evidence:
         takes its mean from the pairs, an upper bound: see :func:`chance_of_votes`).
     shifts : int
         Fingerprint the query at this many sub-hop shifts (0, 1/n, ... of the hop) and pool their
-        votes; needs the query's audio.
+        votes, when the query as it is names nothing (one more test); needs the query's audio.
     speeds : tuple of float
         Speed factors to try besides 1.0 (e.g. 0.98 for a query played 2 % slower). 1.0 is tried first
         and the others only when it gives no match; the best by score is kept, every factor counted
@@ -147,11 +150,17 @@ class DecisionRule:
     alpha : float or None
         In (0, 1): name the best candidate when its corrected chance probability is below it
         (score ``> -log10 alpha``).
+    null : {"poisson", "tracks"}
+        The chance model behind every candidate's score: ``"poisson"``, the closed-form bound over
+        every tested ``(track, offset)`` bin (:func:`fpstore.significance.chance_scores`);
+        ``"tracks"``, each track's own Poisson evidence on a scale the query measures on its other
+        voted tracks (:func:`fpstore.significance.tracks_null_log10_p`; in SQL ``fpstore_match_tracks``).
     """
 
     min_votes: int | None = None
     min_ratio: float = DEFAULT_MIN_RATIO
     alpha: float | None = None
+    null: Null = "poisson"
 
     def __post_init__(self) -> None:
         if self.min_votes is not None and (
@@ -164,6 +173,8 @@ class DecisionRule:
             isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 1
         ):
             raise ParameterError(f"alpha={self.alpha!r} must be a number in (0, 1), or None")
+        if self.null not in ("poisson", "tracks"):
+            raise ParameterError(f"null={self.null!r} must be 'poisson' or 'tracks'")
         if self.alpha is not None and self.min_votes is not None:
             raise ParameterError(f"give min_votes={self.min_votes} or alpha={self.alpha}, not both")
 
@@ -354,8 +365,8 @@ def match_fingerprint(
     # The runner-up decides the confidence and the ratio rule: always rank it, list only top_k.
     ranked_k = max(top_k, 2)
     names = [z.name for z in params.zones] if zone == ALL_ZONES else [params.zone(zone).name]
-    rankings = (_python_rankings(store, variants, names, ranked_k, count) if method == "python"
-                else [_sql_ranking(store, variant, names, ranked_k, count) for variant in variants])
+    rankings = (_python_rankings(store, variants, names, ranked_k, count, rule.null) if method == "python"
+                else [_sql_ranking(store, variant, names, ranked_k, count, rule.null) for variant in variants])
     best: tuple[float, list[tuple[int, int, int, float]], int, float] | None = None
     for variant, (ranked, n_query_hashes) in zip(variants, rankings):
         # Every speed factor tried is a test: the union bound lowers each score by log10(tests).
@@ -374,7 +385,7 @@ Ranking = tuple[list[tuple[int, int, int, float]], int]
 
 
 def _python_rankings(store: Store, variants: Sequence[SpeedVariant], names: list[str], ranked_k: int,
-                     count: Count) -> list[Ranking]:
+                     count: Count, null: Null) -> list[Ranking]:
     """Each variant's ranked ``(track, offset, votes, score)`` and hash count, from one posting lookup for all."""
     ids = store.zone_ids()
     parts = [(v, fp.zones[name], ids[name]) for v, variant in enumerate(variants)
@@ -398,23 +409,65 @@ def _python_rankings(store: Store, variants: Sequence[SpeedVariant], names: list
         pair_offsets = t_anchor[posting[mine]] - pair_t_query
         if count == "anchors":
             kept = distinct_anchor_pairs(track_ids, t_anchor, posting[mine], pair_t_query)
-            voted = vote(pair_tracks[kept], pair_offsets[kept], top_k=ranked_k)
+            vote_tracks, vote_offsets = pair_tracks[kept], pair_offsets[kept]
         else:
-            voted = vote(pair_tracks, pair_offsets, top_k=ranked_k)
-        ranked_tracks, ranked_votes, ranked_offsets = voted
-        scores = chance_of_votes(store, ranked_votes, pair_tracks, t_query[of_variant])
+            vote_tracks, vote_offsets = pair_tracks, pair_offsets
+        if null == "tracks":
+            ranked_tracks, ranked_votes, ranked_offsets, scores = tracks_null_vote(
+                store, vote_tracks, vote_offsets, t_query[of_variant], ranked_k)
+        else:
+            ranked_tracks, ranked_votes, ranked_offsets = vote(vote_tracks, vote_offsets, top_k=ranked_k)
+            scores = chance_of_votes(store, ranked_votes, pair_tracks, t_query[of_variant])
         rankings.append((list(zip(ranked_tracks.tolist(), ranked_offsets.tolist(), ranked_votes.tolist(),
                                   scores.tolist())), int(np.count_nonzero(of_variant))))
     return rankings
 
 
-def _sql_ranking(store: Store, variant: SpeedVariant, names: list[str], ranked_k: int, count: Count) -> Ranking:
+def _sql_ranking(store: Store, variant: SpeedVariant, names: list[str], ranked_k: int, count: Count,
+                 null: Null) -> Ranking:
     """One variant's ranking from the SQL vote: its shifts' hashes concatenated (they share the frame numbering)."""
     zones = [zh for fp in variant.fingerprints for zh in (fp.zones[name] for name in names)]
     hashes = np.concatenate([zh.hashes for zh in zones])
     t_query = np.concatenate([zh.t_anchor_frames for zh in zones])
     per_hash_zone = [name for fp in variant.fingerprints for name in names for _ in range(fp.zones[name].hashes.size)]
-    return store.lookup.sql_vote(per_hash_zone, hashes, t_query, top_k=ranked_k, count=count), int(hashes.size)
+    return (store.lookup.sql_vote(per_hash_zone, hashes, t_query, top_k=ranked_k, count=count, null=null),
+            int(hashes.size))
+
+
+def tracks_null_vote(store: Store, track_ids: np.ndarray, offsets_frames: np.ndarray, t_query: np.ndarray,
+                     ranked_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The vote's ranked ``ranked_k`` tracks and their scores under the tracks null.
+
+    Every voted track is ranked (the null measures its scale on them, :func:`fpstore.significance.
+    tracks_null_log10_p`); a track's own chance probability (:func:`fpstore.significance.track_log_p`)
+    takes its mean per bin from the votes it counted over all its bins. Only the tracks with two votes
+    or more can have evidence (one vote is ``p = 1``), so only their frame counts are read.
+
+    Parameters
+    ----------
+    store : Store
+    track_ids, offsets_frames : np.ndarray [shape=(p,)], integer
+        The counted votes (pairs, or the pairs that first bring an anchor into a bin).
+    t_query : np.ndarray [shape=(n,)], integer, in frames
+        Anchor frame of every query hash that voted.
+    ranked_k : int
+
+    Returns
+    -------
+    track_ids, votes, offsets_frames : np.ndarray [shape=(k,), dtype=int64]
+        As :func:`fpstore.vote.vote` ranks them, ``k <= ranked_k``.
+    scores : np.ndarray [shape=(k,), dtype=float64]
+    """
+    every_track, every_votes, every_offset = vote(track_ids, offsets_frames, top_k=max(int(track_ids.size), 1))
+    log_p = np.zeros(every_track.size)
+    several = np.flatnonzero(every_votes >= 2)
+    if several.size:
+        counted = np.bincount(np.asarray(track_ids, dtype=np.int64))[every_track[several]]
+        frames = store.lookup.track_frames(every_track[several])
+        log_p[several] = track_log_p(every_votes[several], counted, offset_bins(frames, t_query))
+    k = min(ranked_k, every_track.size)
+    scores = -tracks_null_log10_p(log_p[:k], log_p)
+    return every_track[:k], every_votes[:k], every_offset[:k], scores
 
 
 def chance_of_votes(store: Store, votes: np.ndarray, track_ids: np.ndarray, t_query: np.ndarray) -> np.ndarray:
@@ -476,31 +529,41 @@ def match_signal(store: Store, y: np.ndarray, *, evidence: Evidence = PLAIN, **o
     if not evidence.needs_audio:
         return match_fingerprint(store, fingerprint_signal(y, params), params, count=evidence.count,
                                  **options)  # type: ignore[arg-type]
-    prepared = PreparedQuery(speed_variant(y, params, 1.0, evidence.shifts), y)
+    prepared = PreparedQuery(speed_variant(y, params, 1.0, 1), y)
     return match_prepared(store, prepared, params, evidence=evidence, **options)  # type: ignore[arg-type]
 
 
 @dataclass
 class PreparedQuery:
-    """A query ready to be matched: its variant at speed 1.0, and its audio while other speeds may be tried.
+    """A query ready to be matched: as it is, and its audio while shifts or other speeds may be tried.
 
     Attributes
     ----------
     first : SpeedVariant
-        The query as it is, at every shift.
+        The query as it is (speed 1.0, unshifted).
     audio : np.ndarray or None
-        Its samples, kept when :class:`Evidence` has speeds besides 1.0.
+        Its samples, kept when :class:`Evidence` has shifts or speeds besides 1.0.
     """
 
     first: SpeedVariant
     audio: np.ndarray | None = None
+    _shifted: SpeedVariant | None = field(default=None, repr=False)
     _others: tuple[SpeedVariant, ...] | None = field(default=None, repr=False)
+
+    def _samples(self) -> np.ndarray:
+        assert self.audio is not None, "a query prepared with shifts or speeds keeps its audio"
+        return self.audio
+
+    def shifted(self, params: FingerprintParams, evidence: Evidence) -> SpeedVariant:
+        """Speed 1.0 at every shift, the other shifts fingerprinted on first use."""
+        if self._shifted is None:
+            self._shifted = speed_variant(self._samples(), params, 1.0, evidence.shifts, self.first)
+        return self._shifted
 
     def others(self, params: FingerprintParams, evidence: Evidence) -> tuple[SpeedVariant, ...]:
         """The variants at the other speeds, fingerprinted on first use (an easy query never pays for them)."""
         if self._others is None:
-            assert self.audio is not None, "a query prepared with speeds keeps its audio"
-            self._others = tuple(speed_variant(self.audio, params, speed, evidence.shifts)
+            self._others = tuple(speed_variant(self._samples(), params, speed, evidence.shifts)
                                  for speed in evidence.speeds[1:])
         return self._others
 
@@ -536,16 +599,20 @@ def prepare_query(path: str | os.PathLike[str], params: FingerprintParams,
     audio = signal_job(path, params)
     if isinstance(audio, str):
         return one_line(audio)
-    first = speed_variant(audio, params, 1.0, evidence.shifts)
+    first = speed_variant(audio, params, 1.0, 1)
     if first.fingerprints[0].n_postings == 0:
         return one_line(no_hashes_reason(path, first.fingerprints[0], params))
-    return PreparedQuery(first, audio if len(evidence.speeds) > 1 else None)
+    return PreparedQuery(first, audio)
 
 
 def match_prepared(store: Store, prepared: PreparedQuery, params: FingerprintParams, *, evidence: Evidence = PLAIN,
                    zone: str = DEFAULT_ZONE, top_k: int = 5, rule: DecisionRule = DecisionRule(),
                    method: Method = "python", query: str = "") -> MatchResult:
-    """Match a prepared query: at speed 1.0 first, then, if that names nothing, at the other speeds.
+    """Match a prepared query as it is; if that names nothing, at every shift; then at the other speeds.
+
+    Each step is one statement and is taken only when the steps before it named nothing, so an easy
+    query costs what a plain one does. Every step counts as a test (the union bound over the unshifted
+    query, then each speed factor at every shift).
 
     Parameters
     ----------
@@ -560,19 +627,26 @@ def match_prepared(store: Store, prepared: PreparedQuery, params: FingerprintPar
     Returns
     -------
     result : MatchResult
-        The speed 1.0 answer when the rule accepts it; else the best-scoring speed's.
+        The first step's answer the rule accepts; else the best-scoring one.
     """
-    tests = len(evidence.speeds)
+    steps: list[Callable[[], Sequence[SpeedVariant]]] = []
+    if evidence.shifts > 1:
+        steps.append(lambda: [prepared.shifted(params, evidence)])
+    if len(evidence.speeds) > 1:
+        steps.append(lambda: prepared.others(params, evidence))
+    tests = len(evidence.speeds) + (1 if evidence.shifts > 1 else 0)
 
     def answer(variants: Sequence[SpeedVariant]) -> MatchResult:
         return match_fingerprint(store, variants, params, zone=zone, top_k=top_k, rule=rule, method=method,
                                  query=query, count=evidence.count, tests=tests)
 
     result = answer([prepared.first])
-    if result.match is not None or tests == 1:
-        return result
-    slower_or_faster = answer(prepared.others(params, evidence))
-    return slower_or_faster if slower_or_faster.score > result.score else result
+    for step in steps:
+        if result.match is not None:
+            break
+        tried = answer(step())
+        result = tried if tried.score > result.score else result
+    return result
 
 
 def match_queries(

@@ -230,8 +230,10 @@ def test_cli_on_the_router(cluster_url: str, tunes: Path, tmp_path: Path) -> Non
     assert "tune_031.wav" in run("tracks", "list")
     query = tmp_path / "q.wav"
     soundfile.write(query, _excerpt(40, 10, 4.0), SR, subtype="PCM_16")
-    for extra in ([], ["--sql"]):
+    for extra in ([], ["--sql"], ["--null", "tracks"]):
         assert run("match", *extra, str(query)).startswith("q.wav: tune_040.wav")
+    refused = runner.invoke(cli, ["--db", cluster_url, "match", "--sql", "--null", "tracks", str(query)])
+    assert refused.exit_code != 0 and "the tracks null works on one database" in refused.output, refused.output
     assert "Fsmall_Tlong" in run("report", "--plots", str(tmp_path / "plots"))
     assert len(list((tmp_path / "plots").glob("*.png"))) >= 2
     assert "tune_031.wav" in run("tracks", "show", "tune_031.wav")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 from click.testing import CliRunner
+from fpstore.db.migrations.siblings import revision_module
 from helpers import write_tunes
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,6 +28,7 @@ from fpstore.match import (
 )
 from fpstore.signal.synth import synth_tune
 from fpstore.signal.variants import change_speed, check_variants, shift_samples
+from fpstore.significance import TRACKS_NULL_DEPTH, TRACKS_NULL_SKIP
 from fpstore.vote import distinct_anchor_pairs, pair_indices
 
 SR = 22050
@@ -175,6 +177,47 @@ def test_the_sql_vote_gives_the_same_answers_with_anchors_shifts_and_speeds(tune
                 assert (by_python.match, by_python.speed) == (by_sql.match, by_sql.speed)
                 compared += len(by_python.candidates)
     assert compared > 20
+
+
+@pytest.mark.postgres
+def test_the_sql_vote_gives_the_python_answers_and_scores_under_the_tracks_null(tuned) -> None:
+    queries = [_excerpt(31, 20 * HOP + HOP // 2, 3.0), change_speed(_excerpt(33, 10 * HOP, 4.0), 1 / 1.02, SR),
+               synth_tune(77, duration_s=3.0)]
+    rule = DecisionRule(alpha=1e-3, null="tracks")
+    named = compared = 0
+    for y in queries:
+        for zone in ("Fsmall_Tlong", ALL_ZONES):
+            for evidence in (PLAIN, ROBUST):
+                by_python, by_sql = (match_signal(tuned, y, zone=zone, top_k=3, evidence=evidence, method=method,
+                                                  rule=rule) for method in ("python", "sql"))
+                assert by_python.candidates == by_sql.candidates, (zone, evidence)
+                assert (by_python.match, by_python.speed) == (by_sql.match, by_sql.speed)
+                named += by_python.match is not None
+                compared += len(by_python.candidates)
+    assert compared >= 12 and named >= 4, (compared, named)
+
+
+@pytest.mark.postgres
+def test_match_command_names_a_fast_excerpt_under_the_tracks_null_by_python_and_by_sql(tuned, db_url, tmp_path) -> None:
+    query = tmp_path / "fast.wav"
+    soundfile.write(query, change_speed(_excerpt(32, 8 * HOP, 5.0), 1 / 1.02, SR), SR, subtype="PCM_16")
+    miss = tmp_path / "miss.wav"
+    soundfile.write(miss, synth_tune(78, duration_s=5.0), SR, subtype="PCM_16")
+    answers = []
+    for sql in ([], ["--sql"]):
+        result = CliRunner().invoke(cli, ["--db", db_url, "match", "--robust", "--null", "tracks", "--alpha", "1e-3",
+                                          "--json", *sql, str(query), str(miss)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        answers.append([json.loads(line) for line in result.output.splitlines()])
+    found, missed = answers[0]
+    assert found["match"]["file_name"] == "tune_032.wav" and found["speed"] == 1.02 and found["score"] > 3
+    assert missed["match"] is None and missed["score"] <= 3
+    assert [a["candidates"] for a in answers[0]] == [a["candidates"] for a in answers[1]]
+
+
+def test_the_sql_tracks_null_was_written_with_the_python_constants() -> None:
+    sql = revision_module("0009_tracks_null.py")
+    assert (sql.TRACKS_NULL_DEPTH, sql.TRACKS_NULL_SKIP) == (TRACKS_NULL_DEPTH, TRACKS_NULL_SKIP)
 
 
 @pytest.mark.postgres

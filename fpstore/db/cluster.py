@@ -352,12 +352,16 @@ class ClusterLookup(Lookup):
         return tuple(np.concatenate(column) for column in zip(*found))
 
     def sql_vote(self, zone_names: list[str], hashes: np.ndarray, t_query_frames: np.ndarray, *,
-                 top_k: int, count: str = "pairs") -> list[tuple[int, int, int, float]]:
+                 top_k: int, count: str = "pairs", null: str = "poisson") -> list[tuple[int, int, int, float]]:
         """The router's SQL vote (see :meth:`Lookup.sql_vote`); a shard that fails it is named.
 
         PL/Proxy's error names the shard's conninfo only: every shard is then asked for its revision,
-        and the first that cannot answer is the one reported.
+        and the first that cannot answer is the one reported. The tracks null is refused: it ranks
+        every voted track of the catalogue, which the shards' votes in parts do not return.
         """
+        if null == "tracks":
+            raise ParameterError("the SQL vote under the tracks null works on one database, not through a cluster's "
+                                 "router: match without --sql (the Python matcher asks every shard)")
         try:
             return super().sql_vote(zone_names, hashes, t_query_frames, top_k=top_k, count=count)
         except psycopg.Error as exc:

@@ -32,8 +32,13 @@ _LOOKUP_ONE_ZONE = (
 
 #: The SQL vote of each count (migrations 0002 to 0006), one call per query.
 _SQL_VOTES = {
-    count: f"SELECT track_id, offset_frames, votes, score FROM {function}(%s::text[], %s::bigint[], %s::int[], %s)"
+    (count, "poisson"): f"SELECT track_id, offset_frames, votes, score FROM {function}(%s::text[], %s::bigint[], "
+                        "%s::int[], %s)"
     for count, function in (("pairs", "fpstore_match_zones"), ("anchors", "fpstore_match_anchors"))
+} | {
+    (count, "tracks"): "SELECT track_id, offset_frames, votes, score FROM fpstore_match_tracks(%s::text[], "
+                       f"%s::bigint[], %s::int[], %s, {str(count == 'anchors').lower()})"
+    for count in ("pairs", "anchors")
 }
 
 
@@ -105,7 +110,7 @@ class Lookup:
         return np.array([frames.get(track_id, 0) for track_id in track_ids.tolist()], dtype=np.int64)
 
     def sql_vote(self, zone_names: list[str], hashes: np.ndarray, t_query_frames: np.ndarray, *,
-                 top_k: int, count: str = "pairs") -> list[tuple[int, int, int, float]]:
+                 top_k: int, count: str = "pairs", null: str = "poisson") -> list[tuple[int, int, int, float]]:
         """Call the SQL vote: ``[(track_id, offset_frames, votes, score)]``, ranked.
 
         Parameters
@@ -118,7 +123,10 @@ class Lookup:
         top_k : int
         count : {"pairs", "anchors"}
             What a bin counts: ``fpstore_match_zones`` or ``fpstore_match_anchors``.
+        null : {"poisson", "tracks"}
+            The score's chance model: those functions', or ``fpstore_match_tracks``'s (migration 0009).
         """
         with self._store.raw() as conn, conn.cursor() as cur:
-            cur.execute(_SQL_VOTES[count], (zone_names, hashes.astype(np.int64).tolist(), t_query_frames.tolist(), top_k))
+            cur.execute(_SQL_VOTES[count, null],
+                        (zone_names, hashes.astype(np.int64).tolist(), t_query_frames.tolist(), top_k))
             return [(int(t), int(o), int(v), float(p)) for t, o, v, p in cur.fetchall()]

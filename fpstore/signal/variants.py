@@ -105,7 +105,8 @@ def change_speed(y: np.ndarray, speed: float, sample_rate: int) -> np.ndarray:
     return resampled.astype(np.float32, copy=False)
 
 
-def speed_variant(y: np.ndarray, params: FingerprintParams, speed: float, shifts: int) -> SpeedVariant:
+def speed_variant(y: np.ndarray, params: FingerprintParams, speed: float, shifts: int,
+                  unshifted: SpeedVariant | None = None) -> SpeedVariant:
     """Fingerprint ``y`` as if played at ``speed``, at each of ``shifts`` sub-hop shifts.
 
     Parameters
@@ -116,6 +117,8 @@ def speed_variant(y: np.ndarray, params: FingerprintParams, speed: float, shifts
         A factor accepted by :func:`check_variants`.
     shifts : int
         Sub-hop shifts (1: the query as it is).
+    unshifted : SpeedVariant or None
+        The same speed already fingerprinted without shifts: its fingerprint is reused.
 
     Returns
     -------
@@ -130,5 +133,9 @@ def speed_variant(y: np.ndarray, params: FingerprintParams, speed: float, shifts
     """
     check_variants(shifts, [speed])
     slowed = change_speed(valid_audio(y), speed, params.sample_rate)
-    return SpeedVariant(speed, tuple(fingerprint_signal(slowed[offset:], params)
-                                     for offset in shift_samples(shifts, params.hop_length)))
+    offsets = shift_samples(shifts, params.hop_length)
+    if unshifted is not None:
+        assert unshifted.speed == speed, "the unshifted variant must be of the same speed"
+        return SpeedVariant(speed, unshifted.fingerprints[:1] + tuple(fingerprint_signal(slowed[offset:], params)
+                                                                      for offset in offsets[1:]))
+    return SpeedVariant(speed, tuple(fingerprint_signal(slowed[offset:], params) for offset in offsets))
