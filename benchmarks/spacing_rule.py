@@ -29,8 +29,9 @@ gap rule at each alpha. For a negative that is exactly ``fpstore match``'s decis
         --null tracks --tracks 10240 --negatives-only --workdir /tmp/spacing_10k
 
 ``--tracks N`` first adds transposed replicas of the clips (as ``benchmarks/cluster.py`` does) until
-the catalogue holds about N tracks: the held-out negatives then meet N tracks' chance votes. Replicas
-have no ``tracks`` row (their frames count as 0). ``--negatives-only`` skips the positives.
+the catalogue holds about N tracks: the held-out negatives then meet N tracks' chance votes. Each
+replica gets its source's ``tracks`` row under a name of its own (``replica r of <source>``), so the
+chance models see its length and naming it is a wrong answer. ``--negatives-only`` skips the positives.
 
 Nothing here but the tracks null is used by ``fpstore match``: it is the measurement a rule has to pass first.
 """
