@@ -39,6 +39,7 @@ most votes a negative's best track got, to check the rule's threshold at that si
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -274,6 +275,7 @@ def main() -> None:
     parser.add_argument("--robust", action="store_true", help="match with ROBUST evidence (anchors, shifts, speeds)")
     parser.add_argument("--alpha", type=float, help="calibrated rule (default: the default rule)")
     parser.add_argument("--null", choices=("poisson", "tracks"), default="poisson", help="chance model of the score")
+    parser.add_argument("--offset-tolerance", type=int, default=0, help="Evidence.tolerance (frames) with --robust")
     args = parser.parse_args()
     if (args.server is None) == (args.embedded is None):
         parser.error("give one of --server and --embedded")
@@ -315,7 +317,8 @@ def run(args: argparse.Namespace) -> None:
             ensure_index(url, variant)
             postings, bpp = sizes(url)
             for zone in match_zones:
-                evidence, rule = ROBUST if args.robust else PLAIN, DecisionRule(alpha=args.alpha, null=args.null)
+                evidence = dataclasses.replace(ROBUST if args.robust else PLAIN, tolerance=args.offset_tolerance)
+                rule = DecisionRule(alpha=args.alpha, null=args.null)
                 time_queries(url, queries[:4], zone, evidence, rule)  # warm the cache a little, as a service would be
                 lines += table_rows(n_tracks, variant, zone, postings, bpp, time_queries(url, queries, zone, evidence, rule))
                 print("\n".join(lines[-3:]), flush=True)

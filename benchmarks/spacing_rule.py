@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 from collections import defaultdict
 from pathlib import Path
 
@@ -98,10 +99,11 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, help="replicate the clips to about this many tracks first")
     parser.add_argument("--null", choices=("poisson", "tracks"), default="poisson", help="chance model of the score")
     parser.add_argument("--negatives-only", action="store_true", help="match the negatives only")
+    parser.add_argument("--offset-tolerance", type=int, default=0, help="Evidence.tolerance (frames)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/fpstore-spacing-rule"))
     args = parser.parse_args()
-    evidence = {"plain": PLAIN, "robust": ROBUST}[args.evidence]
-    n_tests = len(evidence.speeds) + (1 if evidence.shifts > 1 else 0)
+    evidence = dataclasses.replace({"plain": PLAIN, "robust": ROBUST}[args.evidence], tolerance=args.offset_tolerance)
+    n_tests = len(evidence.speeds) + (1 if evidence.shifts > 1 or evidence.tolerance else 0)
     never = DecisionRule(min_votes=2**31 - 1, null=args.null)  # every shift and speed is tried, nothing cut short
     with EmbeddedServer(args.workdir / "server") as server, open_store(server.url) as store:
         if store.schema_revision() is None or store.tracks.count() == 0:

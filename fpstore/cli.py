@@ -558,23 +558,27 @@ def evidence_options(command: F) -> F:
         click.option("--speeds", default=None, metavar="F,F,...",
                      help="Speed factors to try when the query as it is names nothing (1.02: played 2%% "
                           "faster); the best score wins, each factor counted as a test [none]."),
+        click.option("--offset-tolerance", "tolerance", type=click.IntRange(0, 3), default=None, metavar="FRAMES",
+                     help="After the first look, a vote also counts in the bins this many frames either side "
+                          "(reverberant queries); with --robust too [0]."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
-def _evidence(robust: bool, count: str | None, shifts: int | None, speeds: str | None) -> Any:
+def _evidence(robust: bool, count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None) -> Any:
     """The :class:`fpstore.match.Evidence` the options ask for (validated there)."""
     from fpstore.match import PLAIN, ROBUST, Evidence
 
     if robust and (count, shifts, speeds) != (None, None, None):
         raise click.UsageError("give --robust or --count/--shifts/--speeds, not both")
     if robust:
-        return ROBUST
+        return dataclasses.replace(ROBUST, tolerance=tolerance or ROBUST.tolerance)
     try:
         factors = tuple(float(f) for f in speeds.split(",")) if speeds else ()
     except ValueError as exc:
         raise click.BadParameter(f"{speeds!r} is not a comma-separated list of numbers", param_hint="--speeds") from exc
-    return Evidence(count or PLAIN.count, shifts or PLAIN.shifts, factors)  # type: ignore[arg-type]
+    return Evidence(count or PLAIN.count, shifts or PLAIN.shifts, factors,  # type: ignore[arg-type]
+                    tolerance or PLAIN.tolerance)
 
 
 @cli.command("match")
@@ -589,7 +593,7 @@ def _evidence(robust: bool, count: str | None, shifts: int | None, speeds: str |
 @with_store
 def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zone: str, min_votes: int | None,
                   min_ratio: float, alpha: float | None, null: Null, top_k: int, use_sql: bool, as_json: bool, robust: bool,
-                  count: str | None, shifts: int | None, speeds: str | None) -> None:
+                  count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None) -> None:
     """Name the stored track each audio query is an excerpt of, and where it starts.
 
     QUERIES are audio files, folders (walked as ingest walks them) and '-' (audio of any format on
@@ -611,7 +615,7 @@ def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zo
     from fpstore.match import DecisionRule, match_queries
 
     some_failed = False
-    evidence = _evidence(robust, count, shifts, speeds)
+    evidence = _evidence(robust, count, shifts, speeds, tolerance)
     for result in match_queries(store, queries, zone=zone, top_k=top_k, rule=DecisionRule(min_votes, min_ratio, alpha, null),
                                 method="sql" if use_sql else "python", stdin=getattr(sys.stdin, "buffer", None),
                                 evidence=evidence):
@@ -674,7 +678,7 @@ def _match_line(result: Any, top_k: int) -> str:
 @with_store
 def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, min_votes: int | None, min_ratio: float,
                  alpha: float | None, null: Null, all_zones: bool, labels: tuple[str, ...], out_dir: str, robust: bool,
-                 count: str | None, shifts: int | None, speeds: str | None) -> None:
+                 count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None) -> None:
     """Run every query of QUERIES_CSV and score the answers.
 
     QUERIES_CSV has columns file (relative to the CSV's folder), true_track (a stored track's file
@@ -692,7 +696,7 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
     from fpstore.evaluate import format_summary, run_eval
     from fpstore.match import DecisionRule
 
-    evidence = _evidence(robust, count, shifts, speeds)
+    evidence = _evidence(robust, count, shifts, speeds, tolerance)
     with _progress(ctx) as (on_start, on_file):
         outcome = run_eval(store, queries_csv, out_dir, zones=None if all_zones else [zone],
                            labels=list(labels) or None, rule=DecisionRule(min_votes, min_ratio, alpha, null),

@@ -46,11 +46,11 @@ from fpstore.db.store import Store
 from fpstore.errors import AudioError, NotFound, ParameterError
 from fpstore.files import discover_audio_files, one_line, unreadable_reason
 from fpstore.signal.audio import display_path
-from fpstore.signal.fingerprint import Fingerprint, fingerprint_signal
+from fpstore.signal.fingerprint import Fingerprint
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.variants import SpeedVariant, check_variants, speed_variant
 from fpstore.significance import chance_scores, offset_bins, track_log_p, tracks_null_log10_p
-from fpstore.vote import distinct_anchor_pairs, pair_indices, query_keys, vote
+from fpstore.vote import distinct_anchor_pairs, pair_indices, query_keys, tolerant_times, vote
 from fpstore.workers import fingerprint_job, no_hashes_reason, signal_job
 
 #: Zone name meaning "pool the votes of every zone".
@@ -85,6 +85,8 @@ Count = Literal["pairs", "anchors"]
 #: The chance model behind a candidate's score: the closed-form Poisson bound, or one whose scale each query
 #: measures on its other voted tracks (:mod:`fpstore.significance`).
 Null = Literal["poisson", "tracks"]
+#: Widest offset tolerance (frames) :class:`Evidence` accepts.
+MAX_TOLERANCE_FRAMES = 3
 
 
 @dataclass(frozen=True)
@@ -104,16 +106,24 @@ class Evidence:
     speeds : tuple of float
         Speed factors to try besides 1.0 (e.g. 0.98 for a query played 2 % slower). 1.0 is tried first
         and the others only when it gives no match; the best by score is kept, every factor counted
-        as a test (the score drops by ``log10(len(speeds))``). Stored as given, with 1.0 first.
+        as a test. Stored as given, with 1.0 first.
+    tolerance : int
+        Frames: after the first look, a vote counts in every bin within this many frames of its own
+        offset (the query's hashes sent again at ``t - d`` for ``|d| <= tolerance``; with anchors, a
+        stored anchor still counts once per bin), for queries whose peaks moved (reverberation).
     """
 
     count: Count = "pairs"
     shifts: int = 1
     speeds: tuple[float, ...] = (1.0,)
+    tolerance: int = 0
 
     def __post_init__(self) -> None:
         if self.count not in ("pairs", "anchors"):
             raise ParameterError(f"count={self.count!r} must be 'pairs' or 'anchors'")
+        if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, int) or not (
+                0 <= self.tolerance <= MAX_TOLERANCE_FRAMES):
+            raise ParameterError(f"tolerance={self.tolerance!r} must be an integer in [0, {MAX_TOLERANCE_FRAMES}]")
         object.__setattr__(self, "speeds", check_variants(self.shifts, self.speeds))
 
     @property
@@ -314,6 +324,7 @@ def match_fingerprint(
     query: str = "",
     count: Count = "pairs",
     tests: int = 1,
+    tolerance: int = 0,
 ) -> MatchResult:
     """Rank the stored tracks for one fingerprinted query (or its variants: the best speed's answer).
 
@@ -342,8 +353,10 @@ def match_fingerprint(
     count : {"pairs", "anchors"}
         What a bin counts (:class:`Evidence`).
     tests : int
-        Speed factors the caller tries in all (:attr:`Evidence.speeds`): each score is lowered by
-        ``log10(tests)``, the union bound over the factors.
+        Tests the caller makes in all (:func:`match_prepared`'s steps and speed factors): each score
+        is lowered by ``log10(tests)``, the union bound over them.
+    tolerance : int
+        Offset tolerance in frames (:attr:`Evidence.tolerance`).
 
     Returns
     -------
@@ -365,8 +378,8 @@ def match_fingerprint(
     # The runner-up decides the confidence and the ratio rule: always rank it, list only top_k.
     ranked_k = max(top_k, 2)
     names = [z.name for z in params.zones] if zone == ALL_ZONES else [params.zone(zone).name]
-    rankings = (_python_rankings(store, variants, names, ranked_k, count, rule.null) if method == "python"
-                else [_sql_ranking(store, variant, names, ranked_k, count, rule.null) for variant in variants])
+    rankings = (_python_rankings(store, variants, names, ranked_k, count, rule.null, tolerance) if method == "python"
+                else [_sql_ranking(store, variant, names, ranked_k, count, rule.null, tolerance) for variant in variants])
     best: tuple[float, list[tuple[int, int, int, float]], int, float] | None = None
     for variant, (ranked, n_query_hashes) in zip(variants, rankings):
         # Every speed factor tried is a test: the union bound lowers each score by log10(tests).
@@ -385,7 +398,7 @@ Ranking = tuple[list[tuple[int, int, int, float]], int]
 
 
 def _python_rankings(store: Store, variants: Sequence[SpeedVariant], names: list[str], ranked_k: int,
-                     count: Count, null: Null) -> list[Ranking]:
+                     count: Count, null: Null, tolerance: int) -> list[Ranking]:
     """Each variant's ranked ``(track, offset, votes, score)`` and hash count, from one posting lookup for all."""
     ids = store.zone_ids()
     parts = [(v, fp.zones[name], ids[name]) for v, variant in enumerate(variants)
@@ -394,6 +407,9 @@ def _python_rankings(store: Store, variants: Sequence[SpeedVariant], names: list
     t_query = np.concatenate([zh.t_anchor_frames for _, zh, _ in parts] or [np.empty(0, np.int64)]).astype(np.int64)
     zone_of_hash = np.concatenate([np.full(zh.hashes.size, zone_id) for _, zh, zone_id in parts] or [np.empty(0)])
     variant_of_hash = np.concatenate([np.full(zh.hashes.size, v) for v, zh, _ in parts] or [np.empty(0, np.int64)])
+    n_query_hashes = np.bincount(variant_of_hash.astype(np.int64), minlength=len(variants))
+    again, t_query = tolerant_times(t_query, tolerance)
+    hashes, zone_of_hash, variant_of_hash = hashes[again], zone_of_hash[again], variant_of_hash[again]
     if hashes.size:
         key_zones, key_hashes, key_of_hash = query_keys(zone_of_hash, hashes)
         key_of_posting, track_ids, t_anchor = fetch_postings(store, key_zones, key_hashes)
@@ -419,19 +435,20 @@ def _python_rankings(store: Store, variants: Sequence[SpeedVariant], names: list
             ranked_tracks, ranked_votes, ranked_offsets = vote(vote_tracks, vote_offsets, top_k=ranked_k)
             scores = chance_of_votes(store, ranked_votes, pair_tracks, t_query[of_variant])
         rankings.append((list(zip(ranked_tracks.tolist(), ranked_offsets.tolist(), ranked_votes.tolist(),
-                                  scores.tolist())), int(np.count_nonzero(of_variant))))
+                                  scores.tolist())), int(n_query_hashes[v])))
     return rankings
 
 
 def _sql_ranking(store: Store, variant: SpeedVariant, names: list[str], ranked_k: int, count: Count,
-                 null: Null) -> Ranking:
+                 null: Null, tolerance: int) -> Ranking:
     """One variant's ranking from the SQL vote: its shifts' hashes concatenated (they share the frame numbering)."""
     zones = [zh for fp in variant.fingerprints for zh in (fp.zones[name] for name in names)]
     hashes = np.concatenate([zh.hashes for zh in zones])
-    t_query = np.concatenate([zh.t_anchor_frames for zh in zones])
-    per_hash_zone = [name for fp in variant.fingerprints for name in names for _ in range(fp.zones[name].hashes.size)]
-    return (store.lookup.sql_vote(per_hash_zone, hashes, t_query, top_k=ranked_k, count=count, null=null),
-            int(hashes.size))
+    per_hash_zone = np.array([name for fp in variant.fingerprints for name in names
+                              for _ in range(fp.zones[name].hashes.size)], dtype=object)
+    again, t_query = tolerant_times(np.concatenate([zh.t_anchor_frames for zh in zones]), tolerance)
+    return (store.lookup.sql_vote(per_hash_zone[again].tolist(), hashes[again], t_query, top_k=ranked_k, count=count,
+                                  null=null), int(hashes.size))
 
 
 def tracks_null_vote(store: Store, track_ids: np.ndarray, offsets_frames: np.ndarray, t_query: np.ndarray,
@@ -526,10 +543,7 @@ def match_signal(store: Store, y: np.ndarray, *, evidence: Evidence = PLAIN, **o
         Shifts and speeds to fingerprint ``y`` at, and what a vote counts.
     """
     params = store.params(duration_s=None)
-    if not evidence.needs_audio:
-        return match_fingerprint(store, fingerprint_signal(y, params), params, count=evidence.count,
-                                 **options)  # type: ignore[arg-type]
-    prepared = PreparedQuery(speed_variant(y, params, 1.0, 1), y)
+    prepared = PreparedQuery(speed_variant(y, params, 1.0, 1), y if evidence.needs_audio else None)
     return match_prepared(store, prepared, params, evidence=evidence, **options)  # type: ignore[arg-type]
 
 
@@ -556,6 +570,8 @@ class PreparedQuery:
 
     def shifted(self, params: FingerprintParams, evidence: Evidence) -> SpeedVariant:
         """Speed 1.0 at every shift, the other shifts fingerprinted on first use."""
+        if evidence.shifts == 1:
+            return self.first
         if self._shifted is None:
             self._shifted = speed_variant(self._samples(), params, 1.0, evidence.shifts, self.first)
         return self._shifted
@@ -611,8 +627,9 @@ def match_prepared(store: Store, prepared: PreparedQuery, params: FingerprintPar
     """Match a prepared query as it is; if that names nothing, at every shift; then at the other speeds.
 
     Each step is one statement and is taken only when the steps before it named nothing, so an easy
-    query costs what a plain one does. Every step counts as a test (the union bound over the unshifted
-    query, then each speed factor at every shift).
+    query costs what a plain one does. The steps after the first use the offset tolerance too. Every
+    step counts as a test (the union bound over the query as it is, then each speed factor at every
+    shift).
 
     Parameters
     ----------
@@ -630,21 +647,21 @@ def match_prepared(store: Store, prepared: PreparedQuery, params: FingerprintPar
         The first step's answer the rule accepts; else the best-scoring one.
     """
     steps: list[Callable[[], Sequence[SpeedVariant]]] = []
-    if evidence.shifts > 1:
+    if evidence.shifts > 1 or evidence.tolerance:
         steps.append(lambda: [prepared.shifted(params, evidence)])
     if len(evidence.speeds) > 1:
         steps.append(lambda: prepared.others(params, evidence))
-    tests = len(evidence.speeds) + (1 if evidence.shifts > 1 else 0)
+    tests = len(evidence.speeds) + (1 if evidence.shifts > 1 or evidence.tolerance else 0)
 
-    def answer(variants: Sequence[SpeedVariant]) -> MatchResult:
+    def answer(variants: Sequence[SpeedVariant], tolerance: int) -> MatchResult:
         return match_fingerprint(store, variants, params, zone=zone, top_k=top_k, rule=rule, method=method,
-                                 query=query, count=evidence.count, tests=tests)
+                                 query=query, count=evidence.count, tests=tests, tolerance=tolerance)
 
-    result = answer([prepared.first])
+    result = answer([prepared.first], 0)
     for step in steps:
         if result.match is not None:
             break
-        tried = answer(step())
+        tried = answer(step(), evidence.tolerance)
         result = tried if tried.score > result.score else result
     return result
 

@@ -207,3 +207,27 @@ def distinct_anchor_pairs(track_ids: np.ndarray, t_anchor: np.ndarray, posting_i
     keys = anchor_of_posting.reshape(-1)[np.asarray(posting_index, dtype=np.int64)] * span + (t_query - low)
     _, first = np.unique(keys, return_index=True)
     return np.sort(first)
+
+
+def tolerant_times(t_query_frames: np.ndarray, tolerance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query hash again at ``t - d`` for every ``|d| <= tolerance``: its postings then vote at offsets ``+ d``.
+
+    Parameters
+    ----------
+    t_query_frames : np.ndarray [shape=(n,)], integer, in frames
+    tolerance : int, frames >= 0
+
+    Returns
+    -------
+    hash_index : np.ndarray [shape=((2 tolerance + 1) n,), dtype=int64]
+        The query hash each entry repeats.
+    t_query_frames : np.ndarray [shape=((2 tolerance + 1) n,), dtype=int64]
+
+    Examples
+    --------
+    >>> tolerant_times(np.array([5, 9]), 1)
+    (array([0, 1, 0, 1, 0, 1]), array([ 6, 10,  5,  9,  4,  8]))
+    """
+    t_query = np.asarray(t_query_frames, dtype=np.int64)
+    moves = np.arange(-tolerance, tolerance + 1)
+    return np.tile(np.arange(t_query.size), moves.size), (t_query[None, :] - moves[:, None]).reshape(-1)

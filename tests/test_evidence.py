@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -22,10 +23,13 @@ from fpstore.match import (
     ROBUST,
     DecisionRule,
     Evidence,
+    match_fingerprint,
     match_prepared,
     match_signal,
     prepare_query,
 )
+from fpstore.signal.fingerprint import fingerprint_signal
+from fpstore.signal.hashing import ZoneHashes
 from fpstore.signal.synth import synth_tune
 from fpstore.signal.variants import change_speed, check_variants, shift_samples
 from fpstore.significance import TRACKS_NULL_DEPTH, TRACKS_NULL_SKIP
@@ -71,7 +75,8 @@ def test_variants_are_checked_once() -> None:
     assert check_variants(1, []) == (1.0,)
     assert ROBUST.speeds[0] == 1.0 and len(ROBUST.speeds) == 7
     assert shift_samples(3, 1024) == (0, 341, 683)
-    for bad in ({"count": "votes"}, {"shifts": 0}, {"shifts": 17}, {"speeds": (2.0,)}, {"speeds": (True,)}):
+    for bad in ({"count": "votes"}, {"shifts": 0}, {"shifts": 17}, {"speeds": (2.0,)}, {"speeds": (True,)},
+                {"tolerance": -1}, {"tolerance": 4}, {"tolerance": True}):
         with pytest.raises(ParameterError):
             Evidence(**bad)
     assert not PLAIN.needs_audio and Evidence(shifts=2).needs_audio and Evidence(speeds=(0.99,)).needs_audio
@@ -116,6 +121,22 @@ def test_sub_hop_shifts_recover_a_half_hop_misaligned_excerpt(tuned) -> None:
     assert shifted.best.votes > (plain.best.votes if plain.best is not None and plain.best.track_id
                                  == shifted.best.track_id else 0)
     assert shifted.best.score > plain.score
+
+
+@pytest.mark.postgres
+def test_an_offset_tolerance_gathers_the_votes_of_hashes_whose_times_moved(tuned) -> None:
+    params = tuned.params(duration_s=None)
+    fingerprint = fingerprint_signal(_excerpt(32, 12 * HOP, 4.0), params)
+    rng = np.random.default_rng(5)
+    # Every anchor frame one frame early, on time or one frame late, as reverberation can move a peak.
+    moves = rng.integers(-1, 2, 1 + max(int(zh.t_anchor_frames.max()) for zh in fingerprint.zones.values()))
+    moved = dataclasses.replace(fingerprint, zones={
+        name: ZoneHashes(zh.hashes, zh.t_anchor_frames + moves[zh.t_anchor_frames])
+        for name, zh in fingerprint.zones.items()})
+    exact, tolerant = (match_fingerprint(tuned, moved, params, count="anchors", tolerance=t) for t in (0, 1))
+    assert exact.best is not None and tolerant.best is not None
+    assert tolerant.best.file_name == "tune_032.wav" and abs(tolerant.best.offset_frames - 12) <= 1
+    assert tolerant.best.votes > 1.5 * exact.best.votes
 
 
 @pytest.mark.postgres
@@ -170,7 +191,7 @@ def test_the_sql_vote_gives_the_same_answers_with_anchors_shifts_and_speeds(tune
     compared = 0
     for y in queries:
         for zone in ("Fsmall_Tlong", "Flarge_Tshort", ALL_ZONES):
-            for evidence in (Evidence(count="anchors"), ROBUST):
+            for evidence in (Evidence(count="anchors"), ROBUST, dataclasses.replace(ROBUST, tolerance=1)):
                 by_python, by_sql = (match_signal(tuned, y, zone=zone, top_k=3, evidence=evidence, method=method,
                                                   rule=DecisionRule(alpha=1e-3)) for method in ("python", "sql"))
                 assert by_python.candidates == by_sql.candidates, (zone, evidence)
@@ -213,6 +234,10 @@ def test_match_command_names_a_fast_excerpt_under_the_tracks_null_by_python_and_
     assert found["match"]["file_name"] == "tune_032.wav" and found["speed"] == 1.02 and found["score"] > 3
     assert missed["match"] is None and missed["score"] <= 3
     assert [a["candidates"] for a in answers[0]] == [a["candidates"] for a in answers[1]]
+    tolerant = CliRunner().invoke(cli, ["--db", db_url, "match", "--robust", "--offset-tolerance", "1", "--null",
+                                        "tracks", "--alpha", "1e-3", str(query), str(miss)], catch_exceptions=False)
+    named, unnamed = tolerant.output.splitlines()
+    assert named.startswith("fast.wav: tune_032.wav") and unnamed.startswith("miss.wav: no match")
 
 
 def test_the_sql_tracks_null_was_written_with_the_python_constants() -> None:
