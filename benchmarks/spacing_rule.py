@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/fpstore-spacing-rule"))
     args = parser.parse_args()
     evidence = dataclasses.replace({"plain": PLAIN, "robust": ROBUST}[args.evidence], tolerance=args.offset_tolerance)
-    n_tests = len(evidence.speeds) + (1 if evidence.shifts > 1 or evidence.tolerance else 0)
+    n_tests = evidence.tests
     never = DecisionRule(min_votes=2**31 - 1, null=args.null)  # every shift and speed is tried, nothing cut short
     with EmbeddedServer(args.workdir / "server") as server, open_store(server.url) as store:
         if store.schema_revision() is None or store.tracks.count() == 0:

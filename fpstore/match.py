@@ -131,6 +131,16 @@ class Evidence:
         """True if the query must be decoded to samples (shifts or speeds), not only fingerprinted."""
         return self.shifts > 1 or len(self.speeds) > 1
 
+    @property
+    def pools(self) -> bool:
+        """True if a second look at speed 1.0 pools more evidence (shifts, or an offset tolerance)."""
+        return self.shifts > 1 or self.tolerance > 0
+
+    @property
+    def tests(self) -> int:
+        """Tests a query can make (:func:`match_prepared`): as it is, pooled, then each other speed factor."""
+        return len(self.speeds) + int(self.pools)
+
 
 #: Today's evidence: every pair of the query as it is (the notebook's vote).
 PLAIN = Evidence()
@@ -647,15 +657,14 @@ def match_prepared(store: Store, prepared: PreparedQuery, params: FingerprintPar
         The first step's answer the rule accepts; else the best-scoring one.
     """
     steps: list[Callable[[], Sequence[SpeedVariant]]] = []
-    if evidence.shifts > 1 or evidence.tolerance:
+    if evidence.pools:
         steps.append(lambda: [prepared.shifted(params, evidence)])
     if len(evidence.speeds) > 1:
         steps.append(lambda: prepared.others(params, evidence))
-    tests = len(evidence.speeds) + (1 if evidence.shifts > 1 or evidence.tolerance else 0)
 
     def answer(variants: Sequence[SpeedVariant], tolerance: int) -> MatchResult:
         return match_fingerprint(store, variants, params, zone=zone, top_k=top_k, rule=rule, method=method,
-                                 query=query, count=evidence.count, tests=tests, tolerance=tolerance)
+                                 query=query, count=evidence.count, tests=evidence.tests, tolerance=tolerance)
 
     result = answer([prepared.first], 0)
     for step in steps:

@@ -80,6 +80,9 @@ def test_variants_are_checked_once() -> None:
         with pytest.raises(ParameterError):
             Evidence(**bad)
     assert not PLAIN.needs_audio and Evidence(shifts=2).needs_audio and Evidence(speeds=(0.99,)).needs_audio
+    # The query as it is, then pooled (shifts or a tolerance), then each other factor.
+    assert (PLAIN.tests, Evidence(tolerance=1).tests, Evidence(speeds=(0.99,)).tests, ROBUST.tests) == (1, 2, 2, 8)
+    assert not Evidence(tolerance=1).needs_audio
 
 
 def test_change_speed_stretches_by_the_factor() -> None:
