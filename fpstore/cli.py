@@ -540,7 +540,7 @@ def match_options(command: F) -> F:
                      help="Best track's votes must be this many times the runner-up's."),
         click.option("--null", type=click.Choice(["poisson", "tracks"]), default="poisson", show_default=True,
                      help="Chance model behind the score: the Poisson bound, or each track's Poisson evidence on "
-                          "a scale measured on the query's other tracks (not with --sql)."),
+                          "a scale measured on the query's other tracks (--sql: one database, not a router)."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 

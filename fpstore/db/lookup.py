@@ -30,7 +30,7 @@ _LOOKUP_ONE_ZONE = (
     " FROM hashes WHERE zone = %s AND hash = ANY(CAST((SELECT %s::int[]) AS int[])))"
 )
 
-#: The SQL vote of each count (migrations 0002 to 0006), one call per query.
+#: The SQL vote of each count and chance model (migrations 0002 to 0006, and 0009), one call per query.
 _SQL_VOTES = {
     (count, "poisson"): f"SELECT track_id, offset_frames, votes, score FROM {function}(%s::text[], %s::bigint[], "
                         "%s::int[], %s)"
