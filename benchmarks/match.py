@@ -20,9 +20,11 @@ after fingerprinting: the lookups (one statement per zone) and the vote.
 index ``(zone, hash) INCLUDE (track_id, t_anchor)`` instead (index-only scans); sizes are reported for
 both. ``--match-zone`` (repeatable) chooses the zones that vote; ``--reuse`` keeps a database already
 built at the right size, so the timing can be re-run alone (with ``--keep``); ``--compact`` runs
-``fpstore db compact`` (one partition, heap sorted by ``(zone, hash)``) before timing. ``--robust``
-matches with :data:`fpstore.match.ROBUST` evidence (distinct anchors, four sub-hop shifts, speeds tried
-lazily) and ``--alpha`` with the calibrated rule (``--null`` its chance model).
+``fpstore db compact`` (one partition, heap sorted by ``(zone, hash)``) before timing. Queries are matched
+as ``fpstore match`` does by default (:data:`fpstore.match.ROBUST` evidence: distinct anchors, then four
+sub-hop shifts with a 1-frame tolerance and speeds, tried lazily; the calibrated rule under the tracks
+null); ``--plain`` takes the notebook's vote, ``--alpha``, ``--min-votes``, ``--null`` and
+``--offset-tolerance`` change the rule and the evidence as ``fpstore match``'s options do.
 
 Usage (dev server; drops its databases at the end unless ``--keep``)::
 
@@ -186,7 +188,7 @@ def make_queries(clips: Path, n_per_length: int, seed: int) -> list[tuple[float,
     return queries
 
 
-def time_queries(url: str, queries: list[tuple[float, np.ndarray, str]], zone: str, evidence: Evidence = PLAIN,
+def time_queries(url: str, queries: list[tuple[float, np.ndarray, str]], zone: str, evidence: Evidence = ROBUST,
                  rule: DecisionRule | None = None) -> list[dict[str, float]]:
     """Fingerprint and match each query in turn (matching in ``zone``); the times of each, in seconds.
 
@@ -272,10 +274,12 @@ def main() -> None:
     parser.add_argument("--negatives", type=Path,
                         help="folder of not-in-database queries (WAV): also report their false positives")
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--robust", action="store_true", help="match with ROBUST evidence (anchors, shifts, speeds)")
-    parser.add_argument("--alpha", type=float, help="calibrated rule (default: the default rule)")
-    parser.add_argument("--null", choices=("poisson", "tracks"), default="poisson", help="chance model of the score")
-    parser.add_argument("--offset-tolerance", type=int, default=0, help="Evidence.tolerance (frames) with --robust")
+    parser.add_argument("--plain", action="store_true",
+                        help="match with PLAIN evidence (the notebook's vote) instead of the default, ROBUST")
+    parser.add_argument("--alpha", type=float, help="false-alarm rate of the calibrated rule [DEFAULT_ALPHA]")
+    parser.add_argument("--min-votes", type=int, help="the vote-count rule instead of --alpha")
+    parser.add_argument("--null", choices=("tracks", "poisson"), default="tracks", help="chance model of the score")
+    parser.add_argument("--offset-tolerance", type=int, help="Evidence.tolerance (frames) [the evidence's]")
     args = parser.parse_args()
     if (args.server is None) == (args.embedded is None):
         parser.error("give one of --server and --embedded")
@@ -317,8 +321,10 @@ def run(args: argparse.Namespace) -> None:
             ensure_index(url, variant)
             postings, bpp = sizes(url)
             for zone in match_zones:
-                evidence = dataclasses.replace(ROBUST if args.robust else PLAIN, tolerance=args.offset_tolerance)
-                rule = DecisionRule(alpha=args.alpha, null=args.null)
+                evidence = PLAIN if args.plain else ROBUST
+                if args.offset_tolerance is not None:
+                    evidence = dataclasses.replace(evidence, tolerance=args.offset_tolerance)
+                rule = DecisionRule(min_votes=args.min_votes, alpha=args.alpha, null=args.null)
                 time_queries(url, queries[:4], zone, evidence, rule)  # warm the cache a little, as a service would be
                 lines += table_rows(n_tracks, variant, zone, postings, bpp, time_queries(url, queries, zone, evidence, rule))
                 print("\n".join(lines[-3:]), flush=True)

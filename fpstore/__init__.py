@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from fpstore.db.store import Store
     from fpstore.ingest import IngestSummary, ingest
     from fpstore.match import (
+        PLAIN,
         ROBUST,
         DecisionRule,
         Evidence,
@@ -51,7 +52,7 @@ _LAZY = {
     "Store": "fpstore.db.store", "open_store": "fpstore.db.catalogue",
     "IngestSummary": "fpstore.ingest", "ingest": "fpstore.ingest",
     "DecisionRule": "fpstore.match", "MatchResult": "fpstore.match", "match_files": "fpstore.match",
-    "Evidence": "fpstore.match", "ROBUST": "fpstore.match",
+    "Evidence": "fpstore.match", "PLAIN": "fpstore.match", "ROBUST": "fpstore.match",
     "match_fingerprint": "fpstore.match", "match_queries": "fpstore.match", "match_signal": "fpstore.match",
     "Fingerprint": "fpstore.signal.fingerprint", "fingerprint_file": "fpstore.signal.fingerprint",
     "fingerprint_signal": "fpstore.signal.fingerprint",
@@ -59,7 +60,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "ROBUST", "AudioError", "DatabaseError", "DecisionRule", "Evidence", "Fingerprint", "FingerprintParams", "FpstoreError",
+    "PLAIN", "ROBUST", "AudioError", "DatabaseError", "DecisionRule", "Evidence", "Fingerprint", "FingerprintParams",
+    "FpstoreError",
     "IngestSummary", "MatchResult", "NotFound", "ParameterError", "ProfileMismatch", "SchemaNotAtHead", "Store",
     "Zone", "__version__", "fingerprint_file", "fingerprint_signal", "ingest", "match_files", "match_fingerprint",
     "match_queries", "match_signal", "open_store",

@@ -517,68 +517,62 @@ def match_options(command: F) -> F:
     from fpstore.match import (
         DEFAULT_ALPHA,
         DEFAULT_MIN_RATIO,
-        DEFAULT_MIN_VOTES_ALL_ZONES,
-        DEFAULT_MIN_VOTES_ONE_ZONE,
-        DEFAULT_RULE,
         DEFAULT_ZONE,
+        PLAIN_MIN_VOTES_ALL_ZONES,
+        PLAIN_MIN_VOTES_ONE_ZONE,
     )
-
-    default_votes = " (the default rule)" if DEFAULT_RULE == "votes" else ""
-    default_alpha = f" [the default rule, {DEFAULT_ALPHA:g}]" if DEFAULT_RULE == "alpha" else ""
 
     options = [
         click.option("--zone", default=DEFAULT_ZONE, show_default=True,
                      help="Zone whose hashes vote, or 'all' to pool every zone."),
-        click.option("--min-votes", type=click.IntRange(1),
-                     help=f"Fewest aligned hashes for a match [{DEFAULT_MIN_VOTES_ALL_ZONES} with --zone all, "
-                          f"{DEFAULT_MIN_VOTES_ONE_ZONE} with one zone]{default_votes}."),
         click.option("--alpha", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
-                     help="False-alarm rate instead: name the best track when chance fills a bin that full "
-                          f"with probability below ALPHA, corrected for every (track, offset) tested{default_alpha}. "
-                          "Not with --min-votes."),
+                     help="False-alarm rate: name the best track when chance gives it that much evidence with "
+                          f"probability below ALPHA, corrected for every test made [{DEFAULT_ALPHA:g}]."),
+        click.option("--min-votes", type=click.IntRange(1),
+                     help="A vote count instead of --alpha: fewest aligned hashes for a match (with --plain, "
+                          f"{PLAIN_MIN_VOTES_ONE_ZONE} for one zone and {PLAIN_MIN_VOTES_ALL_ZONES} for --zone all "
+                          "were measured)."),
         click.option("--min-ratio", type=click.FloatRange(1.0), default=DEFAULT_MIN_RATIO, show_default=True,
                      help="Best track's votes must be this many times the runner-up's."),
-        click.option("--null", type=click.Choice(["poisson", "tracks"]), default="poisson", show_default=True,
-                     help="Chance model behind the score: the Poisson bound, or each track's Poisson evidence on "
-                          "a scale measured on the query's other tracks (--sql: one database, not a router)."),
+        click.option("--null", type=click.Choice(["tracks", "poisson"]), default="tracks", show_default=True,
+                     help="Chance model behind the score: each track's Poisson evidence on a scale measured on the "
+                          "query's other tracks (--sql: one database, not a router), or the Poisson bound."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
 def evidence_options(command: F) -> F:
-    """Options of ``match`` and ``eval`` that draw more evidence from each query (README, Matching)."""
+    """Options of ``match`` and ``eval`` that say how much evidence each query gives (README, Matching)."""
     options = [
-        click.option("--robust", is_flag=True,
-                     help="Short, noisy, reverberant or speed-changed queries: --count anchors --shifts 4 "
-                          "--speeds 0.97,0.98,0.99,1.01,1.02,1.03 (each query's audio is decoded whole)."),
+        click.option("--plain", is_flag=True,
+                     help="The notebook's vote: every hash pair of the query as it is, nothing more (one lookup "
+                          "per query; the options below change one part of it)."),
         click.option("--count", type=click.Choice(["pairs", "anchors"]), default=None,
-                     help="What a (track, offset) bin counts: every hash pair, or distinct stored anchors [pairs]."),
+                     help="What a (track, offset) bin counts: every hash pair, or distinct stored anchors [anchors]."),
         click.option("--shifts", type=click.IntRange(1, 16), default=None,
-                     help="Fingerprint each query at this many sub-hop shifts and pool their votes [1]."),
+                     help="When the query as it is names nothing, fingerprint it at this many sub-hop shifts and "
+                          "pool their votes [4]."),
         click.option("--speeds", default=None, metavar="F,F,...",
-                     help="Speed factors to try when the query as it is names nothing (1.02: played 2%% "
-                          "faster); the best score wins, each factor counted as a test [none]."),
+                     help="Speed factors to try when that names nothing (1.02: played 2%% faster; 1: none); the "
+                          "best score wins, each factor counted as a test [0.97,0.98,0.99,1.01,1.02,1.03]."),
         click.option("--offset-tolerance", "tolerance", type=click.IntRange(0, 3), default=None, metavar="FRAMES",
                      help="After the first look, a vote also counts in the bins this many frames either side "
-                          "(reverberant queries); with --robust too [0]."),
+                          "(reverberant queries) [1]."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
-def _evidence(robust: bool, count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None) -> Any:
-    """The :class:`fpstore.match.Evidence` the options ask for (validated there)."""
-    from fpstore.match import PLAIN, ROBUST, Evidence
+def _evidence(plain: bool, count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None) -> Any:
+    """The :class:`fpstore.match.Evidence` the options ask for: ROBUST (or PLAIN), with the parts given changed."""
+    from fpstore.match import PLAIN, ROBUST
 
-    if robust and (count, shifts, speeds) != (None, None, None):
-        raise click.UsageError("give --robust or --count/--shifts/--speeds, not both")
-    if robust:
-        return dataclasses.replace(ROBUST, tolerance=tolerance or ROBUST.tolerance)
     try:
-        factors = tuple(float(f) for f in speeds.split(",")) if speeds else ()
+        factors = tuple(float(f) for f in speeds.split(",")) if speeds else None
     except ValueError as exc:
         raise click.BadParameter(f"{speeds!r} is not a comma-separated list of numbers", param_hint="--speeds") from exc
-    return Evidence(count or PLAIN.count, shifts or PLAIN.shifts, factors,  # type: ignore[arg-type]
-                    tolerance or PLAIN.tolerance)
+    given: dict[str, Any] = {"count": count, "shifts": shifts, "speeds": factors, "tolerance": tolerance}
+    return dataclasses.replace(PLAIN if plain else ROBUST, **{name: value for name, value in given.items()
+                                                             if value is not None})
 
 
 @cli.command("match")
@@ -586,36 +580,39 @@ def _evidence(robust: bool, count: str | None, shifts: int | None, speeds: str |
 @match_options
 @click.option("--top", "top_k", type=click.IntRange(1), default=2, show_default=True,
               help="Tracks listed per query (the runner-up still weighs in the confidence when not listed).")
-@click.option("--sql", "use_sql", is_flag=True, help="Vote with the SQL function fpstore_match_zones.")
+@click.option("--sql", "use_sql", is_flag=True,
+              help="Vote with the SQL functions: fpstore_match_tracks (with --null poisson fpstore_match_anchors, "
+                   "or fpstore_match_zones for pairs).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query (with \"error\" for a failed one).")
 @evidence_options
 @click.pass_context
 @with_store
 def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zone: str, min_votes: int | None,
-                  min_ratio: float, alpha: float | None, null: Null, top_k: int, use_sql: bool, as_json: bool, robust: bool,
+                  min_ratio: float, alpha: float | None, null: Null, top_k: int, use_sql: bool, as_json: bool, plain: bool,
                   count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None) -> None:
     """Name the stored track each audio query is an excerpt of, and where it starts.
 
     QUERIES are audio files, folders (walked as ingest walks them) and '-' (audio of any format on
-    standard input). Each file is fingerprinted whole with the database's parameters; its hashes vote
-    for (track, offset) bins. Each answer carries its score, -log10 of the chance that some tested
-    bin fills that much (3 = one in a thousand). A best track below --min-votes (or, with --alpha,
-    whose chance is not below ALPHA), or not --min-ratio times the runner-up, is reported as
-    "no match". A query that cannot be read gets `failed: <reason>` on stderr and the
-    rest go on; the exit status is then 3.
+    standard input). Each file is decoded whole and fingerprinted with the database's parameters; the
+    distinct stored anchors of its hashes vote for (track, offset) bins. When the query as it is names
+    nothing, it is tried again at four sub-hop shifts, then at speeds of +-1, 2, 3 % (each a test).
+    Each answer carries its score, -log10 of the chance that unrelated audio gives the track that much
+    evidence (3 = one in a thousand); a best track whose chance is not below --alpha (or, with
+    --min-votes, with fewer votes), or not --min-ratio times the runner-up, is reported as "no match".
+    A query that cannot be read gets `failed: <reason>` on stderr and the rest go on; the exit status
+    is then 3.
 
     \b
     Example:
       fpstore match query.wav
       fpstore match --zone Flarge_Tlong --top 5 --json q1.wav q2.mp3 queries/
-      fpstore match --alpha 1e-3 short_noisy_query.wav
-      fpstore match --robust --alpha 1e-3 short_noisy_query.wav
+      fpstore match --plain --min-votes 15 query.wav   # the notebook's vote
       ffmpeg -i clip.m4a -f wav - | fpstore match -
     """
     from fpstore.match import DecisionRule, match_queries
 
     some_failed = False
-    evidence = _evidence(robust, count, shifts, speeds, tolerance)
+    evidence = _evidence(plain, count, shifts, speeds, tolerance)
     for result in match_queries(store, queries, zone=zone, top_k=top_k, rule=DecisionRule(min_votes, min_ratio, alpha, null),
                                 method="sql" if use_sql else "python", stdin=getattr(sys.stdin, "buffer", None),
                                 evidence=evidence):
@@ -677,7 +674,7 @@ def _match_line(result: Any, top_k: int) -> str:
 @click.pass_context
 @with_store
 def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, min_votes: int | None, min_ratio: float,
-                 alpha: float | None, null: Null, all_zones: bool, labels: tuple[str, ...], out_dir: str, robust: bool,
+                 alpha: float | None, null: Null, all_zones: bool, labels: tuple[str, ...], out_dir: str, plain: bool,
                  count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None) -> None:
     """Run every query of QUERIES_CSV and score the answers.
 
@@ -691,12 +688,12 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
     \b
     Example:
       fpstore eval queries/queries.csv --label degradation --label length_s --out eval_out
-      fpstore eval queries/queries.csv --alpha 1e-3 --out eval_alpha
+      fpstore eval queries/queries.csv --plain --min-votes 15 --out eval_plain
     """
     from fpstore.evaluate import format_summary, run_eval
     from fpstore.match import DecisionRule
 
-    evidence = _evidence(robust, count, shifts, speeds, tolerance)
+    evidence = _evidence(plain, count, shifts, speeds, tolerance)
     with _progress(ctx) as (on_start, on_file):
         outcome = run_eval(store, queries_csv, out_dir, zones=None if all_zones else [zone],
                            labels=list(labels) or None, rule=DecisionRule(min_votes, min_ratio, alpha, null),
@@ -733,7 +730,9 @@ def monitor_command(ctx: click.Context, store: Store, source: str, window_s: flo
                     max_gap: int, min_windows: int, as_json: bool) -> None:
     """Follow a long recording or a live stream (SOURCE, or - for standard input) and tell what plays when.
 
-    The audio is decoded as files are (mono, the database's sample rate) and matched window by window;
+    The audio is decoded as files are (mono, the database's sample rate) and matched window by window,
+    each window once over every hash pair (the notebook's vote), named from --min-votes votes (15, or 40
+    with --zone all) or, given --alpha, by the calibrated rule;
     consecutive windows naming the same track at the same offset make one segment, printed (one line,
     or one JSON object with --json) as soon as it ends: stream time range -> track, the part of the
     track played, the best window's votes and the number of windows. Windows that match nothing with
@@ -747,8 +746,10 @@ def monitor_command(ctx: click.Context, store: Store, source: str, window_s: flo
       ffmpeg -loglevel error -i https://radio.example/stream -f wav - | fpstore monitor - --json
     """
     from fpstore.match import DecisionRule
-    from fpstore.monitor import audio_blocks, monitor
+    from fpstore.monitor import audio_blocks, monitor, window_rule
 
+    if min_votes is None and alpha is None:
+        min_votes = window_rule(zone).min_votes
     if hop_s > window_s:
         raise click.BadParameter(f"{hop_s:g} s is longer than --window ({window_s:g} s)", param_hint="--hop")
     verbose = _state(ctx).verbose

@@ -30,7 +30,7 @@ import numpy as np
 
 from fpstore.db.store import Store
 from fpstore.errors import NotFound, ParameterError
-from fpstore.match import ALL_ZONES, PLAIN, DecisionRule, Evidence, MatchResult, match_prepared, prepare_query
+from fpstore.match import ALL_ZONES, ROBUST, DecisionRule, Evidence, MatchResult, match_prepared, prepare_query
 
 #: Columns that are never labels.
 RESERVED_COLUMNS = ("file", "true_track", "start_s")
@@ -177,7 +177,7 @@ def evaluate_queries(
     zones: Sequence[str] | None = None,
     rule: DecisionRule = DecisionRule(),  # noqa: B008 (frozen dataclass: an immutable default)
     on_query: Callable[[str], None] | None = None,
-    evidence: Evidence = PLAIN,
+    evidence: Evidence = ROBUST,
 ) -> list[dict[str, Any]]:
     """Fingerprint each query once, match it in every asked zone, and score it; a bad query file fails alone.
 
@@ -367,7 +367,7 @@ def run_eval(
     rule: DecisionRule = DecisionRule(),  # noqa: B008 (frozen dataclass: an immutable default)
     on_start: Callable[[int], None] | None = None,
     on_query: Callable[[str], None] | None = None,
-    evidence: Evidence = PLAIN,
+    evidence: Evidence = ROBUST,
 ) -> EvalOutcome:
     """Read the queries, evaluate them, write ``per_query.csv``, ``summary.csv`` and the two plots.
 

@@ -8,12 +8,16 @@ spread theirs. Each track is scored by its fullest bin; tracks are ranked by tha
 
 The same vote is available in SQL as ``fpstore_match(zone_name, seed_hashes bigint[], t_query int[],
 top_k)`` and ``fpstore_match_zones(zone_names text[], ...)`` (one zone per hash; migration 0002);
-:func:`match_fingerprint` with ``method="sql"`` calls the latter (``fpstore_match_anchors``, migration
-0006, when distinct anchors are counted), and the tests check that both paths give the same ranking.
+:func:`match_fingerprint` with ``method="sql"`` calls ``fpstore_match_tracks`` (migration 0009) under the
+tracks null, else ``fpstore_match_anchors`` (migration 0006) for distinct anchors and
+``fpstore_match_zones`` for pairs, and the tests check that both paths give the same ranking.
 
 :class:`Evidence` says how much a query gives: distinct anchors instead of pairs, sub-hop shifts pooled
 into the same bins, speed factors tried when the query as it is names nothing (the vote on arrays is
-:mod:`fpstore.vote`, the shifted and resampled fingerprints :mod:`fpstore.signal.variants`).
+:mod:`fpstore.vote`, the shifted and resampled fingerprints :mod:`fpstore.signal.variants`). By default
+(:data:`ROBUST`, ``DecisionRule()``) a bin counts distinct anchors, the other looks are taken lazily,
+and the best track is named when its chance probability under the tracks null is below
+:data:`DEFAULT_ALPHA`; :data:`PLAIN` is the notebook's vote.
 
 Conventions
 -----------
@@ -35,6 +39,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,26 +55,25 @@ from fpstore.signal.fingerprint import Fingerprint
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.variants import SpeedVariant, check_variants, speed_variant
 from fpstore.significance import chance_scores, offset_bins, track_log_p, tracks_null_log10_p
-from fpstore.vote import distinct_anchor_pairs, pair_indices, query_keys, tolerant_times, vote
+from fpstore.vote import distinct_anchor_votes, pair_indices, query_keys, tolerant_times, vote
 from fpstore.workers import fingerprint_job, no_hashes_reason, signal_job
 
 #: Zone name meaning "pool the votes of every zone".
 ALL_ZONES = "all"
 
-#: Defaults of the "no match" rule, chosen from measurements (README, Matching). On the 12-track corpus,
-#: with every zone pooled, true excerpts got >= 52 aligned votes and not-in-database ones <= 23; in zone
-#: Fsmall_Tlong >= 20 against <= 10. In the 10,000-track benchmark negatives reached 31 pooled and 13 in
-#: Fsmall_Tlong, so the thresholds sit above those. The ratio to the runner-up did not separate the
-#: classes (a true excerpt at 1.25, a negative at 4.0), so it is off (1.0) by default.
-DEFAULT_MIN_VOTES_ALL_ZONES = 40
-DEFAULT_MIN_VOTES_ONE_ZONE = 15
+#: The vote-count thresholds measured for the notebook's vote (pairs, ``DecisionRule(min_votes=...)``;
+#: README, Matching). On the 12-track corpus, with every zone pooled, true excerpts got >= 52 aligned
+#: votes and not-in-database ones <= 23; in zone Fsmall_Tlong >= 20 against <= 10. In the 10,000-track
+#: benchmark negatives reached 31 pooled and 13 in Fsmall_Tlong, so the thresholds sit above those.
+PLAIN_MIN_VOTES_ALL_ZONES = 40
+PLAIN_MIN_VOTES_ONE_ZONE = 15
+#: The ratio to the runner-up did not separate the classes (a true excerpt at 1.25, a negative at 4.0),
+#: so it is off (1.0) by default.
 DEFAULT_MIN_RATIO = 1.0
-#: False-alarm rate of the calibrated rule (``DecisionRule(alpha=...)``), fixed before any measurement:
-#: one query in a thousand that is not in the database may be named, whatever its length and the
-#: catalogue's size (score ``-log10 p > 3``).
+#: False-alarm rate of the default rule, the calibrated one, fixed before any measurement: one query in
+#: a thousand that is not in the database may be named, whatever its length and the catalogue's size
+#: (score ``-log10 p > 3``).
 DEFAULT_ALPHA = 1e-3
-#: The rule ``DecisionRule()`` applies: ``"votes"`` (min_votes, by zone) or ``"alpha"`` (DEFAULT_ALPHA).
-DEFAULT_RULE: Literal["votes", "alpha"] = "votes"
 #: Zone used when none is named: alone it separated true and false matches best (20 vs 10 votes) and
 #: costs a quarter of pooling all four zones (one index scan instead of four).
 DEFAULT_ZONE = "Fsmall_Tlong"
@@ -142,11 +146,12 @@ class Evidence:
         return len(self.speeds) + int(self.pools)
 
 
-#: Today's evidence: every pair of the query as it is (the notebook's vote).
+#: The notebook's vote: every pair of the query as it is.
 PLAIN = Evidence()
-#: More evidence for short, noisy, reverberant and speed-changed queries: distinct anchors, four sub-hop
-#: shifts, and speeds of +-1, 2, 3 %.
-ROBUST = Evidence("anchors", 4, (0.99, 1.01, 0.98, 1.02, 0.97, 1.03))
+#: The default: distinct anchors; when the query as it is names nothing, four sub-hop shifts with votes
+#: tolerant to +-1 frame, then speeds of +-1, 2, 3 % (for short, noisy, reverberant and speed-changed
+#: queries; an easy query pays one plain lookup).
+ROBUST = Evidence("anchors", 4, (0.99, 1.01, 0.98, 1.02, 0.97, 1.03), tolerance=1)
 
 
 @dataclass(frozen=True)
@@ -156,37 +161,39 @@ class DecisionRule:
     Two kinds of rule: a count of aligned hashes (``min_votes``), or a false-alarm rate (``alpha``):
     the best bin is named when chance would fill a bin that full with probability below ``alpha``,
     corrected for every ``(track, offset)`` bin tested (:mod:`fpstore.significance`; its score is
-    ``-log10 p``). Give one or neither; neither takes the default rule (:data:`DEFAULT_RULE`).
+    ``-log10 p``). Give one or neither; neither is the calibrated rule at :data:`DEFAULT_ALPHA` under the
+    tracks null, the default (with :data:`ROBUST` evidence, the best measured: README, Matching).
 
     Attributes
     ----------
     min_votes : int or None
-        The best track's fullest bin must hold at least this many aligned hashes; None (and no
-        ``alpha``) takes :data:`DEFAULT_MIN_VOTES_ALL_ZONES` when every zone votes, else
-        :data:`DEFAULT_MIN_VOTES_ONE_ZONE`.
+        The vote-count rule: the best track's fullest bin must hold at least this many aligned hashes
+        (for the notebook's vote, :data:`PLAIN_MIN_VOTES_ONE_ZONE` and :data:`PLAIN_MIN_VOTES_ALL_ZONES`
+        were measured). None: the calibrated rule.
     min_ratio : float
         ... and at least this many times the runner-up's (a missing runner-up counts as 1 vote).
         Applies to either kind.
     alpha : float or None
         In (0, 1): name the best candidate when its corrected chance probability is below it
-        (score ``> -log10 alpha``).
-    null : {"poisson", "tracks"}
-        The chance model behind every candidate's score: ``"poisson"``, the closed-form bound over
-        every tested ``(track, offset)`` bin (:func:`fpstore.significance.chance_scores`);
-        ``"tracks"``, each track's own Poisson evidence on a scale the query measures on its other
-        voted tracks (:func:`fpstore.significance.tracks_null_log10_p`; in SQL ``fpstore_match_tracks``).
+        (score ``> -log10 alpha``); None (and no ``min_votes``): :data:`DEFAULT_ALPHA`.
+    null : {"tracks", "poisson"}
+        The chance model behind every candidate's score: ``"tracks"`` (the default), each track's own
+        Poisson evidence on a scale the query measures on its other voted tracks
+        (:func:`fpstore.significance.tracks_null_log10_p`; in SQL ``fpstore_match_tracks``);
+        ``"poisson"``, the closed-form bound over every tested ``(track, offset)`` bin
+        (:func:`fpstore.significance.chance_scores`).
     """
 
     min_votes: int | None = None
     min_ratio: float = DEFAULT_MIN_RATIO
     alpha: float | None = None
-    null: Null = "poisson"
+    null: Null = "tracks"
 
     def __post_init__(self) -> None:
         if self.min_votes is not None and (
             isinstance(self.min_votes, bool) or not isinstance(self.min_votes, int) or self.min_votes < 1
         ):
-            raise ParameterError(f"min_votes={self.min_votes!r} must be an integer >= 1, or None for the default")
+            raise ParameterError(f"min_votes={self.min_votes!r} must be an integer >= 1, or None for the calibrated rule")
         if not isinstance(self.min_ratio, (int, float)) or not np.isfinite(self.min_ratio) or self.min_ratio < 1:
             raise ParameterError(f"min_ratio={self.min_ratio!r} must be a number >= 1")
         if self.alpha is not None and (
@@ -201,21 +208,15 @@ class DecisionRule:
     @property
     def calibrated(self) -> bool:
         """True if the rule is a false-alarm rate (``alpha``, given or by default), False if a vote count."""
-        return self.alpha is not None or (self.min_votes is None and DEFAULT_RULE == "alpha")
+        return self.min_votes is None
 
     def score_needed(self) -> float:
         """The score ``-log10 alpha`` a calibrated rule needs (``alpha`` or :data:`DEFAULT_ALPHA`)."""
         return -float(np.log10(self.alpha if self.alpha is not None else DEFAULT_ALPHA))
 
-    def votes_needed(self, zone: str) -> int:
-        """The minimum votes that apply when ``zone`` (a zone name or ``"all"``) votes (vote-count rule)."""
-        if self.min_votes is not None:
-            return self.min_votes
-        return DEFAULT_MIN_VOTES_ALL_ZONES if zone == ALL_ZONES else DEFAULT_MIN_VOTES_ONE_ZONE
-
-    def accepts(self, best_votes: int, runner_up_votes: int, zone: str, score: float = 0.0) -> bool:
+    def accepts(self, best_votes: int, runner_up_votes: int, score: float = 0.0) -> bool:
         """True if a best bin of ``best_votes`` votes and chance score ``score`` is a match against the runner-up."""
-        credible = score > self.score_needed() if self.calibrated else best_votes >= self.votes_needed(zone)
+        credible = score > self.score_needed() if self.min_votes is None else best_votes >= self.min_votes
         return credible and best_votes >= self.min_ratio * max(runner_up_votes, 1)
 
 
@@ -332,7 +333,7 @@ def match_fingerprint(
     rule: DecisionRule = DecisionRule(),
     method: Method = "python",
     query: str = "",
-    count: Count = "pairs",
+    count: Count = "anchors",
     tests: int = 1,
     tolerance: int = 0,
 ) -> MatchResult:
@@ -431,11 +432,10 @@ def _python_rankings(store: Store, variants: Sequence[SpeedVariant], names: list
         of_variant = variant_of_hash == v
         mine = of_variant[query_hash]
         pair_tracks = track_ids[posting[mine]]
-        pair_t_query = t_query[query_hash[mine]]
-        pair_offsets = t_anchor[posting[mine]] - pair_t_query
+        pair_t_anchor = t_anchor[posting[mine]]
+        pair_offsets = pair_t_anchor - t_query[query_hash[mine]]
         if count == "anchors":
-            kept = distinct_anchor_pairs(track_ids, t_anchor, posting[mine], pair_t_query)
-            vote_tracks, vote_offsets = pair_tracks[kept], pair_offsets[kept]
+            vote_tracks, vote_offsets = distinct_anchor_votes(pair_tracks, pair_t_anchor, pair_offsets)
         else:
             vote_tracks, vote_offsets = pair_tracks, pair_offsets
         if null == "tracks":
@@ -493,7 +493,7 @@ def tracks_null_vote(store: Store, track_ids: np.ndarray, offsets_frames: np.nda
         frames = store.lookup.track_frames(every_track[several])
         log_p[several] = track_log_p(every_votes[several], counted, offset_bins(frames, t_query))
     k = min(ranked_k, every_track.size)
-    scores = -tracks_null_log10_p(log_p[:k], log_p)
+    scores = 0.0 - tracks_null_log10_p(log_p[:k], log_p)  # 0.0 - x: no -0.0 scores
     return every_track[:k], every_votes[:k], every_offset[:k], scores
 
 
@@ -537,12 +537,12 @@ def _result(store: Store, params: FingerprintParams, ranked: list[tuple[int, int
     best_votes = candidates[0].votes if candidates else 0
     runner_votes = candidates[1].votes if len(candidates) > 1 else 0
     confidence = 1.0 - runner_votes / best_votes if best_votes else 0.0
-    accepted = (candidates[0] if candidates and rule.accepts(best_votes, runner_votes, zone, candidates[0].score)
+    accepted = (candidates[0] if candidates and rule.accepts(best_votes, runner_votes, candidates[0].score)
                 else None)
     return MatchResult(query, zone, candidates, n_query_hashes, accepted, confidence, method)
 
 
-def match_signal(store: Store, y: np.ndarray, *, evidence: Evidence = PLAIN, **options: object) -> MatchResult:
+def match_signal(store: Store, y: np.ndarray, *, evidence: Evidence = ROBUST, **options: object) -> MatchResult:
     """Fingerprint mono audio at the database's sample rate and match it (options of :func:`match_fingerprint`).
 
     Parameters
@@ -555,6 +555,18 @@ def match_signal(store: Store, y: np.ndarray, *, evidence: Evidence = PLAIN, **o
     params = store.params(duration_s=None)
     prepared = PreparedQuery(speed_variant(y, params, 1.0, 1), y if evidence.needs_audio else None)
     return match_prepared(store, prepared, params, evidence=evidence, **options)  # type: ignore[arg-type]
+
+
+def _quiet_variant(audio: np.ndarray, params: FingerprintParams, speed: float, shifts: int,
+                   first: SpeedVariant | None = None) -> SpeedVariant:
+    """:func:`fpstore.signal.variants.speed_variant` without its warnings.
+
+    A query without peaks gets its one-line reason instead (:func:`prepare_query`), and a variant
+    without them simply votes for nothing.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return speed_variant(audio, params, speed, shifts, first)
 
 
 @dataclass
@@ -583,19 +595,19 @@ class PreparedQuery:
         if evidence.shifts == 1:
             return self.first
         if self._shifted is None:
-            self._shifted = speed_variant(self._samples(), params, 1.0, evidence.shifts, self.first)
+            self._shifted = _quiet_variant(self._samples(), params, 1.0, evidence.shifts, self.first)
         return self._shifted
 
     def others(self, params: FingerprintParams, evidence: Evidence) -> tuple[SpeedVariant, ...]:
         """The variants at the other speeds, fingerprinted on first use (an easy query never pays for them)."""
         if self._others is None:
-            self._others = tuple(speed_variant(self._samples(), params, speed, evidence.shifts)
+            self._others = tuple(_quiet_variant(self._samples(), params, speed, evidence.shifts)
                                  for speed in evidence.speeds[1:])
         return self._others
 
 
 def prepare_query(path: str | os.PathLike[str], params: FingerprintParams,
-                  evidence: Evidence = PLAIN) -> PreparedQuery | str:
+                  evidence: Evidence = ROBUST) -> PreparedQuery | str:
     """The query file fingerprinted for ``evidence``, or why it cannot be: one line naming the file.
 
     The file is checked before it is opened (:func:`fpstore.files.unreadable_reason`: a named pipe
@@ -625,13 +637,13 @@ def prepare_query(path: str | os.PathLike[str], params: FingerprintParams,
     audio = signal_job(path, params)
     if isinstance(audio, str):
         return one_line(audio)
-    first = speed_variant(audio, params, 1.0, 1)
+    first = _quiet_variant(audio, params, 1.0, 1)
     if first.fingerprints[0].n_postings == 0:
         return one_line(no_hashes_reason(path, first.fingerprints[0], params))
     return PreparedQuery(first, audio)
 
 
-def match_prepared(store: Store, prepared: PreparedQuery, params: FingerprintParams, *, evidence: Evidence = PLAIN,
+def match_prepared(store: Store, prepared: PreparedQuery, params: FingerprintParams, *, evidence: Evidence = ROBUST,
                    zone: str = DEFAULT_ZONE, top_k: int = 5, rule: DecisionRule = DecisionRule(),
                    method: Method = "python", query: str = "") -> MatchResult:
     """Match a prepared query as it is; if that names nothing, at every shift; then at the other speeds.
@@ -684,7 +696,7 @@ def match_queries(
     rule: DecisionRule = DecisionRule(),
     method: Method = "python",
     stdin: BinaryIO | None = None,
-    evidence: Evidence = PLAIN,
+    evidence: Evidence = ROBUST,
 ) -> Iterator[MatchResult]:
     """Match every query file as it comes, one result each; a query that cannot be read does not stop the rest.
 
@@ -703,7 +715,7 @@ def match_queries(
         Read to its end, spooled to a temporary file and decoded like a file (any format libsndfile or
         ffmpeg reads), for each ``"-"``; its result and reason say ``<stdin>``.
     evidence : Evidence
-        Shifts, speeds and what a vote counts (:data:`PLAIN` by default).
+        Shifts, speeds and what a vote counts (:data:`ROBUST` by default).
 
     Yields
     ------
@@ -763,7 +775,7 @@ def match_files(
     rule: DecisionRule = DecisionRule(),
     method: Method = "python",
     errors: Literal["raise", "report"] = "raise",
-    evidence: Evidence = PLAIN,
+    evidence: Evidence = ROBUST,
 ) -> list[MatchResult]:
     """Match each file (folders walked as ingest walks them), fingerprinted whole with the database's parameters.
 
@@ -779,7 +791,7 @@ def match_files(
         queries after it are not matched). ``"report"``: it gets a result whose ``error`` holds the
         reason, and the rest go on (see :func:`match_queries`, which also yields as it goes).
     evidence : Evidence
-        Shifts, speeds and what a vote counts (:data:`PLAIN` by default).
+        Shifts, speeds and what a vote counts (:data:`ROBUST` by default).
 
     Returns
     -------

@@ -171,42 +171,50 @@ def expand_matches(key_of_posting: np.ndarray, t_anchor: np.ndarray, track_ids: 
             np.asarray(t_anchor, dtype=np.int64)[posting] - np.asarray(t_query, dtype=np.int64)[query_hash])
 
 
-def distinct_anchor_pairs(track_ids: np.ndarray, t_anchor: np.ndarray, posting_index: np.ndarray,
-                          t_query: np.ndarray) -> np.ndarray:
-    """The pairs that first bring a stored anchor into a ``(track, offset)`` bin (one vote per anchor and bin).
+def distinct_anchor_votes(track_ids: np.ndarray, t_anchor_frames: np.ndarray,
+                          offsets_frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One vote per stored anchor and ``(track, offset)`` bin, from every (posting, query hash) pair.
 
-    A stored anchor is a ``(track, t_anchor)``; in a bin of offset ``t_anchor - t_query`` it is the same
-    vote whichever of its targets, zones or query shifts brought it, so pairs are distinct by
-    ``(anchor, t_query)``.
+    A stored anchor is a ``(track, t_anchor)``; in a bin it is the same vote whichever of its targets,
+    zones or query shifts brought it, so the votes are the distinct ``(track, offset, t_anchor)`` of
+    the pairs.
 
     Parameters
     ----------
-    track_ids, t_anchor : np.ndarray [shape=(m,)], integer
-        The fetched postings.
-    posting_index : np.ndarray [shape=(p,)], integer
-        Posting of each pair.
-    t_query : np.ndarray [shape=(p,)], integer, in frames
-        Query anchor time of each pair.
+    track_ids, t_anchor_frames, offsets_frames : np.ndarray [shape=(p,)], integer
+        Track, stored anchor time and offset ``t_anchor - t_query`` (frames) of each pair.
 
     Returns
     -------
-    first : np.ndarray [shape=(d,), dtype=int64]
-        Indices of the pairs kept, ascending.
+    track_ids, offsets_frames : np.ndarray [shape=(d,), dtype=int64]
+        Of each distinct vote, sorted by track, then offset.
 
     Examples
     --------
-    >>> distinct_anchor_pairs(np.array([4, 4, 5]), np.array([10, 10, 10]), np.array([0, 1, 2, 0]),
-    ...                       np.array([3, 3, 3, 2]))
-    array([0, 2, 3])
+    >>> distinct_anchor_votes(np.array([4, 4, 5, 4]), np.array([10, 10, 10, 10]), np.array([7, 7, 7, 8]))
+    (array([4, 4, 5]), array([7, 8, 7]))
     """
-    anchors = (np.asarray(track_ids, dtype=np.int64) << 32) | np.asarray(t_anchor, dtype=np.int64)
-    _, anchor_of_posting = np.unique(anchors, return_inverse=True)
-    t_query = np.asarray(t_query, dtype=np.int64)
-    low = int(t_query.min()) if t_query.size else 0
-    span = int(t_query.max()) - low + 1 if t_query.size else 1
-    keys = anchor_of_posting.reshape(-1)[np.asarray(posting_index, dtype=np.int64)] * span + (t_query - low)
-    _, first = np.unique(keys, return_index=True)
-    return np.sort(first)
+    tracks = np.asarray(track_ids, dtype=np.int64)
+    anchors = np.asarray(t_anchor_frames, dtype=np.int64)
+    offsets = np.asarray(offsets_frames, dtype=np.int64)
+    if tracks.size == 0:
+        return tracks, offsets
+    low_offset, low_anchor = int(offsets.min()), int(anchors.min())
+    offset_bits = (int(offsets.max()) - low_offset).bit_length()
+    anchor_bits = (int(anchors.max()) - low_anchor).bit_length()
+    if int(tracks.max()).bit_length() + offset_bits + anchor_bits > 63:
+        # Too wide to pack in one int64: sort the three columns instead (slower, never seen in practice).
+        order = np.lexsort((anchors, offsets, tracks))
+        triples = np.stack([tracks[order], offsets[order], anchors[order]])
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = (triples[:, 1:] != triples[:, :-1]).any(axis=0)
+        return triples[0, first], triples[1, first]
+    # One int64 per vote, ordered by (track, offset, t_anchor): a plain sort, then the first of each run
+    # (np.sort with a mask of runs is faster here than np.unique).
+    keys = (tracks << (offset_bits + anchor_bits)) | ((offsets - low_offset) << anchor_bits) | (anchors - low_anchor)
+    keys.sort()
+    distinct = keys[_starts_of_runs(keys)]
+    return distinct >> (offset_bits + anchor_bits), ((distinct >> anchor_bits) & ((1 << offset_bits) - 1)) + low_offset
 
 
 def tolerant_times(t_query_frames: np.ndarray, tolerance: int) -> tuple[np.ndarray, np.ndarray]:

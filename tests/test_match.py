@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 
 import numpy as np
 import psycopg
@@ -21,8 +22,9 @@ from fpstore.errors import AudioError, ParameterError
 from fpstore.ingest import ingest
 from fpstore.match import (
     ALL_ZONES,
-    DEFAULT_MIN_VOTES_ALL_ZONES,
-    DEFAULT_MIN_VOTES_ONE_ZONE,
+    DEFAULT_ALPHA,
+    PLAIN,
+    ROBUST,
     DecisionRule,
     match_files,
     match_fingerprint,
@@ -93,10 +95,12 @@ def test_vote_refuses_mismatched_arrays() -> None:
 
 
 def test_decision_rule() -> None:
-    assert DecisionRule().votes_needed(ALL_ZONES) == DEFAULT_MIN_VOTES_ALL_ZONES
-    assert DecisionRule().votes_needed("Flarge_Tlong") == DEFAULT_MIN_VOTES_ONE_ZONE
+    default = DecisionRule()
+    assert default.calibrated and default.null == "tracks"
+    assert default.score_needed() == pytest.approx(-np.log10(DEFAULT_ALPHA))
     rule = DecisionRule(min_votes=10, min_ratio=2.0)
-    assert rule.accepts(10, 5, "z") and not rule.accepts(9, 0, "z") and not rule.accepts(10, 6, "z")
+    # A vote count: the score does not matter.
+    assert rule.accepts(10, 5) and not rule.accepts(9, 0, score=50.0) and not rule.accepts(10, 6)
     with pytest.raises(ParameterError, match="min_votes=0"):
         DecisionRule(min_votes=0)
     with pytest.raises(ParameterError, match="min_ratio=0.5"):
@@ -107,8 +111,8 @@ def test_calibrated_decision_rule_takes_a_false_alarm_rate() -> None:
     rule = DecisionRule(alpha=1e-3)
     assert rule.calibrated and rule.score_needed() == pytest.approx(3.0)
     # The votes do not matter, the score does: 4 votes at p = 1e-4 pass, 400 at p = 0.01 do not.
-    assert rule.accepts(4, 1, "z", score=4.0) and not rule.accepts(400, 1, "z", score=2.0)
-    assert not DecisionRule(alpha=1e-3, min_ratio=2.0).accepts(10, 6, "z", score=9.0)
+    assert rule.accepts(4, 1, score=4.0) and not rule.accepts(400, 1, score=2.0)
+    assert not DecisionRule(alpha=1e-3, min_ratio=2.0).accepts(10, 6, score=9.0)
     assert not DecisionRule(min_votes=5).calibrated
     for bad in (0, 1, 1.5, -0.1, True):
         with pytest.raises(ParameterError, match="alpha="):
@@ -134,6 +138,23 @@ def tuned_store(store, tmp_path):
     write_tunes(tmp_path / "music", TUNE_SEEDS)
     ingest(store, tmp_path / "music", jobs=1)
     return store
+
+
+@pytest.mark.postgres
+def test_track_frames_reads_each_stored_track_once(tuned_store, monkeypatch) -> None:
+    with tuned_store.raw() as conn:
+        stored = dict(conn.execute("SELECT id, n_frames FROM tracks").fetchall())
+    first, second = sorted(stored)[:2]
+    lookup = tuned_store.lookup
+    asked: list[list[int]] = []
+    read = lookup._read_frames
+    monkeypatch.setattr(lookup, "_read_frames", lambda ids: asked.append(ids.tolist()) or read(ids))
+    absent = max(stored) + 1
+    frames = lookup.track_frames(np.array([second, absent, first, second]))
+    assert frames.tolist() == [stored[second], 0, stored[first], stored[second]]
+    # Known tracks are not read again; an id not stored is (it may be stored by the next call).
+    assert lookup.track_frames(np.array([first, absent])).tolist() == [stored[first], 0]
+    assert asked == [sorted([first, second, absent]), [absent]]
 
 
 @pytest.mark.postgres
@@ -205,7 +226,7 @@ def test_sql_function_takes_the_notebooks_unsigned_hashes(tuned_store) -> None:
         cur.execute("SELECT track_id, offset_frames, votes FROM fpstore_match(%s, %s, %s, 2)",
                     ("Flarge_Tlong", zone.hashes.astype(np.int64).tolist(), zone.t_anchor_frames.tolist()))
         rows = cur.fetchall()
-    python = match_fingerprint(tuned_store, fp, params, zone="Flarge_Tlong", top_k=2)
+    python = match_fingerprint(tuned_store, fp, params, zone="Flarge_Tlong", top_k=2, count="pairs")
     assert rows == [(c.track_id, c.offset_frames, c.votes) for c in python.candidates]
     assert rows[0][1] == 10
 
@@ -245,7 +266,7 @@ def test_python_matching_never_prepares_its_statements(tuned_store) -> None:
 def test_the_sql_vote_is_planned_per_call_whatever_the_caller_prepares(tuned_store) -> None:
     params = tuned_store.params(duration_s=None)
     fp = fingerprint_signal(_excerpt(13, 25, 3.0, None, None), params)
-    python = match_fingerprint(tuned_store, fp, params, zone=ALL_ZONES, top_k=3)
+    python = match_fingerprint(tuned_store, fp, params, zone=ALL_ZONES, top_k=3, count="pairs")
     arrays = _query_arrays(fp)
     statement = "SELECT track_id, offset_frames, votes FROM fpstore_match_zones(%s::text[], %s::bigint[], %s::int[], 3)"
     libpq_url = make_url(tuned_store.engine.url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -506,5 +527,8 @@ def test_match_files_raises_or_reports_and_walks_folders(tuned_store, mixed_quer
 def test_a_query_without_hashes_fails_with_ingests_reason(tuned_store, tmp_path) -> None:
     silent = tmp_path / "silence.wav"
     soundfile.write(silent, np.zeros(SR, dtype=np.float32), SR)
-    [result] = match_files(tuned_store, [silent], errors="report")
-    assert result.error == f"{silent}: no hashes: no spectral peak above peak_thresh=0.01 (silence?)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the reason is the one line said, no warning besides it
+        for evidence in (PLAIN, ROBUST):
+            [result] = match_files(tuned_store, [silent], errors="report", evidence=evidence)
+            assert result.error == f"{silent}: no hashes: no spectral peak above peak_thresh=0.01 (silence?)"

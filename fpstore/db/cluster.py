@@ -361,7 +361,7 @@ class ClusterLookup(Lookup):
         """
         if null == "tracks":
             raise ParameterError("the SQL vote under the tracks null works on one database, not through a cluster's "
-                                 "router: match without --sql (the Python matcher asks every shard)")
+                                 "router: match without --sql (the Python matcher asks every shard), or with --null poisson")
         try:
             return super().sql_vote(zone_names, hashes, t_query_frames, top_k=top_k, count=count)
         except psycopg.Error as exc:
@@ -369,8 +369,8 @@ class ClusterLookup(Lookup):
             self._store.on_every_shard(lambda shard: shard.schema_revision())
             raise DatabaseError(f"the cluster's router {self._store.url} failed to vote: {said}") from exc
 
-    def track_frames(self, track_ids: np.ndarray) -> np.ndarray:
-        """``tracks.n_frames`` of each track, from its shard (0 for an id no longer stored)."""
+    def _read_frames(self, track_ids: np.ndarray) -> np.ndarray:
+        """``tracks.n_frames`` of each track, from its shard (0 for an id not stored)."""
         frames = np.zeros(track_ids.size, np.int64)
         owners = track_ids % self._store.n_shards
         mine = {k: owners == k for k in np.unique(owners).tolist()}

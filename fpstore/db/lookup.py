@@ -66,11 +66,22 @@ class LookupStatement:
         return cls("SELECT " + ", ".join([_LOOKUP_ONE_ZONE] * zones_present.size), params, zones_present)
 
 
+def _lookup_sorted(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The value of each wanted key in sorted ``keys`` (0 when absent), and whether it was there."""
+    where = np.minimum(np.searchsorted(keys, wanted), max(keys.size - 1, 0))
+    found = keys[where] == wanted if keys.size else np.zeros(wanted.size, bool)
+    return np.where(found, values[where] if keys.size else 0, 0).astype(np.int64), found
+
+
 class Lookup:
     """Reads for matching (``store.lookup``)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        # (ids, n_frames) of the stored tracks asked for so far, sorted by id, replaced as one tuple (a
+        # reader in another thread sees one or the other): a stored track's length never changes and
+        # ids are not reused, and the tracks null asks for every voted track at each look.
+        self._known_frames = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
     def postings(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[np.ndarray, ...]:
         """Every stored posting whose ``(zone, hash)`` is one of the keys, in one statement.
@@ -101,9 +112,25 @@ class Lookup:
         return found_zone, found[:, 0], found[:, 1], found[:, 2]
 
     def track_frames(self, track_ids: np.ndarray) -> np.ndarray:
-        """``tracks.n_frames`` of each track (0 for an id no longer stored), aligned with ``track_ids``."""
-        if track_ids.size == 0:
-            return np.zeros(0, np.int64)
+        """``tracks.n_frames`` of each track (0 for an id not stored), aligned with ``track_ids``.
+
+        Only the ids not asked for before are read from the database (one statement).
+        """
+        ids = np.asarray(track_ids, dtype=np.int64)
+        frames, known = _lookup_sorted(*self._known_frames, ids)
+        missing = np.unique(ids[~known])
+        if missing.size:
+            read = self._read_frames(missing)
+            stored = read > 0  # an id not stored (yet) is asked again next time
+            known_ids, known_frames = self._known_frames
+            merged_ids = np.concatenate([known_ids, missing[stored]])
+            order = np.argsort(merged_ids)
+            self._known_frames = (merged_ids[order], np.concatenate([known_frames, read[stored]])[order])
+            frames[~known] = read[np.searchsorted(missing, ids[~known])]
+        return frames
+
+    def _read_frames(self, track_ids: np.ndarray) -> np.ndarray:
+        """``tracks.n_frames`` of each of the distinct ``track_ids`` (0 for an id not stored), from the database."""
         with self._store.raw() as conn, conn.cursor() as cur:
             cur.execute("SELECT id, n_frames FROM tracks WHERE id = ANY(%s::int[])", (_int_array_literal(track_ids),))
             frames = dict(cur.fetchall())
