@@ -548,16 +548,18 @@ def evidence_options(command: F) -> F:
                      help="The notebook's vote: every hash pair of the query as it is, nothing more (one lookup "
                           "per query; the options below change one part of it)."),
         click.option("--count", type=click.Choice(["pairs", "anchors"]), default=None,
-                     help="What a (track, offset) bin counts: every hash pair, or distinct stored anchors [anchors]."),
+                     help="What a (track, offset) bin counts: every hash pair, or distinct stored anchors "
+                          "[anchors; pairs with --plain]."),
         click.option("--shifts", type=click.IntRange(1, 16), default=None,
                      help="When the query as it is names nothing, fingerprint it at this many sub-hop shifts and "
-                          "pool their votes [4]."),
+                          "pool their votes [4; 1 with --plain]."),
         click.option("--speeds", default=None, metavar="F,F,...",
-                     help="Speed factors to try when that names nothing (1.02: played 2%% faster; 1: none); the "
-                          "best score wins, each factor counted as a test [0.97,0.98,0.99,1.01,1.02,1.03]."),
+                     help="Speed factors to try when that names nothing (1.02: played 2 % faster; 1: none); the "
+                          "best score wins, each factor counted as a test [0.97,0.98,0.99,1.01,1.02,1.03; none "
+                          "with --plain]."),
         click.option("--offset-tolerance", "tolerance", type=click.IntRange(0, 3), default=None, metavar="FRAMES",
                      help="After the first look, a vote also counts in the bins this many frames either side "
-                          "(reverberant queries) [1]."),
+                          "(reverberant queries) [1; 0 with --plain]."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
