@@ -536,7 +536,7 @@ def match_options(command: F) -> F:
                      help="Best track's votes must be this many times the runner-up's."),
         click.option("--null", type=click.Choice(["tracks", "poisson"]), default="tracks", show_default=True,
                      help="Chance model behind the score: each track's Poisson evidence on a scale measured on the "
-                          "query's other tracks (--sql: one database, not a router), or the Poisson bound."),
+                          "query's other tracks, or the Poisson bound."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 

@@ -249,6 +249,24 @@ def test_match_command_names_a_fast_excerpt_under_the_tracks_null_by_python_and_
     assert named.startswith("fast.wav: tune_032.wav") and unnamed.startswith("miss.wav: no match")
 
 
+@pytest.mark.postgres
+def test_the_tracks_null_needs_only_each_shards_31_largest_evidences(store) -> None:
+    # What a cluster's router relies on (migrations 0010, r0002): scoring against the shards' 31 smallest
+    # ln p, concatenated, is scoring against every voted track's.
+    rng = np.random.default_rng(11)
+    for n_tracks in (12, 40, 200):
+        log_p = -rng.exponential(3.0, n_tracks) * rng.integers(1, 4, n_tracks)
+        shard_of = rng.integers(0, 4, n_tracks)
+        kept = np.concatenate([np.sort(log_p[shard_of == k])[:TRACKS_NULL_DEPTH + 1] for k in range(4)])
+        candidates = np.sort(log_p)[:3].tolist() + [-400.0]
+        with store.raw() as conn:
+            scores = [conn.execute("SELECT fpstore_tracks_null_score(%s, %s::float8[]), "
+                                   "fpstore_tracks_null_score(%s, %s::float8[])",
+                                   (c, log_p.tolist(), c, kept.tolist())).fetchone() for c in candidates]
+        assert all(whole == pytest.approx(parts, abs=1e-12) for whole, parts in scores), scores
+        assert any(whole > 0 for whole, _ in scores)
+
+
 def test_the_sql_tracks_null_was_written_with_the_python_constants() -> None:
     sql = revision_module("0009_tracks_null.py")
     assert (sql.TRACKS_NULL_DEPTH, sql.TRACKS_NULL_SKIP) == (TRACKS_NULL_DEPTH, TRACKS_NULL_SKIP)

@@ -356,14 +356,10 @@ class ClusterLookup(Lookup):
         """The router's SQL vote (see :meth:`Lookup.sql_vote`); a shard that fails it is named.
 
         PL/Proxy's error names the shard's conninfo only: every shard is then asked for its revision,
-        and the first that cannot answer is the one reported. The tracks null is refused: it ranks
-        every voted track of the catalogue, which the shards' votes in parts do not return.
+        and the first that cannot answer is the one reported.
         """
-        if null == "tracks":
-            raise ParameterError("the SQL vote under the tracks null works on one database, not through a cluster's "
-                                 "router: match without --sql (the Python matcher asks every shard), or with --null poisson")
         try:
-            return super().sql_vote(zone_names, hashes, t_query_frames, top_k=top_k, count=count)
+            return super().sql_vote(zone_names, hashes, t_query_frames, top_k=top_k, count=count, null=null)
         except psycopg.Error as exc:
             said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             self._store.on_every_shard(lambda shard: shard.schema_revision())

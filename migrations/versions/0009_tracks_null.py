@@ -115,9 +115,13 @@ _REWRITES = (
 )
 
 
+def match_tracks_sql() -> str:
+    """``CREATE FUNCTION fpstore_match_tracks``: 0006's vote text with :data:`_REWRITES` applied."""
+    return rewritten(revision_module("0006_vote_by_anchors.py")._VOTE_SQL, _REWRITES)
+
+
 def upgrade() -> None:
-    match_tracks = rewritten(revision_module("0006_vote_by_anchors.py")._VOTE_SQL, _REWRITES)
-    for statement in (_TRACK_LOG_P_SQL, _TRACKS_NULL_SCORE_SQL, match_tracks):
+    for statement in (_TRACK_LOG_P_SQL, _TRACKS_NULL_SCORE_SQL, match_tracks_sql()):
         op.execute(statement)
     op.execute(
         """
