@@ -68,9 +68,13 @@ class LookupStatement:
 
 def _lookup_sorted(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The value of each wanted key in sorted ``keys`` (0 when absent), and whether it was there."""
-    where = np.minimum(np.searchsorted(keys, wanted), max(keys.size - 1, 0))
-    found = keys[where] == wanted if keys.size else np.zeros(wanted.size, bool)
-    return np.where(found, values[where] if keys.size else 0, 0).astype(np.int64), found
+    where = np.searchsorted(keys, wanted)
+    found = np.zeros(wanted.size, dtype=bool)
+    inside = where < keys.size
+    found[inside] = keys[where[inside]] == wanted[inside]
+    looked_up = np.zeros(wanted.size, dtype=np.int64)
+    looked_up[found] = values[where[found]]
+    return looked_up, found
 
 
 class Lookup:
