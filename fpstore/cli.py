@@ -620,24 +620,13 @@ def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zo
                                 evidence=evidence):
         some_failed = some_failed or result.error is not None
         if as_json:
-            click.echo(json.dumps(_match_json(result)))
+            click.echo(json.dumps(result.as_json()))
         elif result.error is not None:
             click.echo(f"failed: {result.error}", err=True)
         else:
             click.echo(_match_line(result, top_k))
     if some_failed:
         ctx.exit(EXIT_SOME_FILES_FAILED)
-
-
-def _match_json(result: Any) -> dict[str, Any]:
-    if result.error is not None:
-        return {"query": result.query, "zone": result.zone, "error": result.error}
-    return {
-        "query": result.query, "zone": result.zone, "n_query_hashes": result.n_query_hashes,
-        "match": None if result.match is None else dataclasses.asdict(result.match),
-        "score": result.score, "confidence": round(result.confidence, 4), "speed": result.speed,
-        "candidates": [dataclasses.asdict(c) for c in result.candidates],
-    }
 
 
 def _match_line(result: Any, top_k: int) -> str:
@@ -1189,6 +1178,35 @@ def config_show(ctx: click.Context, /, zones: tuple[str, ...], as_json: bool, **
         elif value is None:
             value = {"database_url": "(embedded server)", "config_file": "(none)"}.get(row["key"], "none")
         click.echo(f"{row['key']:<16} {value!s:<48} {row['source']}")
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (0.0.0.0 exposes the service beyond this machine: set a token).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="TCP port.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Server processes (each decodes queries on its own core).")
+@click.option("--token", envvar="FPSTORE_SERVE_TOKEN", show_envvar=True,
+              help="Bearer token every route but /v1/health asks for.")
+@click.option("--max-upload-mb", type=click.FloatRange(0, min_open=True), default=50, show_default=True,
+              help="Largest request body; a larger one gets 413.")
+@click.pass_context
+def serve_command(ctx: click.Context, host: str, port: int, workers: int, token: str | None,
+                  max_upload_mb: float) -> None:
+    """Serve the catalogue over HTTP: the match API, the track listing and a web page at /.
+
+    POST /v1/match takes an audio file and answers what `fpstore match --json` prints; the OpenAPI
+    description is at /openapi.json (browsable at /docs). Runs until Ctrl-C.
+
+    \b
+    Example:
+      fpstore serve --port 8080 &
+      curl --data-binary @query.wav http://127.0.0.1:8080/v1/match
+    """
+    from fpstore.serve import ServeConfig, run_server
+
+    config = ServeConfig(_state(ctx).settings().database_url, token or None, int(max_upload_mb * 1024 * 1024))
+    run_server(config, host=host, port=port, workers=workers, announce=lambda line: click.echo(line, err=True))
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
@@ -306,6 +306,22 @@ class MatchResult:
     def failed(cls, query: str, zone: str, reason: str, method: str = "python") -> MatchResult:
         """The result of a query that could not be matched: no candidates, ``error=reason``."""
         return cls(query, zone, [], 0, None, 0.0, method, reason)
+
+    def as_json(self) -> dict[str, Any]:
+        """The answer as plain JSON values: what ``fpstore match --json`` prints and ``POST /v1/match`` returns.
+
+        A failed query gives ``query``, ``zone`` and ``error`` only; an answered one ``query, zone,
+        n_query_hashes, match`` (a :class:`Candidate` as a dict, or None for "no match"), ``score``,
+        ``confidence`` (4 decimals), ``speed`` and ``candidates``.
+        """
+        if self.error is not None:
+            return {"query": self.query, "zone": self.zone, "error": self.error}
+        return {
+            "query": self.query, "zone": self.zone, "n_query_hashes": self.n_query_hashes,
+            "match": None if self.match is None else dataclasses.asdict(self.match),
+            "score": self.score, "confidence": round(self.confidence, 4), "speed": self.speed,
+            "candidates": [dataclasses.asdict(c) for c in self.candidates],
+        }
 
 
 def fetch_postings(store: Store, key_zones: np.ndarray,
@@ -744,7 +760,7 @@ def match_queries(
 
     for query in queries:
         if stdin is not None and os.fspath(query) == STDIN_ARGUMENT:
-            yield answer(STDIN_LABEL, _prepare_stream(stdin, params, evidence))
+            yield answer(STDIN_LABEL, prepare_stream(stdin, params, evidence))
             continue
         try:
             files = discover_audio_files(query)
@@ -756,14 +772,31 @@ def match_queries(
             yield answer(one_line(display_path(path.name)), prepare_query(path, params, evidence))
 
 
-def _prepare_stream(stream: BinaryIO, params: FingerprintParams, evidence: Evidence) -> PreparedQuery | str:
-    """:func:`prepare_query` of the stream's bytes, spooled to a file; a reason names ``<stdin>``."""
+def prepare_stream(stream: BinaryIO, params: FingerprintParams, evidence: Evidence = ROBUST, *,
+                   label: str = STDIN_LABEL) -> PreparedQuery | str:
+    """:func:`prepare_query` of the stream's bytes (any format a file may have), spooled to a temporary file.
+
+    Parameters
+    ----------
+    stream : binary stream
+        Read to its end (standard input, an HTTP request's body).
+    params : FingerprintParams
+        The database's (:meth:`Store.params` with ``duration_s=None``).
+    evidence : Evidence
+    label : str
+        How the stream is named in a failure reason (``"<stdin>"``, an uploaded file's name).
+
+    Returns
+    -------
+    prepared : PreparedQuery or str
+        The prepared query, or why it cannot be matched (one line naming ``label``).
+    """
     with tempfile.TemporaryDirectory(prefix="fpstore-stdin-") as folder:
         spooled = Path(folder) / "stdin"
         with open(spooled, "wb") as handle:
             shutil.copyfileobj(stream, handle)
         outcome = prepare_query(spooled, params, evidence)
-    return outcome.replace(display_path(spooled), STDIN_LABEL) if isinstance(outcome, str) else outcome
+    return outcome.replace(display_path(spooled), label) if isinstance(outcome, str) else outcome
 
 
 def match_files(

@@ -11,6 +11,8 @@ Conventions
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,6 +163,22 @@ class FingerprintParams:
         del values["duration_s"]
         values["zones"] = [dataclasses.asdict(zone) for zone in self.zones]
         return values
+
+    def profile_id(self) -> str:
+        """A short digest of :meth:`profile` (16 hex digits): equal ids, equal meaning of every hash.
+
+        A client that fingerprints its queries itself sends it with the hashes (``POST
+        /v1/match/fingerprint``) so that hashes made with other parameters are refused, not matched.
+
+        Examples
+        --------
+        >>> FingerprintParams().profile_id() == FingerprintParams(duration_s=None).profile_id()
+        True
+        >>> FingerprintParams().profile_id() == FingerprintParams(hop_length=512).profile_id()
+        False
+        """
+        canonical = json.dumps(self.profile(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> FingerprintParams:
         """Return a copy with ``changes`` applied (and validated)."""

@@ -1,0 +1,266 @@
+"""Throughput and latency of ``fpstore serve`` under N concurrent clients, on a replicated catalogue.
+
+The catalogue is built as ``benchmarks/match.py`` builds one (the real clips of ``--clips`` whose
+``tracks.csv`` says ``in_db=1``, ingested, then transposed replicas up to ``--tracks``, server-side), in
+a database ``fpstore_serve_bench_<N>`` on ``--server`` (or an embedded server with ``--embedded``);
+``--reuse`` keeps one already built. Then ``fpstore --db URL serve --workers W`` is started as a
+subprocess on a free port of 127.0.0.1 and driven by ``--clients`` threads, each with its own HTTP
+connection, through a bounded list of requests:
+
+- ``audio``: 10 s excerpts as 16-bit WAV uploads to ``POST /v1/match`` (raw body), half of them cut
+  from clips in the database at random starts (positives), half from the held-out clips (``in_db=0``,
+  negatives: the answer must be "no match");
+- ``fingerprint``: the same excerpts fingerprinted once by this script with ``GET /v1/params``'s
+  parameters and sent to ``POST /v1/match/fingerprint``.
+
+For each mode it prints the requests, queries per second (wall clock of the whole run), p50/p95/p99
+latency, errors (a status other than 200, or a transport failure), how many positives were named
+right and negatives named at all, and the server's resident memory (the serve process and its
+workers, summed from /proc) at the start, the end and its peak, sampled every 0.5 s.
+
+Usage::
+
+    python benchmarks/serve.py --embedded /tmp/serve-bench-pg --clips ../corpus/dev --tracks 1000 \\
+        --clients 16 --requests 400 --workers 2 --reuse --keep
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import soundfile
+from match import admin, build, existing_tracks  # benchmarks/match.py: the replicated catalogue
+
+from fpstore.signal.audio import load_audio
+from fpstore.signal.fingerprint import fingerprint_signal
+from fpstore.signal.params import FingerprintParams, Zone
+
+SR = 22050
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def split_clips(corpus: Path, folder: Path) -> tuple[Path, list[Path], list[Path]]:
+    """A folder of symlinks to the in-database clips; the in-database and held-out clip paths."""
+    rows = list(csv.DictReader(open(corpus / "tracks.csv")))
+    inside = [corpus / r["clip_file"] for r in rows if r["in_db"] == "1"]
+    held_out = [corpus / r["clip_file"] for r in rows if r["in_db"] == "0"]
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in inside:
+        link = folder / path.name
+        if not link.exists():
+            link.symlink_to(path.resolve())
+    return folder, inside, held_out
+
+
+def excerpts(paths: list[Path], n: int, length_s: float, rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
+    decoded = {p.stem: load_audio(p, sample_rate=SR, duration_s=30.0) for p in paths}
+    names = sorted(decoded)
+    chosen = []
+    for _ in range(n):
+        name = names[int(rng.integers(len(names)))]
+        y = decoded[name]
+        start = int(rng.integers(0, y.size - int(length_s * SR)))
+        chosen.append((name, y[start:start + int(length_s * SR)]))
+    return chosen
+
+
+def wav_bytes(y: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, y, SR, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and of its descendants (uvicorn's worker processes)."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except (OSError, StopIteration):
+            continue
+        pending += [int(c) for c in children]
+    return total
+
+
+class MemoryWatch:
+    """Samples the server's RSS every 0.5 s in a thread while a run goes."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.samples, self._stop = pid, [rss_bytes(pid)], threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            self.samples.append(rss_bytes(self.pid))
+
+    def stop(self) -> list[int]:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(rss_bytes(self.pid))
+        return self.samples
+
+
+def drive(base: str, requests: list[Callable[[httpx.Client], httpx.Response]], clients: int) -> tuple[float, list]:
+    """Send every request with ``clients`` threads (one connection each); wall time and per-request outcomes."""
+    local = threading.local()
+
+    def one(send: Callable[[httpx.Client], httpx.Response]) -> tuple[float, int, dict | None]:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=base, timeout=120)
+        started = time.perf_counter()
+        try:
+            response = send(local.client)
+        except httpx.HTTPError:
+            return time.perf_counter() - started, 0, None
+        elapsed = time.perf_counter() - started
+        return elapsed, response.status_code, response.json() if response.status_code == 200 else None
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        outcomes = list(pool.map(one, requests))
+    return time.perf_counter() - started, outcomes
+
+
+def report(mode: str, clients: int, wall_s: float, outcomes: list, truths: list[str | None], memory: list[int]) -> str:
+    latencies = sorted(o[0] for o in outcomes)
+    errors = sum(1 for o in outcomes if o[1] != 200)
+    named = [(o[2] or {}).get("match") for o in outcomes]
+    hits = sum(1 for m, t in zip(named, truths) if t is not None and m and m["file_name"].startswith(t))
+    false_alarms = sum(1 for m, t in zip(named, truths) if t is None and m)
+    q = lambda p: 1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))]  # noqa: E731
+    mib = lambda b: b / 2**20  # noqa: E731
+    return (f"| {mode} | {clients} | {len(outcomes)} | {len(outcomes) / wall_s:.1f} | {q(0.5):.0f} | {q(0.95):.0f} | "
+            f"{q(0.99):.0f} | {errors} | {hits}/{sum(t is not None for t in truths)} | "
+            f"{false_alarms}/{sum(t is None for t in truths)} | {mib(memory[0]):.0f} / {mib(memory[-1]):.0f} / "
+            f"{mib(max(memory)):.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", help="URL of a maintenance database (role with CREATEDB)")
+    parser.add_argument("--embedded", type=Path, help="instead of --server: an embedded PostgreSQL with its data here")
+    parser.add_argument("--clips", type=Path, required=True, help="corpus folder with tracks.csv and clips30/")
+    parser.add_argument("--tracks", type=int, default=1000, help="catalogue size")
+    parser.add_argument("--store-zone", default="Fsmall_Tlong", help="zone stored (the default matcher's), or 'all'")
+    parser.add_argument("--clients", default="16", help="concurrent clients, comma-separated runs")
+    parser.add_argument("--requests", type=int, default=400, help="requests per mode and client count")
+    parser.add_argument("--modes", default="audio,fingerprint")
+    parser.add_argument("--workers", type=int, default=2, help="fpstore serve --workers")
+    parser.add_argument("--length", type=float, default=10.0, help="seconds per excerpt")
+    parser.add_argument("--reuse", action="store_true", help="reuse a catalogue of the right size")
+    parser.add_argument("--keep", action="store_true", help="keep the database")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    if (args.server is None) == (args.embedded is None):
+        parser.error("give one of --server and --embedded")
+    if args.embedded is not None:
+        from fpstore.db.embedded import EmbeddedServer
+
+        args.embedded.mkdir(parents=True, exist_ok=True)
+        args.embedded.chmod(0o755)  # the server's own user (when we are root) must reach its data folder
+        with EmbeddedServer(args.embedded) as server:
+            args.server = server.url
+            run(args)
+    else:
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    name = f"fpstore_serve_bench_{args.tracks}"
+    with tempfile.TemporaryDirectory(prefix="fpstore-serve-bench-") as scratch:
+        folder, inside, held_out = split_clips(args.clips, Path(scratch) / "in_db")
+        if args.reuse and existing_tracks(args.server, name) == args.tracks:
+            from sqlalchemy.engine import make_url
+
+            url = make_url(args.server).set(drivername="postgresql+psycopg", database=name).render_as_string(
+                hide_password=False)
+            print(f"reusing {name}", flush=True)
+        else:
+            url = build(args.server, name, folder, args.tracks, args.store_zone)
+        try:
+            serve_and_drive(args, url, inside, held_out)
+        finally:
+            if not args.keep:
+                with admin(args.server) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def serve_and_drive(args: argparse.Namespace, url: str, inside: list[Path], held_out: list[Path]) -> None:
+    rng = np.random.default_rng(args.seed)
+    n_each = max(args.requests // 2, 1)
+    positives = excerpts(inside, n_each, args.length, rng)
+    negatives = excerpts(held_out, args.requests - n_each, args.length, rng) if held_out else []
+    queries = [(n, y) for n, y in positives] + [(None, y) for _, y in negatives]
+    order = rng.permutation(len(queries))
+    queries = [queries[i] for i in order]
+    truths = [n for n, _ in queries]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k not in ("FPSTORE_SERVE_TOKEN",)}
+    server = subprocess.Popen([sys.executable, "-m", "fpstore", "--db", url, "serve", "--port", str(port),
+                               "--workers", str(args.workers)], env=env)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/v1/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline or server.poll() is not None:
+                raise SystemExit("fpstore serve did not start")
+            time.sleep(0.5)
+        described = httpx.get(f"{base}/v1/params").json()
+        profile = dict(described["params"])
+        profile["zones"] = tuple(Zone(**z) for z in profile["zones"])
+        params = FingerprintParams(duration_s=None, **profile)
+        bodies = {"audio": [wav_bytes(y) for _, y in queries]}
+        if "fingerprint" in args.modes:
+            bodies["fingerprint"] = [json.dumps({"params_id": described["params_id"], "hashes": [
+                [zone, h, t] for zone, zh in fingerprint_signal(y, params).zones.items()
+                for h, t in zip(zh.hashes.tolist(), zh.t_anchor_frames.tolist())]}).encode() for _, y in queries]
+        print(f"catalogue {url.rsplit('/', 1)[-1]}, {args.tracks} tracks; {len(positives)} positives and "
+              f"{len(negatives)} negatives of {args.length:g} s; fpstore serve --workers {args.workers}", flush=True)
+        print("| mode | clients | requests | queries/s | p50 ms | p95 ms | p99 ms | errors | positives named right | "
+              "negatives named | server RSS MiB start / end / peak |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for clients in [int(c) for c in args.clients.split(",")]:
+            for mode in args.modes.split(","):
+                path = "/v1/match" if mode == "audio" else "/v1/match/fingerprint"
+                content_type = "audio/wav" if mode == "audio" else "application/json"
+                requests = [lambda client, body=body, path=path, kind=content_type: client.post(
+                                path, content=body, headers={"content-type": kind}) for body in bodies[mode]]
+                watch = MemoryWatch(server.pid)
+                wall_s, outcomes = drive(base, requests, clients)
+                print(report(mode, clients, wall_s, outcomes, truths, watch.stop()), flush=True)
+    finally:
+        server.terminate()
+        server.wait(60)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,487 @@
+"""``fpstore serve``: the catalogue over HTTP (an ASGI app on FastAPI, run by uvicorn) and a web page at ``/``.
+
+Routes (OpenAPI description at ``/openapi.json``, browsable at ``/docs``):
+
+- ``POST /v1/match``: an audio file (raw body, or a multipart form's file field) → the JSON of
+  ``fpstore match --json`` for it, decoded as ``fpstore match -`` decodes standard input; the
+  matcher's options are query parameters. ``?histogram=true`` adds the best track's offset histogram.
+- ``POST /v1/match/fingerprint``: ``{"params_id", "hashes": [[zone, hash, t_anchor], ...]}`` computed
+  by the client with the database's parameters (``GET /v1/params``) → the same JSON, no decoding.
+- ``GET /v1/tracks``, ``/v1/tracks/{id}``, ``/v1/report``, ``/v1/params``, ``/v1/health``.
+
+Every error is ``{"error": "<one line>"}`` (a query that cannot be decoded: the ``--json`` line of a
+failed query, ``query``, ``zone`` and ``error``) with its status: 400 empty body, 401 missing or wrong
+token, 404 unknown track, 409 hashes made with other parameters, 413 body over the limit, 422 not
+audio or a bad parameter, 503 database unreachable.
+
+Conventions
+-----------
+- Offsets in answers are in frames and seconds, as in :class:`fpstore.match.Candidate`.
+- Sizes are bytes. The bearer token, when set, guards every route but ``/v1/health``, the page and the
+  API description (which hold no catalogue data; the page asks for the token).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import secrets
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartParser
+
+import fpstore
+from fpstore.db.catalogue import open_store
+from fpstore.db.store import Store, head_revision
+from fpstore.errors import (
+    AudioError,
+    DatabaseError,
+    FpstoreError,
+    NotFound,
+    ParameterError,
+    ProfileMismatch,
+)
+from fpstore.histogram import offset_histogram
+from fpstore.match import (
+    ALL_ZONES,
+    DEFAULT_MIN_RATIO,
+    DEFAULT_ZONE,
+    MAX_TOLERANCE_FRAMES,
+    PLAIN,
+    ROBUST,
+    DecisionRule,
+    Evidence,
+    MatchResult,
+    PreparedQuery,
+    match_prepared,
+    prepare_stream,
+)
+from fpstore.report import build_report
+from fpstore.signal.analysis import Fingerprint
+from fpstore.signal.hashing import ZoneHashes
+from fpstore.signal.params import FingerprintParams
+from fpstore.signal.variants import MAX_SHIFTS, SpeedVariant, speed_variant
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+#: Largest request body accepted (an audio upload or a fingerprint), bytes: a few minutes of WAV.
+DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+#: Environment variable holding the bearer token (``--token`` overrides it).
+TOKEN_ENV = "FPSTORE_SERVE_TOKEN"
+#: How ``--workers`` > 1 hands the configuration to uvicorn's worker processes.
+CONFIG_ENV = "FPSTORE_SERVE_CONFIG"
+#: Label of an upload that names no file.
+BODY_LABEL = "<upload>"
+#: Label of a fingerprint upload that names no file.
+FINGERPRINT_LABEL = "<fingerprint>"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What ``fpstore serve`` was asked for.
+
+    Attributes
+    ----------
+    database_url : str or None
+        As for every command (None: $FPSTORE_DATABASE_URL, then fpstore's embedded server).
+    token : str or None
+        Bearer token every route but ``/v1/health`` asks for; None: no token.
+    max_upload_bytes : int
+        Largest request body; a larger one gets 413.
+    """
+
+    database_url: str | None = None
+    token: str | None = None
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+
+
+class ApiError(Exception):
+    """An answer other than 200: its status and its JSON body (which holds ``error``)."""
+
+    def __init__(self, status_code: int, message: str, **more: Any) -> None:
+        super().__init__(message)
+        self.status_code, self.body = status_code, {**more, "error": message}
+
+
+#: Status of each fpstore error, most specific first.
+_ERROR_STATUS: tuple[tuple[type[FpstoreError], int], ...] = (
+    (DatabaseError, 503), (NotFound, 404), (ProfileMismatch, 409), (AudioError, 422), (ParameterError, 422),
+)
+
+
+def _status_of(exc: FpstoreError) -> int:
+    return next((status for kind, status in _ERROR_STATUS if isinstance(exc, kind)), 500)
+
+
+@dataclass(frozen=True)
+class MatchOptions:
+    """The matcher's options of one request (``fpstore match``'s, as query parameters)."""
+
+    zone: str
+    top_k: int
+    rule: DecisionRule
+    evidence: Evidence
+    method: Literal["python", "sql"]
+    histogram: bool
+
+
+def _evidence(plain: bool, count: Literal["pairs", "anchors"] | None, shifts: int | None, speeds: str | None,
+              tolerance: int | None) -> Evidence:
+    """ROBUST (or PLAIN) with the parts a request names changed, as ``fpstore match``'s options do."""
+    try:
+        factors = tuple(float(f) for f in speeds.split(",")) if speeds else None
+    except ValueError:
+        raise ApiError(422, f"speeds={speeds!r} is not a comma-separated list of numbers") from None
+    given: dict[str, Any] = {"count": count, "shifts": shifts, "speeds": factors, "tolerance": tolerance}
+    return dataclasses.replace(PLAIN if plain else ROBUST, **{k: v for k, v in given.items() if v is not None})
+
+
+def match_options(
+    zone: Annotated[str, Query(description="Zone whose hashes vote, or 'all' to pool every zone.")] = DEFAULT_ZONE,
+    alpha: Annotated[float | None, Query(gt=0, lt=1, description="False-alarm rate of the calibrated rule.")] = None,
+    min_votes: Annotated[int | None, Query(ge=1, description="A vote count instead of alpha.")] = None,
+    min_ratio: Annotated[float, Query(ge=1, description="Best track's votes over the runner-up's.")] = DEFAULT_MIN_RATIO,
+    null: Annotated[Literal["tracks", "poisson"], Query(description="Chance model behind the score.")] = "tracks",
+    top: Annotated[int, Query(ge=1, le=100, description="Tracks listed.")] = 2,
+    plain: Annotated[bool, Query(description="The notebook's vote (--plain).")] = False,
+    count: Annotated[Literal["pairs", "anchors"] | None, Query(description="What a bin counts.")] = None,
+    shifts: Annotated[int | None, Query(ge=1, le=MAX_SHIFTS, description="Sub-hop shifts pooled.")] = None,
+    speeds: Annotated[str | None, Query(description="Speed factors, comma-separated (1.02: 2 % faster).")] = None,
+    offset_tolerance: Annotated[int | None, Query(ge=0, le=MAX_TOLERANCE_FRAMES, description="Frames.")] = None,
+    sql: Annotated[bool, Query(description="Vote with the SQL functions (--sql).")] = False,
+    histogram: Annotated[bool, Query(description="Add the best track's offset histogram.")] = False,
+) -> MatchOptions:
+    """The query parameters of both match routes, checked as ``fpstore match`` checks its options."""
+    try:
+        return MatchOptions(zone, top, DecisionRule(min_votes, min_ratio, alpha, null),
+                            _evidence(plain, count, shifts, speeds, offset_tolerance), "sql" if sql else "python",
+                            histogram)
+    except ParameterError as exc:
+        raise ApiError(422, str(exc)) from None
+
+
+class FingerprintQuery(BaseModel):
+    """A query fingerprinted by the client with the database's parameters (``GET /v1/params``)."""
+
+    params_id: str = Field(description="The parameters' id the hashes were made with (GET /v1/params).")
+    hashes: list[tuple[str, int, int]] = Field(
+        description="[zone name, hash (unsigned 32-bit), t_anchor (frames)] for every posting of the query.")
+    name: str = Field(FINGERPRINT_LABEL, description="How the query is named in the answer.")
+
+
+def _database_params(store: Store, zone: str) -> FingerprintParams:
+    """The database's parameters (whole queries), once the schema and ``zone`` are checked."""
+    store.check_schema()
+    params = store.params(duration_s=None)
+    if zone != ALL_ZONES:
+        params.zone(zone)
+    return params
+
+
+def match_upload(store: Store, data: bytes, label: str, options: MatchOptions) -> dict[str, Any]:
+    """Decode ``data`` (any format ``fpstore match -`` reads) and match it: the ``--json`` answer.
+
+    Raises
+    ------
+    ApiError
+        422 with the failed query's JSON when the bytes are not audio or give no hashes.
+    """
+    params = _database_params(store, options.zone)
+    outcome = prepare_stream(io.BytesIO(data), params, options.evidence, label=label)
+    if isinstance(outcome, str):
+        failed = MatchResult.failed(label, options.zone, outcome, options.method).as_json()
+        raise ApiError(422, failed.pop("error"), **failed)
+    return _answer(store, outcome, params, options, label)
+
+
+def match_hashes(store: Store, query: FingerprintQuery, options: MatchOptions) -> dict[str, Any]:
+    """Match hashes the client computed: the looks that need no audio (as it is, then the offset tolerance).
+
+    Raises
+    ------
+    ApiError
+        409 if ``params_id`` is not the database's; 422 for an unknown zone or a value out of range.
+    """
+    params = _database_params(store, options.zone)
+    if query.params_id != params.profile_id():
+        raise ApiError(409, f"params_id={query.params_id!r} is not the database's {params.profile_id()!r}: "
+                            "fingerprint with the parameters of GET /v1/params")
+    fingerprint = _fingerprint_of(query.hashes, params)
+    evidence = dataclasses.replace(options.evidence, shifts=1, speeds=(1.0,))
+    return _answer(store, PreparedQuery(SpeedVariant(1.0, (fingerprint,))), params,
+                   dataclasses.replace(options, evidence=evidence), query.name)
+
+
+def _fingerprint_of(triples: list[tuple[str, int, int]], params: FingerprintParams) -> Fingerprint:
+    """A :class:`Fingerprint` of ``[zone, hash, t_anchor]`` triples (an empty zone for each zone not named)."""
+    names = np.array([zone for zone, _, _ in triples], dtype=object)
+    hashes = np.array([h for _, h, _ in triples], dtype=np.int64)
+    t_anchor = np.array([t for _, _, t in triples], dtype=np.int64)
+    unknown = sorted(set(names.tolist()) - {z.name for z in params.zones})
+    if unknown:
+        raise ApiError(422, f"zone {unknown[0]!r} is not one of {[z.name for z in params.zones]}")
+    if hashes.size and (hashes.min() < 0 or hashes.max() > 0xFFFFFFFF):
+        raise ApiError(422, "every hash must be an unsigned 32-bit value (0 .. 4294967295)")
+    if t_anchor.size and (t_anchor.min() < 0 or t_anchor.max() > np.iinfo(np.int32).max):
+        raise ApiError(422, "every t_anchor must be a frame number >= 0")
+    if not hashes.size:
+        raise ApiError(400, "hashes is empty: send the query's [zone, hash, t_anchor] triples")
+    zones = {z.name: ZoneHashes(hashes[names == z.name].astype(np.uint32), t_anchor[names == z.name].astype(np.int32))
+             for z in params.zones}
+    n_frames = int(t_anchor.max()) + 1
+    return Fingerprint(zones, n_frames * params.seconds_per_frame, n_frames, 0)
+
+
+def _answer(store: Store, prepared: PreparedQuery, params: FingerprintParams, options: MatchOptions,
+            label: str) -> dict[str, Any]:
+    result = match_prepared(store, prepared, params, evidence=options.evidence, zone=options.zone,
+                            top_k=options.top_k, rule=options.rule, method=options.method, query=label)
+    answer = result.as_json()
+    if options.histogram and result.best is not None:
+        fingerprint = (prepared.first.fingerprints[0] if result.speed == 1.0 or prepared.audio is None
+                       else speed_variant(prepared.audio, params, result.speed, 1).fingerprints[0])
+        answer["histogram"] = offset_histogram(store, fingerprint, params, zone=options.zone,
+                                               track_id=result.best.track_id, count=options.evidence.count).as_json()
+    return answer
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused with 413 once it passes ``limit`` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length", "")
+    too_large = f"request body over the {limit:,}-byte limit (fpstore serve --max-upload-mb)"
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, too_large)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, too_large)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _upload(request: Request, limit: int) -> tuple[bytes, str]:
+    """The uploaded audio and its label: a multipart form's first file, or the raw body."""
+    body = await _read_body(request, limit)
+    label = os.path.basename(request.query_params.get("name", "")) or BODY_LABEL
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        async def replay() -> AsyncGenerator[bytes, None]:
+            yield body
+
+        form = await MultiPartParser(request.headers, replay()).parse()
+        files = [value for _, value in form.multi_items() if not isinstance(value, str)]
+        if not files:
+            raise ApiError(400, "the multipart form holds no file: send the audio as a file field (curl -F file=@clip.wav)")
+        body, label = await files[0].read(), os.path.basename(files[0].filename or "") or label
+    if not body:
+        raise ApiError(400, "empty body: send the audio as the request body (curl --data-binary @clip.wav) "
+                            "or as a multipart file field (curl -F file=@clip.wav)")
+    return body, " ".join(label.split())
+
+
+def _store(request: Request) -> Store:
+    """The app's database, opened when the app started."""
+    store: Store = request.app.state.store
+    return store
+
+
+def _config(request: Request) -> ServeConfig:
+    config: ServeConfig = request.app.state.config
+    return config
+
+
+def _require_token(request: Request) -> None:
+    """401 unless the request carries the configured bearer token (nothing to check without one)."""
+    token = _config(request).token
+    if token is None:
+        return
+    given = request.headers.get("authorization", "")
+    if not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        raise ApiError(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'")
+
+
+Db = Annotated[Store, Depends(_store)]
+Options = Annotated[MatchOptions, Depends(match_options)]
+#: The routes that hold catalogue data: behind the token when there is one.
+guarded = APIRouter(prefix="/v1", dependencies=[Depends(_require_token)])
+#: The routes without data: health, the page.
+public = APIRouter()
+
+
+@guarded.post("/match", openapi_extra={"requestBody": {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}},
+}}})
+async def match(request: Request, db: Db, options: Options,
+                name: Annotated[str | None, Query(description="Name of a raw-body upload.")] = None) -> Any:
+    """Identify an audio file (raw body or multipart file field): the same JSON as `fpstore match --json`."""
+    data, label = await _upload(request, _config(request).max_upload_bytes)
+    return await run_in_threadpool(match_upload, db, data, label, options)
+
+
+@guarded.post("/match/fingerprint")
+def match_fingerprint(query: FingerprintQuery, request: Request, db: Db, options: Options) -> Any:
+    """Identify a query from its hashes, computed by the client with the parameters of GET /v1/params."""
+    limit = _config(request).max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body over the {limit:,}-byte limit (fpstore serve --max-upload-mb)")
+    return match_hashes(db, query, options)
+
+
+@guarded.get("/params")
+def params(db: Db) -> Any:
+    """The database's fingerprint parameters and their id (what /v1/match/fingerprint checks)."""
+    database_params = db.params(duration_s=None)
+    return {"params_id": database_params.profile_id(), "params": database_params.profile()}
+
+
+@guarded.get("/tracks")
+def tracks(db: Db, name: str | None = None, run: int | None = None, min_postings: int | None = None,
+           max_postings: int | None = None, limit: Annotated[int | None, Query(ge=1)] = None) -> Any:
+    """Tracks in id order, filtered (as `fpstore tracks list --json`)."""
+    db.check_schema()
+    return dataclasses.asdict(db.tracks.search(name=name, run_id=run, min_postings=min_postings,
+                                               max_postings=max_postings, limit=limit))
+
+
+@guarded.get("/tracks/{track_id}")
+def track(track_id: int, db: Db) -> Any:
+    """One track's statistics (as `fpstore tracks show --json`)."""
+    db.check_schema()
+    return json.loads(json.dumps(db.tracks.show(str(track_id)), default=str))
+
+
+@guarded.get("/report")
+def report(db: Db) -> Any:
+    """The report's aggregates (as `fpstore report --format json`)."""
+    built = build_report(db)
+    return {"zones": built.zones, "relations": built.relations, "bytes_per_posting": built.bytes_per_posting}
+
+
+@public.get("/v1/health")
+def health(db: Db) -> Any:
+    """Database reachable and its schema revision (never asks for the token; 503 when unreachable)."""
+    try:
+        revision = db.schema_revision()
+    except FpstoreError as exc:
+        raise ApiError(503, " ".join(str(exc).split()), status="unavailable") from None
+    return {"status": "ok", "database": db.url, "schema_revision": revision, "schema_head": head_revision(),
+            "version": fpstore.__version__}
+
+
+@public.get("/", response_class=HTMLResponse, include_in_schema=False)
+def page() -> str:
+    """The web page: identify a recording, browse the catalogue."""
+    return resources.files("fpstore").joinpath("web/index.html").read_text(encoding="utf-8")
+
+
+def create_app(config: ServeConfig = ServeConfig()) -> FastAPI:
+    """The ASGI app: opens the database when it starts (as every command does), closes it when it stops.
+
+    Parameters
+    ----------
+    config : ServeConfig
+
+    Returns
+    -------
+    app : fastapi.FastAPI
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with open_store(config.database_url) as store:
+            app.state.store = store
+            yield
+
+    app = FastAPI(title="fpstore", version=fpstore.__version__, lifespan=lifespan,
+                  description="Audio fingerprint catalogue: identify a recording, list the catalogue.")
+    app.state.config = config
+    _add_error_handlers(app)
+    app.include_router(guarded)
+    app.include_router(public)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as ``{"error": one line}`` with its status."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse(exc.body, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(FpstoreError)
+    async def fpstore_error(request: Request, exc: FpstoreError) -> JSONResponse:
+        return JSONResponse({"error": " ".join(str(exc).split())}, status_code=_status_of(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("query", "body", "path"))
+        return JSONResponse({"error": f"{where or 'request'}: {first.get('msg', 'invalid')}"}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+def app_from_environment() -> FastAPI:
+    """The app of ``$FPSTORE_SERVE_CONFIG`` (JSON of :class:`ServeConfig`): uvicorn's factory for ``--workers``."""
+    return create_app(ServeConfig(**json.loads(os.environ.get(CONFIG_ENV, "{}"))))
+
+
+def run_server(config: ServeConfig, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1,
+               announce: Callable[[str], None] | None = None) -> None:
+    """Serve until interrupted (Ctrl-C, SIGTERM), with ``workers`` processes.
+
+    Parameters
+    ----------
+    config : ServeConfig
+    host : str
+        Address to bind (127.0.0.1 by default: this machine only).
+    port : int
+    workers : int
+        Processes (each opens the database); more than one spreads decoding over the cores.
+    announce : callable or None
+        Called with one line (the address and the database) once the database is open.
+    """
+    import uvicorn
+
+    # Opened here first, so that an unreachable database fails in one line (DatabaseError) before uvicorn
+    # starts, and the embedded server stays up for every worker until the service stops.
+    with open_store(config.database_url) as store:
+        if announce is not None:
+            announce(f"fpstore serve: http://{host}:{port}/ on {store.url} (Ctrl-C stops)")
+        if workers == 1:
+            uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
+            return
+        with _environment(CONFIG_ENV, json.dumps(dataclasses.asdict(config))):
+            uvicorn.run("fpstore.serve:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                        log_level="warning")
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before

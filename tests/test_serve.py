@@ -1,0 +1,310 @@
+"""``fpstore serve`` as its users meet it: a real server on a free port, a real database, an HTTP client, a browser.
+
+The API is checked against ``fpstore match --json`` on the same clips (a positive, a negative, a
+speed-changed excerpt); every bad request gets its status and one JSON message while the server
+goes on; the database stopped under a running ``fpstore serve`` gives 503; the web page, driven by
+Debian's chromium, names the uploaded clip's track and leaves a screenshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile
+import uvicorn
+from click.testing import CliRunner
+from conftest import _scratch_database
+from helpers import alive, wait_until, write_tunes
+
+from fpstore.cli import cli
+from fpstore.serve import ServeConfig, create_app
+from fpstore.signal.fingerprint import fingerprint_file
+from fpstore.signal.params import FingerprintParams, Zone
+from fpstore.signal.synth import synth_tune
+from fpstore.signal.variants import change_speed
+
+pytestmark = pytest.mark.postgres
+
+SR = 22050
+TUNES = [41, 42, 43]
+#: The module's server refuses bodies above this (a 6 s clip is ~265 kB).
+LIMIT = 1024 * 1024
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running(config: ServeConfig) -> Iterator[str]:
+    """uvicorn serving the app in a thread on a free port of 127.0.0.1; its base URL."""
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert wait_until(lambda: server.started or not thread.is_alive(), 120) and server.started, "server did not start"
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def write_clip(path: Path, y: np.ndarray) -> Path:
+    soundfile.write(path, y, SR, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A positive, a negative (a tune never ingested) and a 2 %-fast excerpt, as WAV files."""
+    folder = tmp_path_factory.mktemp("clips")
+    return {
+        "positive": write_clip(folder / "positive.wav", synth_tune(42, duration_s=12.0)[3 * SR:9 * SR]),
+        "negative": write_clip(folder / "negative.wav", synth_tune(99, duration_s=6.0)),
+        "fast": write_clip(folder / "fast.wav", change_speed(synth_tune(43, duration_s=12.0)[2 * SR:8 * SR], 1 / 1.02, SR)),
+    }
+
+
+@pytest.fixture(scope="module")
+def served_db(pg_server_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database holding three synthetic tunes (12 s each), for the whole module."""
+    with _scratch_database(pg_server_url, "fpstore_serve", template_db) as url:
+        folder = write_tunes(tmp_path_factory.mktemp("tunes"), TUNES, duration_s=12.0)[0].parent
+        result = CliRunner().invoke(cli, ["--db", url, "ingest", str(folder)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        yield url
+
+
+@pytest.fixture(scope="module")
+def base(served_db: str) -> Iterator[str]:
+    with running(ServeConfig(served_db, max_upload_bytes=LIMIT)) as url:
+        yield url
+
+
+def cli_json(db_url: str, clip: Path, *options: str) -> dict:
+    result = CliRunner().invoke(cli, ["--db", db_url, "match", "--json", *options, str(clip)], catch_exceptions=False)
+    return json.loads(result.output)
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("positive", "tune_042.wav"), ("negative", None), ("fast", "tune_043.wav")])
+def test_an_uploaded_clip_gets_what_fpstore_match_json_prints(base, served_db, clips, kind, expected) -> None:
+    clip = clips[kind]
+    multipart = httpx.post(f"{base}/v1/match", files={"file": (clip.name, clip.read_bytes(), "audio/wav")}, timeout=120)
+    raw = httpx.post(f"{base}/v1/match", params={"name": clip.name, "top": 3}, content=clip.read_bytes(), timeout=120)
+    assert multipart.status_code == raw.status_code == 200, multipart.text
+    assert multipart.json() == cli_json(served_db, clip)
+    assert raw.json() == cli_json(served_db, clip, "--top", "3")
+    answer = multipart.json()
+    assert (answer["match"] or {}).get("file_name") == expected
+    if kind == "fast":
+        assert answer["speed"] == 1.02
+    if kind == "positive":
+        assert abs(answer["match"]["offset_s"] - 3.0) < 0.1
+
+
+def test_the_options_are_query_parameters_and_the_histogram_shows_the_peak(base, served_db, clips) -> None:
+    clip = clips["positive"]
+    options = {"zone": "all", "plain": "true", "min_votes": "15", "top": "1", "histogram": "true"}
+    answer = httpx.post(f"{base}/v1/match", params=options, content=clip.read_bytes(), timeout=120).json()
+    histogram = answer.pop("histogram")
+    answer["query"] = clip.name
+    assert answer == cli_json(served_db, clip, "--zone", "all", "--plain", "--min-votes", "15", "--top", "1")
+    best = answer["match"]
+    assert histogram["track_id"] == best["track_id"]
+    # The fullest offset is the answer's, and it holds the answer's votes (plain: pairs, the first look).
+    peak = int(np.argmax(histogram["votes"]))
+    assert histogram["offsets_frames"][peak] == best["offset_frames"] and histogram["votes"][peak] == best["votes"]
+    assert sum(histogram["votes"]) > best["votes"]
+
+
+def test_hashes_computed_by_the_client_name_the_same_track(base, clips) -> None:
+    described = httpx.get(f"{base}/v1/params").json()
+    profile = dict(described["params"])
+    profile["zones"] = tuple(Zone(**zone) for zone in profile["zones"])
+    params = FingerprintParams(duration_s=None, **profile)
+    assert described["params_id"] == params.profile_id()
+    fingerprint = fingerprint_file(clips["positive"], params)
+    triples = [[name, int(h), int(t)] for name, zh in fingerprint.zones.items()
+               for h, t in zip(zh.hashes.tolist(), zh.t_anchor_frames.tolist())]
+    body = {"params_id": params.profile_id(), "hashes": triples, "name": "positive.wav"}
+    answer = httpx.post(f"{base}/v1/match/fingerprint", json=body, timeout=60).json()
+    audio = httpx.post(f"{base}/v1/match", params={"name": "positive.wav"}, content=clips["positive"].read_bytes(),
+                       timeout=120).json()
+    assert answer["match"]["file_name"] == audio["match"]["file_name"] == "tune_042.wav"
+    assert (answer["match"]["offset_frames"], answer["n_query_hashes"]) == (audio["match"]["offset_frames"],
+                                                                             audio["n_query_hashes"])
+    # Hashes made with other parameters are refused, not matched.
+    other = httpx.post(f"{base}/v1/match/fingerprint", json={**body, "params_id": FingerprintParams(hop_length=512)
+                                                                 .profile_id()}, timeout=60)
+    assert other.status_code == 409 and "GET /v1/params" in other.json()["error"]
+
+
+def error_of(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert isinstance(body["error"], str) and "\n" not in body["error"]
+    return body["error"]
+
+
+def test_every_bad_request_gets_its_status_and_one_json_message_and_the_server_goes_on(base, clips, tmp_path) -> None:
+    good = clips["positive"].read_bytes()
+    post = lambda path="/v1/match", **kw: httpx.post(f"{base}{path}", timeout=120, **kw)  # noqa: E731
+    not_audio = post(files={"file": ("notes.txt", b"these are words, not sound\n" * 40, "text/plain")})
+    assert "notes.txt" in error_of(not_audio, 422) and "cannot decode audio" in not_audio.json()["error"]
+    assert not_audio.json()["query"] == "notes.txt"
+    assert "empty body" in error_of(post(content=b""), 400)
+    assert "no file" in error_of(post(files={"field": (None, "value")}), 400)  # a form without a file
+    assert "limit" in error_of(post(content=b"\0" * (LIMIT + 1)), 413)
+    assert "alpha" in error_of(post(params={"alpha": "2"}, content=good), 422)
+    assert "not both" in error_of(post(params={"alpha": "0.01", "min_votes": "5"}, content=good), 422)
+    assert "speeds" in error_of(post(params={"speeds": "fast"}, content=good), 422)
+    assert "Nowhere" in error_of(post(params={"zone": "Nowhere"}, content=good), 422)
+    assert "top" in error_of(post(params={"top": "0"}, content=good), 422)
+    assert "hashes" in error_of(post("/v1/match/fingerprint", json={"params_id": "x"}), 422)
+    assert error_of(post("/v1/match/fingerprint", content=b"{not json", headers={"content-type": "application/json"}), 422)
+    params_id = httpx.get(f"{base}/v1/params").json()["params_id"]
+    assert "empty" in error_of(post("/v1/match/fingerprint", json={"params_id": params_id, "hashes": []}), 400)
+    assert "Elsewhere" in error_of(post("/v1/match/fingerprint", json={"params_id": params_id,
+                                                                      "hashes": [["Elsewhere", 1, 2]]}), 422)
+    assert "unsigned" in error_of(post("/v1/match/fingerprint", json={"params_id": params_id,
+                                                                      "hashes": [["Fsmall_Tlong", -1, 2]]}), 422)
+    assert "999" in error_of(httpx.get(f"{base}/v1/tracks/999"), 404)
+    assert error_of(httpx.get(f"{base}/v1/tracks/abc"), 422)
+    # Still serving, and still right.
+    assert httpx.get(f"{base}/v1/health").json()["status"] == "ok"
+    assert post(content=good).json()["match"]["file_name"] == "tune_042.wav"
+
+
+def test_the_catalogue_routes_and_the_api_description(base) -> None:
+    listing = httpx.get(f"{base}/v1/tracks").json()
+    assert listing["n_total"] == 3 and [t["file_name"] for t in listing["tracks"]] == [f"tune_{s:03d}.wav" for s in TUNES]
+    assert httpx.get(f"{base}/v1/tracks", params={"name": "*42*"}).json()["n_matching"] == 1
+    one = httpx.get(f"{base}/v1/tracks/{listing['tracks'][0]['id']}").json()
+    assert one["file_name"] == "tune_041.wav" and sum(z["postings"] for z in one["zones"]) == one["n_postings"]
+    report = httpx.get(f"{base}/v1/report").json()
+    assert [z["num_tracks"] for z in report["zones"]] == [3, 3, 3, 3]
+    assert sum(z["total_hashes"] for z in report["zones"]) == listing["postings_matching"]
+    health = httpx.get(f"{base}/v1/health").json()
+    assert health["status"] == "ok" and health["schema_revision"] == health["schema_head"]
+    paths = httpx.get(f"{base}/openapi.json").json()["paths"]
+    assert {"/v1/match", "/v1/match/fingerprint", "/v1/tracks", "/v1/tracks/{track_id}", "/v1/report",
+            "/v1/health", "/v1/params"} <= set(paths)
+    assert "<title>fpstore</title>" in httpx.get(f"{base}/").text
+
+
+def test_a_token_guards_every_route_but_health(served_db) -> None:
+    with running(ServeConfig(served_db, token="s3cret")) as url:
+        for path in ("/v1/tracks", "/v1/report", "/v1/params"):
+            assert "bearer token" in error_of(httpx.get(f"{url}{path}"), 401)
+            assert error_of(httpx.get(f"{url}{path}", headers={"Authorization": "Bearer wrong"}), 401)
+            assert httpx.get(f"{url}{path}", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert error_of(httpx.post(f"{url}/v1/match", content=b"x"), 401)
+        assert httpx.get(f"{url}/v1/health").status_code == 200
+
+
+def embedded_env(home: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "FPSTORE_DATABASE_URL"}
+    return {**env, "FPSTORE_HOME": str(home), "FPSTORE_CONFIG": ""}
+
+
+def test_fpstore_serve_on_the_embedded_default_answers_curl_and_says_503_when_the_database_stops(
+        data_dir: Path, clips: dict[str, Path], tmp_path: Path) -> None:
+    env = embedded_env(data_dir)
+    fpstore = [sys.executable, "-m", "fpstore"]
+    tunes = write_tunes(tmp_path / "tunes", TUNES, duration_s=12.0)[0].parent
+    subprocess.run([*fpstore, "ingest", str(tunes)], env=env, check=True, capture_output=True, timeout=300)
+    port = free_port()
+    server = subprocess.Popen([*fpstore, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{base}/v1/health", timeout=5).status_code == 200
+        return False
+
+    try:
+        assert wait_until(lambda: answers() or server.poll() is not None, 120) and server.poll() is None, \
+            server.communicate(timeout=10)
+        clip = clips["positive"]
+        if shutil.which("curl"):
+            uploaded = subprocess.run(["curl", "-sS", "-F", f"file=@{clip}", f"{base}/v1/match"],
+                                      capture_output=True, text=True, check=True, timeout=120).stdout
+        else:  # curl is not a dependency: httpx sends the same form
+            uploaded = httpx.post(f"{base}/v1/match", files={"file": (clip.name, clip.read_bytes())}, timeout=120).text
+        printed = subprocess.run([*fpstore, "match", "--json", str(clip)], env=env, capture_output=True, text=True,
+                                 check=True, timeout=120).stdout
+        assert json.loads(uploaded) == json.loads(printed) and json.loads(uploaded)["match"]["file_name"] == "tune_042.wav"
+        # The database stops under the running service: every database route says 503, the service goes on.
+        postmaster = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGINT)  # fast shutdown
+        assert wait_until(lambda: not alive(postmaster), 60)
+        down = httpx.post(f"{base}/v1/match", content=clip.read_bytes(), timeout=120)
+        assert "database" in error_of(down, 503)
+        assert error_of(httpx.get(f"{base}/v1/tracks", timeout=60), 503)
+        health = httpx.get(f"{base}/v1/health", timeout=60)
+        assert error_of(health, 503) and health.json()["status"] == "unavailable"
+        assert httpx.get(f"{base}/", timeout=60).status_code == 200 and server.poll() is None
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists() or not CHROMEDRIVER.exists(),
+                    reason="Debian's chromium and chromium-driver are not installed (/usr/bin/chromium, "
+                           "/usr/bin/chromedriver): apt-get install chromium chromium-driver, as the README's test "
+                           "command does")
+def test_the_web_page_names_an_uploaded_clip_and_shows_the_catalogue(base, clips, tmp_path) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.get(f"{base}/")
+        driver.find_element(By.ID, "file").send_keys(str(clips["positive"]))
+        WebDriverWait(driver, 120).until(expected_conditions.text_to_be_present_in_element((By.ID, "verdict"), "tune_"))
+        assert driver.find_element(By.ID, "verdict").text.startswith("tune_042.wav")
+        facts = driver.find_element(By.ID, "facts").text
+        assert "3.0" in facts and "needed" in facts, facts
+        assert driver.find_element(By.ID, "histogram").is_displayed()
+        shot = tmp_path / "serve-identify.png"
+        driver.save_screenshot(str(shot))
+        print(f"screenshot of the answer: {shot}")
+        driver.get(f"{base}/#catalogue")
+        WebDriverWait(driver, 60).until(expected_conditions.text_to_be_present_in_element((By.ID, "counts"), "tracks"))
+        assert driver.find_element(By.ID, "counts").text.startswith("3 tracks")
+        assert "tune_043.wav" in driver.find_element(By.ID, "tracks").text
+        driver.save_screenshot(str(tmp_path / "serve-catalogue.png"))
+        print(f"screenshot of the catalogue: {tmp_path / 'serve-catalogue.png'}")
+        assert shot.stat().st_size > 10_000
+    finally:
+        driver.quit()
