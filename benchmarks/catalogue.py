@@ -8,7 +8,8 @@ MIDI soundfont. Each *rendition* of a piece draws from a generator seeded by (SE
 - a General MIDI program per voice, the voices' loudness and a few ms of timing jitter;
 - an accompaniment: a bass line (the lowest voice's note on each beat, two octaves down), a pad (the bar's
   chord held), drums (one of a few patterns), each present or not;
-- a length of 30-60 s (the piece is looped when shorter), reverb on or off.
+- a length of 30-60 s (the piece is looped when shorter, each pass in another key with some voices on
+  other instruments), reverb on or off.
 
 So two renditions of one piece differ in key and tempo and share no fingerprints beyond chance. About 5 %
 of the renditions are *negatives*: never to be stored, they give the queries that must name nothing.
@@ -243,7 +244,10 @@ def rendition_events(piece: dict, plan: dict) -> list[tuple[float, int, int, int
     length_q = max(4.0, math.ceil(length_q))
     total_q = plan["duration_s"] * plan["bpm"] / 60.0
     loops = math.ceil(total_q / length_q)
-    voices = [np.concatenate([v + [k * length_q, 0, 0] for k in range(loops)]) for v in voices]
+    # Each pass of a looped piece is another verse: moved to another key, some voices on other instruments
+    # (an exact loop would repeat every hash of the pass, which real recordings seldom do).
+    shifts = [0] + [int(m) for m in rng.choice([-5, -4, -3, -2, 2, 3, 4, 5, 7], size=loops - 1)]
+    voices = [np.concatenate([v + [k * length_q, 0, shifts[k]] for k in range(loops)]) for v in voices]
     tr = plan["transpose"]
     spq = 60.0 / plan["bpm"]  # seconds per quarter
     events: list[tuple[float, int, int, int, int]] = []
@@ -261,6 +265,9 @@ def rendition_events(piece: dict, plan: dict) -> list[tuple[float, int, int, int
 
     for ch, (v, prog, vel) in enumerate(zip(voices, plan["programs"], plan["velocity"])):
         events.append((0.0, 0, ch, prog, 0))
+        for k in range(1, loops):
+            if rng.random() < 0.5:
+                events.append((k * length_q * spq, 0, ch, int(rng.choice(MELODIC)), 0))
         for on, dur, p in v:
             note(ch, on, dur, int(p) + tr, vel)
     n_beats = int(total_q)
@@ -280,7 +287,8 @@ def rendition_events(piece: dict, plan: dict) -> list[tuple[float, int, int, int
     if plan["drums"] >= 0:
         for bar in range(0, n_beats, 4):
             for pos, drum in DRUMS[plan["drums"]]:
-                note(9, bar + pos, 0.25, drum, 85 if drum in (36, 38) else 60)
+                if rng.random() < 0.92:  # a drummer's bars differ a little
+                    note(9, bar + pos, 0.25, drum, 85 if drum in (36, 38) else int(rng.integers(40, 80)))
     return events
 
 
