@@ -55,9 +55,9 @@ RENDITIONS_PER_PIECE = 3
 NEGATIVE_SHARE = 0.05
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 HERE = Path(__file__).resolve().parent
-DEFAULT_OUT = HERE.parent.parent / "corpus" / "catalogue"
-if DEFAULT_OUT.parent.name == "wt":  # a worktree at /work/wt/NAME: the corpus is /work/corpus
-    DEFAULT_OUT = DEFAULT_OUT.parent.parent / "corpus" / "catalogue"
+# ../corpus/catalogue next to the repository (/work/main), or next to the worktrees' folder (/work/wt/NAME).
+DEFAULT_OUT = next((p / "corpus" / "catalogue" for p in (HERE.parent.parent, HERE.parent.parent.parent)
+                    if (p / "corpus").is_dir()), HERE.parent.parent / "corpus" / "catalogue")
 
 # Source folders of music21's corpus and their share of the pieces: every prefix of the catalogue mixes
 # styles (folk monophony, polyphony, chorales) and the slow-to-parse scores (Bach) stay a small share.
