@@ -1,0 +1,143 @@
+"""Where a query that names nothing spends its time: fingerprints of the variants, lookups, vote and null.
+
+Matches each query of ``--queries`` (WAV/FLAC/MP3 files, or a ``queries.csv`` of the corpus layout: its
+rows with an empty ``true_track``) as ``fpstore match`` does by default (:data:`fpstore.match.ROBUST`,
+the calibrated rule), against an existing database, and splits each query's wall time into:
+
+- ``fingerprint``: the query as it is (decoding excluded: the samples are read before timing);
+- ``variants``: fingerprinting the other shifts and speeds (made lazily, when a step is taken);
+- ``lookup``: the posting lookup statements (server time plus transfer; ``Lookup.run``);
+- ``frames``: reading the voted tracks' lengths (``Lookup.track_frames``);
+- ``vote``: the rest of each step (pairs, distinct anchors, the vote, the tracks null, the answer).
+
+Also counted per query: steps taken, keys sent, postings fetched. Prints the median and p95 of each.
+
+Usage::
+
+    python benchmarks/negative_profile.py --url postgresql://fpstore@/fpstore_bench_10000?host=/tmp/x \\
+        --queries /tmp/negatives --limit 50
+    python benchmarks/negative_profile.py --embedded /tmp/scale-bm --database fpstore_bench_10000 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from fpstore.db.store import Store
+from fpstore.match import ROBUST, DecisionRule, PreparedQuery, match_prepared
+from fpstore.signal.audio import load_audio
+from fpstore.signal.variants import speed_variant
+
+
+def query_files(spec: Path, limit: int) -> list[Path]:
+    if spec.suffix == ".csv":
+        with open(spec, newline="") as f:
+            files = [spec.parent / r["file"] for r in csv.DictReader(f) if not r["true_track"]]
+    else:
+        files = sorted(p for p in spec.iterdir() if p.suffix.lower() in (".wav", ".flac", ".mp3"))
+    return files[:limit]
+
+
+class Clock:
+    """Sums the wall time of wrapped calls by label."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+        self.counts: dict[str, float] = {}
+
+    def wrap(self, label: str, fn: Callable[..., Any], count: Callable[[Any, tuple[Any, ...]], dict[str, float]] | None = None
+             ) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            self.spent[label] = self.spent.get(label, 0.0) + time.perf_counter() - t0
+            for k, v in (count(out, args) if count else {}).items():
+                self.counts[k] = self.counts.get(k, 0.0) + v
+            return out
+        return timed
+
+
+def profile(store: Store, files: list[Path], rule: DecisionRule) -> list[dict[str, float]]:
+    params = store.params(duration_s=None)
+    lookup = store.lookup
+    rows = []
+    for path in files:
+        y = load_audio(path, sample_rate=params.sample_rate, duration_s=None)
+        clock = Clock()
+        lookup.run = clock.wrap("lookup", type(lookup).run.__get__(lookup),  # type: ignore[method-assign]
+                                lambda out, args: {"keys": sum(p.count(",") + 1 for p in args[0].params[1::2]),
+                                                   "postings": len(out[0])})
+        lookup.track_frames = clock.wrap("frames", type(lookup).track_frames.__get__(lookup))  # type: ignore[method-assign]
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prepared = PreparedQuery(speed_variant(y, params, 1.0, 1), y)
+        t1 = time.perf_counter()
+        prepared.shifted = clock.wrap("variants", prepared.shifted, lambda out, args: {"steps": 1})  # type: ignore[method-assign]
+        prepared.others = clock.wrap("variants", prepared.others, lambda out, args: {"steps": 1})  # type: ignore[method-assign]
+        result = match_prepared(store, prepared, params, evidence=ROBUST, rule=rule)
+        t2 = time.perf_counter()
+        spent = clock.spent
+        rows.append({
+            "total": t2 - t0, "fingerprint": t1 - t0, "variants": spent.get("variants", 0.0),
+            "lookup": spent.get("lookup", 0.0), "frames": spent.get("frames", 0.0),
+            "vote": (t2 - t1) - sum(spent.values()),
+            "steps": 1 + clock.counts.get("steps", 0.0), "keys": clock.counts.get("keys", 0.0),
+            "postings": clock.counts.get("postings", 0.0), "named": float(result.match is not None),
+        })
+        del lookup.run, lookup.track_frames
+    return rows
+
+
+def report(rows: list[dict[str, float]]) -> None:
+    print(f"{len(rows)} queries, {int(sum(r['named'] for r in rows))} named something")
+    print("| part | median | p95 | mean |")
+    print("|---|---:|---:|---:|")
+    for key in ("total", "fingerprint", "variants", "lookup", "frames", "vote"):
+        ms = 1000 * np.array([r[key] for r in rows])
+        print(f"| {key} (ms) | {np.median(ms):.0f} | {np.percentile(ms, 95):.0f} | {ms.mean():.0f} |")
+    for key in ("steps", "keys", "postings"):
+        v = np.array([r[key] for r in rows])
+        print(f"| {key} | {np.median(v):,.0f} | {np.percentile(v, 95):,.0f} | {v.mean():,.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="database URL")
+    parser.add_argument("--embedded", type=Path, help="instead of --url: fpstore's embedded server with its data here")
+    parser.add_argument("--database", help="with --embedded: the database's name")
+    parser.add_argument("--queries", type=Path, required=True, help="folder of audio files, or a queries.csv")
+    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--warm", type=int, default=3, help="queries matched first, untimed")
+    args = parser.parse_args()
+    files = query_files(args.queries, args.limit + args.warm)
+
+    def run(url: str) -> None:
+        engine = create_engine(url)
+        store = Store(engine)
+        profile(store, files[:args.warm], DecisionRule())
+        report(profile(store, files[args.warm:], DecisionRule()))
+        engine.dispose()
+
+    if args.embedded is not None:
+        from fpstore.db.embedded import EmbeddedServer
+
+        with EmbeddedServer(args.embedded) as server:
+            run(make_url(server.url).set(drivername="postgresql+psycopg", database=args.database)
+                .render_as_string(hide_password=False))
+    else:
+        run(args.url)
+
+
+if __name__ == "__main__":
+    main()
