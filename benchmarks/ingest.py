@@ -19,7 +19,7 @@ equal the seed pickle's.
 
 Every ingest runs in a child process (this script with ``--child``), so its peak memory is its own.
 
-Usage (the README's "Speed" table comes from this command)::
+Usage (the figures of docs/speed.md come from this command)::
 
     python benchmarks/ingest.py --copies 8 --prefill 10000000 \\
         --full-folder /work/corpus/dev/full --long-hours 3

@@ -4,7 +4,7 @@ The names a script needs are importable from here::
 
     from fpstore import FingerprintParams, fingerprint_file, ingest, match_files, open_store
 
-The layers below them (README, "Library API"): :mod:`fpstore.signal` (decoding and the fingerprint
+The layers below them (docs/api.md): :mod:`fpstore.signal` (decoding and the fingerprint
 pipeline on arrays), :mod:`fpstore.db` (every SQL statement and connection), the operations
 (:mod:`fpstore.ingest`, :mod:`fpstore.match`, :mod:`fpstore.evaluate`, :mod:`fpstore.pickle_io`,
 :mod:`fpstore.report`, :mod:`fpstore.plots`) and the command line, :mod:`fpstore.cli`.

@@ -44,7 +44,7 @@ from fpstore.monitor import (
 from fpstore.pickle_io import PickleSummary, export_seed_pickle, import_seed_pickle
 from fpstore.plots import plot_fingerprint
 from fpstore.report import ZONE_COLUMNS, Report, build_report
-from fpstore.signal.synth import write_example_audio
+from fpstore.signal.synth import write_example_audio, write_example_clip
 from fpstore.wording import counted
 
 if TYPE_CHECKING:
@@ -501,15 +501,23 @@ def db_grant_reader(ctx: click.Context, store: Store, role: str) -> None:
               help="How many tunes to write.")
 @click.option("--seconds", "duration_s", type=click.FloatRange(0.1, 600), default=30.0, show_default=True,
               help="Length of each tune.")
-def example_audio_command(folder: str, n_tracks: int, duration_s: float) -> None:
+@click.option("--clip", "clip_path", type=click.Path(dir_okay=False),
+              help="Also write a query to match: 8 s of the third tune (the last if fewer) from 0:12, with noise "
+                   "at 10 dB SNR. Put it outside FOLDER, so that ingest does not store it.")
+def example_audio_command(folder: str, n_tracks: int, duration_s: float, clip_path: str | None) -> None:
     """Write synthetic example tunes (WAV) into FOLDER, to try fpstore without music at hand.
 
     \b
     Example:
       fpstore example-audio examples --tracks 5
+      fpstore example-audio examples --clip clip.wav && fpstore ingest examples && fpstore match clip.wav
     """
     paths = write_example_audio(folder, n_tracks=n_tracks, duration_s=duration_s)
     click.echo(f"wrote {counted(len(paths), 'file')} to {folder}")
+    if clip_path is not None:
+        track = min(3, n_tracks)
+        write_example_clip(clip_path, track=track, tune_duration_s=duration_s)
+        click.echo(f"wrote {clip_path}: an excerpt of example_{track:02d}.wav with noise, to match")
 
 # -- matching (issue 4) ---------------------------------------------------------------------------------
 def match_options(command: F) -> F:
@@ -542,7 +550,7 @@ def match_options(command: F) -> F:
 
 
 def evidence_options(command: F) -> F:
-    """Options of ``match`` and ``eval`` that say how much evidence each query gives (README, Matching)."""
+    """Options of ``match`` and ``eval`` that say how much evidence each query gives (docs/matching.md)."""
     options = [
         click.option("--plain", is_flag=True,
                      help="The notebook's vote: every hash pair of the query as it is, nothing more (one lookup "
@@ -784,8 +792,8 @@ def _echo_window(answer: Any) -> None:
 def db_lookup_index(ctx: click.Context, store: Store, variant: str) -> None:
     """Index postings with the plain (zone, hash) B-tree, or a covering one for index-only lookups.
 
-    The covering index makes matching faster and costs about 11 bytes more per posting (see README,
-    Matching); switching builds the new index, then drops the old one.
+    The covering index makes matching faster and costs about 11 bytes more per posting (see docs/matching.md);
+    switching builds the new index, then drops the old one.
 
     \b
     Example:
@@ -803,7 +811,7 @@ def db_compact(ctx: click.Context, store: Store) -> None:
 
     Every bulk ingest adds a partition; compacting leaves one index to probe per lookup and puts the
     postings of a hash on the same heap pages. Matching goes on meanwhile; ingests wait. Needs free disk
-    for a second copy of the postings while it runs (see README, Matching).
+    for a second copy of the postings while it runs (see docs/matching.md).
 
     \b
     Example:
@@ -895,7 +903,7 @@ def export_pickle_command(ctx: click.Context, store: Store, out_path: str, force
 
 @cli.group("cluster")
 def cluster_group() -> None:
-    """A catalogue on several PostgreSQL servers: shards routed by PL/Proxy (README, "A catalogue on several servers").
+    """A catalogue on several PostgreSQL servers: shards routed by PL/Proxy (docs/cluster.md).
 
     \b
     Example:

@@ -33,7 +33,7 @@ from fpstore.match import ALL_ZONES, fetch_postings
 from fpstore.signal.fingerprint import Fingerprint
 from fpstore.vote import expand_matches, query_keys, vote
 
-#: Default smallest ratio of a duplicate, measured on the real-music dev corpus (README, "Duplicates";
+#: Default smallest ratio of a duplicate, measured on the real-music dev corpus (docs/tracks.md, "Duplicates";
 #: benchmarks/duplicates.py): copies scored FLAC at 16 kHz >= 0.63, MP3 128k >= 0.49, MP3 64k >= 0.18,
 #: MP3 32k 0.07-0.13; different tracks at most 0.004, a track's 30-s clip against its 150 s at most 0.044.
 DEFAULT_MIN_RATIO = 0.10

@@ -53,7 +53,7 @@ from fpstore.signal.params import FingerprintParams
 from fpstore.wording import counted
 from fpstore.workers import Fingerprinter
 
-#: Runs over at least this many files take the bulk path (README, "Speed").
+#: Runs over at least this many files take the bulk path (docs/speed.md).
 BULK_MIN_FILES = 64
 
 FileStatus = Literal["added", "skipped", "failed"]

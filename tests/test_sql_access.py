@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
+from docs_pages import code_blocks
 from helpers import alive, wait_until, write_tunes
 from psycopg.conninfo import conninfo_to_dict
 
@@ -24,7 +25,6 @@ from fpstore.cli import cli
 from fpstore.db.embedded import find_psql
 from fpstore.db.urls import libpq_url, normalize_url
 
-README = Path(__file__).resolve().parents[1] / "README.md"
 #: Generous: on a loaded machine the first start of a cluster (initdb) can take many seconds.
 SLOW = 180
 
@@ -41,9 +41,9 @@ def fpstore(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
                           timeout=SLOW, check=False)
 
 
-def readme_sql_blocks() -> list[str]:
-    blocks = re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) >= 2, "the README's SQL examples moved: update this test"
+def manual_sql_blocks() -> list[str]:
+    blocks = [text for _, text in code_blocks("sql")]
+    assert len(blocks) >= 2, "the manual's SQL examples moved: update this test"
     return blocks
 
 
@@ -65,7 +65,7 @@ def test_db_url_of_a_named_database_leaves_out_the_password() -> None:
 
 
 @pytest.mark.postgres
-def test_readme_sql_runs_through_db_shell_on_the_embedded_database(data_dir: Path, tmp_path: Path) -> None:
+def test_manual_sql_runs_through_db_shell_on_the_embedded_database(data_dir: Path, tmp_path: Path) -> None:
     env = fpstore_process_env(data_dir)
     write_tunes(tmp_path / "music", [1, 2, 3], duration_s=6.0)
     ingest = fpstore("-q", "ingest", str(tmp_path / "music"), "--jobs", "1", env=env)
@@ -74,8 +74,8 @@ def test_readme_sql_runs_through_db_shell_on_the_embedded_database(data_dir: Pat
     count = fpstore("db", "shell", "--", "-X", "-A", "-t", "-c", "SELECT count(*) FROM tracks", env=env)
     assert (count.returncode, count.stdout) == (0, "3\n"), count.stderr
 
-    script = tmp_path / "readme.sql"
-    script.write_text("\n".join(readme_sql_blocks()))
+    script = tmp_path / "manual.sql"
+    script.write_text("\n".join(manual_sql_blocks()))
     result = fpstore("db", "shell", "--", "-X", "-v", "ON_ERROR_STOP=1", "-f", str(script), env=env)
     assert result.returncode == 0, result.stderr
     assert "ERROR" not in result.stderr

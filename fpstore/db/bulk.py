@@ -6,7 +6,7 @@ a shard of a cluster, whose ids are its index modulo the number of shards), COPY
 fresh table with no index but a CHECK equal to its id block (:meth:`BulkLoads.stage`), and then, in ONE transaction
 (:meth:`BulkLoads.commit`), inserts the tracks, builds the table's index and attaches it as the
 partition of its id block. Readers see the tracks and their postings together, at that commit; the cost
-depends only on the data loaded, not on the size of ``hashes`` (README, "Speed").
+depends only on the data loaded, not on the size of ``hashes`` (docs/speed.md).
 
 Staging tables are named ``hashes_bulk_r<run id>_<first id>``; a run that dies leaves its table
 unattached, and :meth:`BulkLoads.drop_stale` (called before every bulk run and by compaction) drops it.

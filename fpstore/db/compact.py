@@ -1,9 +1,9 @@
 """Compaction: merge the partitions of ``hashes`` into one whose heap is sorted by ``(zone, hash)``.
 
-Each bulk load attaches its own partition (README, "Speed"), so after many runs a lookup probes one
+Each bulk load attaches its own partition (docs/speed.md), so after many runs a lookup probes one
 index per partition, and a heap in load order costs one random page visit per posting found. After
 :func:`compact`, ``hashes_main`` holds every posting in ``(zone, hash)`` order: one index to probe, and
-the postings of one hash share a heap page or two (README, "Speed and the index-only path" has the measurements).
+the postings of one hash share a heap page or two (docs/matching.md has the measurements).
 
 Locks: SHARE ROW EXCLUSIVE on ``hashes`` while the postings are copied and sorted (readers and matching
 go on; ingests, track removals and another compaction wait), then ACCESS EXCLUSIVE for the swap

@@ -28,7 +28,7 @@ def set_lookup_index(store: Store, variant: str) -> int:
     """Index postings for lookup with the plain ``(zone, hash)`` B-tree or a covering one.
 
     The covering index (``INCLUDE (track_id, t_anchor)``) lets lookups read the index only, without
-    visiting the heap; it costs about 11 more bytes per posting (README, Matching). The new index is
+    visiting the heap; it costs about 11 more bytes per posting (docs/matching.md). The new index is
     built before the old one is dropped, so lookups keep an index throughout; then VACUUM ANALYZE sets
     the visibility map that index-only scans need.
 

@@ -86,7 +86,7 @@ def sliding_max(values: np.ndarray, half_width: int, *, axis: int) -> np.ndarray
     (the seed's filter, applied one axis at a time), exactly: a maximum involves no rounding. Windows
     double in width (2, 4, 8, ...) and the last step overlaps two of them, so a window of ``w`` points
     takes about ``log2(w)`` whole-array numpy passes (25 x 13 on a 30 s clip: 2 ms against 11 ms for
-    ``scipy.ndimage.maximum_filter``; README, "Speed").
+    ``scipy.ndimage.maximum_filter``; docs/speed.md).
 
     Parameters
     ----------

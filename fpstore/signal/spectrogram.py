@@ -10,7 +10,7 @@ Conventions
   rfft per frame, rounded to complex64, then the float32 magnitude. A float32 rfft would round
   differently (1-ulp changes in magnitudes), and peak picking and top-k ties compare magnitudes exactly.
   Done here without librosa: its first call imports scipy.signal and numba caches (~1.5 s for every
-  process that fingerprints), and transforming 64 frames per call beats its 32 (README, "Speed");
+  process that fingerprints), and transforming 64 frames per call beats its 32 (docs/speed.md);
   ``tests/test_speed_paths.py`` checks equality with ``librosa.stft``.
 """
 

@@ -70,3 +70,49 @@ def write_example_audio(folder: str | os.PathLike[str], *, n_tracks: int = 5, du
                         sample_rate, subtype="PCM_16")
         paths.append(path)
     return paths
+
+
+def write_example_clip(path: str | os.PathLike[str], *, track: int, tune_duration_s: float = 30.0,
+                       start_s: float = 12.0, duration_s: float = 8.0, snr_db: float = 10.0,
+                       sample_rate: int = 22050) -> Path:
+    """Write a noisy excerpt of the example tune ``example_{track:02d}.wav`` as a WAV query to try matching on.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The WAV file to write (overwritten).
+    track : int
+        Which tune, numbered from 1 as :func:`write_example_audio` numbers them.
+    tune_duration_s : float
+        Length of the tunes :func:`write_example_audio` wrote, in seconds (the tune depends on it).
+    start_s, duration_s : float
+        Where the excerpt starts in the tune and how long it is, in seconds; an excerpt that would run past
+        the tune's end is moved earlier (and shortened to the tune's length).
+    snr_db : float
+        Signal-to-noise ratio of the white noise added, in dB (deterministic: the same file every time).
+    sample_rate : int
+        Hz.
+
+    Returns
+    -------
+    path : Path
+        The file written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     soundfile.info(write_example_clip(Path(tmp) / "clip.wav", track=3)).duration
+    8.0
+    """
+    tune = synth_tune(track, duration_s=tune_duration_s, sample_rate=sample_rate).astype(np.float64)
+    n = min(int(round(duration_s * sample_rate)), tune.size)
+    start = min(int(round(start_s * sample_rate)), tune.size - n)
+    excerpt = tune[start:start + n]
+    noise = np.random.default_rng(0).standard_normal(n)
+    noise *= np.sqrt(np.mean(excerpt**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
+    clip = excerpt + noise
+    clip *= 0.9 / max(np.abs(clip).max(), 1e-12)
+    out = Path(path)
+    soundfile.write(out, clip.astype(np.float32), sample_rate, subtype="PCM_16")
+    return out
