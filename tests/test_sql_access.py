@@ -42,7 +42,8 @@ def fpstore(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def manual_sql_blocks() -> list[str]:
-    blocks = [text for _, text in code_blocks("sql")]
+    # docs/sql.md runs in tests/test_docs_sql.py, on the example audio its printed outputs come from.
+    blocks = [text for page, text in code_blocks("sql") if page.name != "sql.md"]
     assert len(blocks) >= 2, "the manual's SQL examples moved: update this test"
     return blocks
 
