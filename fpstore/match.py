@@ -62,9 +62,10 @@ from fpstore.workers import fingerprint_job, no_hashes_reason, signal_job
 ALL_ZONES = "all"
 
 #: The vote-count thresholds measured for the notebook's vote (pairs, ``DecisionRule(min_votes=...)``;
-#: README, Matching). On the 12-track corpus, with every zone pooled, true excerpts got >= 52 aligned
-#: votes and not-in-database ones <= 23; in zone Fsmall_Tlong >= 20 against <= 10. In the 10,000-track
-#: benchmark negatives reached 31 pooled and 13 in Fsmall_Tlong, so the thresholds sit above those.
+#: benchmarks/results/2026-11-24-recognition-dev.md). On the 12-track corpus, with every zone pooled,
+#: true excerpts got >= 52 aligned votes and not-in-database ones <= 23; in zone Fsmall_Tlong >= 20
+#: against <= 10. In the 10,000-track benchmark negatives reached 31 pooled and 13 in Fsmall_Tlong, so
+#: the thresholds sit above those.
 PLAIN_MIN_VOTES_ALL_ZONES = 40
 PLAIN_MIN_VOTES_ONE_ZONE = 15
 #: The ratio to the runner-up did not separate the classes (a true excerpt at 1.25, a negative at 4.0),
@@ -95,7 +96,7 @@ MAX_TOLERANCE_FRAMES = 3
 
 @dataclass(frozen=True)
 class Evidence:
-    """What each query contributes to the vote (measured in the README, Matching: "More evidence").
+    """What each query contributes to the vote (docs/matching.md; measured in benchmarks/results/).
 
     Attributes
     ----------
@@ -162,7 +163,7 @@ class DecisionRule:
     the best bin is named when chance would fill a bin that full with probability below ``alpha``,
     corrected for every ``(track, offset)`` bin tested (:mod:`fpstore.significance`; its score is
     ``-log10 p``). Give one or neither; neither is the calibrated rule at :data:`DEFAULT_ALPHA` under the
-    tracks null, the default (with :data:`ROBUST` evidence, the best measured: README, Matching).
+    tracks null, the default (with :data:`ROBUST` evidence, the best measured: docs/matching.md).
 
     Attributes
     ----------

@@ -14,7 +14,7 @@ is at most the sum over every tested ``(track, offset)`` bin (Bonferroni, the un
 score is ``-log10 p(m)`` (:func:`chance_scores`), 0 for a bin that chance fills easily, 3 for a
 one-in-a-thousand event. Accepting a match when ``p < alpha`` (score ``> -log10 alpha``) bounds the
 rate of false alarms by ``alpha`` whatever the query length and the catalogue size, as far as the
-collisions are independent and uniform (real music repeats itself; the README measures it).
+collisions are independent and uniform (real music repeats itself: docs/matching.md, "The chance models").
 
 The same arithmetic runs in SQL (``fpstore_match_zones``, migration 0005); both use the closed-form
 bound below, so the two give the same score to rounding.

@@ -1,7 +1,7 @@
 """Alembic environment of a cluster's router database: migrates the connection fpstore hands over.
 
 The router holds no fingerprints: the PL/Proxy cluster definition and the functions that route to the
-shards (README, "A catalogue on several servers"). Its revisions are kept in ``fpstore_router_version``,
+shards (docs/cluster.md). Its revisions are kept in ``fpstore_router_version``,
 apart from a shard's ``alembic_version``.
 """
 

@@ -4,7 +4,7 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-03
 
-A shard of a cluster (README, "A catalogue on several servers") votes over its own tracks, which are
+A shard of a cluster (docs/cluster.md) votes over its own tracks, which are
 whole; the router merges the shards' top ``top_k`` and scores them. The chance score of a candidate
 sums over every track of the catalogue that received enough vote pairs, so the router needs each
 shard's chance model too, not only its scores. ``fpstore_vote_parts`` is ``fpstore_vote`` (0006, same
