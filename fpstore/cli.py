@@ -1,7 +1,8 @@
 """The ``fpstore`` command: a thin click layer over the library.
 
 Exit status: 0 success; 1 an error (``Error: ...`` on stderr); 2 a usage error; 3 ingest, match or
-eval finished but some files failed (ingest: unless ``--allow-failures``).
+eval finished but some files failed (ingest: unless ``--allow-failures``), or ``cluster status`` found a
+shard down.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     from fpstore.match import Null
 
 EXIT_SOME_FILES_FAILED = 3
+#: ``cluster status``: it listed every shard, and some could not answer.
+EXIT_SHARD_DOWN = 3
 #: Tracks named in the prompt of ``tracks remove``; more are counted.
 PROMPT_NAMES = 10
 
@@ -935,7 +938,9 @@ def cluster_init(router_url: str, shard_urls: tuple[str, ...]) -> None:
 @click.pass_context
 @with_store
 def cluster_status(ctx: click.Context, store: Store) -> None:
-    """Each shard's schema revision, tracks, postings and size (the database in force must be a router).
+    """Each shard's state, schema revision, tracks, postings and size (the database in force must be a router).
+
+    A shard that cannot answer is listed as down with its error, and the exit status is then 3.
 
     \b
     Example:
@@ -943,16 +948,27 @@ def cluster_status(ctx: click.Context, store: Store) -> None:
     """
     if not isinstance(store, ClusterStore):
         raise FpstoreError(f"{store.url} is a single fpstore database, not a cluster's router")
-    _echo_cluster_status(store.status())
+    shards = store.status()
+    _echo_cluster_status(shards)
+    down = [shard for shard in shards if shard.down]
+    if down:
+        click.echo(f"down: shard {', '.join(str(s.index) for s in down)} ({len(down)} of {len(shards)}): reads fail "
+                   "and ingest stores nothing new until every shard is back", err=True)
+        ctx.exit(EXIT_SHARD_DOWN)
 
 
 def _echo_cluster_status(shards: list[ShardStatus]) -> None:
-    click.echo(f"{'shard':>5}  {'revision':<8}  {'tracks':>9}  {'postings':>14}  {'bytes':>16}  url")
+    click.echo(f"{'shard':>5}  {'state':<5}  {'revision':<8}  {'tracks':>9}  {'postings':>14}  {'bytes':>16}  url")
     for shard in shards:
-        click.echo(f"{shard.index:>5}  {shard.revision or 'none':<8}  {shard.tracks:>9,}  {shard.postings:>14,}  "
-                   f"{shard.bytes:>16,}  {shard.url}")
-    click.echo(f"{'all':>5}  {'':<8}  {sum(s.tracks for s in shards):>9,}  {sum(s.postings for s in shards):>14,}  "
-               f"{sum(s.bytes for s in shards):>16,}")
+        if shard.down:
+            click.echo(f"{shard.index:>5}  {'down':<5}  {'?':<8}  {'?':>9}  {'?':>14}  {'?':>16}  {shard.url}")
+            click.echo(f"{'':>5}  error: {shard.down}")
+            continue
+        click.echo(f"{shard.index:>5}  {'up':<5}  {shard.revision or 'none':<8}  {shard.tracks:>9,}  "
+                   f"{shard.postings:>14,}  {shard.bytes:>16,}  {shard.url}")
+    up = [shard for shard in shards if not shard.down]
+    click.echo(f"{'all':>5}  {'':<5}  {'':<8}  {sum(s.tracks for s in up):>9,}  {sum(s.postings for s in up):>14,}  "
+               f"{sum(s.bytes for s in up):>16,}" + ("  (shards up only)" if len(up) < len(shards) else ""))
 
 
 @cli.group("tracks")

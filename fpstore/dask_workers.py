@@ -24,8 +24,8 @@ from fpstore.db.catalogue import open_store
 from fpstore.db.cluster import ClusterStore
 from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
-from fpstore.duplicates import DuplicateCheck, OnDuplicate
-from fpstore.errors import DatabaseError, FpstoreError
+from fpstore.duplicates import DuplicateCheck, OnDuplicate, unchecked_reason
+from fpstore.errors import DatabaseError, FpstoreError, ShardDown
 from fpstore.files import one_line
 from fpstore.signal.params import FingerprintParams
 from fpstore.workers import fingerprint_job
@@ -50,7 +50,10 @@ class WriteJob:
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What a worker did with one file; ``shard_failed`` says that its database failed, not the file."""
+    """What a worker did with one file.
+
+    ``failed_shard`` names the shard (on a cluster) that failed, not the file, and ``shard_failure`` says how.
+    """
 
     shown: str
     shard: int | None
@@ -59,7 +62,8 @@ class WriteResult:
     track_id: int | None = None
     postings_by_zone: dict[str, int] = field(default_factory=dict)
     note: str = ""
-    shard_failed: bool = False
+    failed_shard: int | None = None
+    shard_failure: str = ""
 
 
 _opened = contextlib.ExitStack()
@@ -88,8 +92,15 @@ def fingerprint_and_write(job: WriteJob) -> WriteResult:
         if record is None:
             return WriteResult(job.shown, job.shard, "skipped", note)
         written = target.tracks.write(job.run_id, [record], job.zone_ids, replace=job.replace)[0]
+    except ShardDown as exc:  # the duplicate check could not ask every shard: the file is not stored unchecked
+        return WriteResult(job.shown, job.shard, "failed",
+                           unchecked_reason(job.shown, f"shard {exc.index} ({exc.url})", exc.reason),
+                           failed_shard=exc.index, shard_failure=exc.reason)
     except DatabaseError as exc:
-        return WriteResult(job.shown, job.shard, "failed", one_line(str(exc)), shard_failed=True)
+        said = one_line(str(exc))
+        where = "the database" if job.shard is None else f"shard {job.shard}"
+        return WriteResult(job.shown, job.shard, "failed", f"{job.shown}: not written, {where} failed: {said}",
+                           failed_shard=job.shard, shard_failure=said)
     if written.track_id is None:
         return WriteResult(job.shown, job.shard, "skipped", "same content stored meanwhile by another run")
     postings = {name: len(zone.hashes) for name, zone in fingerprint.zones.items()}

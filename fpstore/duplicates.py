@@ -27,8 +27,7 @@ from fpstore.db.cluster import ClusterStore, shard_of_digest, shard_of_track
 from fpstore.db.duplicates import DuplicatePair, sampled_hashes
 from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
-from fpstore.errors import DatabaseError, ParameterError
-from fpstore.files import one_line
+from fpstore.errors import ParameterError
 from fpstore.match import ALL_ZONES, fetch_postings
 from fpstore.signal.fingerprint import Fingerprint
 from fpstore.vote import expand_matches, query_keys, vote
@@ -242,18 +241,21 @@ class DuplicateCheck:
     def apply(self, record: TrackRecord, zone_ids: dict[str, int]) -> tuple[TrackRecord | None, str]:
         """The record to write (None: skip it) and a note saying why (empty when it duplicates nothing).
 
-        ``zone_ids`` gives ``zones.id`` by zone name (the run's). On a cluster a shard that cannot answer
-        leaves the track unchecked (said in the note) rather than failing it, and only stored copies on
-        the track's own shard can be replaced in its transaction (the others are kept, and named).
+        ``zone_ids`` gives ``zones.id`` by zone name (the run's). On a cluster every shard is asked, and
+        only stored copies on the track's own shard can be replaced in its transaction (the others are
+        kept, and named).
+
+        Raises
+        ------
+        ShardDown
+            On a cluster, if a shard cannot answer: the track is never stored unchecked
+            (:func:`unchecked_reason` says why, naming the file).
+        DatabaseError
+            If the database fails.
         """
         cluster = self.store if isinstance(self.store, ClusterStore) else None
-        try:
-            found = duplicates_of(self.store, record.fingerprint, zone_ids, min_ratio=self.min_ratio,
-                                  own_sha256=record.sha256)
-        except DatabaseError as exc:
-            if cluster is None:
-                raise
-            return record, f"not checked for duplicates ({one_line(str(exc))})"
+        found = duplicates_of(self.store, record.fingerprint, zone_ids, min_ratio=self.min_ratio,
+                              own_sha256=record.sha256)
         if not found:
             return record, ""
         note = found[0].describe()
@@ -272,3 +274,9 @@ class DuplicateCheck:
             said.append(f"track{'s' if len(elsewhere) > 1 else ''} {', '.join(map(str, elsewhere))} on another "
                         "shard kept (remove with `fpstore tracks remove`)")
         return dataclasses.replace(record, replaces=record.replaces + replaced), ", ".join([note, *said])
+
+
+def unchecked_reason(shown: str, shard_name: str, failure: str) -> str:
+    """Why a new file is not stored: a shard that failed could not check it for duplicates (one line)."""
+    return (f"{shown}: not stored: it could not be checked for duplicates on {shard_name}, which failed "
+            f"({failure}); run the ingest again once that shard is back")

@@ -35,3 +35,45 @@ class ProfileMismatch(FpstoreError):
 
 class EmbeddedServerError(DatabaseError):
     """The embedded PostgreSQL server cannot be initialised, started or stopped."""
+
+
+class ServerFailed(DatabaseError):
+    """The server failed, or the connection to it was lost (restart, crash, network), during a command.
+
+    Attributes
+    ----------
+    url : str
+        The database's URL, password masked.
+    reason : str
+        The driver's first line (``connection failed: ...``, ``terminating connection ...``).
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"database {url} failed: {reason}; the unfinished transaction was rolled back (no partial "
+                         "track is stored): run the command again once the server is back to finish the work")
+        self.url, self.reason = url, reason
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (self.url, self.reason)
+
+
+class ShardDown(DatabaseError):
+    """A shard of a cluster failed or could not be reached while a command read from it (nothing was changed).
+
+    Attributes
+    ----------
+    index : int
+        The shard's index in the cluster.
+    url : str
+        The shard's URL, password masked.
+    reason : str
+        The driver's first line.
+    """
+
+    def __init__(self, index: int, url: str, reason: str) -> None:
+        super().__init__(f"shard {index} of the cluster ({url}) is down or unreachable: {reason}; nothing was "
+                         "changed: run the command again once it is back (`fpstore cluster status` shows every shard)")
+        self.index, self.url, self.reason = index, url, reason
+
+    def __reduce__(self) -> tuple[type, tuple[int, str, str]]:
+        return type(self), (self.index, self.url, self.reason)

@@ -45,8 +45,8 @@ from fpstore.db.cluster import ClusterStore, shard_of_digest
 from fpstore.db.runs import Run
 from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
-from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateCheck, OnDuplicate
-from fpstore.errors import DatabaseError
+from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateCheck, OnDuplicate, unchecked_reason
+from fpstore.errors import DatabaseError, ShardDown
 from fpstore.files import file_sha256, one_line, scan_folder, unreadable_reason
 from fpstore.signal.audio import display_path
 from fpstore.signal.params import FingerprintParams
@@ -259,13 +259,17 @@ class Destination:
     background: BackgroundWriter | None = None
     batch: list[TrackRecord] = field(default_factory=list)
     batched_postings: int = 0
-    #: Paths of the batch being written.
-    writing: list[str] = field(default_factory=list)
+    #: Paths handed to the writer whose outcome has not said yet what became of them (in order).
+    handed: dict[str, None] = field(default_factory=dict)
     down: str = ""
 
     def fail(self, path: str) -> FileEvent:
         """The event of a file this destination can no longer take."""
         return FileEvent(path, "failed", f"{path}: not written, {self.name} failed: {self.down}")
+
+    def unchecked(self, path: str) -> FileEvent:
+        """The event of a new file that could not be checked for duplicates on this (failed) destination."""
+        return FileEvent(path, "failed", unchecked_reason(path, self.name, self.down))
 
 
 class Ingest:
@@ -330,15 +334,25 @@ class Ingest:
         return destinations
 
     def _take_down(self, destination: Destination, exc: DatabaseError) -> None:
-        """A shard failed: close its run as failed and fail the files of its unfinished batches."""
-        destination.down = one_line(str(exc))
+        """A shard failed: report what its writer committed, close its run as failed, fail the files it did not store."""
+        destination.down = exc.reason if isinstance(exc, ShardDown) else one_line(str(exc))
+        if destination.background is not None:
+            try:
+                # A batch the writer thread committed before the failure was noticed is written: say so.
+                self._account(destination.background.finish(), destination)
+            except DatabaseError:  # that batch failed too: its files fail below
+                pass
         try:
             destination.runs.__exit__(type(exc), exc, exc.__traceback__)
         except Exception:  # the shard is what failed: its run stays 'running' and is marked interrupted later
             pass
-        for path in destination.writing + [record.path for record in destination.batch]:
+        for path in [*destination.handed, *(record.path for record in destination.batch)]:
             self._record(destination.fail(path))
-        destination.writing, destination.batch = [], []
+        destination.handed, destination.batch = {}, []
+
+    def _first_down(self) -> Destination | None:
+        """A shard that failed, if any: new files cannot be checked for duplicates against it."""
+        return next((d for d in self._destinations if d.down), None)
 
     def _writer(self, store: Store, run: Run, n_files: int) -> Writer:
         bulk = self.bulk if self.bulk is not None else n_files >= BULK_MIN_FILES
@@ -365,8 +379,10 @@ class Ingest:
                 record = TrackRecord(display_path(os.path.abspath(path)), sha256, outcome)
                 if destination.down:
                     self._record(destination.fail(record.path))
-                    continue
-                self._add(destination, record)
+                elif (down := self._first_down()) is not None:
+                    self._record(down.unchecked(record.path), destination)
+                else:
+                    self._add(destination, record)
         for destination in self._destinations:
             self._submit(destination, last=True)
 
@@ -376,8 +392,8 @@ class Ingest:
         with DaskWriters(scheduler) as writers:
             for result in writers.run(self._dask_jobs(files, catalogue_url)):
                 destination = self._destinations[result.shard or 0]
-                if result.shard_failed and self.cluster and not destination.down:
-                    self._take_down(destination, DatabaseError(result.detail))
+                if result.failed_shard is not None and self.cluster and not self._destinations[result.failed_shard].down:
+                    self._take_down(self._destinations[result.failed_shard], DatabaseError(result.shard_failure))
                 if result.status != "added":
                     self._record(FileEvent(result.shown, result.status, result.detail), destination)
                     continue
@@ -401,9 +417,19 @@ class Ingest:
                            self.duplicate_min_ratio)
 
     def _add(self, destination: Destination, record: TrackRecord) -> None:
-        """Check ``record`` for duplicates and batch it; write the batch once it is full."""
+        """Check ``record`` for duplicates and batch it; write the batch once it is full.
+
+        A shard that cannot answer the check is taken down, and the file is not stored unchecked.
+        """
         assert destination.run is not None
-        checked, note = self.duplicates.apply(record, destination.run.zone_ids)
+        try:
+            checked, note = self.duplicates.apply(record, destination.run.zone_ids)
+        except ShardDown as exc:
+            failed = self._destinations[exc.index]
+            self._shard_failed(failed, exc)
+            self._record(destination.fail(record.path) if destination.down else failed.unchecked(record.path),
+                         destination)
+            return
         if checked is None:
             self._record(FileEvent(record.path, "skipped", note), destination)
             return
@@ -420,19 +446,17 @@ class Ingest:
             return
         batch, destination.batch, destination.batched_postings = destination.batch, [], 0
         try:
-            self._account(destination.background.submit(batch, last=last))
+            self._account(destination.background.submit(batch, last=last), destination)
         except DatabaseError as exc:  # raised before ``batch`` was handed over: it fails with the one written
             destination.batch = batch
             self._shard_failed(destination, exc)
             return
-        destination.writing = [record.path for record in batch]
+        destination.handed.update(dict.fromkeys(record.path for record in batch))
         if last:
             try:
-                self._account(destination.background.finish())
+                self._account(destination.background.finish(), destination)
             except DatabaseError as exc:
                 self._shard_failed(destination, exc)
-                return
-            destination.writing = []
 
     def _shard_failed(self, destination: Destination, exc: DatabaseError) -> None:
         """On a cluster, take the shard down and go on; a single database's failure ends the run."""
@@ -466,24 +490,29 @@ class Ingest:
         if destination.down:
             self._record(destination.fail(shown))
             return False
-        if self.force:
-            return True
-        try:
-            track_id = destination.store.tracks.id_by_sha256(sha256)
-        except DatabaseError as exc:
-            self._shard_failed(destination, exc)
-            self._record(destination.fail(shown))
+        if not self.force:
+            try:
+                track_id = destination.store.tracks.id_by_sha256(sha256)
+            except DatabaseError as exc:
+                self._shard_failed(destination, exc)
+                self._record(destination.fail(shown))
+                return False
+            if track_id is not None:
+                self._record(FileEvent(shown, "skipped", f"already in the database as track {track_id}"), destination)
+                return False
+        if (down := self._first_down()) is not None:
+            self._record(down.unchecked(shown), destination)
             return False
-        if track_id is not None:
-            self._record(FileEvent(shown, "skipped", f"already in the database as track {track_id}"), destination)
-        return track_id is None
+        return True
 
-    def _account(self, outcomes: list[WriteOutcome]) -> None:
-        """Main thread: count what the writer thread wrote."""
+    def _account(self, outcomes: list[WriteOutcome], destination: Destination | None = None) -> None:
+        """Main thread: count what the writer thread wrote (for ``destination``, whose files it no longer holds)."""
         for outcome in outcomes:
             for zone_name, n in outcome.postings_by_zone.items():
                 self._summary.postings_by_zone[zone_name] += n
             for event in outcome.events:
+                if destination is not None:
+                    destination.handed.pop(event.path, None)
                 self._record(event)
 
     def _record(self, event: FileEvent, destination: Destination | None = None) -> None:

@@ -18,6 +18,14 @@ not a file's fault, and both are told apart from a file that crashes its decoder
 When a worker dies, every file in flight gets ``BrokenProcessPool`` and nobody can tell whose file
 killed it; the pool is replaced and each of those files is tried again *alone*: a file whose worker
 dies again alone is the culprit and fails with a reason, the others go on.
+
+When the process that started the pool dies without shutting it down (SIGKILL, the OOM killer), its
+workers exit within a second instead of waiting forever for work (and holding its stdout and stderr
+open): each one watches a pipe whose only writing end the parent holds, and the end of that pipe means
+the parent is gone. This works wherever multiprocessing does, unlike Linux's ``PR_SET_PDEATHSIG``,
+and does not mistake an unreaped parent (a zombie) for a living one, unlike polling its pid. The
+forkserver and the resource tracker then exit by themselves: they stop once every process holding their
+pipes (the parent and the workers) is gone.
 """
 
 from __future__ import annotations
@@ -27,10 +35,12 @@ import contextlib
 import multiprocessing.forkserver
 import os
 import sys
+import threading
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing import get_context as processes_started_by
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -99,15 +109,20 @@ class Fingerprinter(Generic[Tag]):
         self.params = params
         self.jobs = jobs or os.cpu_count() or 1
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
+        # The pipe the workers watch (their end, ours): closing ours (or our death) tells them to exit.
+        self._pipe: tuple[Connection, Connection] | None = None
 
     def __enter__(self) -> Fingerprinter[Tag]:
         if self.jobs > 1:
-            self._executor = _new_executor(self.jobs)
+            self._executor, self._pipe = _new_executor(self.jobs)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._pipe is not None:
+            for end in self._pipe:
+                end.close()
 
     def run(self, files: Iterable[tuple[Path, Tag]]) -> Iterator[tuple[Path, Tag, Outcome]]:
         """Yield ``(path, tag, fingerprint or failure reason)`` for each of ``files``, in their order.
@@ -166,18 +181,39 @@ class Fingerprinter(Generic[Tag]):
 
     def _replace(self) -> None:
         """Swap the broken executor (its surviving workers are told to exit) for a fresh one."""
-        assert self._executor is not None
+        assert self._executor is not None and self._pipe is not None
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._executor = _new_executor(self.jobs)
+        for end in self._pipe:
+            end.close()
+        self._executor, self._pipe = _new_executor(self.jobs)
 
 
-def _new_executor(jobs: int) -> concurrent.futures.ProcessPoolExecutor:
+def _new_executor(jobs: int) -> tuple[concurrent.futures.ProcessPoolExecutor, tuple[Connection, Connection]]:
+    """A pool of ``jobs`` workers, and the pipe they watch: its reading end, given to each, and its writing end."""
     forkserver = processes_started_by("forkserver")
     # Workers fork from a server that has imported the signal stack (numpy, soundfile, soxr) once.
     forkserver.set_forkserver_preload(["fpstore.signal.fingerprint"])
     with _safe_path():
         multiprocessing.forkserver.ensure_running()
-    return concurrent.futures.ProcessPoolExecutor(jobs, mp_context=forkserver)
+    watched, alive = forkserver.Pipe(duplex=False)
+    executor = concurrent.futures.ProcessPoolExecutor(jobs, mp_context=forkserver, initializer=_exit_with_parent,
+                                                      initargs=(watched,))
+    return executor, (watched, alive)
+
+
+def _exit_with_parent(watched: Connection) -> None:
+    """Worker initializer: a thread that ends this process as soon as ``watched`` reaches its end.
+
+    Nothing is ever sent on the pipe: its end comes when the parent closes its writing end or dies.
+    """
+    def watch() -> None:
+        try:
+            watched.recv_bytes()
+        except EOFError:
+            pass
+        os._exit(1)
+
+    threading.Thread(target=watch, name="fpstore-parent-watch", daemon=True).start()
 
 
 @contextlib.contextmanager

@@ -23,16 +23,17 @@ import psycopg
 import pytest
 import soundfile
 from click.testing import CliRunner
-from helpers import wait_until, write_tunes
+from helpers import wait_until, write_resampled_copy, write_tunes
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from fpstore.cli import cli
+from fpstore.dask_workers import WriteJob, fingerprint_and_write
 from fpstore.db.catalogue import open_store
 from fpstore.db.cluster import ClusterStore, init_cluster, is_router, open_cluster, shard_of_digest
 from fpstore.db.embedded import EmbeddedServer
 from fpstore.db.store import Store
-from fpstore.errors import DatabaseError, ParameterError
+from fpstore.errors import ParameterError, ShardDown
 from fpstore.files import file_sha256
 from fpstore.ingest import ingest
 from fpstore.match import DecisionRule, Null, match_signal
@@ -282,29 +283,45 @@ def _whole_tracks_only(cluster_url: str) -> int:
     return n_tracks
 
 
-def test_a_shard_down_at_the_start_fails_its_files_and_a_rerun_completes(servers: Servers, cluster_url: str,
-                                                                         tunes: Path) -> None:
+def _shard_of(path: Path) -> int:
+    return shard_of_digest(file_sha256(path), N_SHARDS)
+
+
+def test_a_shard_down_at_the_start_stores_nothing_new_and_a_rerun_completes(servers: Servers, cluster_url: str,
+                                                                            tunes: Path) -> None:
+    """Its own files fail as not written; every other new file fails too: it could not be checked against it."""
     down = 1
-    on_down = [p for p in sorted(tunes.iterdir()) if shard_of_digest(file_sha256(p), N_SHARDS) == down]
+    on_down = {p.name for p in tunes.iterdir() if _shard_of(p) == down}
     assert on_down, "pick seeds that put a tune on the stopped shard"
     servers.stop_shard(down)
     with open_store(cluster_url) as cluster:
         summary = ingest(cluster, tunes, jobs=1)
-    assert summary.tracks_failed == len(on_down) and summary.tracks_added == len(SEEDS) - len(on_down)
-    assert {Path(f.path).name for f in summary.failures} == {p.name for p in on_down}
-    assert all(f"shard {down}" in f.detail and "\n" not in f.detail for f in summary.failures)
+    assert (summary.tracks_added, summary.tracks_failed) == (0, len(SEEDS))
+    reasons = {Path(f.path).name: f.detail for f in summary.failures}
+    assert all("\n" not in reason and reason.startswith(f.path) for f, reason in zip(summary.failures, reasons.values()))
+    assert all(f"not written, shard {down} " in reasons[name] for name in on_down)
+    assert all(f"not stored: it could not be checked for duplicates on shard {down} " in reason
+               for name, reason in reasons.items() if name not in on_down)
     assert summary.shard_run_ids[down] is None
     servers.start_shard(down)
+    assert _whole_tracks_only(cluster_url) == 0
     with open_store(cluster_url) as cluster:
         again = ingest(cluster, tunes, jobs=1)
-    assert (again.tracks_added, again.tracks_skipped, again.tracks_failed) == (len(on_down), len(SEEDS) - len(on_down), 0)
+    assert (again.tracks_added, again.tracks_skipped, again.tracks_failed) == (len(SEEDS), 0, 0)
     assert _whole_tracks_only(cluster_url) == len(SEEDS)
 
 
-def test_a_shard_that_dies_during_ingest_fails_only_its_files(servers: Servers, cluster_url: str,
-                                                              tunes: Path) -> None:
+def _stored_names(cluster_url: str) -> set[str]:
+    with open_cluster(cluster_url) as cluster:
+        return {str(t["file_name"]) for t in cluster.tracks.search().tracks}
+
+
+def test_a_shard_that_dies_during_ingest_leaves_reports_true_and_nothing_unchecked(servers: Servers,
+                                                                                   cluster_url: str,
+                                                                                   tunes: Path) -> None:
+    """Every file is reported as what became of it; after the stop no new file is stored; the rerun completes."""
     dying = 2
-    on_dying = [p for p in sorted(tunes.iterdir()) if shard_of_digest(file_sha256(p), N_SHARDS) == dying]
+    on_dying = [p for p in sorted(tunes.iterdir()) if _shard_of(p) == dying]
     assert len(on_dying) >= 2, "pick seeds that put two tunes on the dying shard"
 
     def on_file(event) -> None:
@@ -314,31 +331,136 @@ def test_a_shard_that_dies_during_ingest_fails_only_its_files(servers: Servers, 
     with open_store(cluster_url) as cluster:
         summary = ingest(cluster, tunes, jobs=1, batch_postings=1, bulk=False, on_file=on_file)
     failed = {Path(f.path).name for f in summary.failures}
-    assert failed == {p.name for p in on_dying[1:]}
-    assert all(f"shard {dying}" in f.detail for f in summary.failures)
-    assert summary.tracks_added == len(SEEDS) - len(failed)
+    assert {p.name for p in on_dying[1:]} <= failed and summary.tracks_added + len(failed) == len(SEEDS)
+    assert all(f"shard {dying} " in f.detail and f.detail.startswith(f.path) for f in summary.failures)
     servers.start_shard(dying)
-    assert _whole_tracks_only(cluster_url) == len(SEEDS) - len(failed)
+    assert len(_stored_names(cluster_url)) == summary.tracks_added == _whole_tracks_only(cluster_url)
+    assert not _stored_names(cluster_url) & failed
     with open_store(cluster_url) as cluster:
         assert ingest(cluster, tunes, jobs=1).tracks_added == len(failed)
     assert _whole_tracks_only(cluster_url) == len(SEEDS)
 
 
-def test_a_shard_down_during_matching_is_an_error_naming_it(servers: Servers, cluster_url: str, tunes: Path,
-                                                           tmp_path: Path) -> None:
+def _tunes_by_shard(folder: Path, seeds: range) -> dict[int, list[Path]]:
+    placed: dict[int, list[Path]] = {}
+    for path in write_tunes(folder, list(seeds)):
+        placed.setdefault(_shard_of(path), []).append(path)
+    return placed
+
+
+def test_a_batch_committed_before_its_shard_fails_is_reported_written(servers: Servers, cluster_url: str,
+                                                                      tmp_path: Path) -> None:
+    """The shard fails after the writer thread committed a batch and before the main thread collected it."""
+    dying = 2
+    placed = _tunes_by_shard(tmp_path / "pool", range(100, 124))
+    elsewhere = next(paths[0] for k, paths in placed.items() if k != dying)
+    music = tmp_path / "music"
+    music.mkdir()
+    for name, source in (("a.wav", placed[dying][0]), ("b.wav", elsewhere), ("c.wav", placed[dying][1])):
+        (music / name).write_bytes(source.read_bytes())
+    with open_store(cluster_url) as cluster:
+        ingest(cluster, music / "b.wav", jobs=1)
+
+        def on_file(event) -> None:
+            # b.wav is skipped (stored) after a.wav was handed to the writer: stop the shard once a.wav is committed.
+            if event.path.endswith("b.wav"):
+                assert wait_until(lambda: cluster.shards[dying].tracks.count() == 1, timeout=120)
+                servers.stop_shard(dying)
+
+        summary = ingest(cluster, music, jobs=1, batch_postings=1, bulk=False, on_file=on_file)
+    servers.start_shard(dying)
+    assert (summary.tracks_added, summary.tracks_skipped, summary.tracks_failed) == (1, 1, 1), summary.failures
+    assert [Path(f.path).name for f in summary.failures] == ["c.wav"]
+    assert _stored_names(cluster_url) == {"a.wav", "b.wav"}
+
+
+def test_a_copy_of_a_track_on_a_down_shard_is_not_stored_unchecked(servers: Servers, cluster_url: str, db_url: str,
+                                                                  tunes: Path, tmp_path: Path) -> None:
+    with open_store(cluster_url) as cluster:
+        ingest(cluster, tunes, jobs=1)
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    # A re-encoded copy whose own digest picks another shard than its original's.
+    for original in sorted(tunes.iterdir()):
+        copy = write_resampled_copy(original, copies / f"{original.stem}.flac")
+        if _shard_of(copy) != _shard_of(original):
+            break
+        copy.unlink()
+    down = _shard_of(original)
+    servers.stop_shard(down)
+    result = CliRunner().invoke(cli, ["--db", cluster_url, "ingest", "--jobs", "1", str(copies)])
+    assert result.exit_code == 3, result.output
+    failed = [line for line in result.output.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == 1, result.output
+    assert failed[0].startswith(f"failed: {copy}: not stored: it could not be checked for duplicates on shard {down} (")
+    assert failed[0].endswith("; run the ingest again once that shard is back")
+    servers.start_shard(down)
+    assert _whole_tracks_only(cluster_url) == len(SEEDS)
+    # Once the shard is back the rerun finishes the work: the copy is found and skipped, as on one database.
+    with open_store(cluster_url) as cluster, open_store(db_url) as single:
+        again = ingest(cluster, copies, jobs=1)
+        ingest(single, tunes, jobs=1)
+        alone = ingest(single, copies, jobs=1)
+    assert (again.tracks_added, again.tracks_skipped) == (alone.tracks_added, alone.tracks_skipped) == (0, 1)
+    assert _whole_tracks_only(cluster_url) == len(SEEDS)
+
+
+def test_a_dask_worker_names_the_file_and_never_stores_it_unchecked(servers: Servers, cluster_url: str,
+                                                                    tunes: Path) -> None:
+    """``fingerprint_and_write`` (the dask task) run here, with a shard down."""
+    with open_store(cluster_url) as cluster:
+        summary = ingest(cluster, tunes / "tune_031.wav", jobs=1)
+        zone_ids, params = cluster.zone_ids(), cluster.params()
+    new = [p for p in sorted(tunes.iterdir()) if p.name != "tune_031.wav"]
+    down = _shard_of(new[0])
+    other = next(p for p in new if _shard_of(p) != down)
+    run_ids = summary.shard_run_ids
+    servers.stop_shard(down)
+    try:
+        for path in (new[0], other):
+            k = _shard_of(path)
+            result = fingerprint_and_write(WriteJob(str(path), path.name, file_sha256(path), cluster_url, k,
+                                                    int(run_ids[k] or 1), zone_ids, params, False, "skip", 0.1))
+            assert result.status == "failed" and result.detail.startswith(f"{path.name}: not stored: "), result
+            assert f"shard {down} " in result.detail and result.failed_shard == down
+    finally:
+        servers.start_shard(down)
+    assert _whole_tracks_only(cluster_url) == 1
+
+
+READ_COMMANDS = [["match", "q.wav"], ["match", "--sql", "q.wav"], ["report"], ["tracks", "list"],
+                 ["tracks", "show", "tune_033.wav"], ["export-pickle", "all.pkl"], ["db", "current"],
+                 ["monitor", "--window", "4", "--hop", "2", "q.wav"], ["eval", "queries.csv", "--out", "eval"]]
+
+
+def test_a_shard_down_during_reads_is_an_error_naming_it(servers: Servers, cluster_url: str, tunes: Path,
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with open_store(cluster_url) as cluster:
         ingest(cluster, tunes, jobs=1)
     down = 3
     servers.stop_shard(down)
-    with open_store(cluster_url) as cluster:
-        for method in ("python", "sql"):
-            with pytest.raises(DatabaseError, match=f"shard {down} of the cluster"):
-                match_signal(cluster, _excerpt(33, 40, 3.0), method=method)
-    query = tmp_path / "q.wav"
-    soundfile.write(query, _excerpt(33, 40, 3.0), SR, subtype="PCM_16")
-    result = CliRunner().invoke(cli, ["--db", cluster_url, "match", str(query)])
-    assert result.exit_code != 0 and f"shard {down}" in result.output
-    servers.start_shard(down)
+    try:
+        with open_store(cluster_url) as cluster:
+            for method in ("python", "sql"):
+                with pytest.raises(ShardDown, match=f"shard {down} of the cluster"):
+                    match_signal(cluster, _excerpt(33, 40, 3.0), method=method)
+        monkeypatch.chdir(tmp_path)
+        soundfile.write(tmp_path / "q.wav", _excerpt(33, 40, 3.0), SR, subtype="PCM_16")
+        (tmp_path / "queries.csv").write_text(f"file,true_track,start_s\nq.wav,tune_033,{40 * HOP / SR}\n")
+        for command in READ_COMMANDS:
+            result = CliRunner().invoke(cli, ["--db", cluster_url, *command])
+            said = [line for line in result.output.splitlines() if f"shard {down} " in line]
+            assert result.exit_code != 0 and said, (command, result.output)
+            assert "nothing was changed" in said[0] and "rolled back" not in result.output, (command, result.output)
+        status = CliRunner().invoke(cli, ["--db", cluster_url, "cluster", "status"])
+        assert status.exit_code == 3, status.output
+        states = {int(words[0]): words[1] for words in map(str.split, status.output.splitlines())
+                  if words[0].isdigit() and words[1] in ("up", "down")}
+        assert states == {k: "down" if k == down else "up" for k in range(N_SHARDS)}
+        assert "error: " in status.output and f"down: shard {down} (1 of {N_SHARDS}): " in status.output
+    finally:
+        servers.start_shard(down)
+    assert CliRunner().invoke(cli, ["--db", cluster_url, "cluster", "status"]).exit_code == 0
 
 
 def test_a_killed_ingest_leaves_whole_tracks_on_every_shard(cluster_url: str, tmp_path: Path) -> None:

@@ -73,3 +73,30 @@ def test_db_option_beats_environment_beats_config_file(tmp_path, monkeypatch) ->
     said_option = CliRunner().invoke(cli, ["--db", "postgresql://from_option@127.0.0.1:1/o", "report"]).output
     assert "from_env@127.0.0.1:1/e" in said_env
     assert "from_option@127.0.0.1:1/o" in said_option
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("args", [["report"], ["db", "current"], ["ingest", "."]])
+def test_a_sql_ascii_database_gets_one_line_naming_the_encoding_needed(pg_server_url, args, tmp_path,
+                                                                      monkeypatch) -> None:
+    """``initdb`` under the C locale makes SQL_ASCII databases, whose text the driver returns as bytes."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"fpstore_ascii_{uuid.uuid4().hex[:6]}"
+    admin = make_url(pg_server_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    try:
+        write_tunes(tmp_path, [1], duration_s=2.0)
+        monkeypatch.chdir(tmp_path)
+        url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+        result = CliRunner().invoke(cli, ["--db", url, *args], catch_exceptions=False)
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert result.output.startswith("Error: database ") and "has encoding SQL_ASCII: fpstore needs a UTF8 " \
+            "database" in result.output
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import write_tunes
+from helpers import alive, wait_until, write_tunes
 from sqlalchemy import create_engine, text
 
 from fpstore import cli
@@ -41,3 +41,43 @@ def test_workers_dying_under_the_cli_do_not_blame_a_script(monkeypatch) -> None:
     assert "__main__" not in said and "script" not in said
     monkeypatch.setattr(main_module, "main", lambda: None)
     assert "must do so under 'if __name__ == \"__main__\":'" in _death_at_start_message()
+
+
+def _descendants(pid: int) -> set[int]:
+    """The living processes below ``pid`` (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            said = stat.read_text()
+        except OSError:
+            continue
+        parent = int(said[said.rfind(")") + 2:].split()[1])
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found and alive(child):
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_sigkill_of_the_ingest_ends_its_worker_processes(db_url, tmp_path) -> None:
+    """The forkserver, the resource tracker and the pool's workers exit when the ingest is killed."""
+    write_tunes(tmp_path / "music", list(range(1, 9)), duration_s=20.0)
+    process = subprocess.Popen([sys.executable, "-m", "fpstore", "--db", db_url, "-q", "ingest", str(tmp_path / "music"),
+                                "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # The forkserver and the resource tracker, and the two workers forked from the forkserver.
+        assert wait_until(lambda: len(_descendants(process.pid)) >= 4, timeout=PROCESS_TIMEOUT_S), "no workers started"
+        started = _descendants(process.pid)
+    finally:
+        process.kill()
+        process.wait()
+    assert wait_until(lambda: not any(alive(pid) for pid in started), timeout=30), \
+        f"still running after the ingest was killed: {sorted(p for p in started if alive(p))}"
+    # Nobody holds the killed run's output open any more: a pipeline reading it ends.
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.read(), process.stderr.read()

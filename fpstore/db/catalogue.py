@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
 from fpstore.db.cluster import cluster_of, is_router
-from fpstore.db.store import Store, resolve_url
+from fpstore.db.store import Store, new_engine, resolve_url
 from fpstore.db.urls import display_url, normalize_url
 from fpstore.errors import DatabaseError
 
@@ -43,7 +42,7 @@ def open_store(url: str | None = None) -> Iterator[Store]:
 
             server = stack.enter_context(EmbeddedServer())
             resolved = normalize_url(server.url)
-        engine = create_engine(resolved, pool_pre_ping=True)
+        engine = new_engine(resolved, pool_pre_ping=True)
         stack.callback(engine.dispose)
         try:
             router = is_router(engine)

@@ -29,16 +29,24 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import URL, Engine
 
 from fpstore.db.duplicates import DuplicatePair, Duplicates
 from fpstore.db.lookup import Lookup, LookupStatement
 from fpstore.db.stats import Snapshot, Stats
-from fpstore.db.store import Store
+from fpstore.db.store import Store, new_engine
 from fpstore.db.tracks import Removal, TrackListing, TrackRecord, Tracks, WrittenTrack
 from fpstore.db.urls import normalize_url
-from fpstore.errors import DatabaseError, FpstoreError, NotFound, ParameterError, SchemaNotAtHead
+from fpstore.errors import (
+    DatabaseError,
+    FpstoreError,
+    NotFound,
+    ParameterError,
+    SchemaNotAtHead,
+    ServerFailed,
+    ShardDown,
+)
 from fpstore.signal.params import FingerprintParams
 
 #: Bulk track ids start here on every database (migration 0003); 1e9 is a multiple of every S <= 512.
@@ -81,7 +89,7 @@ def is_router(engine: Engine) -> bool:
 
 @dataclass(frozen=True)
 class ShardStatus:
-    """One shard as ``fpstore cluster status`` shows it."""
+    """One shard as ``fpstore cluster status`` shows it; ``down`` is why it could not answer ("" when it is up)."""
 
     index: int
     url: str
@@ -89,6 +97,7 @@ class ShardStatus:
     tracks: int
     postings: int
     bytes: int
+    down: str = ""
 
 
 class ClusterStore(Store):
@@ -148,8 +157,23 @@ class ClusterStore(Store):
             except DatabaseError as exc:
                 for later in futures.values():
                     later.cancel()
-                raise DatabaseError(f"shard {index} of the cluster: {exc}") from exc
+                raise self.shard_error(index, exc) from exc
         return answers
+
+    def on_shard(self, index: int, call: Callable[[Store], T]) -> T:
+        """``call(shard index)``; a failure names the shard (see :meth:`on_shards`)."""
+        try:
+            return call(self.shards[index])
+        except DatabaseError as exc:
+            raise self.shard_error(index, exc) from exc
+
+    def shard_error(self, index: int, exc: DatabaseError) -> DatabaseError:
+        """What a read that failed on shard ``index`` raises: :class:`ShardDown` when the shard failed or is unreachable."""
+        if isinstance(exc, ShardDown):
+            return exc
+        if isinstance(exc, ServerFailed):
+            return ShardDown(index, self.shards[index].url, exc.reason)
+        return DatabaseError(f"shard {index} of the cluster: {exc}")
 
     def close(self) -> None:
         """Release the shards' connections and the threads."""
@@ -177,11 +201,8 @@ class ClusterStore(Store):
 
         One shard after the other: Alembic's commands are not thread-safe (an empty shard is migrated).
         """
-        for index, shard in enumerate(self.shards):
-            try:
-                shard.check_schema(upgrade_empty=upgrade_empty)
-            except DatabaseError as exc:
-                raise DatabaseError(f"shard {index} of the cluster: {exc}") from exc
+        for index in range(self.n_shards):
+            self.on_shard(index, lambda shard: shard.check_schema(upgrade_empty=upgrade_empty))
         head = ScriptDirectory.from_config(router_migrations_config()).get_current_head()
         if self.router_revision() != head:
             raise SchemaNotAtHead(f"the cluster's router {self.url} is not at revision {head}: run `fpstore db upgrade`")
@@ -208,29 +229,37 @@ class ClusterStore(Store):
 
     def params(self, *, duration_s: float | None = 30.0) -> FingerprintParams:
         """The parameters of the catalogue (every shard holds the same profile)."""
-        return self.shards[0].params(duration_s=duration_s)
+        return self.on_shard(0, lambda shard: shard.params(duration_s=duration_s))
 
     def zone_ids(self) -> dict[str, int]:
         """``zones.id`` by zone name (the same on every shard)."""
-        return self.shards[0].zone_ids()
+        return self.on_shard(0, lambda shard: shard.zone_ids())
 
     def run(self, command_name: str, source: str, params: FingerprintParams) -> Any:
         """Refused: a run is opened on each shard that is written (``cluster.shards[k].run``)."""
         raise ParameterError("a run belongs to one shard: open it on cluster.shards[k]")
 
     def status(self) -> list[ShardStatus]:
-        """Each shard's revision, tracks, postings and size on disk."""
-        def one(shard: Store) -> ShardStatus:
-            with shard.connect() as conn:
-                has_tracks = conn.execute(text("SELECT to_regclass('tracks') IS NOT NULL")).scalar()
-                tracks, postings = conn.execute(text(
-                    "SELECT count(*), coalesce(sum(n_postings), 0) FROM tracks" if has_tracks else "SELECT 0, 0"
-                )).one()
-                size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
-            return ShardStatus(self.shards.index(shard), shard.url, shard.schema_revision(), int(tracks), int(postings),
-                               int(size))
+        """Each shard's revision, tracks, postings and size on disk, asked of all at once.
 
-        return self.on_every_shard(one)
+        A shard that cannot answer (down, unreachable, or failing) is listed with ``down`` set to its
+        error instead of failing the call.
+        """
+        def one(index: int) -> ShardStatus:
+            shard = self.shards[index]
+            try:
+                with shard.connect() as conn:
+                    has_tracks = conn.execute(text("SELECT to_regclass('tracks') IS NOT NULL")).scalar()
+                    tracks, postings = conn.execute(text(
+                        "SELECT count(*), coalesce(sum(n_postings), 0) FROM tracks" if has_tracks else "SELECT 0, 0"
+                    )).one()
+                    size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
+                return ShardStatus(index, shard.url, shard.schema_revision(), int(tracks), int(postings), int(size))
+            except DatabaseError as exc:
+                said = exc.reason if isinstance(exc, ServerFailed) else str(exc)
+                return ShardStatus(index, shard.url, None, 0, 0, 0, down=said.splitlines()[0] or type(exc).__name__)
+
+        return list(self._pool.map(one, range(self.n_shards)))
 
 
 class ClusterTracks(Tracks):
@@ -238,8 +267,9 @@ class ClusterTracks(Tracks):
 
     _store: ClusterStore
 
-    def _owner(self, track_id: int) -> Store:
-        return self._store.shards[shard_of_track(track_id, self._store.n_shards)]
+    def _on_owner(self, track_id: int, call: Callable[[Store], T]) -> T:
+        """``call(the shard that holds track_id)``, a failure naming the shard."""
+        return self._store.on_shard(shard_of_track(track_id, self._store.n_shards), call)
 
     def write(self, run_id: int, records: Sequence[TrackRecord], zone_ids: dict[str, int], *,
               replace: bool = False) -> list[WrittenTrack]:
@@ -266,7 +296,8 @@ class ClusterTracks(Tracks):
 
     def id_by_sha256(self, sha256: bytes) -> int | None:
         """The id of the track with this content digest, asked of the shard the digest picks."""
-        return self._store.shard_for_digest(sha256).tracks.id_by_sha256(sha256)
+        return self._store.on_shard(shard_of_digest(sha256, self._store.n_shards),
+                                    lambda shard: shard.tracks.id_by_sha256(sha256))
 
     def ids_by_sha256(self, digests: Sequence[bytes]) -> dict[bytes, int]:
         """Track id by content digest, each asked of its shard."""
@@ -298,7 +329,7 @@ class ClusterTracks(Tracks):
 
     def postings(self, track_id: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """All postings of one track, from its shard."""
-        return self._owner(track_id).tracks.postings(track_id)
+        return self._on_owner(track_id, lambda shard: shard.tracks.postings(track_id))
 
     def search(self, *, name: str | None = None, run_id: int | None = None, min_postings: int | None = None,
                max_postings: int | None = None, limit: int | None = None) -> TrackListing:
@@ -312,7 +343,7 @@ class ClusterTracks(Tracks):
     def find(self, ref: str) -> int:
         """The id of the track named by ``ref`` (an id, or a file name held by one track of the catalogue)."""
         if ref.isdigit():
-            return self._owner(int(ref)).tracks.find(ref)
+            return self._on_owner(int(ref), lambda shard: shard.tracks.find(ref))
         found = [t for listing in self._store.on_every_shard(lambda shard: _ids_named(shard, ref)) for t in listing]
         if len(found) != 1:
             what = "no track" if not found else f"{len(found)} tracks ({', '.join(map(str, sorted(found)))})"
@@ -322,7 +353,7 @@ class ClusterTracks(Tracks):
     def show(self, ref: str) -> dict[str, Any]:
         """One track's row and statistics, from its shard (``shared_hashes`` counts that shard's other tracks)."""
         track_id = self.find(ref)
-        return self._owner(track_id).tracks.show(str(track_id))
+        return self._on_owner(track_id, lambda shard: shard.tracks.show(str(track_id)))
 
 
 def _names_of(track_ids: list[int]) -> Callable[[Store], dict[int, str]]:
@@ -396,9 +427,14 @@ class ClusterDuplicates(Duplicates):
     def n_postings(self, track_ids: Sequence[int], *, except_sha256: bytes = b"") -> dict[int, int]:
         """Postings of each given track, from its shard (see :meth:`Duplicates.n_postings`)."""
         found: dict[int, int] = {}
-        for k, ids in self._store.by_shard(track_ids).items():
-            found.update(self._store.shards[k].duplicates.n_postings(ids, except_sha256=except_sha256))
+        for per_shard in self._store.on_shards({k: _n_postings_of(ids, except_sha256)
+                                                for k, ids in self._store.by_shard(track_ids).items()}).values():
+            found.update(per_shard)
         return found
+
+
+def _n_postings_of(track_ids: list[int], except_sha256: bytes) -> Callable[[Store], dict[int, int]]:
+    return lambda shard: shard.duplicates.n_postings(track_ids, except_sha256=except_sha256)
 
 
 class ClusterStats(Stats):
@@ -566,7 +602,7 @@ def _number_track_ids(shard: Store, index: int, n_shards: int) -> None:
 @contextlib.contextmanager
 def opened(url: str) -> Iterator[Store]:
     """A Store on ``url`` (no router detection), its engine disposed at the end."""
-    engine = create_engine(normalize_url(url), pool_pre_ping=True)
+    engine = new_engine(normalize_url(url), pool_pre_ping=True)
     try:
         yield Store(engine)
     finally:
@@ -579,14 +615,14 @@ def cluster_of(router_engine: Engine) -> ClusterStore:
     urls = _shard_urls(router)
     if not urls:
         raise FpstoreError(f"the router {router.url} lists no shards: run `fpstore cluster init`")
-    engines = [create_engine(normalize_url(url), pool_pre_ping=True, pool_size=8) for url in urls]
+    engines = [new_engine(normalize_url(url), pool_pre_ping=True, pool_size=8) for url in urls]
     return ClusterStore(router_engine, [Store(engine) for engine in engines])
 
 
 @contextlib.contextmanager
 def open_cluster(router_url: str) -> Iterator[ClusterStore]:
     """The cluster whose router is at ``router_url``."""
-    engine = create_engine(normalize_url(router_url), pool_pre_ping=True)
+    engine = new_engine(normalize_url(router_url), pool_pre_ping=True)
     try:
         cluster = cluster_of(engine)
         try:

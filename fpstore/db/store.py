@@ -35,7 +35,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 
 from fpstore.db.bulk import BulkLoads
@@ -45,7 +45,7 @@ from fpstore.db.runs import Run, open_run
 from fpstore.db.stats import Stats
 from fpstore.db.tracks import Tracks
 from fpstore.db.urls import display_url, normalize_url
-from fpstore.errors import DatabaseError, NotFound, ProfileMismatch, SchemaNotAtHead
+from fpstore.errors import DatabaseError, NotFound, ProfileMismatch, SchemaNotAtHead, ServerFailed
 from fpstore.signal.params import FingerprintParams, Zone
 
 #: Environment variable naming the database; without it (and without ``--db``) fpstore runs its own.
@@ -129,7 +129,7 @@ class Store:
             pooled = self.engine.raw_connection()
         except psycopg.OperationalError as exc:
             # The checkout itself (pre-ping, then a reconnect) bypasses SQLAlchemy's error hook as well.
-            raise DatabaseError(operational_error_message(self.url, exc)) from exc
+            raise ServerFailed(self.url, first_line(exc)) from exc
         driver = pooled.driver_connection
         assert isinstance(driver, psycopg.Connection)
         try:
@@ -138,7 +138,7 @@ class Store:
         except psycopg.OperationalError as exc:
             # psycopg used directly bypasses SQLAlchemy's error hook: report it here.
             pooled.invalidate()
-            raise DatabaseError(operational_error_message(self.url, exc)) from exc
+            raise ServerFailed(self.url, first_line(exc)) from exc
         finally:
             if not driver.closed:
                 driver.autocommit = False
@@ -279,12 +279,32 @@ class Store:
         return open_run(self, command_name, source, params)
 
 
-def operational_error_message(url: str, exc: BaseException) -> str:
-    """One line for a failure of the server or of the connection to it (restart, crash, network)."""
+def new_engine(url: URL, **options: Any) -> Engine:
+    """A SQLAlchemy engine on ``url`` (``options`` as :func:`sqlalchemy.create_engine` takes them).
+
+    A database whose encoding is ``SQL_ASCII`` (what ``initdb`` makes under the C locale) is refused at
+    the first connection with one line: PostgreSQL then neither checks nor converts text, the driver
+    hands back bytes, and a name stored by one client reads differently in another.
+    """
+    engine = create_engine(url, **options)
+    shown = display_url(url)
+
+    def refuse_sql_ascii(dbapi_connection: Any, connection_record: object) -> None:
+        if dbapi_connection.info.parameter_status("server_encoding") == "SQL_ASCII":
+            dbapi_connection.close()
+            raise DatabaseError(
+                f"database {shown} has encoding SQL_ASCII: fpstore needs a UTF8 database (create one with "
+                "`createdb -E UTF8 -T template0 NAME` or `CREATE DATABASE name ENCODING 'UTF8' TEMPLATE template0`)")
+
+    # First in line: SQLAlchemy's own first-connect hook already reads text, which SQL_ASCII returns as bytes.
+    event.listen(engine, "connect", refuse_sql_ascii, insert=True)
+    return engine
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of what ``exc`` says (its type's name if it says nothing)."""
     said = str(exc).strip()
-    reason = said.splitlines()[0] if said else type(exc).__name__
-    return (f"database {url} failed: {reason}; the unfinished transaction was rolled back (no partial "
-            "track is stored): run the command again once the server is back to finish the work")
+    return said.splitlines()[0] if said else type(exc).__name__
 
 
 def _report_operational_error(context: ExceptionContext) -> None:
@@ -295,7 +315,7 @@ def _report_operational_error(context: ExceptionContext) -> None:
     if context.is_pre_ping or not isinstance(context.original_exception, psycopg.OperationalError):
         return
     url = display_url(context.engine.url) if context.engine is not None else "(unknown)"
-    raise DatabaseError(operational_error_message(url, context.original_exception))
+    raise ServerFailed(url, first_line(context.original_exception))
 
 
 def resolve_url(url: str | None) -> URL | None:
