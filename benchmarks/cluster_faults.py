@@ -8,7 +8,8 @@ database: the reference. Then, ``--rounds`` times, into a fresh 4-shard cluster:
 
 1. the originals, then the copies, each ingest with a random shard stopped immediately (``SIGQUIT``
    to its postmaster, as ``pg_ctl stop -m immediate``) at a random moment within ``--max-delay``
-   seconds of the start, and restarted when that ingest returns;
+   seconds of the start (by default 1.5 times the single database's ingest of the originals), and
+   restarted when that ingest returns;
 2. the same ingest again (``--reruns`` at most) until it fails no file.
 
 Checked after every ingest, with every shard up, and counted:
@@ -159,7 +160,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--tracks", type=int, default=12, help="synthetic tunes (and a copy of every fourth)")
-    parser.add_argument("--max-delay", type=float, default=3.0, help="seconds after the start of an ingest")
+    parser.add_argument("--max-delay", type=float,
+                        help="seconds after the start of an ingest [1.5 x the single database's ingest]")
     parser.add_argument("--reruns", type=int, default=3, help="most reruns of an ingest until it fails no file")
     parser.add_argument("--seed", type=int, default=23)
     parser.add_argument("--workdir", type=Path, help="servers' data folders (default: a temporary folder)")
@@ -174,11 +176,13 @@ def main() -> None:
         shards = Shards(workdir)
         stack.callback(shards.close)
         with open_store(single_url) as single:
-            for folder in (originals, copies):
-                ingest(single, folder, jobs=1, batch_postings=1, bulk=False)
+            took = [ingest(single, folder, jobs=1, batch_postings=1, bulk=False).elapsed_s
+                    for folder in (originals, copies)]
         reference = catalogue(single_url)
+        max_delay = args.max_delay or 1.5 * took[0]
         print(f"reference: {len(reference)} tracks on the single database ({args.tracks} tunes, "
-              f"{len(list(copies.iterdir()))} copies)")
+              f"{len(list(copies.iterdir()))} copies; ingests took {took[0]:.1f} s and {took[1]:.1f} s); "
+              f"kills within {max_delay:.1f} s of an ingest's start")
         tally = dict.fromkeys(TALLIES, 0)
         for round_index in range(args.rounds):
             name = f"faults_{round_index}"
@@ -187,7 +191,7 @@ def main() -> None:
             said = []
             for folder in (originals, copies):
                 before = set(catalogue(router_url))
-                reported, killed_at = faulty_ingest(router_url, folder, shards, rng, args.max_delay)
+                reported, killed_at = faulty_ingest(router_url, folder, shards, rng, max_delay)
                 tally["ingests"] += 1
                 tally["shard killed during the ingest"] += killed_at is not None
                 said.append(f"{folder.name}: " + ("no kill" if killed_at is None else f"kill at {killed_at:.2f} s")

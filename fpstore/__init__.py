@@ -26,6 +26,8 @@ from fpstore.errors import (
     ParameterError,
     ProfileMismatch,
     SchemaNotAtHead,
+    ServerFailed,
+    ShardDown,
 )
 
 if TYPE_CHECKING:
@@ -62,7 +64,8 @@ _LAZY = {
 __all__ = [
     "PLAIN", "ROBUST", "AudioError", "DatabaseError", "DecisionRule", "Evidence", "Fingerprint", "FingerprintParams",
     "FpstoreError",
-    "IngestSummary", "MatchResult", "NotFound", "ParameterError", "ProfileMismatch", "SchemaNotAtHead", "Store",
+    "IngestSummary", "MatchResult", "NotFound", "ParameterError", "ProfileMismatch", "SchemaNotAtHead", "ServerFailed",
+    "ShardDown", "Store",
     "Zone", "__version__", "fingerprint_file", "fingerprint_signal", "ingest", "match_files", "match_fingerprint",
     "match_queries", "match_signal", "open_store",
 ]

@@ -18,9 +18,11 @@ Conventions
   and the run goes on.
 - A run over at least :data:`BULK_MIN_FILES` files takes the bulk path; smaller runs the ordinary one.
 - On a cluster (:class:`~fpstore.db.cluster.ClusterStore`) each shard is a :class:`Destination` with
-  its own run and writer, and a track goes to the shard its digest picks; a shard that fails is set
-  aside (its files fail with one line each), the others go on. With ``scheduler``, dask workers
-  fingerprint and write the files instead (:mod:`fpstore.dask_workers`).
+  its own run and writer, and a track goes to the shard its digest picks. A shard that fails is set
+  aside: what its writer had committed is reported written, its other files fail with one line each,
+  and so does every new file after it (it cannot be checked for duplicates against that shard; a file
+  already stored is still skipped), until a rerun with every shard back finishes the work. With
+  ``scheduler``, dask workers fingerprint and write the files instead (:mod:`fpstore.dask_workers`).
 - A new track that duplicates a stored one by content (:mod:`fpstore.duplicates`: most hashes aligned at
   one offset) is skipped, kept or replaces it (``on_duplicate``). It is compared with the tracks
   committed when its fingerprint is ready: those stored before the run and this run's batches (ordinary
@@ -249,7 +251,8 @@ class Destination:
     """A database that tracks are written to: the store, or one shard of a cluster, with its own run.
 
     A shard that fails (down at the start, or during the run) is ``down``: its files fail with one line
-    each naming it and the reason, the other shards go on.
+    each naming it and the reason, and so do the other shards' new files (they cannot be checked for
+    duplicates against it).
     """
 
     store: Store

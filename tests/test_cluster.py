@@ -485,6 +485,16 @@ def _stored(cluster_url: str) -> int:
         return cluster.tracks.count()
 
 
+@pytest.mark.parametrize("command", [["report"], ["cluster", "status"], ["ingest", "."]])
+def test_a_router_that_cannot_be_reached_is_one_line(tmp_path: Path, command: list[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """No server answers on the router's socket (a router down): one line, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["--db", _url_in(tmp_path), *command])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("Error: cannot connect to postgresql+psycopg://fpstore@/fpstore?host=")
+
+
 def test_a_single_database_is_not_a_router(db_url: str) -> None:
     engine = create_engine(db_url)
     assert not is_router(engine)
