@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from fpstore.dask_workers import DaskWriters, WriteJob
 from fpstore.db.bulk import BulkLoad
@@ -322,7 +323,7 @@ class Ingest:
         destinations = []
         for index, target in enumerate(targets):
             destination = Destination(target, f"shard {index} ({target.url})")
-            stack.enter_context(destination.runs)
+            stack.push(functools.partial(self._close, destination))
             try:
                 if self.cluster:
                     target.check_schema(upgrade_empty=True)
@@ -335,6 +336,19 @@ class Ingest:
         if all(d.down for d in destinations):
             raise DatabaseError("every shard of the cluster failed: " + "; ".join(d.down for d in destinations))
         return destinations
+
+    def _close(self, destination: Destination, *exc_info: Any) -> bool:
+        """Close the destination's writer and run at the end (``exc_info`` as ``__exit__`` takes it).
+
+        On a cluster a shard that fails now, after every file was reported, only leaves its run
+        'running' (the next ingest marks it interrupted): the run's tracks are written and said so.
+        """
+        try:
+            return bool(destination.runs.__exit__(*exc_info))
+        except DatabaseError:
+            if not self.cluster or exc_info[0] is not None:
+                raise
+            return False
 
     def _take_down(self, destination: Destination, exc: DatabaseError) -> None:
         """A shard failed: report what its writer committed, close its run as failed, fail the files it did not store."""

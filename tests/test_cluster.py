@@ -305,9 +305,17 @@ def test_a_shard_down_at_the_start_stores_nothing_new_and_a_rerun_completes(serv
     assert summary.shard_run_ids[down] is None
     servers.start_shard(down)
     assert _whole_tracks_only(cluster_url) == 0
+    reported = []
+
+    def on_file(event) -> None:
+        reported.append(event)
+        if len(reported) == len(SEEDS):  # every file reported: the shard stops as the runs are being closed
+            servers.stop_shard(down)
+
     with open_store(cluster_url) as cluster:
-        again = ingest(cluster, tunes, jobs=1)
+        again = ingest(cluster, tunes, jobs=1, on_file=on_file)
     assert (again.tracks_added, again.tracks_skipped, again.tracks_failed) == (len(SEEDS), 0, 0)
+    servers.start_shard(down)
     assert _whole_tracks_only(cluster_url) == len(SEEDS)
 
 
