@@ -13,10 +13,12 @@ The catalogue is ``benchmarks/catalogue.py``'s (``renditions.csv`` and ``queries
   negatives (renditions never stored), up to ``--queries`` of each, matched as ``fpstore match`` does by
   default; top-1 (the named track is the true one), false positives, and the latency of fingerprint +
   match (the audio decoded before timing), median and p95, per kind (clean / degraded, length).
+  ``--negatives`` adds other query sets (e.g. devlarge's hard set: real music, none of it in the catalogue).
 
 Usage::
 
-    python benchmarks/catalogue_scale.py --embedded /tmp/cat-pg --sizes 1000,3000 --queries 200
+    python benchmarks/catalogue_scale.py --embedded /tmp/cat-pg --sizes 1000,3000 --queries 200 \\
+        --negatives ../corpus/devlarge/hard/queries.csv
 
 Prints one Markdown table per quantity; the machine is whatever runs it (say so with the figures).
 """
@@ -88,11 +90,17 @@ def sizes(store: Store) -> tuple[int, float, int, int]:
     return int(postings), hash_bytes / max(int(postings), 1), int(db_bytes), int(tracks)
 
 
-def match_queries(store: Store, rows: list[dict[str, str]], folder: Path) -> list[dict[str, object]]:
+def read_queries(csv_path: Path) -> list[dict[str, str]]:
+    """Rows of a queries.csv, each with the folder of its file."""
+    with open(csv_path, newline="") as f:
+        return [dict(row, folder=str(csv_path.parent)) for row in csv.DictReader(f)]
+
+
+def match_queries(store: Store, rows: list[dict[str, str]]) -> list[dict[str, object]]:
     params = store.params(duration_s=None)
     out = []
     for row in rows:
-        y = load_audio(folder / row["file"], sample_rate=params.sample_rate, duration_s=None)
+        y = load_audio(Path(row["folder"]) / row["file"], sample_rate=params.sample_rate, duration_s=None)
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -113,8 +121,11 @@ def main() -> None:
                         / "catalogue")
     parser.add_argument("--sizes", default="1000,3000,10000")
     parser.add_argument("--probe", type=int, default=100, help="files per step timed with and without a catalogue")
-    parser.add_argument("--queries", type=int, default=200, help="positives and negatives matched per size (each)")
+    parser.add_argument("--queries", type=int, default=200, help="positives matched per size")
+    parser.add_argument("--negative-queries", type=int, default=1000, help="negatives matched per size")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--negatives", type=Path, action="append", default=[],
+                        help="a queries.csv of recordings not in the catalogue: more negatives (repeat)")
     parser.add_argument("--reuse", action="store_true", help="keep the tracks already in the database")
     args = parser.parse_args()
     from fpstore.db.embedded import EmbeddedServer
@@ -128,8 +139,12 @@ def main() -> None:
 def run(args: argparse.Namespace, server: str) -> None:
     with open(args.catalogue / "renditions.csv", newline="") as f:
         stored = [args.catalogue / r["file"] for r in csv.DictReader(f) if r["in_db"] == "1"]
-    with open(args.catalogue / "queries" / "queries.csv", newline="") as f:
-        queries = list(csv.DictReader(f))
+    queries = read_queries(args.catalogue / "queries" / "queries.csv")
+    # Other recordings never stored here: every query of the dev corpora's sets (real music, none of it
+    # in the catalogue), interleaved with the catalogue's own negatives.
+    own = [q for q in queries if not q["true_track"]]
+    others = [dict(q, true_track="") for extra in args.negatives for q in read_queries(extra)]
+    negatives = [q for pair in zip(own, others) for q in pair] + own[len(others):] + others[len(own):]
     create_db(server, "fpstore_catalogue", drop=not args.reuse)
     engine = create_engine(url_of(server, "fpstore_catalogue"))
     store = Store(engine)
@@ -164,8 +179,8 @@ def run(args: argparse.Namespace, server: str) -> None:
         lines["size"].append(f"| {tracks:,} | {postings:,} | {bpp:.1f} | {db_bytes / 1e9:.2f} |")
         ids = {p.stem for p in stored[:n]}
         positives = [q for q in queries if q["true_track"] in ids][:args.queries]
-        negatives = [q for q in queries if not q["true_track"]][:args.queries]
-        results = match_queries(store, positives + negatives, args.catalogue / "queries")
+        chosen_negatives = negatives[:args.negative_queries]
+        results = match_queries(store, positives + chosen_negatives)
         for kind in sorted({str(r["kind"]) for r in results}):
             chosen = [r for r in results if r["kind"] == kind]
             ms = np.array([float(r["ms"]) for r in chosen])  # type: ignore[arg-type]
