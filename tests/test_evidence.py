@@ -154,7 +154,25 @@ def test_a_speed_changed_excerpt_is_found_at_its_factor_and_an_easy_one_pays_not
     prepared = prepare_query(easy, params, ROBUST)
     assert not isinstance(prepared, str)
     result = match_prepared(tuned, prepared, params, evidence=ROBUST, rule=DecisionRule(alpha=1e-3))
-    assert result.match is not None and result.speed == 1.0 and prepared._others is None
+    assert result.match is not None and result.speed == 1.0 and prepared._screen is None
+
+
+@pytest.mark.postgres
+def test_a_query_that_names_nothing_screens_the_other_speeds_unshifted(tuned, tmp_path) -> None:
+    params = tuned.params(duration_s=None)
+    noise = tmp_path / "noise.wav"
+    soundfile.write(noise, np.random.default_rng(9).standard_normal(5 * SR).astype(np.float32) * 0.1, SR,
+                    subtype="PCM_16")
+    prepared = prepare_query(noise, params, ROBUST)
+    assert not isinstance(prepared, str)
+    result = match_prepared(tuned, prepared, params, evidence=ROBUST)
+    assert result.match is None
+    # Each other speed was fingerprinted once (the screen), not at the four shifts.
+    assert prepared._screen is not None and [v.speed for v in prepared._screen] == list(ROBUST.speeds[1:])
+    assert all(len(v.fingerprints) == 1 for v in prepared._screen)
+    # A speed that stands out is looked at with every shift, its unshifted fingerprint reused.
+    full = prepared.at_speed(params, ROBUST, 1.02)
+    assert len(full.fingerprints) == ROBUST.shifts and full.fingerprints[0] is prepared._screen[3].fingerprints[0]
 
 
 @pytest.mark.postgres
