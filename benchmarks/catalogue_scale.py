@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
+from catalogue import DEFAULT_OUT  # benchmarks/catalogue.py, next to this script
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
@@ -117,8 +118,7 @@ def match_queries(store: Store, rows: list[dict[str, str]]) -> list[dict[str, ob
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embedded", type=Path, required=True, help="fpstore's embedded server, its data here")
-    parser.add_argument("--catalogue", type=Path, default=Path(__file__).resolve().parent.parent.parent / "corpus"
-                        / "catalogue")
+    parser.add_argument("--catalogue", type=Path, default=DEFAULT_OUT, help=f"the catalogue's folder [{DEFAULT_OUT}]")
     parser.add_argument("--sizes", default="1000,3000,10000")
     parser.add_argument("--probe", type=int, default=100, help="files per step timed with and without a catalogue")
     parser.add_argument("--queries", type=int, default=200, help="positives matched per size")

@@ -677,7 +677,8 @@ def match_prepared(store: Store, prepared: PreparedQuery, params: FingerprintPar
     Each step is one statement and is taken only when the steps before it named nothing, so an easy
     query costs what a plain one does. The steps after the first use the offset tolerance too. Every
     step counts as a test (the union bound over the query as it is, then each speed factor at every
-    shift).
+    shift). The speeds step screens the factors unshifted first, and looks at every shift only at the
+    factor whose best track scored at least :data:`SCREEN_SCORE` (a second statement).
 
     Parameters
     ----------
