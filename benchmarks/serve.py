@@ -45,6 +45,7 @@ import httpx
 import numpy as np
 import soundfile
 from match import admin, build, existing_tracks  # benchmarks/match.py: the replicated catalogue
+from sqlalchemy.engine import make_url
 
 from fpstore.signal.audio import load_audio
 from fpstore.signal.fingerprint import fingerprint_signal
@@ -152,9 +153,12 @@ def report(mode: str, clients: int, wall_s: float, outcomes: list, truths: list[
     hits = sum(1 for m, t in zip(named, truths) if t is not None and m and m["file_name"].startswith(t))
     false_alarms = sum(1 for m, t in zip(named, truths) if t is None and m)
     q = lambda p: 1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))]  # noqa: E731
+    median = lambda values: f"{1000 * float(np.median(values)):.0f}" if values else "-"  # noqa: E731
+    by_class = (median([o[0] for o, t in zip(outcomes, truths) if t is not None]),
+                median([o[0] for o, t in zip(outcomes, truths) if t is None]))
     mib = lambda b: b / 2**20  # noqa: E731
     return (f"| {mode} | {clients} | {len(outcomes)} | {len(outcomes) / wall_s:.1f} | {q(0.5):.0f} | {q(0.95):.0f} | "
-            f"{q(0.99):.0f} | {errors} | {hits}/{sum(t is not None for t in truths)} | "
+            f"{q(0.99):.0f} | {by_class[0]} / {by_class[1]} | {errors} | {hits}/{sum(t is not None for t in truths)} | "
             f"{false_alarms}/{sum(t is None for t in truths)} | {mib(memory[0]):.0f} / {mib(memory[-1]):.0f} / "
             f"{mib(max(memory)):.0f} |")
 
@@ -173,6 +177,8 @@ def main() -> None:
     parser.add_argument("--length", type=float, default=10.0, help="seconds per excerpt")
     parser.add_argument("--reuse", action="store_true", help="reuse a catalogue of the right size")
     parser.add_argument("--keep", action="store_true", help="keep the database")
+    parser.add_argument("--negative-share", type=float, default=0.5, help="share of the requests that are negatives")
+    parser.add_argument("--options", default="", help="query string of the match options, e.g. 'plain=true&min_votes=15'")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     if (args.server is None) == (args.embedded is None):
@@ -194,8 +200,6 @@ def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="fpstore-serve-bench-") as scratch:
         folder, inside, held_out = split_clips(args.clips, Path(scratch) / "in_db")
         if args.reuse and existing_tracks(args.server, name) == args.tracks:
-            from sqlalchemy.engine import make_url
-
             url = make_url(args.server).set(drivername="postgresql+psycopg", database=name).render_as_string(
                 hide_password=False)
             print(f"reusing {name}", flush=True)
@@ -211,9 +215,9 @@ def run(args: argparse.Namespace) -> None:
 
 def serve_and_drive(args: argparse.Namespace, url: str, inside: list[Path], held_out: list[Path]) -> None:
     rng = np.random.default_rng(args.seed)
-    n_each = max(args.requests // 2, 1)
-    positives = excerpts(inside, n_each, args.length, rng)
-    negatives = excerpts(held_out, args.requests - n_each, args.length, rng) if held_out else []
+    n_negatives = round(args.requests * args.negative_share) if held_out else 0
+    positives = excerpts(inside, args.requests - n_negatives, args.length, rng)
+    negatives = excerpts(held_out, n_negatives, args.length, rng)
     queries = [(n, y) for n, y in positives] + [(None, y) for _, y in negatives]
     order = rng.permutation(len(queries))
     queries = [queries[i] for i in order]
@@ -243,14 +247,16 @@ def serve_and_drive(args: argparse.Namespace, url: str, inside: list[Path], held
             bodies["fingerprint"] = [json.dumps({"params_id": described["params_id"], "hashes": [
                 [zone, h, t] for zone, zh in fingerprint_signal(y, params).zones.items()
                 for h, t in zip(zh.hashes.tolist(), zh.t_anchor_frames.tolist())]}).encode() for _, y in queries]
-        print(f"catalogue {url.rsplit('/', 1)[-1]}, {args.tracks} tracks; {len(positives)} positives and "
-              f"{len(negatives)} negatives of {args.length:g} s; fpstore serve --workers {args.workers}", flush=True)
-        print("| mode | clients | requests | queries/s | p50 ms | p95 ms | p99 ms | errors | positives named right | "
+        print(f"catalogue {make_url(url).database}, {args.tracks} tracks; {len(positives)} positives and "
+              f"{len(negatives)} negatives of {args.length:g} s; fpstore serve --workers {args.workers}; match options "
+              f"{args.options or '(defaults)'}", flush=True)
+        print("| mode | clients | requests | queries/s | p50 ms | p95 ms | p99 ms | p50 ms positives / negatives | errors | positives named right | "
               "negatives named | server RSS MiB start / end / peak |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for clients in [int(c) for c in args.clients.split(",")]:
             for mode in args.modes.split(","):
-                path = "/v1/match" if mode == "audio" else "/v1/match/fingerprint"
+                path = ("/v1/match" if mode == "audio" else "/v1/match/fingerprint") + (
+                    f"?{args.options}" if args.options else "")
                 content_type = "audio/wav" if mode == "audio" else "application/json"
                 requests = [lambda client, body=body, path=path, kind=content_type: client.post(
                                 path, content=body, headers={"content-type": kind}) for body in bodies[mode]]

@@ -182,24 +182,37 @@ class FingerprintQuery(BaseModel):
     name: str = Field(FINGERPRINT_LABEL, description="How the query is named in the answer.")
 
 
-def _database_params(store: Store, zone: str) -> FingerprintParams:
-    """The database's parameters (whole queries), once the schema and ``zone`` are checked."""
+def database_params(store: Store) -> FingerprintParams:
+    """The database's parameters for whole queries, once its schema is checked.
+
+    Raises
+    ------
+    SchemaNotAtHead
+        If the database has no fpstore schema, or another revision.
+    NotFound
+        If nothing has been ingested yet.
+    """
     store.check_schema()
-    params = store.params(duration_s=None)
+    return store.params(duration_s=None)
+
+
+def _checked_zone(params: FingerprintParams, zone: str) -> None:
     if zone != ALL_ZONES:
         params.zone(zone)
-    return params
 
 
-def match_upload(store: Store, data: bytes, label: str, options: MatchOptions) -> dict[str, Any]:
+def match_upload(store: Store, params: FingerprintParams, data: bytes, label: str,
+                 options: MatchOptions) -> dict[str, Any]:
     """Decode ``data`` (any format ``fpstore match -`` reads) and match it: the ``--json`` answer.
+
+    ``params`` are the database's (:func:`database_params`).
 
     Raises
     ------
     ApiError
         422 with the failed query's JSON when the bytes are not audio or give no hashes.
     """
-    params = _database_params(store, options.zone)
+    _checked_zone(params, options.zone)
     outcome = prepare_stream(io.BytesIO(data), params, options.evidence, label=label)
     if isinstance(outcome, str):
         failed = MatchResult.failed(label, options.zone, outcome, options.method).as_json()
@@ -207,15 +220,18 @@ def match_upload(store: Store, data: bytes, label: str, options: MatchOptions) -
     return _answer(store, outcome, params, options, label)
 
 
-def match_hashes(store: Store, query: FingerprintQuery, options: MatchOptions) -> dict[str, Any]:
+def match_hashes(store: Store, params: FingerprintParams, query: FingerprintQuery,
+                 options: MatchOptions) -> dict[str, Any]:
     """Match hashes the client computed: the looks that need no audio (as it is, then the offset tolerance).
+
+    ``params`` are the database's (:func:`database_params`).
 
     Raises
     ------
     ApiError
         409 if ``params_id`` is not the database's; 422 for an unknown zone or a value out of range.
     """
-    params = _database_params(store, options.zone)
+    _checked_zone(params, options.zone)
     if query.params_id != params.profile_id():
         raise ApiError(409, f"params_id={query.params_id!r} is not the database's {params.profile_id()!r}: "
                             "fingerprint with the parameters of GET /v1/params")
@@ -298,6 +314,14 @@ def _store(request: Request) -> Store:
     return store
 
 
+def _params(request: Request) -> FingerprintParams:
+    """The database's parameters, read once: a profile never changes once written (restart after a new schema)."""
+    cached: FingerprintParams | None = getattr(request.app.state, "params", None)
+    if cached is None:
+        cached = request.app.state.params = database_params(_store(request))
+    return cached
+
+
 def _config(request: Request) -> ServeConfig:
     config: ServeConfig = request.app.state.config
     return config
@@ -314,6 +338,7 @@ def _require_token(request: Request) -> None:
 
 
 Db = Annotated[Store, Depends(_store)]
+Params = Annotated[FingerprintParams, Depends(_params)]
 Options = Annotated[MatchOptions, Depends(match_options)]
 #: The routes that hold catalogue data: behind the token when there is one.
 guarded = APIRouter(prefix="/v1", dependencies=[Depends(_require_token)])
@@ -325,28 +350,27 @@ public = APIRouter()
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}},
 }}})
-async def match(request: Request, db: Db, options: Options,
+async def match(request: Request, db: Db, params: Params, options: Options,
                 name: Annotated[str | None, Query(description="Name of a raw-body upload.")] = None) -> Any:
     """Identify an audio file (raw body or multipart file field): the same JSON as `fpstore match --json`."""
     data, label = await _upload(request, _config(request).max_upload_bytes)
-    return await run_in_threadpool(match_upload, db, data, label, options)
+    return await run_in_threadpool(match_upload, db, params, data, label, options)
 
 
 @guarded.post("/match/fingerprint")
-def match_fingerprint(query: FingerprintQuery, request: Request, db: Db, options: Options) -> Any:
+def match_fingerprint(query: FingerprintQuery, request: Request, db: Db, params: Params, options: Options) -> Any:
     """Identify a query from its hashes, computed by the client with the parameters of GET /v1/params."""
     limit = _config(request).max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body over the {limit:,}-byte limit (fpstore serve --max-upload-mb)")
-    return match_hashes(db, query, options)
+    return match_hashes(db, params, query, options)
 
 
 @guarded.get("/params")
-def params(db: Db) -> Any:
+def describe_params(params: Params) -> Any:
     """The database's fingerprint parameters and their id (what /v1/match/fingerprint checks)."""
-    database_params = db.params(duration_s=None)
-    return {"params_id": database_params.profile_id(), "params": database_params.profile()}
+    return {"params_id": params.profile_id(), "params": params.profile()}
 
 
 @guarded.get("/tracks")
