@@ -7,7 +7,8 @@ Routes (OpenAPI description at ``/openapi.json``, browsable at ``/docs``):
   matcher's options are query parameters. ``?histogram=true`` adds the best track's offset histogram.
 - ``POST /v1/match/fingerprint``: ``{"params_id", "hashes": [[zone, hash, t_anchor], ...]}`` computed
   by the client with the database's parameters (``GET /v1/params``) → the same JSON, no decoding.
-- ``GET /v1/tracks``, ``/v1/tracks/{id}``, ``/v1/report``, ``/v1/params``, ``/v1/health``.
+- ``GET /v1/tracks``, ``/v1/tracks/{id}``, ``/v1/report`` (and its pictures under ``/v1/report/plots/``),
+  ``/v1/params``, ``/v1/health``.
 
 Every error is ``{"error": "<one line>"}`` (a query that cannot be decoded: the ``--json`` line of a
 failed query, ``query``, ``zone`` and ``error``) with its status: 400 empty body, 401 missing or wrong
@@ -29,6 +30,7 @@ import io
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -38,7 +40,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartParser
@@ -394,6 +396,16 @@ def report(db: Db) -> Any:
     """The report's aggregates (as `fpstore report --format json`)."""
     built = build_report(db)
     return {"zones": built.zones, "relations": built.relations, "bytes_per_posting": built.bytes_per_posting}
+
+
+@guarded.get("/report/plots/{name}", responses={200: {"content": {"image/png": {}}}})
+def report_plot(name: Literal["hashes_per_track.png", "posting_list_lengths.png"], db: Db) -> Response:
+    """One picture of `fpstore report --plots`: hashes per track, or posting-list lengths, per zone (PNG)."""
+    from fpstore.plots import plot_report
+
+    with tempfile.TemporaryDirectory(prefix="fpstore-serve-plots-") as folder:
+        written = {path.name: path for path in plot_report(db, folder, width_px=1000, height_px=600)}
+        return Response(written[name].read_bytes(), media_type="image/png")
 
 
 @public.get("/v1/health")

@@ -200,6 +200,9 @@ def test_the_catalogue_routes_and_the_api_description(base) -> None:
     report = httpx.get(f"{base}/v1/report").json()
     assert [z["num_tracks"] for z in report["zones"]] == [3, 3, 3, 3]
     assert sum(z["total_hashes"] for z in report["zones"]) == listing["postings_matching"]
+    plot = httpx.get(f"{base}/v1/report/plots/posting_list_lengths.png", timeout=60)
+    assert plot.headers["content-type"] == "image/png" and plot.content.startswith(b"\x89PNG")
+    assert error_of(httpx.get(f"{base}/v1/report/plots/elsewhere.png"), 422)
     health = httpx.get(f"{base}/v1/health").json()
     assert health["status"] == "ok" and health["schema_revision"] == health["schema_head"]
     paths = httpx.get(f"{base}/openapi.json").json()["paths"]
@@ -303,6 +306,8 @@ def test_the_web_page_names_an_uploaded_clip_and_shows_the_catalogue(base, clips
         WebDriverWait(driver, 60).until(expected_conditions.text_to_be_present_in_element((By.ID, "counts"), "tracks"))
         assert driver.find_element(By.ID, "counts").text.startswith("3 tracks")
         assert "tune_043.wav" in driver.find_element(By.ID, "tracks").text
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script(
+            "return document.getElementById('plot-posting_list_lengths').naturalWidth") > 0)
         driver.save_screenshot(str(tmp_path / "serve-catalogue.png"))
         print(f"screenshot of the catalogue: {tmp_path / 'serve-catalogue.png'}")
         assert shot.stat().st_size > 10_000
