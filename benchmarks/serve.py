@@ -16,7 +16,11 @@ connection, through a bounded list of requests:
 For each mode it prints the requests, queries per second (wall clock of the whole run), p50/p95/p99
 latency, errors (a status other than 200, or a transport failure), how many positives were named
 right and negatives named at all, and the server's resident memory (the serve process and its
-workers, summed from /proc) at the start, the end and its peak, sampled every 0.5 s.
+workers, summed from /proc) at the start, the end and its peak, sampled every 0.5 s. With
+``--embedded`` (a PostgreSQL server of this run's own) it also prints the CPU time per query of the
+service and of PostgreSQL together, and the queries per second two idle cores would give at that cost
+(2 / CPU s): on a machine shared with other jobs the wall-clock figures measure the load as much as
+fpstore, the CPU time much less so.
 
 Usage::
 
@@ -106,6 +110,21 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its descendants, reaped children included (user + system, seconds)."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        pending += [int(c) for c in children]
+    return total
+
+
 class MemoryWatch:
     """Samples the server's RSS every 0.5 s in a thread while a run goes."""
 
@@ -146,7 +165,8 @@ def drive(base: str, requests: list[Callable[[httpx.Client], httpx.Response]], c
     return time.perf_counter() - started, outcomes
 
 
-def report(mode: str, clients: int, wall_s: float, outcomes: list, truths: list[str | None], memory: list[int]) -> str:
+def report(mode: str, clients: int, wall_s: float, outcomes: list, truths: list[str | None], memory: list[int],
+           cpu_s: float | None) -> str:
     latencies = sorted(o[0] for o in outcomes)
     errors = sum(1 for o in outcomes if o[1] != 200)
     named = [(o[2] or {}).get("match") for o in outcomes]
@@ -160,7 +180,8 @@ def report(mode: str, clients: int, wall_s: float, outcomes: list, truths: list[
     return (f"| {mode} | {clients} | {len(outcomes)} | {len(outcomes) / wall_s:.1f} | {q(0.5):.0f} | {q(0.95):.0f} | "
             f"{q(0.99):.0f} | {by_class[0]} / {by_class[1]} | {errors} | {hits}/{sum(t is not None for t in truths)} | "
             f"{false_alarms}/{sum(t is None for t in truths)} | {mib(memory[0]):.0f} / {mib(memory[-1]):.0f} / "
-            f"{mib(max(memory)):.0f} |")
+            f"{mib(max(memory)):.0f} | " + ("-" if cpu_s is None else
+                                            f"{cpu_s / len(outcomes):.2f} | {2 * len(outcomes) / cpu_s:.1f}") + " |")
 
 
 def main() -> None:
@@ -224,6 +245,9 @@ def serve_and_drive(args: argparse.Namespace, url: str, inside: list[Path], held
     truths = [n for n, _ in queries]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    # With --embedded the PostgreSQL server is this run's alone: its CPU time is the queries'.
+    pid_file = args.embedded / "pgdata" / "postmaster.pid" if args.embedded else None
+    postmaster = int(pid_file.read_text().split()[0]) if pid_file and pid_file.exists() else None
     env = {k: v for k, v in os.environ.items() if k not in ("FPSTORE_SERVE_TOKEN",)}
     server = subprocess.Popen([sys.executable, "-m", "fpstore", "--db", url, "serve", "--port", str(port),
                                "--workers", str(args.workers)], env=env)
@@ -251,8 +275,9 @@ def serve_and_drive(args: argparse.Namespace, url: str, inside: list[Path], held
               f"{len(negatives)} negatives of {args.length:g} s; fpstore serve --workers {args.workers}; match options "
               f"{args.options or '(defaults)'}", flush=True)
         print("| mode | clients | requests | queries/s | p50 ms | p95 ms | p99 ms | p50 ms positives / negatives | errors | positives named right | "
-              "negatives named | server RSS MiB start / end / peak |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "negatives named | server RSS MiB start / end / peak | CPU s per query (serve + PostgreSQL) | "
+              "q/s 2 idle cores would give (2 / CPU s) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for clients in [int(c) for c in args.clients.split(",")]:
             for mode in args.modes.split(","):
                 path = ("/v1/match" if mode == "audio" else "/v1/match/fingerprint") + (
@@ -261,8 +286,11 @@ def serve_and_drive(args: argparse.Namespace, url: str, inside: list[Path], held
                 requests = [lambda client, body=body, path=path, kind=content_type: client.post(
                                 path, content=body, headers={"content-type": kind}) for body in bodies[mode]]
                 watch = MemoryWatch(server.pid)
+                cpu_before = cpu_seconds(server.pid) + (cpu_seconds(postmaster) if postmaster else 0.0)
                 wall_s, outcomes = drive(base, requests, clients)
-                print(report(mode, clients, wall_s, outcomes, truths, watch.stop()), flush=True)
+                cpu_s = cpu_seconds(server.pid) + (cpu_seconds(postmaster) if postmaster else 0.0) - cpu_before
+                print(report(mode, clients, wall_s, outcomes, truths, watch.stop(), cpu_s if postmaster else None),
+                      flush=True)
     finally:
         server.terminate()
         server.wait(60)

@@ -44,6 +44,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartParser
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import fpstore
 from fpstore.db.catalogue import open_store
@@ -276,17 +277,36 @@ def _answer(store: Store, prepared: PreparedQuery, params: FingerprintParams, op
     return answer
 
 
+def _too_large(limit: int) -> str:
+    return f"request body over the {limit:,}-byte limit (fpstore serve --max-upload-mb)"
+
+
+class DeclaredSizeLimit:
+    """ASGI middleware: 413 for a request whose ``Content-Length`` passes ``limit``, before its body is read.
+
+    A body sent without a length (chunked) is counted as it is read instead (:func:`_read_body`).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer 413 at once for a declared length over the limit; pass every other request on."""
+        if scope["type"] == "http":
+            declared = dict(scope["headers"]).get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > self.limit:
+                await JSONResponse({"error": _too_large(self.limit)}, status_code=413)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The request's body, refused with 413 once it passes ``limit`` bytes (declared or streamed)."""
-    declared = request.headers.get("content-length", "")
-    too_large = f"request body over the {limit:,}-byte limit (fpstore serve --max-upload-mb)"
-    if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, too_large)
+    """The request's body, refused with 413 once more than ``limit`` bytes have come."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, too_large)
+            raise ApiError(413, _too_large(limit))
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -360,12 +380,8 @@ async def match(request: Request, db: Db, params: Params, options: Options,
 
 
 @guarded.post("/match/fingerprint")
-def match_fingerprint(query: FingerprintQuery, request: Request, db: Db, params: Params, options: Options) -> Any:
+def match_fingerprint(query: FingerprintQuery, db: Db, params: Params, options: Options) -> Any:
     """Identify a query from its hashes, computed by the client with the parameters of GET /v1/params."""
-    limit = _config(request).max_upload_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body over the {limit:,}-byte limit (fpstore serve --max-upload-mb)")
     return match_hashes(db, params, query, options)
 
 
@@ -446,6 +462,7 @@ def create_app(config: ServeConfig = ServeConfig()) -> FastAPI:
     app = FastAPI(title="fpstore", version=fpstore.__version__, lifespan=lifespan,
                   description="Audio fingerprint catalogue: identify a recording, list the catalogue.")
     app.state.config = config
+    app.add_middleware(DeclaredSizeLimit, limit=config.max_upload_bytes)
     _add_error_handlers(app)
     app.include_router(guarded)
     app.include_router(public)

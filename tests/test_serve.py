@@ -171,6 +171,12 @@ def test_every_bad_request_gets_its_status_and_one_json_message_and_the_server_g
     assert "empty body" in error_of(post(content=b""), 400)
     assert "no file" in error_of(post(files={"field": (None, "value")}), 400)  # a form without a file
     assert "limit" in error_of(post(content=b"\0" * (LIMIT + 1)), 413)
+    assert "limit" in error_of(post("/v1/match/fingerprint", content=b"[" * (LIMIT + 1)), 413)
+
+    def chunked():  # no Content-Length: counted as it comes
+        for _ in range(LIMIT // 65536 + 2):
+            yield b"\0" * 65536
+    assert "limit" in error_of(post(content=chunked()), 413)
     assert "alpha" in error_of(post(params={"alpha": "2"}, content=good), 422)
     assert "not both" in error_of(post(params={"alpha": "0.01", "min_votes": "5"}, content=good), 422)
     assert "speeds" in error_of(post(params={"speeds": "fast"}, content=good), 422)
