@@ -86,6 +86,10 @@ DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 TOKEN_ENV = "FPSTORE_SERVE_TOKEN"
 #: How ``--workers`` > 1 hands the configuration to uvicorn's worker processes.
 CONFIG_ENV = "FPSTORE_SERVE_CONFIG"
+#: Seconds a worker may take to answer uvicorn's health check before it is killed and restarted. A worker
+#: decoding and fingerprinting queries holds the GIL for seconds at a time on a busy machine; at uvicorn's
+#: default (5 s) it was killed mid-request under load, and its clients got errors.
+WORKER_HEALTHCHECK_S = 120
 #: Label of an upload that names no file.
 BODY_LABEL = "<upload>"
 #: Label of a fingerprint upload that names no file.
@@ -524,7 +528,7 @@ def run_server(config: ServeConfig, *, host: str = DEFAULT_HOST, port: int = DEF
             return
         with _environment(CONFIG_ENV, json.dumps(dataclasses.asdict(config))):
             uvicorn.run("fpstore.serve:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                        log_level="warning")
+                        log_level="warning", timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
 
 
 @contextlib.contextmanager
