@@ -9,6 +9,7 @@ Debian's chromium, names the uploaded clip's track and leaves a screenshot.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -43,6 +44,10 @@ TUNES = [41, 42, 43]
 #: The module's server refuses bodies above this (a 6 s clip is ~265 kB).
 LIMIT = 1024 * 1024
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+#: Seconds an HTTP request may take: generous, the suite must pass on a busy machine.
+TIMEOUT = 600
+get = functools.partial(httpx.get, timeout=TIMEOUT)
+post_to = functools.partial(httpx.post, timeout=TIMEOUT)
 
 
 def free_port() -> int:
@@ -57,12 +62,12 @@ def running(config: ServeConfig) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    assert wait_until(lambda: server.started or not thread.is_alive(), 120) and server.started, "server did not start"
+    assert wait_until(lambda: server.started or not thread.is_alive(), TIMEOUT) and server.started, "server did not start"
     try:
         yield f"http://127.0.0.1:{server.config.port}"
     finally:
         server.should_exit = True
-        thread.join(30)
+        thread.join(TIMEOUT)
 
 
 def write_clip(path: Path, y: np.ndarray) -> Path:
@@ -105,8 +110,8 @@ def cli_json(db_url: str, clip: Path, *options: str) -> dict:
 @pytest.mark.parametrize(("kind", "expected"), [("positive", "tune_042.wav"), ("negative", None), ("fast", "tune_043.wav")])
 def test_an_uploaded_clip_gets_what_fpstore_match_json_prints(base, served_db, clips, kind, expected) -> None:
     clip = clips[kind]
-    multipart = httpx.post(f"{base}/v1/match", files={"file": (clip.name, clip.read_bytes(), "audio/wav")}, timeout=120)
-    raw = httpx.post(f"{base}/v1/match", params={"name": clip.name, "top": 3}, content=clip.read_bytes(), timeout=120)
+    multipart = post_to(f"{base}/v1/match", files={"file": (clip.name, clip.read_bytes(), "audio/wav")})
+    raw = post_to(f"{base}/v1/match", params={"name": clip.name, "top": 3}, content=clip.read_bytes())
     assert multipart.status_code == raw.status_code == 200, multipart.text
     assert multipart.json() == cli_json(served_db, clip)
     assert raw.json() == cli_json(served_db, clip, "--top", "3")
@@ -121,7 +126,7 @@ def test_an_uploaded_clip_gets_what_fpstore_match_json_prints(base, served_db, c
 def test_the_options_are_query_parameters_and_the_histogram_shows_the_peak(base, served_db, clips) -> None:
     clip = clips["positive"]
     options = {"zone": "all", "plain": "true", "min_votes": "15", "top": "1", "histogram": "true"}
-    answer = httpx.post(f"{base}/v1/match", params=options, content=clip.read_bytes(), timeout=120).json()
+    answer = post_to(f"{base}/v1/match", params=options, content=clip.read_bytes()).json()
     histogram = answer.pop("histogram")
     answer["query"] = clip.name
     assert answer == cli_json(served_db, clip, "--zone", "all", "--plain", "--min-votes", "15", "--top", "1")
@@ -134,7 +139,7 @@ def test_the_options_are_query_parameters_and_the_histogram_shows_the_peak(base,
 
 
 def test_hashes_computed_by_the_client_name_the_same_track(base, clips) -> None:
-    described = httpx.get(f"{base}/v1/params").json()
+    described = get(f"{base}/v1/params").json()
     profile = dict(described["params"])
     profile["zones"] = tuple(Zone(**zone) for zone in profile["zones"])
     params = FingerprintParams(duration_s=None, **profile)
@@ -143,15 +148,14 @@ def test_hashes_computed_by_the_client_name_the_same_track(base, clips) -> None:
     triples = [[name, int(h), int(t)] for name, zh in fingerprint.zones.items()
                for h, t in zip(zh.hashes.tolist(), zh.t_anchor_frames.tolist())]
     body = {"params_id": params.profile_id(), "hashes": triples, "name": "positive.wav"}
-    answer = httpx.post(f"{base}/v1/match/fingerprint", json=body, timeout=60).json()
-    audio = httpx.post(f"{base}/v1/match", params={"name": "positive.wav"}, content=clips["positive"].read_bytes(),
-                       timeout=120).json()
+    answer = post_to(f"{base}/v1/match/fingerprint", json=body).json()
+    audio = post_to(f"{base}/v1/match", params={"name": "positive.wav"}, content=clips["positive"].read_bytes()).json()
     assert answer["match"]["file_name"] == audio["match"]["file_name"] == "tune_042.wav"
     assert (answer["match"]["offset_frames"], answer["n_query_hashes"]) == (audio["match"]["offset_frames"],
                                                                              audio["n_query_hashes"])
     # Hashes made with other parameters are refused, not matched.
-    other = httpx.post(f"{base}/v1/match/fingerprint", json={**body, "params_id": FingerprintParams(hop_length=512)
-                                                                 .profile_id()}, timeout=60)
+    other = post_to(f"{base}/v1/match/fingerprint", json={**body, "params_id": FingerprintParams(hop_length=512)
+                                                                 .profile_id()})
     assert other.status_code == 409 and "GET /v1/params" in other.json()["error"]
 
 
@@ -164,7 +168,7 @@ def error_of(response: httpx.Response, status: int) -> str:
 
 def test_every_bad_request_gets_its_status_and_one_json_message_and_the_server_goes_on(base, clips, tmp_path) -> None:
     good = clips["positive"].read_bytes()
-    post = lambda path="/v1/match", **kw: httpx.post(f"{base}{path}", timeout=120, **kw)  # noqa: E731
+    post = lambda path="/v1/match", **kw: post_to(f"{base}{path}", **kw)  # noqa: E731
     not_audio = post(files={"file": ("notes.txt", b"these are words, not sound\n" * 40, "text/plain")})
     assert "notes.txt" in error_of(not_audio, 422) and "cannot decode audio" in not_audio.json()["error"]
     assert not_audio.json()["query"] == "notes.txt"
@@ -184,47 +188,47 @@ def test_every_bad_request_gets_its_status_and_one_json_message_and_the_server_g
     assert "top" in error_of(post(params={"top": "0"}, content=good), 422)
     assert "hashes" in error_of(post("/v1/match/fingerprint", json={"params_id": "x"}), 422)
     assert error_of(post("/v1/match/fingerprint", content=b"{not json", headers={"content-type": "application/json"}), 422)
-    params_id = httpx.get(f"{base}/v1/params").json()["params_id"]
+    params_id = get(f"{base}/v1/params").json()["params_id"]
     assert "empty" in error_of(post("/v1/match/fingerprint", json={"params_id": params_id, "hashes": []}), 400)
     assert "Elsewhere" in error_of(post("/v1/match/fingerprint", json={"params_id": params_id,
                                                                       "hashes": [["Elsewhere", 1, 2]]}), 422)
     assert "unsigned" in error_of(post("/v1/match/fingerprint", json={"params_id": params_id,
                                                                       "hashes": [["Fsmall_Tlong", -1, 2]]}), 422)
-    assert "999" in error_of(httpx.get(f"{base}/v1/tracks/999"), 404)
-    assert error_of(httpx.get(f"{base}/v1/tracks/abc"), 422)
+    assert "999" in error_of(get(f"{base}/v1/tracks/999"), 404)
+    assert error_of(get(f"{base}/v1/tracks/abc"), 422)
     # Still serving, and still right.
-    assert httpx.get(f"{base}/v1/health").json()["status"] == "ok"
+    assert get(f"{base}/v1/health").json()["status"] == "ok"
     assert post(content=good).json()["match"]["file_name"] == "tune_042.wav"
 
 
 def test_the_catalogue_routes_and_the_api_description(base) -> None:
-    listing = httpx.get(f"{base}/v1/tracks").json()
+    listing = get(f"{base}/v1/tracks").json()
     assert listing["n_total"] == 3 and [t["file_name"] for t in listing["tracks"]] == [f"tune_{s:03d}.wav" for s in TUNES]
-    assert httpx.get(f"{base}/v1/tracks", params={"name": "*42*"}).json()["n_matching"] == 1
-    one = httpx.get(f"{base}/v1/tracks/{listing['tracks'][0]['id']}").json()
+    assert get(f"{base}/v1/tracks", params={"name": "*42*"}).json()["n_matching"] == 1
+    one = get(f"{base}/v1/tracks/{listing['tracks'][0]['id']}").json()
     assert one["file_name"] == "tune_041.wav" and sum(z["postings"] for z in one["zones"]) == one["n_postings"]
-    report = httpx.get(f"{base}/v1/report").json()
+    report = get(f"{base}/v1/report").json()
     assert [z["num_tracks"] for z in report["zones"]] == [3, 3, 3, 3]
     assert sum(z["total_hashes"] for z in report["zones"]) == listing["postings_matching"]
-    plot = httpx.get(f"{base}/v1/report/plots/posting_list_lengths.png", timeout=60)
+    plot = get(f"{base}/v1/report/plots/posting_list_lengths.png")
     assert plot.headers["content-type"] == "image/png" and plot.content.startswith(b"\x89PNG")
-    assert error_of(httpx.get(f"{base}/v1/report/plots/elsewhere.png"), 422)
-    health = httpx.get(f"{base}/v1/health").json()
+    assert error_of(get(f"{base}/v1/report/plots/elsewhere.png"), 422)
+    health = get(f"{base}/v1/health").json()
     assert health["status"] == "ok" and health["schema_revision"] == health["schema_head"]
-    paths = httpx.get(f"{base}/openapi.json").json()["paths"]
+    paths = get(f"{base}/openapi.json").json()["paths"]
     assert {"/v1/match", "/v1/match/fingerprint", "/v1/tracks", "/v1/tracks/{track_id}", "/v1/report",
             "/v1/health", "/v1/params"} <= set(paths)
-    assert "<title>fpstore</title>" in httpx.get(f"{base}/").text
+    assert "<title>fpstore</title>" in get(f"{base}/").text
 
 
 def test_a_token_guards_every_route_but_health(served_db) -> None:
     with running(ServeConfig(served_db, token="s3cret")) as url:
         for path in ("/v1/tracks", "/v1/report", "/v1/params"):
-            assert "bearer token" in error_of(httpx.get(f"{url}{path}"), 401)
-            assert error_of(httpx.get(f"{url}{path}", headers={"Authorization": "Bearer wrong"}), 401)
-            assert httpx.get(f"{url}{path}", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        assert error_of(httpx.post(f"{url}/v1/match", content=b"x"), 401)
-        assert httpx.get(f"{url}/v1/health").status_code == 200
+            assert "bearer token" in error_of(get(f"{url}{path}"), 401)
+            assert error_of(get(f"{url}{path}", headers={"Authorization": "Bearer wrong"}), 401)
+            assert get(f"{url}{path}", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert error_of(post_to(f"{url}/v1/match", content=b"x"), 401)
+        assert get(f"{url}/v1/health").status_code == 200
 
 
 def embedded_env(home: Path) -> dict[str, str]:
@@ -237,7 +241,7 @@ def test_fpstore_serve_on_the_embedded_default_answers_curl_and_says_503_when_th
     env = embedded_env(data_dir)
     fpstore = [sys.executable, "-m", "fpstore"]
     tunes = write_tunes(tmp_path / "tunes", TUNES, duration_s=12.0)[0].parent
-    subprocess.run([*fpstore, "ingest", str(tunes)], env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run([*fpstore, "ingest", str(tunes)], env=env, check=True, capture_output=True, timeout=TIMEOUT)
     port = free_port()
     server = subprocess.Popen([*fpstore, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
@@ -245,35 +249,35 @@ def test_fpstore_serve_on_the_embedded_default_answers_curl_and_says_503_when_th
 
     def answers() -> bool:
         with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(f"{base}/v1/health", timeout=5).status_code == 200
+            return get(f"{base}/v1/health").status_code == 200
         return False
 
     try:
-        assert wait_until(lambda: answers() or server.poll() is not None, 120) and server.poll() is None, \
+        assert wait_until(lambda: answers() or server.poll() is not None, TIMEOUT) and server.poll() is None, \
             server.communicate(timeout=10)
         clip = clips["positive"]
         if shutil.which("curl"):
             uploaded = subprocess.run(["curl", "-sS", "-F", f"file=@{clip}", f"{base}/v1/match"],
-                                      capture_output=True, text=True, check=True, timeout=120).stdout
+                                      capture_output=True, text=True, check=True, timeout=TIMEOUT).stdout
         else:  # curl is not a dependency: httpx sends the same form
-            uploaded = httpx.post(f"{base}/v1/match", files={"file": (clip.name, clip.read_bytes())}, timeout=120).text
+            uploaded = post_to(f"{base}/v1/match", files={"file": (clip.name, clip.read_bytes())}).text
         printed = subprocess.run([*fpstore, "match", "--json", str(clip)], env=env, capture_output=True, text=True,
-                                 check=True, timeout=120).stdout
+                                 check=True, timeout=TIMEOUT).stdout
         assert json.loads(uploaded) == json.loads(printed) and json.loads(uploaded)["match"]["file_name"] == "tune_042.wav"
         # The database stops under the running service: every database route says 503, the service goes on.
         postmaster = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
         os.kill(postmaster, signal.SIGINT)  # fast shutdown
-        assert wait_until(lambda: not alive(postmaster), 60)
-        down = httpx.post(f"{base}/v1/match", content=clip.read_bytes(), timeout=120)
+        assert wait_until(lambda: not alive(postmaster), TIMEOUT)
+        down = post_to(f"{base}/v1/match", content=clip.read_bytes())
         assert "database" in error_of(down, 503)
-        assert error_of(httpx.get(f"{base}/v1/tracks", timeout=60), 503)
-        health = httpx.get(f"{base}/v1/health", timeout=60)
+        assert error_of(get(f"{base}/v1/tracks"), 503)
+        health = get(f"{base}/v1/health")
         assert error_of(health, 503) and health.json()["status"] == "unavailable"
-        assert httpx.get(f"{base}/", timeout=60).status_code == 200 and server.poll() is None
+        assert get(f"{base}/").status_code == 200 and server.poll() is None
     finally:
         server.send_signal(signal.SIGTERM)
         try:
-            server.wait(60)
+            server.wait(TIMEOUT)
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(10)
@@ -300,7 +304,7 @@ def test_the_web_page_names_an_uploaded_clip_and_shows_the_catalogue(base, clips
     try:
         driver.get(f"{base}/")
         driver.find_element(By.ID, "file").send_keys(str(clips["positive"]))
-        WebDriverWait(driver, 120).until(expected_conditions.text_to_be_present_in_element((By.ID, "verdict"), "tune_"))
+        WebDriverWait(driver, TIMEOUT).until(expected_conditions.text_to_be_present_in_element((By.ID, "verdict"), "tune_"))
         assert driver.find_element(By.ID, "verdict").text.startswith("tune_042.wav")
         facts = driver.find_element(By.ID, "facts").text
         assert "3.0" in facts and "needed" in facts, facts
@@ -309,10 +313,10 @@ def test_the_web_page_names_an_uploaded_clip_and_shows_the_catalogue(base, clips
         driver.save_screenshot(str(shot))
         print(f"screenshot of the answer: {shot}")
         driver.get(f"{base}/#catalogue")
-        WebDriverWait(driver, 60).until(expected_conditions.text_to_be_present_in_element((By.ID, "counts"), "tracks"))
+        WebDriverWait(driver, TIMEOUT).until(expected_conditions.text_to_be_present_in_element((By.ID, "counts"), "tracks"))
         assert driver.find_element(By.ID, "counts").text.startswith("3 tracks")
         assert "tune_043.wav" in driver.find_element(By.ID, "tracks").text
-        WebDriverWait(driver, 60).until(lambda d: d.execute_script(
+        WebDriverWait(driver, TIMEOUT).until(lambda d: d.execute_script(
             "return document.getElementById('plot-posting_list_lengths').naturalWidth") > 0)
         driver.save_screenshot(str(tmp_path / "serve-catalogue.png"))
         print(f"screenshot of the catalogue: {tmp_path / 'serve-catalogue.png'}")
