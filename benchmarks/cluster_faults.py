@@ -4,12 +4,13 @@ The script starts its own servers in ``--workdir`` (the router from Debian's Pos
 ``postgresql-15-plproxy``; four shard servers and the single database's server from fpstore's embedded
 wheel), writes ``--tracks`` synthetic tunes and a re-encoded copy of every fourth one (another file, the
 same recording: a duplicate the single database skips), and ingests them once into the single
-database: the reference. Then, ``--rounds`` times, into a fresh 4-shard cluster:
+database: the reference, and once into a 4-shard cluster undisturbed, which times each ingest. Then,
+into a fresh 4-shard cluster each round, until ``--kills`` ingests had a shard killed while they ran
+(at most ``--max-rounds`` rounds):
 
 1. the originals, then the copies, each ingest with a random shard stopped immediately (``SIGQUIT``
-   to its postmaster, as ``pg_ctl stop -m immediate``) at a random moment within ``--max-delay``
-   seconds of the start (by default 1.5 times the single database's ingest of the originals), and
-   restarted when that ingest returns;
+   to its postmaster, as ``pg_ctl stop -m immediate``) at a random moment within the undisturbed
+   ingest's time, and restarted when that ingest returns;
 2. the same ingest again (``--reruns`` at most) until it fails no file.
 
 Checked after every ingest, with every shard up, and counted:
@@ -24,7 +25,7 @@ Checked after every ingest, with every shard up, and counted:
 
 Usage::
 
-    python benchmarks/cluster_faults.py --rounds 20 --tracks 12
+    python benchmarks/cluster_faults.py --kills 20 --tracks 12
 """
 
 from __future__ import annotations
@@ -158,10 +159,9 @@ TALLIES = ["ingests", "shard killed during the ingest", "files reported failed",
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--kills", type=int, default=20, help="ingests with a shard killed while they ran")
+    parser.add_argument("--max-rounds", type=int, default=40)
     parser.add_argument("--tracks", type=int, default=12, help="synthetic tunes (and a copy of every fourth)")
-    parser.add_argument("--max-delay", type=float,
-                        help="seconds after the start of an ingest [1.5 x the single database's ingest]")
     parser.add_argument("--reruns", type=int, default=3, help="most reruns of an ingest until it fails no file")
     parser.add_argument("--seed", type=int, default=23)
     parser.add_argument("--workdir", type=Path, help="servers' data folders (default: a temporary folder)")
@@ -176,22 +176,30 @@ def main() -> None:
         shards = Shards(workdir)
         stack.callback(shards.close)
         with open_store(single_url) as single:
-            took = [ingest(single, folder, jobs=1, batch_postings=1, bulk=False).elapsed_s
-                    for folder in (originals, copies)]
+            for folder in (originals, copies):
+                ingest(single, folder, jobs=1, batch_postings=1, bulk=False)
         reference = catalogue(single_url)
-        max_delay = args.max_delay or 1.5 * took[0]
+        calibration = new_database(router_server.url, "faults_calibration")
+        init_cluster(calibration, [new_database(url, "faults_calibration") for url in shards.urls])
+        took = {}
+        for folder in (originals, copies):
+            started = time.perf_counter()
+            run_ingest(calibration, folder)
+            took[folder] = time.perf_counter() - started
         print(f"reference: {len(reference)} tracks on the single database ({args.tracks} tunes, "
-              f"{len(list(copies.iterdir()))} copies; ingests took {took[0]:.1f} s and {took[1]:.1f} s); "
-              f"kills within {max_delay:.1f} s of an ingest's start")
+              f"{len(list(copies.iterdir()))} copies); undisturbed cluster ingests took "
+              + " and ".join(f"{seconds:.1f} s" for seconds in took.values()))
         tally = dict.fromkeys(TALLIES, 0)
-        for round_index in range(args.rounds):
+        for round_index in range(args.max_rounds):
+            if tally["shard killed during the ingest"] >= args.kills:
+                break
             name = f"faults_{round_index}"
             router_url = new_database(router_server.url, name)
             init_cluster(router_url, [new_database(url, name) for url in shards.urls])
             said = []
             for folder in (originals, copies):
                 before = set(catalogue(router_url))
-                reported, killed_at = faulty_ingest(router_url, folder, shards, rng, max_delay)
+                reported, killed_at = faulty_ingest(router_url, folder, shards, rng, took[folder])
                 tally["ingests"] += 1
                 tally["shard killed during the ingest"] += killed_at is not None
                 said.append(f"{folder.name}: " + ("no kill" if killed_at is None else f"kill at {killed_at:.2f} s")
