@@ -47,11 +47,12 @@ from cluster import new_database, plproxy_bindir
 from fpstore.db.catalogue import open_store
 from fpstore.db.cluster import init_cluster, open_cluster
 from fpstore.db.embedded import EmbeddedServer
-from fpstore.errors import FpstoreError
+from fpstore.errors import EmbeddedServerError, FpstoreError
 from fpstore.ingest import ingest
 from fpstore.signal.synth import synth_tune
 
 N_SHARDS = 4
+RESTART_ATTEMPTS = 5
 SR = 22050
 
 
@@ -70,11 +71,18 @@ class Shards:
             time.sleep(0.01)
 
     def restart(self, k: int) -> None:
+        """Start shard ``k`` again; its crash recovery may outlast the embedded server's wait on a busy machine."""
         try:
             self.servers[k].__exit__(None, None, None)
         except FpstoreError:  # it was killed: nothing left to stop
             pass
-        self.servers[k] = EmbeddedServer(self.workdir / f"s{k}").__enter__()
+        for attempt in range(RESTART_ATTEMPTS):
+            try:
+                self.servers[k] = EmbeddedServer(self.workdir / f"s{k}").__enter__()
+                return
+            except EmbeddedServerError:
+                if attempt == RESTART_ATTEMPTS - 1:
+                    raise
 
     def close(self) -> None:
         for server in self.servers:
@@ -218,8 +226,9 @@ def main() -> None:
                     tally["reruns"] += 1
             converged = catalogue(router_url) == reference
             tally["not converged"] += not converged
-            print(f"round {round_index + 1:>2}: " + "; ".join(said) + ("" if converged else "; NOT CONVERGED"),
-                  flush=True)
+            print(f"round {round_index + 1:>2}: " + "; ".join(said) + ("" if converged else "; NOT CONVERGED")
+                  + f" [so far: {tally['shard killed during the ingest']} kills, "
+                  + ", ".join(f"{what} {tally[what]}" for what in TALLIES[4:]) + "]", flush=True)
         print()
         print("| what | count |")
         print("|---|---:|")
