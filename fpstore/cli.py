@@ -32,7 +32,7 @@ from fpstore.db.maintenance import set_lookup_index
 from fpstore.db.store import Store, head_revision
 from fpstore.db.urls import libpq_url
 from fpstore.duplicates import DEFAULT_MIN_RATIO as DEFAULT_DUPLICATE_RATIO
-from fpstore.duplicates import ON_DUPLICATE_CHOICES, DuplicateListing, find_duplicates
+from fpstore.duplicates import ON_DUPLICATE_CHOICES, ON_EXCERPT_CHOICES, DuplicateListing, find_duplicates, minutes
 from fpstore.errors import FpstoreError
 from fpstore.ingest import FileEvent, IngestSummary, ingest
 from fpstore.monitor import (
@@ -45,6 +45,7 @@ from fpstore.monitor import (
 from fpstore.pickle_io import PickleSummary, export_seed_pickle, import_seed_pickle
 from fpstore.plots import plot_fingerprint
 from fpstore.report import ZONE_COLUMNS, Report, build_report
+from fpstore.signal.audio import display_path
 from fpstore.signal.synth import write_example_audio, write_example_clip
 from fpstore.wording import counted
 
@@ -78,17 +79,61 @@ class NumberOrWord(click.ParamType[Any]):
             self.fail(f"{value!r} is neither a number nor {self.word!r}", param, ctx)
 
 
+#: The group's options, also taken after the subcommand (``fpstore ingest music -q``): flags, then those with a value.
+GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose", "--traceback")
+GLOBAL_VALUED = ("--db", "--config")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``args`` with the group's options that follow the subcommand moved before it (up to a ``--``).
+
+    Examples
+    --------
+    >>> hoist_global_options(["ingest", "music", "-q", "--db", "postgresql://h/fp"])
+    ['-q', '--db', 'postgresql://h/fp', 'ingest', 'music']
+    """
+    start = 0
+    while start < len(args) and args[start].startswith("-"):  # the group's own options, before the subcommand
+        start += 2 if args[start] in GLOBAL_VALUED else 1
+    hoisted, rest = [], list(args[:start + 1])
+    index = start + 1
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rest += args[index:]
+            break
+        if arg in GLOBAL_FLAGS or (len(arg) > 2 and arg.strip("v") == "-"):  # -vv counts twice
+            hoisted.append(arg)
+        elif arg in GLOBAL_VALUED and index + 1 < len(args):
+            hoisted += args[index:index + 2]
+            index += 1
+        elif arg.split("=", 1)[0] in GLOBAL_VALUED:
+            hoisted.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return args[:start] + hoisted + rest[start:]
+
+
 class FpstoreGroup(click.Group):
-    """Turns every FpstoreError into ``Error: <message>`` and exit status 1, unless --traceback."""
+    """Turns every FpstoreError, and a file's OSError, into ``Error: <message>`` and exit status 1, unless --traceback."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Accept the group's options after the subcommand too."""
+        return super().parse_args(ctx, hoist_global_options(args))
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; map FpstoreError to ClickException (one line, exit 1)."""
+        """Run the command; map FpstoreError and a file's OSError to ClickException (one line, exit 1)."""
         try:
             return super().invoke(ctx)
         except FpstoreError as exc:
             if ctx.params.get("traceback"):
                 raise
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            if ctx.params.get("traceback") or exc.filename is None:
+                raise
+            raise click.ClickException(f"{display_path(exc.filename)}: {exc.strerror or exc}") from None
 
 
 @dataclass
@@ -155,7 +200,7 @@ def fingerprint_options(command: F) -> F:
         click.option("--top-k", "top_k_targets", type=NumberOrWord(int, "none"),
                      help="Strongest targets kept per anchor, or 'none' [5]."),
         click.option("--duration", "duration_s", type=NumberOrWord(float, "full"),
-                     help="Seconds loaded per file, or 'full' [30]."),
+                     help="Seconds loaded from the start of each file, or 'full' [full; the notebook's: 30]."),
         click.option("--zone", "zones", multiple=True, metavar="NAME:DF:DTMIN:DTMAX",
                      help="A target zone (repeat; replaces the four seed zones)."),
     ]
@@ -166,8 +211,11 @@ def duplicate_options(command: F) -> F:
     """``--on-duplicate`` and ``--duplicate-ratio``: what ingest and import-pickle do with a copy of a stored track."""
     options = [
         click.option("--on-duplicate", type=click.Choice(ON_DUPLICATE_CHOICES), default="skip", show_default=True,
-                     help="A new track that duplicates a stored one by content (most hashes aligned): skip it, "
-                          "keep both, or replace the stored one."),
+                     help="A new track that duplicates a stored one (the same recording: hashes aligned over most "
+                          "of both): skip it, keep both, or replace the stored one."),
+        click.option("--on-excerpt", type=click.Choice(ON_EXCERPT_CHOICES), default="keep", show_default=True,
+                     help="A new track that is an excerpt of a stored one, or holds one as an excerpt (a clip and "
+                          "its whole track): store it, saying so, or skip it."),
         click.option("--duplicate-ratio", "duplicate_min_ratio", type=click.FloatRange(0, 1, min_open=True),
                      default=DEFAULT_DUPLICATE_RATIO, show_default=True,
                      help="Share of hashes that must align at one offset for a duplicate."),
@@ -208,7 +256,7 @@ def cli(ctx: click.Context, db: str | None, verbose: int, quiet: bool, traceback
 
 
 @cli.command("ingest")
-@click.argument("folder", type=click.Path(exists=True))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @fingerprint_options
 @click.option("--force", is_flag=True, help="Re-ingest files whose content is already stored.")
 @click.option("-j", "--jobs", type=click.IntRange(1), help="Worker processes [all cores].")
@@ -221,31 +269,36 @@ def cli(ctx: click.Context, db: str | None, verbose: int, quiet: bool, traceback
 @duplicate_options
 @click.pass_context
 @with_store
-def ingest_command(ctx: click.Context, /, store: Store, folder: str, zones: tuple[str, ...], force: bool,
+def ingest_command(ctx: click.Context, /, store: Store, paths: tuple[str, ...], zones: tuple[str, ...], force: bool,
                    jobs: int | None, allow_failures: bool, batch_postings: int, scheduler: str | None,
-                   on_duplicate: Any, duplicate_min_ratio: float, **options: Any) -> None:
-    """Fingerprint the audio files under FOLDER and store the new ones.
+                   on_duplicate: Any, duplicate_min_ratio: float, on_excerpt: Any, **options: Any) -> None:
+    """Fingerprint the audio files under PATHS (folders and files) and store the new ones.
 
     Audio files (.mp3 .wav .flac .ogg .opus .m4a .aac .aiff and every other extension the decoders read,
     any case) are found recursively and taken in sorted order; the other files are counted in one line.
-    A file whose content is already stored is skipped unless --force.
+    Whole files are stored; --duration 30 stores the first 30 s of each, as the notebook did. PATHS
+    holding no audio file are an error (exit 1) and no run is recorded.
+    A file whose content is already stored is skipped unless --force (which replaces it, e.g. with
+    another --duration).
     A file whose fingerprint duplicates a stored track (the same recording re-encoded, resampled, or
-    imported from a pickle) is reported and skipped, kept or made to replace it (--on-duplicate); it is
-    compared with the tracks written before it, not with copies in its own batch (`fpstore tracks
+    imported from a pickle: hashes aligned over most of both) is reported and skipped, kept or made to
+    replace it (--on-duplicate); one that is an excerpt of a stored track, or holds one (a clip and its
+    whole track), is stored with a line naming the other track and where (--on-excerpt skip skips it).
+    It is compared with the tracks written before it, not with copies in its own batch (`fpstore tracks
     duplicates` finds those).
 
     \b
     Example:
-      fpstore ingest ~/music/clips --jobs 2
-      fpstore ingest ~/music/full --duration full
+      fpstore ingest ~/music --jobs 2
+      fpstore ingest clips/*.wav --duration 30   # the notebook's 30 s cut
       fpstore ingest ~/music/flac --on-duplicate replace
       fpstore --db postgresql://fp@router/fp ingest /shared/music --scheduler tcp://dask-head:8786
     """
     settings = _fingerprint_settings(ctx, zones, options)
     with _progress(ctx) as (on_start, on_file):
-        summary = ingest(store, folder, settings.params, force=force, jobs=jobs, batch_postings=batch_postings,
-                         on_duplicate=on_duplicate, duplicate_min_ratio=duplicate_min_ratio,
-                         on_file=on_file, on_start=on_start, scheduler=scheduler)
+        summary = ingest(store, paths, settings.params, force=force, jobs=jobs, batch_postings=batch_postings,
+                         on_duplicate=on_duplicate, duplicate_min_ratio=duplicate_min_ratio, on_excerpt=on_excerpt,
+                         on_file=on_file, on_start=on_start, scheduler=scheduler, on_progress=lambda: on_file(None))
     click.echo(_format_summary(summary))
     if summary.tracks_failed and not allow_failures:
         ctx.exit(EXIT_SOME_FILES_FAILED)
@@ -255,7 +308,8 @@ def ingest_command(ctx: click.Context, /, store: Store, folder: str, zones: tupl
 def _progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Callable[[FileEvent | None], None]]]:
     """A progress bar on a terminal, and one line per skipped, failed or kept duplicate file (every file with -v).
 
-    ``on_file(None)`` only advances the bar (eval's queries have nothing to report one by one).
+    ``on_file(None)`` advances the bar (once per file fingerprinted, or per eval query); ``on_file(event)``
+    only reports.
     """
     from tqdm import tqdm
 
@@ -267,8 +321,8 @@ def _progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Calla
         bar.refresh()
 
     def on_file(event: FileEvent | None) -> None:
-        bar.update(1)
         if event is None:
+            bar.update(1)
             return
         if event.status == "failed" or (not state.quiet and (event.status == "skipped" or event.notable or state.verbose)):
             line = f"{event.status}: {event.path}" + (f" ({event.detail})" if event.status != "failed" else "")
@@ -294,6 +348,10 @@ def _format_summary(summary: IngestSummary) -> str:
         extensions = ", ".join(ext or "no extension" for ext in summary.other_extensions)
         lines.append(f"skipped {counted(sum(summary.other_extensions.values()), 'file')} with other extensions "
                      f"({extensions})")
+    if summary.duration_s is not None:
+        lines.append(f"stored the first {summary.duration_s:g} s of each file (--duration {summary.duration_s:g}): "
+                     f"{summary.tracks_cut} of {counted(summary.tracks_added, 'track')} added were cut there; "
+                     "--duration full stores whole files")
     lines.append("postings added per zone:")
     lines += [f"  {zone:<16} {count:>12,}" for zone, count in summary.postings_by_zone.items()]
     lines.append(f"  {'total':<16} {summary.postings:>12,}")
@@ -389,15 +447,25 @@ def db_upgrade(ctx: click.Context, store: Store, revision: str) -> None:
 
 @db_group.command("downgrade")
 @click.argument("revision")
+@click.option("--yes", is_flag=True, help="Do not ask before dropping every track and posting (for scripts).")
 @click.pass_context
 @with_store
-def db_downgrade(ctx: click.Context, store: Store, revision: str) -> None:
+def db_downgrade(ctx: click.Context, store: Store, revision: str, yes: bool) -> None:
     """Migrate the schema down to REVISION ('base' drops every fpstore table).
+
+    Going below the first revision (to 'base') drops every track and posting: the command asks first,
+    and without a terminal it refuses (exit 2) unless --yes.
 
     \b
     Example:
-      fpstore db downgrade base
+      fpstore db downgrade 0009
+      fpstore db downgrade base --yes
     """
+    if store.downgrade_drops_data(revision) and not yes:
+        n_tracks = store.tracks.count()
+        question = (f"Downgrading {store.url} to {revision} drops every fpstore table, with its "
+                    f"{counted(n_tracks, 'track')} and all their postings. Go on?")
+        _confirm_or_exit(question, "downgrade declined: nothing dropped")
     store.downgrade(revision)
     click.echo(f"{store.url}: schema at revision {store.schema_revision() or 'base'}")
 
@@ -856,7 +924,7 @@ def _format_pickle_summary(summary: PickleSummary, verbose: int) -> str:
 @click.pass_context
 @with_store
 def import_pickle_command(ctx: click.Context, store: Store, pickle_path: str, on_duplicate: Any,
-                          duplicate_min_ratio: float) -> None:
+                          duplicate_min_ratio: float, on_excerpt: Any) -> None:
     """Load the notebook's hash_db.pkl (meta, tracks, index) into the database, as one run.
 
     The pickle's parameters become the profile of an empty database, or must equal the database's.
@@ -871,7 +939,7 @@ def import_pickle_command(ctx: click.Context, store: Store, pickle_path: str, on
       fpstore import-pickle task1_hash_db/hash_db.pkl
     """
     summary = import_seed_pickle(store, pickle_path, on_duplicate=on_duplicate,
-                                 duplicate_min_ratio=duplicate_min_ratio)
+                                 duplicate_min_ratio=duplicate_min_ratio, on_excerpt=on_excerpt)
     for name, note in summary.duplicates:
         click.echo(f"{pickle_path}: {name}: {note}", err=True)
     click.echo(f"run {summary.run_id}: imported {counted(summary.n_tracks, 'track')} and "
@@ -1050,18 +1118,21 @@ def tracks_show(ctx: click.Context, store: Store, track: str, as_json: bool) -> 
 @click.option("--zone", default="all", show_default=True,
               help="Compare in this zone only (faster on a big database), or 'all' zones.")
 @click.option("--min-ratio", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_DUPLICATE_RATIO,
-              show_default=True, help="List pairs with at least this share of hashes aligned at one offset.")
+              show_default=True, help="Share of hashes aligned at one offset: of the larger track for a duplicate, "
+                                      "of the shorter one for an excerpt.")
 @json_option
 @click.pass_context
 @with_store
 def tracks_duplicates(ctx: click.Context, store: Store, zone: str, min_ratio: float, as_json: bool) -> None:
-    """List stored tracks that are copies of one recording, and the groups they form.
+    """List stored tracks that are copies of one recording, the groups they form, and excerpts.
 
-    Two tracks are listed when most of their hashes align at one offset: ratio = aligned hashes /
-    hashes of the larger track, so a clip is not the duplicate of its full track. Computed in the
-    database by one statement (a self-join of hashes on zone and hash) over a fixed eighth of the hash
-    values; a hash with more than 32 postings is left out. offset: where the first track starts in the
-    second, in seconds. Scans the whole hashes table: minutes on a big catalogue.
+    Two tracks are duplicates when their hashes align at one offset over most of both (80 % of each
+    one's duration) and ratio = aligned hashes / hashes of the larger track reaches --min-ratio. A
+    track that lies inside a longer one (a clip and its whole track) is listed as an excerpt of it, at
+    the time it starts there, when aligned hashes / hashes of the shorter track reaches --min-ratio.
+    Computed in the database by one statement (a self-join of hashes on zone and hash) over a fixed
+    eighth of the hash values; a hash with more than 32 postings is left out. offset: where the first
+    track starts in the second, in seconds. Scans the whole hashes table: minutes on a big catalogue.
 
     \b
     Example:
@@ -1080,8 +1151,16 @@ def _format_duplicates(listing: DuplicateListing) -> str:
              f"{p.n_aligned:,} hashes aligned, offset {p.offset_frames * listing.seconds_per_frame:+.2f} s"
              for p in listing.pairs]
     lines += [f"group: tracks {', '.join(map(str, group))}" for group in listing.groups if len(group) > 2]
+    for p in listing.excerpts:
+        offset_s = p.offset_frames * listing.seconds_per_frame
+        short, long = ((p.track_a, p.file_a), (p.track_b, p.file_b))
+        if p.duration_a_s > p.duration_b_s:
+            short, long, offset_s = long, short, -offset_s
+        lines.append(f"{p.containment:>6.0%}  track {short[0]} ({short[1]}) is an excerpt of track {long[0]} ({long[1]}) "
+                     f"at {minutes(offset_s)}, {p.n_aligned:,} hashes aligned")
     lines.append(f"{len(listing.pairs)} pairs in {len(listing.groups)} groups with at least {listing.min_ratio:.0%} "
-                 f"of hashes aligned (zone {listing.zone})")
+                 f"of hashes aligned (zone {listing.zone})"
+                 + (f"; {counted(len(listing.excerpts), 'excerpt')}" if listing.excerpts else ""))
     return "\n".join(lines)
 
 
@@ -1113,6 +1192,20 @@ def tracks_remove(ctx: click.Context, store: Store, track_ids: tuple[int, ...], 
                    "`fpstore db shell -- -c 'VACUUM (ANALYZE) hashes'` "
                    "(or use --vacuum next time) so PostgreSQL reuses the space and plans with fresh statistics",
                    err=True)
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def _confirm_or_exit(question: str, declined: str) -> None:
+    """Ask ``question`` on a terminal (a "no" is an error, exit 1); without one, refuse with exit 2 (--yes goes on)."""
+    if not _stdin_is_terminal():
+        click.echo(f"Error: {question.rsplit('. ', 1)[0]}: refused without a terminal to ask on; "
+                   "pass --yes to go on", err=True)
+        click.get_current_context().exit(2)
+    if not click.confirm(question):
+        raise click.ClickException(declined)
 
 
 def _confirm_removal(store: Store, track_ids: list[int]) -> None:

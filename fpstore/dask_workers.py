@@ -24,7 +24,7 @@ from fpstore.db.catalogue import open_store
 from fpstore.db.cluster import ClusterStore
 from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
-from fpstore.duplicates import DuplicateCheck, OnDuplicate, unchecked_reason
+from fpstore.duplicates import DuplicateCheck, OnDuplicate, OnExcerpt, unchecked_reason
 from fpstore.errors import DatabaseError, FpstoreError, ShardDown
 from fpstore.files import one_line
 from fpstore.signal.params import FingerprintParams
@@ -46,6 +46,7 @@ class WriteJob:
     replace: bool
     on_duplicate: OnDuplicate
     duplicate_min_ratio: float
+    on_excerpt: OnExcerpt = "keep"
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def fingerprint_and_write(job: WriteJob) -> WriteResult:
         catalogue = _catalogue(job.catalogue_url)
         target = catalogue.shards[job.shard] if isinstance(catalogue, ClusterStore) and job.shard is not None \
             else catalogue
-        record, note = DuplicateCheck(catalogue, job.on_duplicate, job.duplicate_min_ratio).apply(
+        record, note = DuplicateCheck(catalogue, job.on_duplicate, job.duplicate_min_ratio, job.on_excerpt).apply(
             TrackRecord(job.path, job.sha256, fingerprint), job.zone_ids)
         if record is None:
             return WriteResult(job.shown, job.shard, "skipped", note)

@@ -1,14 +1,23 @@
-"""Duplicates by content: copies of one recording (re-encoded, resampled, re-imported) among the tracks.
+"""Duplicates by content: copies of one recording (re-encoded, resampled, re-imported) and excerpts among the tracks.
 
-Two tracks are duplicates when most of their postings align at one offset (the measure is defined in
-:mod:`fpstore.db.duplicates`: aligned posting pairs over the larger track's postings). The same
-measure serves twice:
+Two tracks relate when their postings align at one offset (the measures are defined in
+:mod:`fpstore.db.duplicates`), and :func:`relation` says how:
+
+- a **duplicate** (the same recording): the aligned part covers most of *both* tracks
+  (:data:`MIN_COVERAGE` of each one's duration, at the aligned offset) and ``ratio`` (aligned over the
+  larger track's postings) reaches the threshold;
+- an **excerpt** (a clip of a longer track, or a whole track cut to its first 30 s): the shorter track
+  lies inside the longer one (:data:`MIN_COVERAGE` of it covered) but covers too little of the longer
+  one, and ``containment`` (aligned over the smaller track's postings) reaches the threshold.
+
+The same rule serves twice:
 
 - :func:`find_duplicates` lists the stored pairs, computed in the database in one statement
-  (``fpstore tracks duplicates``), and groups them (copies of copies);
+  (``fpstore tracks duplicates``), and groups the duplicates (copies of copies);
 - :class:`DuplicateCheck` looks a new track up before it is written (ingest, import-pickle): one
   lookup of its sampled postings in every zone, the matcher's vote with the new track as the query, then the
-  ``--on-duplicate`` rule (skip, keep, or replace the stored copy in the new track's transaction).
+  ``--on-duplicate`` rule (skip, keep, or replace the stored copy in the new track's transaction) and the
+  ``--on-excerpt`` rule (keep it, the default, or skip it).
 
 Conventions
 -----------
@@ -42,13 +51,76 @@ MAX_POSTINGS_PER_HASH = 32
 #: Candidates the vote of the check ranks (more than one: two stored copies can both pass).
 _CANDIDATES = 5
 
+#: Share of each track's duration that the aligned part must cover for a duplicate (of the shorter one
+#: only, for an excerpt): a copy spans its original, a 30-s clip a small part of its 4-minute track.
+MIN_COVERAGE = 0.8
+
 OnDuplicate = Literal["skip", "keep", "replace"]
 ON_DUPLICATE_CHOICES: tuple[OnDuplicate, ...] = ("skip", "keep", "replace")
+OnExcerpt = Literal["keep", "skip"]
+ON_EXCERPT_CHOICES: tuple[OnExcerpt, ...] = ("keep", "skip")
+Relation = Literal["duplicate", "excerpt"]
+
+
+def coverage(duration_a_s: float, duration_b_s: float, offset_s: float) -> tuple[float, float]:
+    """Shares of track a and of track b that overlap when a starts ``offset_s`` seconds into b.
+
+    Examples
+    --------
+    >>> coverage(30.0, 240.0, 120.0)
+    (1.0, 0.125)
+    """
+    overlap = max(0.0, min(duration_b_s, offset_s + duration_a_s) - max(0.0, offset_s))
+    return overlap / duration_a_s if duration_a_s > 0 else 0.0, overlap / duration_b_s if duration_b_s > 0 else 0.0
+
+
+def relation(n_aligned: float, n_a: float, n_b: float, duration_a_s: float, duration_b_s: float, offset_s: float,
+             min_ratio: float) -> Relation | None:
+    """What two aligned tracks are to each other: ``"duplicate"``, ``"excerpt"`` or None (unrelated).
+
+    Parameters
+    ----------
+    n_aligned : float
+        Sampled posting pairs aligned at the best offset.
+    n_a, n_b : float
+        Sampled postings of each track.
+    duration_a_s, duration_b_s : float
+        Seconds stored of each track.
+    offset_s : float
+        Where track a starts in track b, seconds.
+    min_ratio : float
+        Threshold of ``n_aligned / max(n_a, n_b)`` for a duplicate, of ``n_aligned / min(n_a, n_b)`` for an excerpt.
+
+    Examples
+    --------
+    >>> relation(600, 1000, 1100, 150.0, 150.1, 0.0, 0.1), relation(600, 1000, 8000, 30.0, 240.0, 120.0, 0.1)
+    ('duplicate', 'excerpt')
+    """
+    cover_a, cover_b = coverage(duration_a_s, duration_b_s, offset_s)
+    if min(cover_a, cover_b) >= MIN_COVERAGE and n_aligned >= min_ratio * max(n_a, n_b):
+        return "duplicate"
+    if max(cover_a, cover_b) >= MIN_COVERAGE and n_aligned >= min_ratio * min(n_a, n_b):
+        return "excerpt"
+    return None
+
+
+def minutes(seconds: float) -> str:
+    """``m:ss`` (``h:mm:ss`` from an hour on), rounded to the second.
+
+    Examples
+    --------
+    >>> minutes(83.4), minutes(3725.0)
+    ('1:23', '1:02:05')
+    """
+    whole = round(seconds)
+    if whole >= 3600:
+        return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+    return f"{whole // 60}:{whole % 60:02d}"
 
 
 @dataclass(frozen=True)
 class DuplicateOf:
-    """A stored track that a new track duplicates.
+    """A stored track that a new track duplicates, is an excerpt of, or holds as an excerpt.
 
     Attributes
     ----------
@@ -59,28 +131,49 @@ class DuplicateOf:
         ``n_aligned / max(new sampled postings, stored sampled postings)``.
     offset_frames : int
         Where the new track starts in the stored one.
+    relation : {"duplicate", "excerpt"}
+        See :func:`relation`.
+    offset_s : float
+        ``offset_frames`` in seconds.
+    new_is_shorter : bool
+        Whether the new track is the shorter one (the excerpt, for an excerpt).
+    containment : float
+        ``n_aligned / min(new sampled postings, stored sampled postings)``.
     """
 
     track_id: int
     n_aligned: int
     ratio: float
     offset_frames: int
+    relation: Relation = "duplicate"
+    offset_s: float = 0.0
+    new_is_shorter: bool = True
+    containment: float = 0.0
 
     def describe(self) -> str:
-        """``duplicate of track 12 (97% of hashes aligned)``."""
-        return f"duplicate of track {self.track_id} ({100 * self.ratio:.0f}% of hashes aligned)"
+        """One line: ``duplicate of track 12 (97% of hashes aligned)`` or ``excerpt of track 12 at 1:23``.
+
+        When the stored track is the excerpt: ``track 12 is an excerpt of it at 1:23``.
+        """
+        if self.relation == "duplicate":
+            return f"duplicate of track {self.track_id} ({100 * self.ratio:.0f}% of hashes aligned)"
+        if self.new_is_shorter:
+            return f"excerpt of track {self.track_id} at {minutes(self.offset_s)}"
+        return f"track {self.track_id} is an excerpt of it at {minutes(-self.offset_s)}"
 
 
 @dataclass(frozen=True)
 class DuplicateListing:
-    """Stored duplicates: the pairs, and the groups they form.
+    """Stored duplicates: the pairs, and the groups they form; and the excerpts.
 
     Attributes
     ----------
     pairs : list of DuplicatePair
-        Ratio descending.
+        Duplicates (:func:`relation`), ratio descending.
     groups : list of list of int
         Track ids linked by pairs (each group sorted, groups by their first id); a pair is a group of two.
+    excerpts : list of DuplicatePair
+        Excerpts: the shorter track lies inside the longer one (containment descending).
     zone : str
         Zone compared, or ``"all"``.
     min_ratio : float
@@ -93,6 +186,7 @@ class DuplicateListing:
     zone: str
     min_ratio: float
     seconds_per_frame: float
+    excerpts: list[DuplicatePair] = dataclasses.field(default_factory=list)
 
 
 def check_min_ratio(min_ratio: float) -> float:
@@ -103,7 +197,7 @@ def check_min_ratio(min_ratio: float) -> float:
 
 
 def find_duplicates(store: Store, *, zone: str = ALL_ZONES, min_ratio: float = DEFAULT_MIN_RATIO) -> DuplicateListing:
-    """The stored pairs of tracks whose ratio reaches ``min_ratio``, computed in the database.
+    """The stored duplicates and excerpts (:func:`relation` with ``min_ratio``), computed in the database.
 
     Parameters
     ----------
@@ -129,9 +223,14 @@ def find_duplicates(store: Store, *, zone: str = ALL_ZONES, min_ratio: float = D
     store.check_schema()
     params = store.params(duration_s=None)
     zone_id = None if zone == ALL_ZONES else store.zone_ids()[params.zone(zone).name]
-    pairs = store.duplicates.pairs(zone_id=zone_id, min_ratio=min_ratio, max_postings_per_hash=MAX_POSTINGS_PER_HASH)
+    found = store.duplicates.pairs(zone_id=zone_id, min_ratio=min_ratio, max_postings_per_hash=MAX_POSTINGS_PER_HASH)
+    kinds = [relation(p.n_aligned, p.n_a, p.n_b, p.duration_a_s, p.duration_b_s,
+                      p.offset_frames * params.seconds_per_frame, min_ratio) for p in found]
+    pairs = [p for p, kind in zip(found, kinds) if kind == "duplicate"]
+    excerpts = sorted((p for p, kind in zip(found, kinds) if kind == "excerpt"),
+                      key=lambda p: (-p.containment, p.track_a, p.track_b))
     return DuplicateListing(pairs, linked_groups([(p.track_a, p.track_b) for p in pairs]), zone, min_ratio,
-                            params.seconds_per_frame)
+                            params.seconds_per_frame, excerpts)
 
 
 def linked_groups(links: list[tuple[int, int]]) -> list[list[int]]:
@@ -160,11 +259,12 @@ def linked_groups(links: list[tuple[int, int]]) -> list[list[int]]:
 
 def duplicates_of(store: Store, fingerprint: Fingerprint, zone_ids: dict[str, int], *, min_ratio: float,
                   own_sha256: bytes = b"") -> list[DuplicateOf]:
-    """The stored tracks that ``fingerprint`` duplicates, best first, with one posting lookup.
+    """The stored tracks that ``fingerprint`` duplicates or shares an excerpt with, best first, with one posting lookup.
 
     The new track's sampled postings (:func:`fpstore.db.duplicates.sampled_hashes`) are looked up in
     every zone and voted on as a query; a stored track's sampled postings are estimated from its
     ``n_postings`` at the new track's sampling rate (exact enough for copies, which is what passes).
+    Each candidate's :func:`relation` decides.
 
     Parameters
     ----------
@@ -181,7 +281,7 @@ def duplicates_of(store: Store, fingerprint: Fingerprint, zone_ids: dict[str, in
     Returns
     -------
     found : list of DuplicateOf
-        Ratio descending; empty when none reaches ``min_ratio``.
+        Duplicates first, then excerpts, each ratio descending; empty when nothing relates.
     """
     names = list(fingerprint.zones)
     zone_of_hash = np.concatenate([np.full(fingerprint.zones[name].hashes.size, zone_ids[name]) for name in names])
@@ -199,17 +299,20 @@ def duplicates_of(store: Store, fingerprint: Fingerprint, zone_ids: dict[str, in
     kept = ~common[key_of_posting]
     ranked_tracks, votes, offsets = vote(*expand_matches(
         key_of_posting[kept], t_anchor[kept], track_ids[kept], key_of_hash, t_query[in_sample]), top_k=_CANDIDATES)
-    # A ratio never exceeds votes / the new track's sampled postings: only those candidates need their size.
-    possible = votes >= min_ratio * n_sampled
-    sizes = store.duplicates.n_postings(ranked_tracks[possible].tolist(), except_sha256=own_sha256)
+    sizes = store.duplicates.n_postings(ranked_tracks.tolist(), except_sha256=own_sha256)
     sampling_rate = n_sampled / hashes.size
-    found = [
-        DuplicateOf(track_id, n, n / max(n_sampled, sizes[track_id] * sampling_rate), offset)
-        for track_id, n, offset in zip(ranked_tracks[possible].tolist(), votes[possible].tolist(),
-                                       offsets[possible].tolist())
-        if track_id in sizes
-    ]
-    return sorted((d for d in found if d.ratio >= min_ratio), key=lambda d: (-d.ratio, d.track_id))
+    seconds_per_frame = fingerprint.duration_s / max(1, fingerprint.n_frames)
+    found = []
+    for track_id, n, offset in zip(ranked_tracks.tolist(), votes.tolist(), offsets.tolist()):
+        if track_id not in sizes:
+            continue
+        n_stored, stored_s = sizes[track_id][0] * sampling_rate, sizes[track_id][1]
+        offset_s = offset * seconds_per_frame
+        kind = relation(n, n_sampled, n_stored, fingerprint.duration_s, stored_s, offset_s, min_ratio)
+        if kind is not None:
+            found.append(DuplicateOf(track_id, n, n / max(n_sampled, n_stored), offset, kind, offset_s,
+                                     fingerprint.duration_s <= stored_s, n / max(1.0, min(n_sampled, n_stored))))
+    return sorted(found, key=lambda d: (d.relation != "duplicate", -d.ratio, d.track_id))
 
 
 @dataclass(frozen=True)
@@ -222,6 +325,8 @@ class DuplicateCheck:
     on_duplicate : {"skip", "keep", "replace"}
         Skip the new track, keep both, or write the new one and delete the stored copies in its transaction.
     min_ratio : float
+    on_excerpt : {"keep", "skip"}
+        A new track that is an excerpt of a stored one, or holds one: store it (saying so), or skip it.
 
     Raises
     ------
@@ -232,10 +337,13 @@ class DuplicateCheck:
     store: Store
     on_duplicate: OnDuplicate = "skip"
     min_ratio: float = DEFAULT_MIN_RATIO
+    on_excerpt: OnExcerpt = "keep"
 
     def __post_init__(self) -> None:
         if self.on_duplicate not in ON_DUPLICATE_CHOICES:
             raise ParameterError(f"on_duplicate={self.on_duplicate!r} must be one of {', '.join(ON_DUPLICATE_CHOICES)}")
+        if self.on_excerpt not in ON_EXCERPT_CHOICES:
+            raise ParameterError(f"on_excerpt={self.on_excerpt!r} must be one of {', '.join(ON_EXCERPT_CHOICES)}")
         check_min_ratio(self.min_ratio)
 
     def apply(self, record: TrackRecord, zone_ids: dict[str, int]) -> tuple[TrackRecord | None, str]:
@@ -259,6 +367,9 @@ class DuplicateCheck:
         if not found:
             return record, ""
         note = found[0].describe()
+        if found[0].relation == "excerpt":
+            return (None, note) if self.on_excerpt == "skip" else (record, note)
+        found = [d for d in found if d.relation == "duplicate"]
         if self.on_duplicate == "skip":
             return None, note
         if self.on_duplicate == "keep":

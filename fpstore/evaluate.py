@@ -105,7 +105,8 @@ def read_queries(csv_path: str | os.PathLike[str], labels: Sequence[str] | None 
     Raises
     ------
     ParameterError
-        If a required or named column is missing, or a ``start_s`` is not a number (``path:line``).
+        If a required or named column is missing, the file holds no query, or a ``start_s`` is not a
+        number (``path:line``).
     """
     csv_path = Path(csv_path)
     with open(csv_path, newline="") as handle:
@@ -115,6 +116,8 @@ def read_queries(csv_path: str | os.PathLike[str], labels: Sequence[str] | None 
     for needed in ("file", "true_track"):
         if needed not in columns:
             raise ParameterError(f"{csv_path}: column {needed!r} is missing (has {columns})")
+    if not records:
+        raise ParameterError(f"{csv_path}: no queries (a header and no rows); nothing to evaluate")
     if labels is None:
         labels = [c for c in columns if c not in RESERVED_COLUMNS
                   and 1 < len({r[c] for r in records}) <= MAX_LABEL_VALUES]

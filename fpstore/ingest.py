@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -48,9 +49,9 @@ from fpstore.db.cluster import ClusterStore, shard_of_digest
 from fpstore.db.runs import Run
 from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
-from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateCheck, OnDuplicate, unchecked_reason
-from fpstore.errors import DatabaseError, ShardDown
-from fpstore.files import file_sha256, one_line, scan_folder, unreadable_reason
+from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateCheck, OnDuplicate, OnExcerpt, unchecked_reason
+from fpstore.errors import DatabaseError, NotFound, ShardDown
+from fpstore.files import FolderScan, file_sha256, one_line, scan_folder, unreadable_reason
 from fpstore.signal.audio import display_path
 from fpstore.signal.params import FingerprintParams
 from fpstore.wording import counted
@@ -95,6 +96,10 @@ class IngestSummary:
     #: On a cluster, each shard's run (None for a shard that failed before its run started); ``run_id``
     #: is then the first of them.
     shard_run_ids: list[int | None] = field(default_factory=list)
+    #: Seconds loaded from the start of each file (the parameters' ``duration_s``); None: whole files.
+    duration_s: float | None = None
+    #: Tracks added whose audio reached ``duration_s``: only their first ``duration_s`` seconds are stored.
+    tracks_cut: int = 0
 
     @property
     def postings(self) -> int:
@@ -284,34 +289,47 @@ class Ingest:
 
     def __init__(self, store: Store, params: FingerprintParams, *, force: bool, jobs: int | None,
                  batch_postings: int, bulk: bool | None, partition_postings: int,
-                 on_duplicate: OnDuplicate, duplicate_min_ratio: float,
+                 on_duplicate: OnDuplicate, duplicate_min_ratio: float, on_excerpt: OnExcerpt,
                  on_file: Callable[[FileEvent], None] | None, on_start: Callable[[int], None] | None,
-                 scheduler: str | None = None) -> None:
+                 scheduler: str | None = None, on_progress: Callable[[], None] | None = None) -> None:
         self.store, self.params, self.scheduler = store, params, scheduler
         self.on_duplicate, self.duplicate_min_ratio = on_duplicate, duplicate_min_ratio
         self.force, self.jobs, self.bulk = force, jobs, bulk
         self.cluster = isinstance(store, ClusterStore)
-        self.duplicates = DuplicateCheck(store, on_duplicate, duplicate_min_ratio)
+        self.on_excerpt = on_excerpt
+        self.duplicates = DuplicateCheck(store, on_duplicate, duplicate_min_ratio, on_excerpt)
         # Path of a written track → what it duplicates, added to its "added" event.
         self._duplicate_notes: dict[str, str] = {}
         self.batch_postings, self.partition_postings = batch_postings, partition_postings
         self.on_file = on_file or (lambda event: None)
         self.on_start = on_start or (lambda n_files: None)
+        self.on_progress = on_progress or (lambda: None)
+        # Paths already counted by on_progress (a fingerprinted file is counted before its batch is written).
+        self._progressed: set[str] = set()
+        # Paths of fingerprinted files whose audio reached params.duration_s (cut there).
+        self._cut: set[str] = set()
 
-    def run(self, root: str | os.PathLike[str]) -> IngestSummary:
-        """Ingest every audio file under ``root``; return the run's totals."""
+    def run(self, roots: Sequence[str | os.PathLike[str]]) -> IngestSummary:
+        """Ingest every audio file under ``roots``; return the run's totals."""
         started = time.perf_counter()
+        scans = [scan_folder(root) for root in roots]
+        scan = FolderScan([path for one in scans for path in one.audio], [path for one in scans for path in one.others])
+        files = scan.audio
+        if not files:
+            shown = ", ".join(display_path(root) for root in roots)
+            others = f" ({counted(len(scan.others), 'file')} with other extensions)" if scan.others else ""
+            raise NotFound(f"{shown}: no audio files{others}; nothing ingested")
         if not self.cluster:
             self.store.check_schema(upgrade_empty=True)
-        scan = scan_folder(root)
-        files = scan.audio
         with contextlib.ExitStack() as stack:
-            self._destinations = self._open(stack, display_path(os.path.abspath(root)), len(files))
+            source = ", ".join(display_path(os.path.abspath(root)) for root in roots)
+            self._destinations = self._open(stack, source, len(files))
             run_ids = [d.run.id if d.run is not None else None for d in self._destinations]
             self._summary = IngestSummary(next(i for i in run_ids if i is not None), len(files),
                                           postings_by_zone={z.name: 0 for z in self.params.zones},
                                           other_extensions=scan.other_extensions(),
-                                          shard_run_ids=run_ids if self.cluster else [])
+                                          shard_run_ids=run_ids if self.cluster else [],
+                                          duration_s=self.params.duration_s)
             self.on_start(len(files))
             self._write_all(files)
         self._summary.elapsed_s = time.perf_counter() - started
@@ -394,6 +412,11 @@ class Ingest:
                     continue
                 destination = self._route(sha256)
                 record = TrackRecord(display_path(os.path.abspath(path)), sha256, outcome)
+                # Half a frame of slack: a file cut at duration_s decodes to duration_s, give or take a sample.
+                if self.params.duration_s is not None and (
+                        outcome.duration_s >= self.params.duration_s - self.params.seconds_per_frame / 2):
+                    self._cut.add(record.path)
+                self._progress(record.path)
                 if destination.down:
                     self._record(destination.fail(record.path))
                 elif (down := self._first_down()) is not None:
@@ -431,7 +454,7 @@ class Ingest:
             yield WriteJob(os.path.abspath(path), shown, sha256, catalogue_url,
                            self._destinations.index(destination) if self.cluster else None, destination.run.id,
                            destination.run.zone_ids, self.params, self.force, self.on_duplicate,
-                           self.duplicate_min_ratio)
+                           self.duplicate_min_ratio, self.on_excerpt)
 
     def _add(self, destination: Destination, record: TrackRecord) -> None:
         """Check ``record`` for duplicates and batch it; write the batch once it is full.
@@ -515,12 +538,27 @@ class Ingest:
                 self._record(destination.fail(shown))
                 return False
             if track_id is not None:
-                self._record(FileEvent(shown, "skipped", f"already in the database as track {track_id}"), destination)
+                self._record(FileEvent(shown, "skipped", self._stored_as(destination.store, track_id)), destination)
                 return False
         if (down := self._first_down()) is not None:
             self._record(down.unchecked(shown), destination)
             return False
         return True
+
+    def _stored_as(self, store: Store, track_id: int) -> str:
+        """Why a file whose content is stored is skipped, naming the cut it was stored with when it differs."""
+        said = f"already in the database as track {track_id}"
+        stored, cut_s = store.tracks.stored_cut_s(track_id)
+        if not stored or cut_s == self.params.duration_s:
+            return said
+        return (f"{said}, stored with --duration {_duration_word(cut_s)}; --force replaces it with "
+                f"--duration {_duration_word(self.params.duration_s)}")
+
+    def _progress(self, path: str) -> None:
+        """Count ``path`` as done for the progress callback, once."""
+        if path not in self._progressed:
+            self._progressed.add(path)
+            self.on_progress()
 
     def _account(self, outcomes: list[WriteOutcome], destination: Destination | None = None) -> None:
         """Main thread: count what the writer thread wrote (for ``destination``, whose files it no longer holds)."""
@@ -542,9 +580,14 @@ class Ingest:
         elif event.status == "skipped":
             self._summary.tracks_skipped += 1
         else:
+            if event.path in self._cut:
+                self._summary.tracks_cut += 1
+                cut = _duration_word(self.params.duration_s)
+                event = dataclasses.replace(event, detail=f"{event.detail}, first {cut} s")
             if (note := self._duplicate_notes.pop(event.path, "")):
                 event = FileEvent(event.path, "added", f"{event.detail}, {note}", notable=True)
             self._summary.tracks_added += 1
+        self._progress(event.path)
         self.on_file(event)
 
     def _record_failure(self, event: FileEvent, destination: Destination | None) -> None:
@@ -553,15 +596,20 @@ class Ingest:
         if not standing:
             return
         assert standing[0].run is not None
-        try:
-            standing[0].run.record_failure(event.path, event.detail)
+        try:  # absolute, as tracks.path is
+            standing[0].run.record_failure(os.path.abspath(event.path), event.detail)
         except DatabaseError as exc:
             self._shard_failed(standing[0], exc)
 
 
+def _duration_word(duration_s: float | None) -> str:
+    """``30`` or ``full``: a ``duration_s`` as ``--duration`` takes it."""
+    return "full" if duration_s is None else f"{duration_s:g}"
+
+
 def ingest(
     store: Store,
-    root: str | os.PathLike[str],
+    root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     params: FingerprintParams | None = None,
     *,
     force: bool = False,
@@ -571,20 +619,23 @@ def ingest(
     partition_postings: int = 50_000_000,
     on_duplicate: OnDuplicate = "skip",
     duplicate_min_ratio: float = DEFAULT_MIN_RATIO,
+    on_excerpt: OnExcerpt = "keep",
     on_file: Callable[[FileEvent], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     scheduler: str | None = None,
+    on_progress: Callable[[], None] | None = None,
 ) -> IngestSummary:
     """Fingerprint every audio file under ``root`` and store the new ones.
 
     Parameters
     ----------
     store : Store
-    root : path
-        A folder (searched recursively) or a single file.
+    root : path or sequence of paths
+        Folders (searched recursively) and single files.
     params : FingerprintParams or None
-        Defaults to the seed's parameters. The database keeps the parameters of its first ingest;
-        later ingests must use the same (``duration_s`` may differ).
+        Defaults to the seed's parameters with whole files (``duration_s=None``; the notebook's 30 s
+        cut is :data:`~fpstore.signal.params.NOTEBOOK_PARAMS`). The database keeps the parameters of its
+        first ingest; later ingests must use the same (``duration_s`` may differ).
     force : bool
         Re-ingest files whose content is already stored (their old postings are replaced).
     jobs : int or None
@@ -601,10 +652,17 @@ def ingest(
         in the new track's transaction).
     duplicate_min_ratio : float
         The share of hashes that must align for a duplicate (:mod:`fpstore.duplicates`).
+    on_excerpt : {"keep", "skip"}
+        A new track that is an excerpt of a stored one (a clip of it), or holds a stored one as an excerpt
+        (the whole track of a stored clip): store it (the default; its line names the other track and
+        where), or skip it.
     on_file : callable or None
         Called with a :class:`FileEvent` for every file.
     on_start : callable or None
         Called once with the number of files found.
+    on_progress : callable or None
+        Called once per file when it is done here: fingerprinted (before its batch is written), or
+        skipped or failed before that.
     scheduler : str or None
         Address of a dask.distributed scheduler (``tcp://host:8786``): its workers decode, fingerprint
         and write the files (:mod:`fpstore.dask_workers`; ``jobs``, ``bulk`` and the batch sizes are then
@@ -617,9 +675,9 @@ def ingest(
     Raises
     ------
     NotFound
-        If ``root`` does not exist (before any run is recorded).
+        If a ``root`` does not exist, or none holds an audio file (before any run is recorded).
     ParameterError
-        If ``on_duplicate`` or ``duplicate_min_ratio`` is out of range.
+        If ``on_duplicate``, ``duplicate_min_ratio`` or ``on_excerpt`` is out of range.
     ProfileMismatch
         If ``params`` differ from the database's.
     SchemaNotAtHead
@@ -631,7 +689,8 @@ def ingest(
     ...     ingest(store, "music/", jobs=2).tracks_added
     14
     """
+    roots = [root] if isinstance(root, (str, os.PathLike)) else list(root)
     return Ingest(store, params or FingerprintParams(), force=force, jobs=jobs, batch_postings=batch_postings,
                   bulk=bulk, partition_postings=partition_postings, on_duplicate=on_duplicate,
-                  duplicate_min_ratio=duplicate_min_ratio, on_file=on_file, on_start=on_start,
-                  scheduler=scheduler).run(root)
+                  duplicate_min_ratio=duplicate_min_ratio, on_excerpt=on_excerpt, on_file=on_file, on_start=on_start,
+                  scheduler=scheduler, on_progress=on_progress).run(roots)

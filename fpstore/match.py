@@ -757,8 +757,8 @@ def match_queries(
     ------
     result : MatchResult
         In the order of ``queries`` (a folder's files in sorted order); ``error`` holds the one-line
-        reason of a query that could not be matched (a missing path, an unreadable or undecodable
-        file, a file without hashes).
+        reason of a query that could not be matched (a missing path, a folder without audio files,
+        an unreadable or undecodable file, a file without hashes).
 
     Raises
     ------
@@ -788,6 +788,9 @@ def match_queries(
             label = one_line(display_path(os.path.basename(os.path.normpath(query))))
             yield MatchResult.failed(label, zone, one_line(str(exc)), method)
             continue
+        if not files:
+            label = one_line(display_path(query))
+            yield MatchResult.failed(label, zone, f"{label}: no audio files in this folder", method)
         for path in files:
             yield answer(one_line(display_path(path.name)), prepare_query(path, params, evidence))
 

@@ -44,7 +44,7 @@ import numpy as np
 from fpstore.db.pgcopy import decode_postings
 from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
-from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateCheck, OnDuplicate
+from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateCheck, OnDuplicate, OnExcerpt
 from fpstore.errors import ParameterError, ProfileMismatch
 from fpstore.signal.fingerprint import Fingerprint
 from fpstore.signal.hashing import ZoneHashes
@@ -241,7 +241,7 @@ def index_arrays(zone_index: dict[int, list[int]]) -> tuple[np.ndarray, np.ndarr
 
 
 def import_seed_pickle(store: Store, path: str | os.PathLike[str], *, on_duplicate: OnDuplicate = "skip",
-                       duplicate_min_ratio: float = DEFAULT_MIN_RATIO) -> PickleSummary:
+                       duplicate_min_ratio: float = DEFAULT_MIN_RATIO, on_excerpt: OnExcerpt = "keep") -> PickleSummary:
     """Load a notebook ``hash_db.pkl`` into the database, as one run and one transaction.
 
     Tracks of this very file that are already stored (it was imported before) are skipped; a track that
@@ -253,6 +253,7 @@ def import_seed_pickle(store: Store, path: str | os.PathLike[str], *, on_duplica
     path : str or path-like
     on_duplicate : {"skip", "keep", "replace"}
     duplicate_min_ratio : float
+    on_excerpt : {"keep", "skip"}
         As in :func:`fpstore.ingest.ingest`.
 
     Returns
@@ -289,7 +290,7 @@ def import_seed_pickle(store: Store, path: str | os.PathLike[str], *, on_duplica
     seconds["arrays"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    check = DuplicateCheck(store, on_duplicate, duplicate_min_ratio)
+    check = DuplicateCheck(store, on_duplicate, duplicate_min_ratio, on_excerpt)
     store.one_database("importing a pickle (`fpstore import-pickle`)")
     store.check_schema(upgrade_empty=True)
     duplicates: list[tuple[str, str]] = []
@@ -487,7 +488,10 @@ def _zones_by_id(zone_names: dict[int, str], params: FingerprintParams) -> list[
 
 def _write_atomically(path: str | os.PathLike[str], db: dict[str, Any]) -> None:
     folder = os.path.dirname(os.path.abspath(path))
-    handle = tempfile.NamedTemporaryFile("wb", dir=folder, prefix=".fpstore-export-", delete=False)
+    try:
+        handle = tempfile.NamedTemporaryFile("wb", dir=folder, prefix=".fpstore-export-", delete=False)
+    except OSError as exc:  # name the file asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
     try:
         with handle:
             pickle.dump(db, handle, protocol=pickle.HIGHEST_PROTOCOL)

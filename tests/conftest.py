@@ -16,9 +16,11 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -196,7 +198,28 @@ def run(db_url: str):
 
     runner = CliRunner()
 
-    def invoke(*args: str):
-        return runner.invoke(cli, ["--db", db_url, *args], catch_exceptions=False)
+    def invoke(*args: str, **options: Any):
+        return runner.invoke(cli, ["--db", db_url, *args], catch_exceptions=False, **options)
 
     return invoke
+
+
+@pytest.fixture
+def reader_role(db_url) -> Iterator[tuple[str, str]]:
+    """A LOGIN role with a password, created for the test; yields ``(role, its URL to db_url)``."""
+    role = f"reader_{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    password = "reader-secret"
+    admin_url = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        try:
+            admin.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                psycopg.sql.Identifier(role), psycopg.sql.Literal(password)))
+        except psycopg.errors.InsufficientPrivilege:
+            pytest.skip("the test server's role may not create roles")
+    reader_url = make_url(db_url).set(username=role, password=password).render_as_string(hide_password=False)
+    try:
+        yield role, reader_url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(psycopg.sql.SQL("DROP OWNED BY {}").format(psycopg.sql.Identifier(role)))
+            admin.execute(psycopg.sql.SQL("DROP ROLE {}").format(psycopg.sql.Identifier(role)))

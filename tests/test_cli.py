@@ -106,7 +106,7 @@ def test_not_postgres_url_is_refused() -> None:
 def test_db_commands(run) -> None:
     current = run("db", "current")
     assert current.exit_code == 0 and f"revision {head_revision()}" in current.output
-    assert "schema at revision base" in run("db", "downgrade", "base").output
+    assert "schema at revision base" in run("db", "downgrade", "base", "--yes").output
     assert f"schema at revision {head_revision()}" in run("db", "upgrade").output
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from fpstore.errors import ProfileMismatch
 from fpstore.files import discover_audio_files, scan_folder
 from fpstore.ingest import ingest
-from fpstore.signal.params import FingerprintParams
+from fpstore.signal.params import NOTEBOOK_PARAMS, FingerprintParams
 
 pytestmark = pytest.mark.postgres
 
@@ -29,7 +29,7 @@ def stored_pairs(store, file_name: str) -> dict[str, list[tuple[int, int]]]:
 
 def test_stored_postings_equal_seed_port(store, tmp_path) -> None:
     paths = write_tunes(tmp_path, [1, 2, 3])
-    summary = ingest(store, tmp_path, jobs=2)
+    summary = ingest(store, tmp_path, NOTEBOOK_PARAMS, jobs=2)
     assert (summary.tracks_added, summary.tracks_skipped, summary.tracks_failed) == (3, 0, 0)
     for path in paths:
         assert stored_pairs(store, path.name) == oracle_pairs(path)
@@ -115,8 +115,8 @@ def test_other_parameters_are_refused(store, tmp_path) -> None:
     ingest(store, tmp_path, jobs=1)
     with pytest.raises(ProfileMismatch, match=r"n_fft: database 2048, asked 4096"):
         ingest(store, tmp_path, FingerprintParams(n_fft=4096), jobs=1)
-    # the clip length is not part of the profile: full tracks may join a 30 s database
-    ingest(store, tmp_path, FingerprintParams(duration_s=None), jobs=1)
+    # the clip length is not part of the profile: 30 s clips may join a database of whole tracks
+    ingest(store, tmp_path, NOTEBOOK_PARAMS, jobs=1)
 
 
 def test_ingest_upgrades_an_empty_database(empty_db_url, tmp_path) -> None:
@@ -170,7 +170,7 @@ def test_sigkill_midway_leaves_complete_tracks_and_rerun_completes(db_url, tmp_p
 def test_real_music_stored_postings_equal_seed_port(store, corpus_clips, tmp_path) -> None:
     for clip in corpus_clips[:3]:
         (tmp_path / clip.name).symlink_to(clip)
-    summary = ingest(store, tmp_path, jobs=2)
+    summary = ingest(store, tmp_path, NOTEBOOK_PARAMS, jobs=2)
     assert summary.tracks_added == 3
     for clip in corpus_clips[:3]:
         assert stored_pairs(store, clip.name) == oracle_pairs(clip)

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 from fpstore.signal.fingerprint import fingerprint_file, fingerprint_signal
 from fpstore.signal.hashing import pack_hashes, zone_hashes
-from fpstore.signal.params import FingerprintParams, Zone
+from fpstore.signal.params import NOTEBOOK_PARAMS, Zone
 from fpstore.signal.peaks import Peaks, constellation_map, find_peaks
 from fpstore.signal.spectrogram import magnitude_spectrogram
 from fpstore.signal.synth import synth_tune
 
-PARAMS = FingerprintParams()
+PARAMS = NOTEBOOK_PARAMS
 
 
 def assert_same_as_seed(fp_zones, seed_zones) -> None:

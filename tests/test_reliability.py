@@ -563,27 +563,6 @@ def test_a_newer_schema_is_refused_before_anything_is_written(store, tmp_path) -
 # ---------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def reader_role(db_url) -> Iterator[tuple[str, str]]:
-    """A LOGIN role with a password, created for the test; yields ``(role, its URL to db_url)``."""
-    role = f"reader_{os.getpid()}_{time.monotonic_ns() % 10**6}"
-    password = "reader-secret"
-    admin_url = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        try:
-            admin.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                psycopg.sql.Identifier(role), psycopg.sql.Literal(password)))
-        except psycopg.errors.InsufficientPrivilege:
-            pytest.skip("the test server's role may not create roles")
-    reader_url = make_url(db_url).set(username=role, password=password).render_as_string(hide_password=False)
-    try:
-        yield role, reader_url
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(psycopg.sql.SQL("DROP OWNED BY {}").format(psycopg.sql.Identifier(role)))
-            admin.execute(psycopg.sql.SQL("DROP ROLE {}").format(psycopg.sql.Identifier(role)))
-
-
 WRITES = [
     "INSERT INTO hashes (zone, hash, track_id, t_anchor) VALUES (1, 1, 1, 1)",
     "UPDATE tracks SET path = 'x'",

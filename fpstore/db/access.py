@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import psycopg
 from psycopg import sql
 
 from fpstore.errors import DatabaseError, NotFound, ParameterError
@@ -80,13 +79,7 @@ def grant_reader(store: Store, role: str) -> ReaderGrant:
         raise ParameterError(f"role={role!r} must be a PostgreSQL role name of 1 to 63 bytes")
     store.one_database("granting read access (`fpstore db grant-reader`)")
     store.check_schema()
-    try:
-        return _grant(store, role)
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise DatabaseError(
-            f"cannot grant on {store.url}: {str(exc).strip().splitlines()[0]}; run this as the role that owns "
-            "the fpstore tables (the one that ran `fpstore db upgrade`)"
-        ) from None
+    return _grant(store, role)
 
 
 def _grant(store: Store, role: str) -> ReaderGrant:
@@ -98,6 +91,12 @@ def _grant(store: Store, role: str) -> ReaderGrant:
                 f"role {role!r} does not exist: create it first (CREATE ROLE ... LOGIN PASSWORD '...'), "
                 "then grant it read access"
             )
+        cur.execute("SELECT current_user, pg_get_userbyid(relowner), (SELECT rolsuper FROM pg_roles WHERE rolname = "
+                    "current_user) FROM pg_class WHERE oid = 'tracks'::regclass")
+        user, owner, superuser = cur.fetchone() or ("", "", False)
+        if user != owner and not superuser:
+            raise DatabaseError(f"the role {user} cannot grant on {store.url}: the fpstore tables belong to {owner}; "
+                                f"run `fpstore db grant-reader` as {owner} (the role that ran `fpstore db upgrade`)")
         if found[0]:
             raise ParameterError(f"role={role!r} is the role fpstore is connected as, which owns the tables")
         cur.execute("SELECT current_database(), current_schema()")

@@ -217,6 +217,11 @@ class ClusterStore(Store):
         """Refused: the router's functions call the shards' current ones (downgrade a shard through its own URL)."""
         self.one_database("downgrading (`fpstore db downgrade`)")
 
+    def downgrade_drops_data(self, revision: str) -> bool:
+        """Refused, as :meth:`downgrade` is."""
+        self.one_database("downgrading (`fpstore db downgrade`)")
+        return False
+
     def one_database(self, what: str) -> None:
         """Refuse ``what``, which works on one database."""
         raise ParameterError(f"{what} works on one database, not through a cluster's router: run it with each "
@@ -424,16 +429,16 @@ class ClusterDuplicates(Duplicates):
         self._store.one_database("listing stored duplicates (`fpstore tracks duplicates`)")
         return []
 
-    def n_postings(self, track_ids: Sequence[int], *, except_sha256: bytes = b"") -> dict[int, int]:
-        """Postings of each given track, from its shard (see :meth:`Duplicates.n_postings`)."""
-        found: dict[int, int] = {}
+    def n_postings(self, track_ids: Sequence[int], *, except_sha256: bytes = b"") -> dict[int, tuple[int, float]]:
+        """Postings and duration of each given track, from its shard (see :meth:`Duplicates.n_postings`)."""
+        found: dict[int, tuple[int, float]] = {}
         for per_shard in self._store.on_shards({k: _n_postings_of(ids, except_sha256)
                                                 for k, ids in self._store.by_shard(track_ids).items()}).values():
             found.update(per_shard)
         return found
 
 
-def _n_postings_of(track_ids: list[int], except_sha256: bytes) -> Callable[[Store], dict[int, int]]:
+def _n_postings_of(track_ids: list[int], except_sha256: bytes) -> Callable[[Store], dict[int, tuple[int, float]]]:
     return lambda shard: shard.duplicates.n_postings(track_ids, except_sha256=except_sha256)
 
 

@@ -1,17 +1,19 @@
 """Duplicates by content: stored pairs of tracks that share most of their hashes aligned at one offset.
 
 Two tracks are copies of one recording (re-encoded, resampled, re-imported from a pickle) when most of
-their postings pair up: equal ``(zone, hash)`` at one constant offset ``t_b - t_a``. The measure is
+their postings pair up: equal ``(zone, hash)`` at one constant offset ``t_b - t_a``. The measures are
 
     ratio = aligned / max(sampled postings of a, sampled postings of b)
+    containment = aligned / min(sampled postings of a, sampled postings of b)
 
 on a fixed sample of the hash space (:func:`sampled_hashes`: one hash value in
 :data:`SAMPLE_EVERY`, the same values for every track, so copies keep the same postings); ``aligned``
 counts the sampled posting pairs with equal zone and hash in the fullest offset bin (the matcher's vote,
 with one track as the query). Sampling makes the listing's self-join and the check at ingest
 (:mod:`fpstore.duplicates`) about ``SAMPLE_EVERY`` times cheaper and barely moves the ratio (thousands of
-postings per track stay). Dividing by the *larger* track keeps an excerpt of a track (a 30-s clip of a
-4-min song) from passing as its duplicate.
+postings per track stay). The listing returns every pair whose containment reaches the threshold, with
+both tracks' sizes and durations: :mod:`fpstore.duplicates` tells a copy (the aligned part covers most
+of both tracks) from an excerpt (it covers the shorter one only).
 
 A ``(zone, hash)`` with more than ``max_postings_per_hash`` postings in the tracks compared is left out
 of ``aligned`` on both paths: common hashes (many tracks) and hashes a looping track repeats say little
@@ -89,6 +91,7 @@ WITH picked AS (
     FROM aligned ORDER BY track_a, track_b, n_aligned DESC, offset_frames
 ), rated AS (
     SELECT b.track_a, ta.file_name AS file_a, b.track_b, tb.file_name AS file_b, b.offset_frames, b.n_aligned,
+           sa.n AS n_a, sb.n AS n_b, ta.duration_s AS duration_a_s, tb.duration_s AS duration_b_s,
            b.n_aligned::float8 / greatest(sa.n, sb.n) AS ratio
     FROM best b
     JOIN tracks ta ON ta.id = b.track_a
@@ -96,8 +99,9 @@ WITH picked AS (
     JOIN sizes sa ON sa.track_id = b.track_a
     JOIN sizes sb ON sb.track_id = b.track_b
 )
-SELECT track_a, file_a, track_b, file_b, offset_frames, n_aligned, ratio FROM rated
-WHERE ratio >= :min_ratio
+SELECT track_a, file_a, track_b, file_b, offset_frames, n_aligned, n_a, n_b, duration_a_s, duration_b_s, ratio
+FROM rated
+WHERE n_aligned >= :min_ratio * least(n_a, n_b)
 ORDER BY ratio DESC, track_a, track_b
 """
 
@@ -116,8 +120,12 @@ class DuplicatePair:
         Where ``track_a``'s start falls in ``track_b``: ``t_anchor(b) - t_anchor(a)`` of the aligned postings.
     n_aligned : int
         Sampled posting pairs with equal zone and hash at that offset.
+    n_a, n_b : int
+        Sampled postings of each track.
+    duration_a_s, duration_b_s : float
+        Seconds of audio stored of each track (``tracks.duration_s``).
     ratio : float
-        ``n_aligned / max(sampled postings of a, sampled postings of b)``, in [0, 1].
+        ``n_aligned / max(n_a, n_b)``, in [0, 1].
     """
 
     track_a: int
@@ -126,7 +134,16 @@ class DuplicatePair:
     file_b: str
     offset_frames: int
     n_aligned: int
+    n_a: int
+    n_b: int
+    duration_a_s: float
+    duration_b_s: float
     ratio: float
+
+    @property
+    def containment(self) -> float:
+        """``n_aligned / min(n_a, n_b)``: the share of the smaller track's sampled postings aligned."""
+        return self.n_aligned / max(1, min(self.n_a, self.n_b))
 
 
 class Duplicates:
@@ -136,14 +153,14 @@ class Duplicates:
         self._store = store
 
     def pairs(self, *, zone_id: int | None, min_ratio: float, max_postings_per_hash: int) -> list[DuplicatePair]:
-        """Every pair of stored tracks whose ratio is at least ``min_ratio``, in one statement.
+        """Every pair of stored tracks whose containment is at least ``min_ratio``, in one statement.
 
         Parameters
         ----------
         zone_id : int or None
             Compare in this zone only (``zones.id``), or in every zone (None).
         min_ratio : float
-            Smallest ratio listed; pairs aligning a single posting pair are never listed.
+            Smallest containment listed; pairs aligning a single posting pair are never listed.
         max_postings_per_hash : int
             Leave out the ``(zone, hash)`` keys with more (sampled) postings than this.
 
@@ -155,14 +172,15 @@ class Duplicates:
         values = {"zone": zone_id, "min_ratio": min_ratio, "max_postings": max_postings_per_hash}
         with self._store.connect() as conn:
             rows = conn.execute(text(_PAIRS_SQL), values).all()
-        return [DuplicatePair(int(a), str(fa), int(b), str(fb), int(off), int(n), float(r))
-                for a, fa, b, fb, off, n, r in rows]
+        return [DuplicatePair(int(a), str(fa), int(b), str(fb), int(off), int(n), int(na), int(nb), float(da),
+                              float(db), float(r))
+                for a, fa, b, fb, off, n, na, nb, da, db, r in rows]
 
-    def n_postings(self, track_ids: Sequence[int], *, except_sha256: bytes = b"") -> dict[int, int]:
-        """``tracks.n_postings`` (postings over every zone) of the given tracks, but the one with ``except_sha256``."""
+    def n_postings(self, track_ids: Sequence[int], *, except_sha256: bytes = b"") -> dict[int, tuple[int, float]]:
+        """``(tracks.n_postings, tracks.duration_s)`` of the given tracks, but the one with ``except_sha256``."""
         if not track_ids:
             return {}
         with self._store.connect() as conn:
-            rows = conn.execute(text("SELECT id, n_postings FROM tracks WHERE id = ANY(:ids) AND sha256 <> :own"),
-                                {"ids": list(track_ids), "own": except_sha256}).all()
-        return {int(track_id): int(n) for track_id, n in rows}
+            rows = conn.execute(text("SELECT id, n_postings, duration_s FROM tracks WHERE id = ANY(:ids) "
+                                     "AND sha256 <> :own"), {"ids": list(track_ids), "own": except_sha256}).all()
+        return {int(track_id): (int(n), float(seconds)) for track_id, n, seconds in rows}

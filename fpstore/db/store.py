@@ -35,6 +35,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util.exc import CommandError
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 
@@ -45,7 +47,7 @@ from fpstore.db.runs import Run, open_run
 from fpstore.db.stats import Stats
 from fpstore.db.tracks import Tracks
 from fpstore.db.urls import display_url, normalize_url
-from fpstore.errors import DatabaseError, NotFound, ProfileMismatch, SchemaNotAtHead, ServerFailed
+from fpstore.errors import DatabaseError, NotFound, ParameterError, ProfileMismatch, SchemaNotAtHead, ServerFailed
 from fpstore.signal.params import FingerprintParams, Zone
 
 #: Environment variable naming the database; without it (and without ``--db``) fpstore runs its own.
@@ -139,6 +141,8 @@ class Store:
             # psycopg used directly bypasses SQLAlchemy's error hook: report it here.
             pooled.invalidate()
             raise ServerFailed(self.url, first_line(exc)) from exc
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise DatabaseError(read_only_message(driver.info.user, exc)) from exc
         finally:
             if not driver.closed:
                 driver.autocommit = False
@@ -158,6 +162,24 @@ class Store:
         """Revert migrations down to ``revision`` (``"base"`` removes every fpstore table)."""
         self._migrate(command.downgrade, revision)
 
+    def downgrade_drops_data(self, revision: str) -> bool:
+        """Whether going down to ``revision`` reverts the first migration, dropping every track and posting.
+
+        Raises
+        ------
+        ParameterError
+            If ``revision`` is not a revision below the database's (the message is Alembic's).
+        """
+        script = ScriptDirectory.from_config(migrations_config())
+        current = self.schema_revision()
+        if current is None:
+            return False
+        try:
+            undone = list(script.iterate_revisions(current, revision, inclusive=False))
+        except (CommandError, RevisionError) as exc:
+            raise ParameterError(f"revision {revision!r}: {exc} (the database is at {current})") from None
+        return any(step.down_revision is None for step in undone)
+
     def _migrate(self, action: Any, revision: str) -> None:
         config = migrations_config()
         with self.engine.connect() as conn:
@@ -165,7 +187,11 @@ class Store:
             conn.commit()
             try:
                 config.attributes["connection"] = conn
-                action(config, revision)
+                try:
+                    action(config, revision)
+                except CommandError as exc:
+                    current = MigrationContext.configure(conn).get_current_revision() or "base"
+                    raise ParameterError(f"revision {revision!r}: {exc} (the database is at {current})") from None
                 conn.commit()
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _ADVISORY_LOCK_KEY})
@@ -307,12 +333,28 @@ def first_line(exc: BaseException) -> str:
     return said.splitlines()[0] if said else type(exc).__name__
 
 
+def read_only_message(role: str, exc: BaseException) -> str:
+    """One line for a statement the role may not run: a reader (``fpstore db grant-reader``) writing."""
+    said = str(exc).strip()
+    reason = said.splitlines()[0] if said else type(exc).__name__
+    return (f"the role {role} may not write to this database ({reason}); `fpstore db grant-reader` gave it "
+            "read access only: write as the tables' owner")
+
+
 def _report_operational_error(context: ExceptionContext) -> None:
-    """SQLAlchemy ``handle_error`` hook: a lost connection or server failure becomes a DatabaseError.
+    """SQLAlchemy ``handle_error`` hook: a lost connection, a server failure or a refused privilege becomes a DatabaseError.
 
     Pre-ping probes are left alone: their failure is how the pool notices a dead connection and reconnects.
     """
-    if context.is_pre_ping or not isinstance(context.original_exception, psycopg.OperationalError):
+    if context.is_pre_ping:
+        return
+    if isinstance(context.original_exception, psycopg.errors.InsufficientPrivilege):
+        driver = getattr(context.connection.connection, "driver_connection", None) if context.connection else None
+        role = driver.info.user if isinstance(driver, psycopg.Connection) else None
+        if role is None and context.engine is not None:
+            role = context.engine.url.username
+        raise DatabaseError(read_only_message(role or "(unknown)", context.original_exception))
+    if not isinstance(context.original_exception, psycopg.OperationalError):
         return
     url = display_url(context.engine.url) if context.engine is not None else "(unknown)"
     raise ServerFailed(url, first_line(context.original_exception))

@@ -302,6 +302,13 @@ class Tracks:
             found = conn.execute(text("SELECT id FROM tracks WHERE sha256 = :d"), {"d": sha256}).scalar()
         return None if found is None else int(found)
 
+    def stored_cut_s(self, track_id: int) -> tuple[bool, float | None]:
+        """Whether the track is stored, and the seconds its run loaded per file (``runs.duration_s``; None: whole files)."""
+        with self._store.connect() as conn:
+            row = conn.execute(text("SELECT r.duration_s FROM tracks t JOIN runs r ON r.id = t.run_id WHERE t.id = :i"),
+                               {"i": track_id}).first()
+        return (False, None) if row is None else (True, None if row[0] is None else float(row[0]))
+
     def ids_by_sha256(self, digests: Sequence[bytes]) -> dict[bytes, int]:
         """Track id by content digest, for those of ``digests`` that are stored."""
         with self._store.connect() as conn:

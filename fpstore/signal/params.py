@@ -5,7 +5,9 @@ Conventions
 - Sample rates are in Hz, durations in seconds, STFT sizes in samples.
 - ``df_bins`` is a distance in STFT frequency bins; ``dt_min_frames``/``dt_max_frames`` are distances in
   STFT frames (one frame is ``hop_length / sample_rate`` seconds).
-- Every default below is the seed notebook's value; with all defaults, fpstore's hashes equal the seed's.
+- Every default below is the seed notebook's value but ``duration_s``: fpstore loads whole files, the
+  notebook the first 30 s (its data set was 30 s clips). With :data:`NOTEBOOK_PARAMS` (the defaults and
+  the 30 s cut), fpstore's hashes equal the seed's.
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ class FingerprintParams:
     top_k_targets : int or None
         Keep only the K strongest targets per anchor and zone; None keeps all.
     duration_s : float or None
-        Seconds of audio loaded from the start of each file; None loads the whole track.
+        Seconds of audio loaded from the start of each file; None (the default) loads the whole track,
+        :data:`NOTEBOOK_DURATION_S` is the notebook's cut.
     zones : tuple of Zone
         Target zones; hashes are generated and stored per zone.
     """
@@ -106,7 +109,7 @@ class FingerprintParams:
     peak_dist_time: int = 6
     peak_thresh: float = 0.01
     top_k_targets: int | None = 5
-    duration_s: float | None = 30.0
+    duration_s: float | None = None
     zones: tuple[Zone, ...] = field(default=SEED_ZONES)
 
     def __post_init__(self) -> None:
@@ -183,3 +186,9 @@ class FingerprintParams:
     def replace(self, **changes: Any) -> FingerprintParams:
         """Return a copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
+
+
+#: Seconds the seed notebook loads from each file (its data set was 30 s clips).
+NOTEBOOK_DURATION_S = 30.0
+#: The seed notebook's parameters, its 30 s cut included: with them fpstore's hashes equal the seed's.
+NOTEBOOK_PARAMS = FingerprintParams(duration_s=NOTEBOOK_DURATION_S)
