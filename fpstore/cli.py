@@ -290,7 +290,7 @@ def ingest_command(ctx: click.Context, /, store: Store, paths: tuple[str, ...], 
     \b
     Example:
       fpstore ingest ~/music --jobs 2
-      fpstore ingest clips/*.wav --duration 30   # the notebook's 30 s cut
+      fpstore ingest one.wav two.flac clips/ --duration 30   # the notebook's 30 s cut
       fpstore ingest ~/music/flac --on-duplicate replace
       fpstore --db postgresql://fp@router/fp ingest /shared/music --scheduler tcp://dask-head:8786
     """
@@ -608,9 +608,9 @@ def match_options(command: F) -> F:
                      help="False-alarm rate: name the best track when chance gives it that much evidence with "
                           f"probability below ALPHA, corrected for every test made [{DEFAULT_ALPHA:g}]."),
         click.option("--min-votes", type=click.IntRange(1),
-                     help="A vote count instead of --alpha: fewest aligned hashes for a match (with --plain, "
-                          f"{PLAIN_MIN_VOTES_ONE_ZONE} for one zone and {PLAIN_MIN_VOTES_ALL_ZONES} for --zone all "
-                          "were measured)."),
+                     help="A vote count instead of --alpha: fewest aligned hashes for a match (for the notebook's "
+                          f"vote, {PLAIN_MIN_VOTES_ONE_ZONE} for one zone and {PLAIN_MIN_VOTES_ALL_ZONES} for --zone "
+                          "all were measured)."),
         click.option("--min-ratio", type=click.FloatRange(1.0), default=DEFAULT_MIN_RATIO, show_default=True,
                      help="Best track's votes must be this many times the runner-up's."),
         click.option("--null", type=click.Choice(["tracks", "poisson"]), default="tracks", show_default=True,

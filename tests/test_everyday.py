@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from helpers import write_tunes
 from sqlalchemy import text
@@ -224,3 +226,24 @@ def test_an_excerpt_is_stored_and_listed_not_skipped_as_a_duplicate(store, run, 
     assert listed.exit_code == 0, listed.output
     assert "track 1 (clip.wav) is an excerpt of track 2 (whole.wav) at 0:10" in listed.output
     assert listed.output.strip().endswith("0 pairs in 0 groups with at least 10% of hashes aligned (zone all); 1 excerpt")
+
+
+# -- 9. the smaller items ---------------------------------------------------------------------------------------
+
+
+def test_small_items(store, run, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from fpstore.cli import cli
+
+    assert "--plain" not in CliRunner().invoke(cli, ["monitor", "--help"]).output  # monitor has no --plain
+    write_tunes(tmp_path / "music", [1], duration_s=3.0)
+    ingest(store, tmp_path / "music", jobs=1)
+    garbage = run("monitor", "-", input=b"not audio at all, " * 100)
+    assert "Error: <stdin>: cannot decode audio (not audio libsndfile reads from a stream: " in garbage.output
+    assert "Error opening" not in garbage.output
+    (tmp_path / "music" / "broken.mp3").write_bytes(b"ID3 nothing")
+    with contextlib.chdir(tmp_path):
+        ingest(store, "music", jobs=1)
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT path FROM failures")).scalars().all() == [str(tmp_path / "music" / "broken.mp3")]

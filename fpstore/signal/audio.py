@@ -307,7 +307,10 @@ def stream_audio_from(source: int | BinaryIO, label: str, *, sample_rate: int = 
     except AudioError:
         raise
     except Exception as exc:
-        raise AudioError(f"{label}: cannot decode audio ({decode_failure_reason(exc)})") from exc
+        # libsndfile's message names the file descriptor ("Error opening 0: ..."); its error string does not.
+        said = str(getattr(exc, "error_string", "")).strip().rstrip(".").lower()
+        reason = f"not audio libsndfile reads from a stream: {said}" if said else decode_failure_reason(exc)
+        raise AudioError(f"{label}: cannot decode audio ({reason})") from exc
 
 
 def _resampled_blocks(sound: soundfile.SoundFile, sample_rate: int, duration_s: float | None,
