@@ -35,7 +35,14 @@ from ingest import scratch_db, server
 from sqlalchemy import create_engine
 
 from fpstore.db.store import Store
-from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateOf, duplicates_of, find_duplicates, relation
+from fpstore.duplicates import (
+    DEFAULT_MIN_CONTAINMENT,
+    DEFAULT_MIN_RATIO,
+    DuplicateOf,
+    duplicates_of,
+    find_duplicates,
+    relation,
+)
 from fpstore.ingest import ingest
 from fpstore.signal.fingerprint import fingerprint_file
 
@@ -51,7 +58,7 @@ def called(found: list[DuplicateOf], track_id: int) -> tuple[str, DuplicateOf | 
     for d in found:
         if d.track_id == track_id:
             kind = "duplicate" if d.relation == "duplicate" and d.ratio >= DEFAULT_MIN_RATIO else (
-                "excerpt" if d.relation == "excerpt" and d.containment >= DEFAULT_MIN_RATIO else "none")
+                "excerpt" if d.relation == "excerpt" and d.containment >= DEFAULT_MIN_CONTAINMENT else "none")
             return kind, d
     return "none", None
 
@@ -102,6 +109,8 @@ def main() -> None:
             kinds.append(kind)
             if d is not None:
                 containments.append(d.containment)
+            else:
+                print(f"|  | | | | | {row['clip_file']}: its own track is not among the candidates |")
             if kind == "excerpt" and d is not None:
                 offset_errors.append(abs(d.offset_s - float(row["clip_start_s"])))
             others += [called(found, t)[0] for t in {d.track_id for d in found} - {own}]
@@ -131,7 +140,8 @@ def main() -> None:
         related = listing.pairs + listing.excerpts
         pair_kinds = [relation(p.n_aligned, p.n_a, p.n_b, p.duration_a_s, p.duration_b_s, p.offset_frames * spf,
                                DEFAULT_MIN_RATIO) or "none" for p in related]
-        n_pairs = len(ids) * (len(ids) - 1) // 2
+        n_tracks = store.tracks.count()  # ids also maps each file name's stem
+        n_pairs = n_tracks * (n_tracks - 1) // 2
         print(f"| two different stored tracks (every pair) | {n_pairs} | {pair_kinds.count('duplicate')} | "
               f"{pair_kinds.count('excerpt')} | {n_pairs - len(related) + pair_kinds.count('none')} | "
               f"ratio max {max((p.ratio for p in related), default=0):.4f}, "

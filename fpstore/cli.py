@@ -1118,8 +1118,8 @@ def tracks_show(ctx: click.Context, store: Store, track: str, as_json: bool) -> 
 @click.option("--zone", default="all", show_default=True,
               help="Compare in this zone only (faster on a big database), or 'all' zones.")
 @click.option("--min-ratio", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_DUPLICATE_RATIO,
-              show_default=True, help="Share of hashes aligned at one offset: of the larger track for a duplicate, "
-                                      "of the shorter one for an excerpt.")
+              show_default=True, help="Share of the larger track's hashes aligned at one offset for a duplicate "
+                                      "(an excerpt needs 2 % of the shorter one's).")
 @json_option
 @click.pass_context
 @with_store
@@ -1129,7 +1129,7 @@ def tracks_duplicates(ctx: click.Context, store: Store, zone: str, min_ratio: fl
     Two tracks are duplicates when their hashes align at one offset over most of both (80 % of each
     one's duration) and ratio = aligned hashes / hashes of the larger track reaches --min-ratio. A
     track that lies inside a longer one (a clip and its whole track) is listed as an excerpt of it, at
-    the time it starts there, when aligned hashes / hashes of the shorter track reaches --min-ratio.
+    the time it starts there, when aligned hashes / hashes of the shorter track reach 2 %.
     Computed in the database by one statement (a self-join of hashes on zone and hash) over a fixed
     eighth of the hash values; a hash with more than 32 postings is left out. offset: where the first
     track starts in the second, in seconds. Scans the whole hashes table: minutes on a big catalogue.

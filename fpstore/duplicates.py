@@ -51,6 +51,11 @@ MAX_POSTINGS_PER_HASH = 32
 #: Candidates the vote of the check ranks (more than one: two stored copies can both pass).
 _CANDIDATES = 5
 
+#: Smallest share of the *shorter* track's sampled postings aligned for an excerpt, measured on the
+#: real-music dev corpora (docs/tracks.md, benchmarks/duplicate_relations.py): the 30-s clips of the
+#: devlarge corpus, cut between frames, aligned 0.027 to 0.38 of theirs with their whole track; two different
+#: tracks (7,140 pairs, loops and instruments shared) at most 0.0020.
+DEFAULT_MIN_CONTAINMENT = 0.02
 #: Share of each track's duration that the aligned part must cover for a duplicate (of the shorter one
 #: only, for an excerpt): a copy spans its original, a 30-s clip a small part of its 4-minute track.
 MIN_COVERAGE = 0.8
@@ -75,7 +80,7 @@ def coverage(duration_a_s: float, duration_b_s: float, offset_s: float) -> tuple
 
 
 def relation(n_aligned: float, n_a: float, n_b: float, duration_a_s: float, duration_b_s: float, offset_s: float,
-             min_ratio: float) -> Relation | None:
+             min_ratio: float, min_containment: float = DEFAULT_MIN_CONTAINMENT) -> Relation | None:
     """What two aligned tracks are to each other: ``"duplicate"``, ``"excerpt"`` or None (unrelated).
 
     Parameters
@@ -89,7 +94,9 @@ def relation(n_aligned: float, n_a: float, n_b: float, duration_a_s: float, dura
     offset_s : float
         Where track a starts in track b, seconds.
     min_ratio : float
-        Threshold of ``n_aligned / max(n_a, n_b)`` for a duplicate, of ``n_aligned / min(n_a, n_b)`` for an excerpt.
+        Threshold of ``n_aligned / max(n_a, n_b)`` for a duplicate.
+    min_containment : float
+        Threshold of ``n_aligned / min(n_a, n_b)`` for an excerpt.
 
     Examples
     --------
@@ -99,7 +106,7 @@ def relation(n_aligned: float, n_a: float, n_b: float, duration_a_s: float, dura
     cover_a, cover_b = coverage(duration_a_s, duration_b_s, offset_s)
     if min(cover_a, cover_b) >= MIN_COVERAGE and n_aligned >= min_ratio * max(n_a, n_b):
         return "duplicate"
-    if max(cover_a, cover_b) >= MIN_COVERAGE and n_aligned >= min_ratio * min(n_a, n_b):
+    if max(cover_a, cover_b) >= MIN_COVERAGE and n_aligned >= min_containment * min(n_a, n_b):
         return "excerpt"
     return None
 
@@ -197,7 +204,7 @@ def check_min_ratio(min_ratio: float) -> float:
 
 
 def find_duplicates(store: Store, *, zone: str = ALL_ZONES, min_ratio: float = DEFAULT_MIN_RATIO) -> DuplicateListing:
-    """The stored duplicates and excerpts (:func:`relation` with ``min_ratio``), computed in the database.
+    """The stored duplicates and excerpts (:func:`relation` with ``min_ratio`` for duplicates), computed in the database.
 
     Parameters
     ----------
@@ -223,7 +230,9 @@ def find_duplicates(store: Store, *, zone: str = ALL_ZONES, min_ratio: float = D
     store.check_schema()
     params = store.params(duration_s=None)
     zone_id = None if zone == ALL_ZONES else store.zone_ids()[params.zone(zone).name]
-    found = store.duplicates.pairs(zone_id=zone_id, min_ratio=min_ratio, max_postings_per_hash=MAX_POSTINGS_PER_HASH)
+    # The listing's filter is on containment (never below ratio): the lower threshold keeps both kinds.
+    found = store.duplicates.pairs(zone_id=zone_id, min_ratio=min(min_ratio, DEFAULT_MIN_CONTAINMENT),
+                                   max_postings_per_hash=MAX_POSTINGS_PER_HASH)
     kinds = [relation(p.n_aligned, p.n_a, p.n_b, p.duration_a_s, p.duration_b_s,
                       p.offset_frames * params.seconds_per_frame, min_ratio) for p in found]
     pairs = [p for p, kind in zip(found, kinds) if kind == "duplicate"]
