@@ -255,15 +255,21 @@ def test_fpstore_serve_on_the_embedded_default_answers_curl_and_says_503_when_th
     try:
         assert wait_until(lambda: answers() or server.poll() is not None, TIMEOUT) and server.poll() is None, \
             server.communicate(timeout=10)
+        kinds = ["positive", "negative", "fast"]
+        uploaded = []
+        for kind in kinds:
+            if shutil.which("curl"):
+                uploaded.append(json.loads(subprocess.run(
+                    ["curl", "-sS", "-F", f"file=@{clips[kind]}", f"{base}/v1/match"],
+                    capture_output=True, text=True, check=True, timeout=TIMEOUT).stdout))
+            else:  # curl is not a dependency: httpx sends the same form
+                form = {"file": (clips[kind].name, clips[kind].read_bytes())}
+                uploaded.append(post_to(f"{base}/v1/match", files=form).json())
+        printed = subprocess.run([*fpstore, "match", "--json", *(str(clips[kind]) for kind in kinds)], env=env,
+                                 capture_output=True, text=True, check=True, timeout=TIMEOUT).stdout
+        assert uploaded == [json.loads(line) for line in printed.splitlines()]
+        assert [(answer["match"] or {}).get("file_name") for answer in uploaded] == ["tune_042.wav", None, "tune_043.wav"]
         clip = clips["positive"]
-        if shutil.which("curl"):
-            uploaded = subprocess.run(["curl", "-sS", "-F", f"file=@{clip}", f"{base}/v1/match"],
-                                      capture_output=True, text=True, check=True, timeout=TIMEOUT).stdout
-        else:  # curl is not a dependency: httpx sends the same form
-            uploaded = post_to(f"{base}/v1/match", files={"file": (clip.name, clip.read_bytes())}).text
-        printed = subprocess.run([*fpstore, "match", "--json", str(clip)], env=env, capture_output=True, text=True,
-                                 check=True, timeout=TIMEOUT).stdout
-        assert json.loads(uploaded) == json.loads(printed) and json.loads(uploaded)["match"]["file_name"] == "tune_042.wav"
         # The database stops under the running service: every database route says 503, the service goes on.
         postmaster = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
         os.kill(postmaster, signal.SIGINT)  # fast shutdown
