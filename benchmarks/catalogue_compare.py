@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", required=True, help="NAME=FOLDER (repeat)")
     parser.add_argument("--files", type=int, default=60, help="files per set (evenly spaced in sorted order)")
     args = parser.parse_args()
-    params = FingerprintParams()
+    params = FingerprintParams(duration_s=30.0)  # the same length of every file
     rows = {}
     for spec in args.set:
         name, folder = spec.split("=", 1)

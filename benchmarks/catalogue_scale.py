@@ -4,13 +4,13 @@ The catalogue is ``benchmarks/catalogue.py``'s (``renditions.csv`` and ``queries
 ``--catalogue``). One database grows through ``--sizes`` (stored renditions, in id order); at each size:
 
 - **ingest**: the renditions up to that size are ingested (``fpstore.ingest.ingest``, ``--jobs``
-  workers, the default 30 s per file and four zones, the duplicate check on); the last ``--probe``
+  workers, whole files or ``--duration`` seconds of each, the four seed zones, the duplicate check on); the last ``--probe``
   files of each step are ingested on their own, timed, and the same files are then ingested into an
   empty database (dropped after): the rate with the duplicate check against the catalogue, and without
   anything to check against;
 - **size**: postings, heap + indexes of ``hashes`` per posting, the database's size;
 - **match**: the query excerpts of stored renditions (their ``true_track`` stored by then, the excerpt
-  inside the 30 s that ingest stores) and the
+  inside what ingest stored) and the
   negatives (renditions never stored), up to ``--queries`` of each, matched as ``fpstore match`` does by
   default; top-1 (the named track is the true one), false positives, and the latency of fingerprint +
   match (the audio decoded before timing), median and p95, per kind (clean / degraded, length).
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import tempfile
 import time
@@ -46,9 +47,6 @@ from fpstore.match import ROBUST, DecisionRule, PreparedQuery, match_prepared
 from fpstore.signal.audio import load_audio
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.variants import speed_variant
-
-#: Seconds of each file that ingest stores (FingerprintParams' default duration).
-STORED_S = 30.0
 
 SIZE_SQL = """
 SELECT (SELECT count(*) FROM hashes),
@@ -80,12 +78,12 @@ def linked(folder: Path, files: list[Path]) -> Path:
     return folder
 
 
-def timed_ingest(store: Store, files: list[Path], jobs: int, work: Path) -> tuple[float, int]:
+def timed_ingest(store: Store, files: list[Path], jobs: int, work: Path, duration_s: float | None) -> tuple[float, int]:
     """Seconds to ingest ``files`` (linked into a fresh folder), and tracks added."""
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         folder = linked(Path(tmp) / "in", files)
         t0 = time.perf_counter()
-        summary = ingest(store, folder, FingerprintParams(), jobs=jobs)
+        summary = ingest(store, folder, FingerprintParams(duration_s=duration_s), jobs=jobs)
         return time.perf_counter() - t0, summary.tracks_added
 
 
@@ -128,6 +126,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200, help="positives matched per size")
     parser.add_argument("--negative-queries", type=int, default=1000, help="negatives matched per size")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--duration", type=float, help="seconds stored per file (default: whole files, as ingest)")
     parser.add_argument("--negatives", type=Path, action="append", default=[],
                         help="a queries.csv of recordings not in the catalogue: more negatives (repeat)")
     parser.add_argument("--reuse", action="store_true", help="keep the tracks already in the database")
@@ -168,24 +167,24 @@ def run(args: argparse.Namespace, server: str) -> None:
         todo = stored[have:n]
         head, probe = todo[:-args.probe], todo[-args.probe:]
         if head:
-            secs, added = timed_ingest(store, head, args.jobs, work)
+            secs, added = timed_ingest(store, head, args.jobs, work, args.duration)
             print(f"{n}: ingested {added} in {secs:.0f} s", flush=True)
         if probe:  # (nothing to ingest when --reuse finds the size stored: matching only)
-            with_s, _ = timed_ingest(store, probe, args.jobs, work)
+            with_s, _ = timed_ingest(store, probe, args.jobs, work, args.duration)
             create_db(server, "fpstore_catalogue_empty", drop=True)
             empty_engine = create_engine(url_of(server, "fpstore_catalogue_empty"))
             empty = Store(empty_engine)
             empty.upgrade()
-            empty_s, _ = timed_ingest(empty, probe, args.jobs, work)
+            empty_s, _ = timed_ingest(empty, probe, args.jobs, work, args.duration)
             empty_engine.dispose()
             lines["ingest"].append(f"| {n:,} | {len(probe)} | {len(probe) / with_s:.2f} | {len(probe) / empty_s:.2f} | "
                                    f"{empty_s / with_s:.2f} |")
         postings, bpp, db_bytes, tracks = sizes(store)
         lines["size"].append(f"| {tracks:,} | {postings:,} | {bpp:.1f} | {db_bytes / 1e9:.2f} |")
         ids = {p.stem for p in stored[:n]}
-        # Ingest stores the first 30 s of a file (fpstore's default): excerpts must lie inside them.
+        # With --duration, ingest stores the first seconds of a file only: excerpts must lie inside them.
         positives = [q for q in queries if q["true_track"] in ids
-                     and float(q["start_s"]) + float(q["length_s"]) <= STORED_S][:args.queries]
+                     and float(q["start_s"]) + float(q["length_s"]) <= (args.duration or math.inf)][:args.queries]
         chosen_negatives = negatives[:args.negative_queries]
         results = match_queries(store, positives + chosen_negatives)
         for kind in sorted({str(r["kind"]) for r in results}):
