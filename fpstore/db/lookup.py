@@ -9,6 +9,8 @@ Conventions
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -77,6 +79,72 @@ def _lookup_sorted(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> 
     return looked_up, found
 
 
+Postings = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _combined_keys(zones: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """One int64 per ``(zone, stored hash)`` key: the zone in the high half, the hash's 32 bits in the low."""
+    return (np.asarray(zones, dtype=np.int64) << 32) | (np.asarray(hashes, dtype=np.int64) & 0xFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """One call's keys (sorted, those without postings too) and its postings sorted by key."""
+
+    keys: np.ndarray
+    starts: np.ndarray  # each key's postings are rows [starts, ends) of the columns
+    ends: np.ndarray
+    columns: Postings  # key, hash, track_id, t_anchor
+
+
+def _rows_of_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Every row index of the ranges ``[starts[i], ends[i])``, range after range."""
+    lengths = ends - starts
+    offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    rows: np.ndarray = np.arange(int(lengths.sum()), dtype=np.int64) + offsets
+    return rows
+
+
+class PostingMemory:
+    """The postings of the keys looked up in the last few calls, so that a key asked again is not fetched again.
+
+    A stream's overlapping windows share half their keys, and a window's later looks (another offset
+    tolerance, the evidence of one track) ask for keys its first look fetched. The memory holds the
+    answers of its last ``calls`` calls (keys with no posting too) and forgets the older ones.
+    """
+
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+        self._answered: list[_Answered] = []
+
+    def postings(self, key_zones: np.ndarray, key_hashes: np.ndarray,
+                 fetch: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]) -> Postings:
+        """The postings of the keys, the ones not remembered from ``fetch`` (see :meth:`Lookup.postings`)."""
+        wanted = np.unique(_combined_keys(key_zones, key_hashes))
+        left = np.ones(wanted.size, dtype=bool)
+        parts: list[Postings] = []
+        for answered in reversed(self._answered):
+            where = np.minimum(np.searchsorted(answered.keys, wanted), max(answered.keys.size - 1, 0))
+            hit = left & (answered.keys[where] == wanted) if answered.keys.size else np.zeros_like(left)
+            rows = _rows_of_ranges(answered.starts[where[hit]], answered.ends[where[hit]])
+            parts.append((answered.columns[0][rows], answered.columns[1][rows], answered.columns[2][rows],
+                          answered.columns[3][rows]))
+            left &= ~hit
+        missing = wanted[left]
+        if missing.size:
+            zones, hashes, tracks, t_anchor = fetch((missing >> 32).astype(np.int16),
+                                                    (missing & 0xFFFFFFFF).astype(np.uint32).view(np.int32))
+            parts.append((_combined_keys(zones, hashes), hashes, tracks, t_anchor))
+        key, hashes, tracks, t_anchor = (np.concatenate([part[i] for part in parts] or [np.zeros(0, np.int64)])
+                                         for i in range(4))
+        order = np.argsort(key, kind="stable")
+        columns = (key[order], hashes[order], tracks[order], t_anchor[order])
+        kept = self._answered[max(len(self._answered) - self.calls + 1, 0):]
+        self._answered = [*kept, _Answered(
+            wanted, np.searchsorted(columns[0], wanted), np.searchsorted(columns[0], wanted, side="right"), columns)]
+        return key >> 32, hashes, tracks, t_anchor
+
+
 class Lookup:
     """Reads for matching (``store.lookup``)."""
 
@@ -86,6 +154,7 @@ class Lookup:
         # reader in another thread sees one or the other): a stored track's length never changes and
         # ids are not reused, and the tracks null asks for every voted track at each look.
         self._known_frames = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        self._memory: PostingMemory | None = None
 
     def postings(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[np.ndarray, ...]:
         """Every stored posting whose ``(zone, hash)`` is one of the keys, in one statement.
@@ -102,7 +171,24 @@ class Lookup:
         zone_ids, hashes, track_ids, t_anchor_frames : np.ndarray [shape=(p,), dtype=int64]
             One entry per posting found; ``hashes`` in the stored (signed) form.
         """
+        if self._memory is not None:
+            return self._memory.postings(key_zones, key_hashes,
+                                         lambda zones, hashes: self.run(LookupStatement.of(zones, hashes)))
         return self.run(LookupStatement.of(key_zones, key_hashes))
+
+    @contextlib.contextmanager
+    def remembering(self, calls: int) -> Iterator[None]:
+        """Within the block, :meth:`postings` fetches only the keys none of its last ``calls`` calls asked for.
+
+        For a stream matched window by window (:mod:`fpstore.monitor`), whose windows overlap: the
+        catalogue is taken not to change meanwhile. A cluster's lookup (``ClusterLookup``) fetches
+        every key every time.
+        """
+        previous, self._memory = self._memory, PostingMemory(calls)
+        try:
+            yield
+        finally:
+            self._memory = previous
 
     def run(self, lookup: LookupStatement) -> tuple[np.ndarray, ...]:
         """Run a lookup statement made once (a cluster runs the same one on every shard); see :meth:`postings`."""
