@@ -643,8 +643,9 @@ def evidence_options(command: F) -> F:
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
-def _evidence(plain: bool, count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None) -> Any:
-    """The :class:`fpstore.match.Evidence` the options ask for: ROBUST (or PLAIN), with the parts given changed."""
+def _evidence(plain: bool, count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
+              robust: Any = None) -> Any:
+    """The :class:`fpstore.match.Evidence` the options ask for: ``robust`` (ROBUST) or PLAIN, the parts given changed."""
     from fpstore.match import PLAIN, ROBUST
 
     try:
@@ -652,7 +653,7 @@ def _evidence(plain: bool, count: str | None, shifts: int | None, speeds: str | 
     except ValueError as exc:
         raise click.BadParameter(f"{speeds!r} is not a comma-separated list of numbers", param_hint="--speeds") from exc
     given: dict[str, Any] = {"count": count, "shifts": shifts, "speeds": factors, "tolerance": tolerance}
-    return dataclasses.replace(PLAIN if plain else ROBUST, **{name: value for name, value in given.items()
+    return dataclasses.replace(PLAIN if plain else robust or ROBUST, **{name: value for name, value in given.items()
                                                              if value is not None})
 
 
@@ -776,58 +777,102 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
         ctx.exit(EXIT_SOME_FILES_FAILED)
 
 
-# -- monitoring (issue 12) ---------------------------------------------------------------------------------
+# -- monitoring (issues 12, 26) ----------------------------------------------------------------------------
+#: Columns of ``monitor --csv``, one row a segment (the :class:`fpstore.monitor.Segment` fields).
+MONITOR_CSV_COLUMNS = ("start_s", "end_s", "track_id", "file_name", "track_start_s", "track_end_s", "votes", "windows",
+                       "speed", "chance_p", "cut_short")
+
+
+class MonitorStopped(KeyboardInterrupt):
+    """SIGTERM reached ``monitor``: it stops as on Ctrl-C, telling the open segment first."""
+
+
 @cli.command("monitor")
 @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--window", "window_s", type=click.FloatRange(0, min_open=True), default=DEFAULT_WINDOW_S,
               show_default=True, help="Seconds of audio matched at a time.")
 @click.option("--hop", "hop_s", type=click.FloatRange(0, min_open=True), default=DEFAULT_HOP_S, show_default=True,
-              help="Seconds between window starts, at most --window (shorter: finer boundaries, more lookups).")
+              help="Seconds between window starts, at most --window (shorter: more lookups).")
 @match_options
+@evidence_options
 @click.option("--tolerance", "tolerance_frames", type=click.IntRange(0), default=DEFAULT_TOLERANCE_FRAMES,
               show_default=True,
-              help="Frames two windows' track offsets may differ by and still be one segment.")
+              help="Frames a segment's alignment may move from one window to the next.")
 @click.option("--max-gap", type=click.IntRange(0), default=DEFAULT_MAX_GAP, show_default=True,
-              help="Windows that do not continue a segment (unknown, or another match) it may span when "
-                   "the same track at the same offset comes back.")
+              help="Windows in a row a segment may span that neither continue it nor name anything.")
 @click.option("--min-windows", type=click.IntRange(1), default=DEFAULT_MIN_WINDOWS, show_default=True,
               help="Fewest windows a segment needs to be printed (a lone window is mostly a chance match).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per segment.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per segment (the summary on stderr).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print a CSV log: a header, then one row per segment.")
 @click.pass_context
 @with_store
 def monitor_command(ctx: click.Context, store: Store, source: str, window_s: float, hop_s: float, zone: str,
-                    min_votes: int | None, min_ratio: float, alpha: float | None, null: Null, tolerance_frames: int,
-                    max_gap: int, min_windows: int, as_json: bool) -> None:
+                    min_votes: int | None, min_ratio: float, alpha: float | None, null: Null, plain: bool,
+                    count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
+                    tolerance_frames: int, max_gap: int, min_windows: int, as_json: bool, as_csv: bool) -> None:
     """Follow a long recording or a live stream (SOURCE, or - for standard input) and tell what plays when.
 
-    The audio is decoded as files are (mono, the database's sample rate) and matched window by window,
-    each window once over every hash pair (the notebook's vote), named from --min-votes votes (15, or 40
-    with --zone all) or, given --alpha, by the calibrated rule;
-    consecutive windows naming the same track at the same offset make one segment, printed (one line,
-    or one JSON object with --json) as soon as it ends: stream time range -> track, the part of the
-    track played, the best window's votes and the number of windows. Windows that match nothing with
-    confidence are unknown and not printed (-v prints every window's answer on stderr). Memory holds
-    one window, however long the stream; standard input is read as it arrives (WAV, also of unknown
+    The audio is decoded as files are (mono, the database's sample rate) and cut into windows. A window
+    no segment explains is matched as `fpstore match` matches a query (the same evidence options and
+    rule: shifts, speed factors, --alpha); a named track opens a segment at its alignment and speed, and
+    each next window is first tested against that track and speed alone, so a steady segment costs one
+    cheap test a window and a section the track repeats does not split it. A segment starts and ends
+    where its track's aligned hashes begin and end in the stream, and is printed (one line, a JSON
+    object with --json, a CSV row with --csv) as soon as it has ended: stream time range -> track, the
+    part of the track played, its speed, the best window's aligned hashes and chance probability, the
+    windows. On Ctrl-C, SIGTERM or at the end of the stream the open segment is printed too (marked cut
+    short if the track was still playing), then a summary line (on stderr with --json or --csv). -v
+    prints every window's answer on stderr. Standard input is read as it arrives (WAV, also of unknown
     length, or anything libsndfile reads from a pipe).
 
     \b
     Example:
-      fpstore monitor radio_recording.mp3 --window 10 --hop 5
+      fpstore monitor radio_recording.mp3 --csv > log.csv
       ffmpeg -loglevel error -i https://radio.example/stream -f wav - | fpstore monitor - --json
     """
-    from fpstore.match import DecisionRule
-    from fpstore.monitor import audio_blocks, monitor, window_rule
+    import signal
 
-    if min_votes is None and alpha is None:
-        min_votes = window_rule(zone).min_votes
+    from fpstore.match import DecisionRule
+    from fpstore.monitor import WINDOW_EVIDENCE, StreamMonitor, audio_blocks
+
     if hop_s > window_s:
         raise click.BadParameter(f"{hop_s:g} s is longer than --window ({window_s:g} s)", param_hint="--hop")
-    verbose = _state(ctx).verbose
+    if as_json and as_csv:
+        raise click.UsageError("give --json or --csv, not both")
+    session = StreamMonitor(store, window_s=window_s, hop_s=hop_s, zone=zone,
+                            rule=DecisionRule(min_votes, min_ratio, alpha, null),
+                            evidence=_evidence(plain, count, shifts, speeds, tolerance, WINDOW_EVIDENCE),
+                            tolerance_frames=tolerance_frames, max_gap=max_gap, min_windows=min_windows,
+                            on_window=_echo_window if _state(ctx).verbose else None)
     blocks = audio_blocks(source, store.params(duration_s=None).sample_rate, stdin=sys.stdin.buffer)
-    for segment in monitor(store, blocks, window_s=window_s, hop_s=hop_s, zone=zone,
-                           rule=DecisionRule(min_votes, min_ratio, alpha, null), tolerance_frames=tolerance_frames,
-                           max_gap=max_gap, min_windows=min_windows, on_window=_echo_window if verbose else None):
-        click.echo(json.dumps(_segment_json(segment)) if as_json else _segment_line(segment))
+    writer = csv.writer(sys.stdout, lineterminator="\n") if as_csv else None
+    if writer is not None:
+        writer.writerow(MONITOR_CSV_COLUMNS)
+
+    def tell(segments: Any) -> None:
+        for segment in segments:
+            if writer is not None:
+                writer.writerow([getattr(segment, column) for column in MONITOR_CSV_COLUMNS])
+                sys.stdout.flush()
+            else:
+                click.echo(json.dumps(_segment_json(segment)) if as_json else _segment_line(segment))
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise MonitorStopped
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    status = 0
+    try:
+        try:
+            tell(session.run(blocks))
+        except KeyboardInterrupt as stop:
+            status = 128 + (signal.SIGTERM if isinstance(stop, MonitorStopped) else signal.SIGINT)
+            tell(session.stop())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    click.echo(_summary_line(session.summary()), err=as_json or as_csv)
+    if status:
+        ctx.exit(status)
 
 
 def _clock(seconds: float) -> str:
@@ -837,14 +882,22 @@ def _clock(seconds: float) -> str:
 
 
 def _segment_line(segment: Any) -> str:
+    speed = "" if segment.speed == 1.0 else f", speed {segment.speed:g}"
     return (f"{_clock(segment.start_s)}-{_clock(segment.end_s)} -> {segment.file_name} (id {segment.track_id}) "
-            f"{_clock(segment.track_start_s)}-{_clock(segment.track_end_s)}, votes {segment.votes}, "
-            f"{segment.windows} window{'' if segment.windows == 1 else 's'}")
+            f"{_clock(segment.track_start_s)}-{_clock(segment.track_end_s)}{speed}, votes {segment.votes}, "
+            f"p {segment.chance_p:.1g}, {segment.windows} window{'' if segment.windows == 1 else 's'}"
+            f"{', cut short' if segment.cut_short else ''}")
 
 
 def _segment_json(segment: Any) -> dict[str, Any]:
-    return {key: round(value, 2) if isinstance(value, float) else value
+    return {key: float(f"{value:.2g}") if key == "chance_p" else round(value, 2) if isinstance(value, float) else value
             for key, value in dataclasses.asdict(segment).items()}
+
+
+def _summary_line(summary: Any) -> str:
+    share = 100 * summary.named_s / summary.stream_s if summary.stream_s else 0.0
+    return (f"monitored {_clock(summary.stream_s)}: {counted(summary.segments, 'segment')}, "
+            f"{_clock(summary.named_s)} named ({share:.1f} %), {_clock(summary.unknown_s)} unknown")
 
 
 def _echo_window(answer: Any) -> None:
@@ -852,7 +905,9 @@ def _echo_window(answer: Any) -> None:
     if answer.track_id is None:
         click.echo(f"{span}: unknown (best {answer.votes} votes)", err=True)
     else:
-        click.echo(f"{span}: {answer.file_name} (id {answer.track_id}) from {_clock(answer.offset_s)}, "
+        how = "continues" if answer.continued else "names"
+        speed = "" if answer.speed == 1.0 else f" at speed {answer.speed:g}"
+        click.echo(f"{span}: {how} {answer.file_name} (id {answer.track_id}) from {_clock(answer.offset_s)}{speed}, "
                    f"{answer.votes} votes", err=True)
 
 

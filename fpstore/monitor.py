@@ -1,34 +1,48 @@
 """Monitoring: a long recording or a live stream, matched window by window, told as track segments.
 
-The stream is cut into overlapping windows (:class:`fpstore.signal.windows.SlidingWindows`: memory
-holds one window whatever the stream's length); each window is fingerprinted and matched as a query
-(:func:`fpstore.match.match_fingerprint`, one posting lookup per window) and gives a
-:class:`WindowAnswer`. :class:`Segmenter` turns the answers into :class:`Segment` s: consecutive
-windows naming the same track at the same alignment (the track's time minus the stream's time, equal
-within a tolerance) are one segment, told when it ends. A window or two that break the run (unknown,
-or a section the track repeats, matched at its other place) do not split it when the run goes on after
-them; a segment of a single window is taken for a chance match and not told.
+The stream is cut into overlapping windows (:class:`fpstore.signal.windows.SlidingWindows`). A window
+that no open segment explains is matched as ``fpstore match`` matches a query
+(:func:`fpstore.match.match_prepared`: distinct anchors, sub-hop shifts, speed factors, the tracks null
+and its ``alpha``); a track it names opens a segment at that track, alignment and **speed**. While a
+segment is open, each next window is first given one targeted test (:func:`track_evidence`): it is
+fingerprinted at the segment's speed, and the hashes that align with the segment's track within a few
+frames of the offset the segment predicts are counted. When chance is unlikely to have put that many
+there (the Poisson bound of :mod:`fpstore.significance` on that track's own collisions, over the offsets
+searched), the window continues the segment, whatever else it also matches: a section the track
+repeats does not split it. Only a window the test rejects is matched afresh; the stream's last speed
+is tried first, then the matcher's looks.
 
-Where a segment starts and ends inside its first and last windows is estimated from the votes: a window
-that holds only part of a track collects votes in proportion to that part, so the boundary window's
-share of the votes of the segment's fullest window (per second of window) says how many of its seconds
-belong to the track. When the first window's offset is negative, the track began inside it, at an
-exactly known time. On the test mix (``tests/test_monitor.py``) every boundary comes out within one hop.
+**Boundaries come from the evidence.** The aligned hashes are timestamped in stream time (a hash
+spans its anchor peak to its target peak), so a segment starts where its track's evidence begins
+(searched in the window before the first named one too) and ends where it stops, wherever in the track
+the stream joined it (:func:`evidence_start`, :func:`evidence_end`: the first and last of
+:data:`BOUNDARY_HASHES` aligned hashes in a row, each close to the one before, so a stray hash that
+chance aligned is no boundary). Where two segments' evidence overlaps (a crossfade), the boundary is
+where the new track's evidence overtakes the old one's (:func:`crossover`).
+
+A segment is told when it has ended: when a window names another track, or when more than
+``max_gap`` windows in a row failed its test and named nothing. A segment named by fewer than
+``min_windows`` windows is taken for a chance match and not told. At the end of the stream, or when
+the caller stops (:meth:`StreamMonitor.stop`), the open segment is told, marked ``cut_short`` when its
+evidence reached the last window heard.
 
 Conventions
 -----------
 - Times ending in ``_s`` are seconds: stream times from the stream's first sample, track times from
-  the track's start.
+  the track's start. Frames are STFT frames of the (speed-corrected) window.
 - A window's ``offset_s`` is the track time at the window's first sample (negative if the track begins
   inside the window), as :class:`fpstore.match.Candidate` reports it.
+- A speed is the rate the stream plays the track at (1.02: 2 % fast): one second of stream holds
+  ``speed`` seconds of track.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
@@ -38,32 +52,54 @@ from fpstore.errors import ParameterError
 from fpstore.match import (
     ALL_ZONES,
     DEFAULT_ZONE,
-    PLAIN_MIN_VOTES_ALL_ZONES,
-    PLAIN_MIN_VOTES_ONE_ZONE,
+    ROBUST,
     STDIN_ARGUMENT,
     STDIN_LABEL,
     DecisionRule,
+    Evidence,
+    MatchResult,
+    PreparedQuery,
+    fetch_postings,
     match_fingerprint,
+    match_prepared,
 )
+from fpstore.signal.analysis import Fingerprint
 from fpstore.signal.audio import can_stream, load_audio, stream_audio, stream_audio_from
-from fpstore.signal.fingerprint import fingerprint_signal
-from fpstore.signal.params import FingerprintParams
+from fpstore.signal.params import BITS_DT, FingerprintParams
+from fpstore.signal.variants import SpeedVariant, speed_variant
 from fpstore.signal.windows import SlidingWindows
+from fpstore.significance import offset_bins, poisson_log_tail
+from fpstore.vote import pair_indices, query_keys
 
-#: Default window and hop, seconds. 10 s holds enough hashes to name a track (the 12-track corpus
-#: matched 5 s excerpts); a 5 s hop places every boundary within 5 s and matches each second twice.
+#: The looks a window matched afresh may take: those of :data:`fpstore.match.ROBUST` (distinct anchors,
+#: votes tolerant to +-1 frame, speeds of +-1, 2, 3 %) without its sub-hop shifts, which lift short
+#: queries: a 10 s window holds hashes enough, and each shift is one more fingerprint a window.
+WINDOW_EVIDENCE = Evidence("anchors", 1, ROBUST.speeds, tolerance=1)
+#: Lookups whose keys the posting lookup remembers while a stream is monitored: a window's own looks
+#: and those of the window before it (:meth:`fpstore.db.lookup.Lookup.remembering`).
+REMEMBERED_LOOKUPS = 8
+#: Default window and hop, seconds. 10 s holds enough hashes to name a track; a 5 s hop tests every
+#: second twice.
 DEFAULT_WINDOW_S = 10.0
 DEFAULT_HOP_S = 5.0
-#: Frames two windows' alignments may differ by and still be one segment (resampling, noise).
+#: Frames a segment's alignment may move between consecutive windows (a speed between the matcher's
+#: speed factors drifts; resampling and noise move peaks a frame): the targeted test searches the
+#: predicted offset this many frames either side.
 DEFAULT_TOLERANCE_FRAMES = 2
-#: Windows a segment may span that name nothing or something else, when the same track at the same
-#: alignment comes back after them: a quiet passage, a burst of noise, or a section the track repeats,
-#: matched at its other occurrence (seen on real music).
+#: Windows in a row a segment may span that fail its test and name nothing (a quiet passage, a burst of
+#: noise, speech over the music), when its track at its alignment comes back after them.
 DEFAULT_MAX_GAP = 1
-#: Fewest windows a segment needs to be told: a lone window is most often a chance match (on real
-#: music, an unknown track's window reached 19 votes for a stored one), while a track heard for
-#: ``window + hop`` seconds fills two windows.
+#: Fewest windows a segment needs to be told: a lone window is most often a chance match.
 DEFAULT_MIN_WINDOWS = 2
+#: Fewest aligned hashes (distinct stored anchors) a targeted test needs, whatever its chance bound:
+#: with few collisions the bound alone would accept two or three.
+MIN_CONTINUING_VOTES = 5
+#: A boundary is the first (last) of this many aligned hashes in a row, none further than
+#: :func:`run_gap` from the one before.
+BOUNDARY_HASHES = 3
+#: Bounds of that gap, seconds.
+MIN_RUN_GAP_S = 0.3
+MAX_RUN_GAP_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -75,13 +111,17 @@ class WindowAnswer:
     start_s, end_s : float
         The window's stream time range.
     track_id : int or None
-        The accepted track; None when the window matched nothing with confidence ("unknown").
+        The track it was given to; None when it matched nothing with confidence ("unknown").
     file_name : str
-        The accepted track's file name ("" when unknown).
+        That track's file name ("" when unknown).
     offset_s : float
         Track time at the window's first sample (0 when unknown).
     votes : int
-        Votes of the best candidate, accepted or not.
+        Aligned hashes of the best candidate, named or not.
+    speed : float
+        Speed factor the window was matched at.
+    continued : bool
+        True if the window continued the open segment (its targeted test), False if it was matched afresh.
     """
 
     start_s: float
@@ -90,16 +130,8 @@ class WindowAnswer:
     file_name: str = ""
     offset_s: float = 0.0
     votes: int = 0
-
-    @property
-    def alignment_s(self) -> float:
-        """Track time minus stream time: constant while one track plays on."""
-        return self.offset_s - self.start_s
-
-    @property
-    def votes_per_s(self) -> float:
-        """Votes per second of window."""
-        return self.votes / max(self.end_s - self.start_s, 1e-9)
+    speed: float = 1.0
+    continued: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,9 +147,16 @@ class Segment:
     track_start_s, track_end_s : float
         The part of the track played (track times).
     votes : int
-        Votes of the segment's best window.
+        Aligned hashes of the segment's best window.
     windows : int
         Windows that named the track.
+    speed : float
+        The rate the stream plays the track at (1.0: as stored).
+    chance_p : float
+        Chance probability bound of the segment's best window (``10 ** -score``): how likely chance alone
+        would have named it.
+    cut_short : bool
+        True if the stream ended (or monitoring stopped) while the track was still playing.
     """
 
     start_s: float
@@ -128,126 +167,488 @@ class Segment:
     track_end_s: float
     votes: int
     windows: int
+    speed: float = 1.0
+    chance_p: float = 1.0
+    cut_short: bool = False
 
 
-@dataclass
-class _OpenSegment:
-    first: WindowAnswer
-    last: WindowAnswer
-    best_votes: int
-    votes_per_s_total: float  # summed over the segment's windows, for the typical rate of a full window
-    windows: int = 1
+@dataclass(frozen=True)
+class MonitorSummary:
+    """What a stream held, once monitored.
 
-    def takes(self, answer: WindowAnswer, tolerance_s: float) -> bool:
-        return answer.track_id == self.last.track_id and abs(answer.alignment_s - self.last.alignment_s) <= tolerance_s
+    Attributes
+    ----------
+    stream_s : float
+        Seconds of stream matched.
+    segments : int
+        Segments told.
+    named_s : float
+        Seconds of stream inside a told segment; the rest is unknown.
+    """
 
-    def extend(self, answer: WindowAnswer) -> None:
-        self.last, self.windows = answer, self.windows + 1
-        self.best_votes = max(self.best_votes, answer.votes)
-        self.votes_per_s_total += answer.votes_per_s
+    stream_s: float
+    segments: int
+    named_s: float
 
-    def close(self) -> Segment:
-        first, last = self.first, self.last
-        full_rate = self._full_window_votes_per_s()
-        if first.offset_s < 0:  # the track's first second lies inside the window: the start is exact
-            start = first.start_s - first.offset_s
-        else:
-            start = first.end_s - min(first.end_s - first.start_s, first.votes / full_rate)
-        end = last.start_s + min(last.end_s - last.start_s, last.votes / full_rate)
-        start, end = float(min(max(start, first.start_s), end)), float(end)
-        assert first.track_id is not None
-        return Segment(start, end, first.track_id, first.file_name, start + first.alignment_s,
-                       end + last.alignment_s, self.best_votes, self.windows)
-
-    def _full_window_votes_per_s(self) -> float:
-        """Votes per second of a window the track fills.
-
-        The mean over the inner windows (the first and last may be partly filled), or the better of the
-        first and last when there are no others.
-        """
-        if self.windows < 3:
-            return max(self.first.votes_per_s, self.last.votes_per_s, 1e-9)
-        inner_total = self.votes_per_s_total - self.first.votes_per_s - self.last.votes_per_s
-        return max(inner_total / (self.windows - 2), 1e-9)
+    @property
+    def unknown_s(self) -> float:
+        """Seconds of stream no segment names."""
+        return max(self.stream_s - self.named_s, 0.0)
 
 
-class Segmenter:
-    """Per-window answers in stream order → segments, each given out once it has ended.
+def evidence_start(stream_s: np.ndarray, *, hashes: int = BOUNDARY_HASHES, gap_s: float | None = None) -> float | None:
+    """Where a track's evidence begins: the first aligned hash of ``hashes`` in a row, each within ``gap_s`` of the last.
 
-    Pure and bounded: it keeps one open segment and at most ``max_gap`` windows after it.
+    A stray hash that chance aligned before the track begins stands alone, further from the next one
+    than the track's own hashes lie from one another.
 
     Parameters
     ----------
-    tolerance_s : float
-        Largest difference of alignment (track time minus stream time) between consecutive windows of
-        one segment.
-    max_gap : int
-        Windows a segment may span that do not continue it (unknown, another track, or the same track
-        at another alignment), if the same track at the same alignment follows them. A segment ends
-        once more windows than that have not continued it; they are then read afresh.
-    min_windows : int
-        Segments of fewer windows are not told (taken for chance matches).
+    stream_s : np.ndarray [shape=(n,)], float, sorted
+        Stream times (seconds) of the hashes aligned with one track at one alignment.
+    hashes : int
+    gap_s : float, optional
+        Largest gap inside a run; by default :func:`run_gap` of ``stream_s``.
+
+    Returns
+    -------
+    start_s : float or None
+        None if no ``hashes`` of them follow one another that closely.
 
     Examples
     --------
-    >>> segmenter = Segmenter(tolerance_s=0.1)
-    >>> answers = [WindowAnswer(0.0, 10.0, 7, "a.wav", 30.0, 50), WindowAnswer(5.0, 15.0, 7, "a.wav", 35.0, 50)]
-    >>> [segment for answer in answers for segment in segmenter.push(answer)]
-    []
-    >>> [(s.start_s, s.end_s, s.track_start_s, s.track_end_s) for s in segmenter.finish()]
-    [(0.0, 15.0, 30.0, 45.0)]
+    >>> evidence_start(np.array([1.0, 7.0, 7.5, 8.0, 9.0]), gap_s=1.0)
+    7.0
+    """
+    times = np.asarray(stream_s, dtype=np.float64)
+    if times.size < max(hashes, 1):
+        return None
+    if hashes <= 1:
+        return float(times[0])
+    gap_s = run_gap(times) if gap_s is None else gap_s
+    close = np.diff(times) <= gap_s
+    # a run of ``hashes`` starts at i when the hashes - 1 gaps after it are all close
+    runs = np.convolve(close.astype(np.int64), np.ones(hashes - 1, dtype=np.int64), mode="valid") == hashes - 1
+    first = np.flatnonzero(runs)
+    return float(times[first[0]]) if first.size else None
+
+
+def evidence_end(stream_s: np.ndarray, *, hashes: int = BOUNDARY_HASHES, gap_s: float | None = None) -> float | None:
+    """Where a track's evidence ends: the last aligned hash of ``hashes`` in a row (as :func:`evidence_start`).
+
+    Examples
+    --------
+    >>> evidence_end(np.array([1.0, 1.5, 2.0, 9.0]), gap_s=1.0)
+    2.0
+    """
+    start = evidence_start(-np.asarray(stream_s, dtype=np.float64)[::-1], hashes=hashes, gap_s=gap_s)
+    return None if start is None else -start
+
+
+def run_gap(stream_s: np.ndarray) -> float:
+    """The gap two of a track's aligned hashes may leave and still be one run: four times their median gap.
+
+    Dense evidence (a clean stream) tolerates short gaps only, sparse evidence (noise) longer ones;
+    kept within [:data:`MIN_RUN_GAP_S`, :data:`MAX_RUN_GAP_S`].
+
+    Examples
+    --------
+    >>> run_gap(np.array([0.0, 0.1, 0.2, 0.3, 3.0]))
+    0.4
+    """
+    gaps = np.diff(np.asarray(stream_s, dtype=np.float64))
+    typical = float(np.median(gaps)) if gaps.size else MAX_RUN_GAP_S
+    return float(np.clip(4 * typical, MIN_RUN_GAP_S, MAX_RUN_GAP_S))
+
+
+def crossover(ending_s: np.ndarray, beginning_s: np.ndarray, low_s: float, high_s: float) -> float:
+    """Where one track's evidence gives way to the next's, between ``low_s`` and ``high_s``.
+
+    The time that leaves the fewest aligned hashes on the wrong side: the ending track's after it plus
+    the beginning track's before it (the middle of the best times when several tie). At a hard cut
+    that is the cut; in a crossfade, where the new track's evidence overtakes the old one's.
+
+    Parameters
+    ----------
+    ending_s, beginning_s : np.ndarray [shape=(n,)], [shape=(m,)], float
+        Stream times of the two tracks' aligned hashes.
+    low_s, high_s : float
+        The range searched (where the two tracks' evidence overlaps).
+
+    Returns
+    -------
+    boundary_s : float
+
+    Examples
+    --------
+    >>> crossover(np.array([1.0, 2.0, 3.0, 4.5]), np.array([3.5, 4.0, 5.0]), 3.0, 4.5)
+    3.25
+    """
+    ending, beginning = np.sort(ending_s), np.sort(beginning_s)
+    inside = np.concatenate([ending, beginning])
+    candidates = np.unique(np.concatenate([[low_s, high_s], inside[(inside > low_s) & (inside < high_s)]]))
+    # between consecutive candidates the count is constant: test the midpoints and the ends
+    points = np.unique(np.concatenate([candidates, (candidates[1:] + candidates[:-1]) / 2]))
+    wrong = (ending.size - np.searchsorted(ending, points, side="right")) + np.searchsorted(beginning, points)
+    best = points[wrong == wrong.min()]
+    return float((best[0] + best[-1]) / 2)
+
+
+@dataclass(frozen=True)
+class TrackEvidence:
+    """A window's hashes aligned with one track near one offset (:func:`track_evidence`).
+
+    Attributes
+    ----------
+    votes : int
+        Distinct stored anchors in the best bin and its neighbours (+-1 frame).
+    offset_frames : int
+        That bin: the track's frame at the window's first (speed-corrected) frame.
+    from_s : np.ndarray [shape=(votes,)], float64, sorted
+        Stream time of each of those anchors (where a hash's evidence begins).
+    until_s : np.ndarray [shape=(p,)], float64, sorted
+        Stream time of the target peak of each aligned hash (where its evidence ends: an anchor near
+        the end of a track has its targets after the end, and does not match).
+    score : float
+        ``-log10`` of the chance bound of that many votes in one of the bins searched.
     """
 
-    def __init__(self, tolerance_s: float, max_gap: int = DEFAULT_MAX_GAP,
-                 min_windows: int = DEFAULT_MIN_WINDOWS) -> None:
-        if not np.isfinite(tolerance_s) or tolerance_s < 0:
-            raise ParameterError(f"tolerance_s={tolerance_s!r} must be a number >= 0")
-        for name, value, least in (("max_gap", max_gap, 0), ("min_windows", min_windows, 1)):
+    votes: int
+    offset_frames: int
+    from_s: np.ndarray
+    until_s: np.ndarray
+    score: float
+
+
+NO_EVIDENCE = TrackEvidence(0, 0, np.zeros(0), np.zeros(0), 0.0)
+
+
+def track_evidence(store: Store, fingerprint: Fingerprint, params: FingerprintParams, zone_ids: dict[str, int],
+                   track_id: int, offset_frames: int, reach: int, *, start_s: float = 0.0,
+                   speed: float = 1.0) -> TrackEvidence:
+    """The targeted test: how many of a window's hashes align with one track within ``reach`` frames of an offset.
+
+    One posting lookup for the window's keys; only ``track_id``'s postings vote. The offsets
+    ``offset_frames +- reach`` are tried, each pooling its neighbours (+-1 frame, as the matcher's offset
+    tolerance does), and the fullest wins. Its chance bound is the Poisson tail of that track's own
+    collisions in this window (their mean per bin, times the 3 bins pooled), times the offsets tried
+    (:func:`fpstore.significance.poisson_log_tail`).
+
+    Parameters
+    ----------
+    store : Store
+    fingerprint : Fingerprint
+        Of the window, at ``speed`` (:func:`fpstore.signal.variants.speed_variant`).
+    params : FingerprintParams
+    zone_ids : dict[str, int]
+        ``zones.id`` of each zone that votes (:meth:`Store.zone_ids`, restricted to the voting zones).
+    track_id : int
+    offset_frames : int
+        Predicted offset (stored anchor frame minus window frame).
+    reach : int
+        Frames searched either side.
+    start_s : float
+        Stream time of the window's first sample, for the times of :class:`TrackEvidence`.
+    speed : float
+        The speed the window was fingerprinted at: a window frame lasts ``1 / speed`` of a stream frame.
+
+    Returns
+    -------
+    evidence : TrackEvidence
+    """
+    zones = [(fingerprint.zones[name], zone_id) for name, zone_id in zone_ids.items()]
+    hashes = np.concatenate([zh.hashes for zh, _ in zones])
+    if hashes.size == 0:
+        return NO_EVIDENCE
+    t_query = np.concatenate([zh.t_anchor_frames for zh, _ in zones]).astype(np.int64)
+    zone_of_hash = np.concatenate([np.full(zh.hashes.size, zone_id) for zh, zone_id in zones])
+    key_zones, key_hashes, key_of_hash = query_keys(zone_of_hash, hashes)
+    key_of_posting, track_ids, t_anchor = fetch_postings(store, key_zones, key_hashes)
+    mine = track_ids == track_id
+    posting, query_hash = pair_indices(key_of_posting[mine], key_of_hash)
+    anchors, times = t_anchor[mine][posting], t_query[query_hash]
+    targets = times + (hashes[query_hash].astype(np.int64) & ((1 << BITS_DT) - 1))  # dt: the low bits
+    offsets = anchors - times
+    centres = np.arange(offset_frames - reach, offset_frames + reach + 1)
+    counts = [np.unique(anchors[np.abs(offsets - centre) <= 1]).size for centre in centres]
+    best = int(np.argmax(counts))
+    votes = int(counts[best])
+    if votes == 0:
+        return NO_EVIDENCE
+    aligned = np.abs(offsets - centres[best]) <= 1
+    _, first = np.unique(anchors[aligned], return_index=True)
+    frame_s = params.seconds_per_frame / speed
+    from_s = np.sort(start_s + times[aligned][first] * frame_s)
+    until_s = np.unique(start_s + targets[aligned] * frame_s)
+    bins = offset_bins(store.lookup.track_frames(np.array([track_id])), t_query)
+    per_bin = 3 * offsets.size / float(bins[0])
+    log_p = float(poisson_log_tail(np.array(votes), np.array(max(per_bin, 1e-12))))
+    score = max(0.0, -(log_p / math.log(10) + math.log10(centres.size)))
+    return TrackEvidence(votes, int(centres[best]), from_s, until_s, score)
+
+
+class _Window:
+    """One window's samples and its fingerprints, made at each speed on first use."""
+
+    def __init__(self, start_s: float, samples: np.ndarray, params: FingerprintParams) -> None:
+        self.start_s, self.samples, self.params = start_s, samples, params
+        self.end_s = start_s + samples.size / params.sample_rate
+        self._at: dict[float, SpeedVariant] = {}
+
+    def variant(self, speed: float) -> SpeedVariant:
+        if speed not in self._at:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a silent window has no peaks: it is simply unknown
+                self._at[speed] = speed_variant(self.samples, self.params, speed, 1)
+        return self._at[speed]
+
+    def prepared(self) -> PreparedQuery:
+        return PreparedQuery(self.variant(1.0), self.samples)
+
+
+@dataclass
+class _Open:
+    """The segment being followed."""
+
+    track_id: int
+    file_name: str
+    speed: float
+    start_s: float
+    start_track_s: float
+    ref_stream_s: float  # stream time of the last window that continued it ...
+    ref_track_s: float   # ... and the track time at that window's first sample
+    votes: int
+    score: float
+    windows: int = 1
+    misses: int = 0
+    tail: list[np.ndarray] = field(default_factory=list)  # aligned times of the last continuing window on
+
+    def track_time(self, stream_s: float) -> float:
+        return self.ref_track_s + (stream_s - self.ref_stream_s) * self.speed
+
+    def predicted_offset(self, window: _Window, params: FingerprintParams) -> int:
+        return round(self.track_time(window.start_s) / params.seconds_per_frame)
+
+    def extend(self, window: _Window, evidence: TrackEvidence, params: FingerprintParams) -> None:
+        self.windows, self.misses = self.windows + 1, 0
+        self.ref_stream_s, self.ref_track_s = window.start_s, evidence.offset_frames * params.seconds_per_frame
+        self.votes, self.score = max(self.votes, evidence.votes), max(self.score, evidence.score)
+        self.tail = [evidence.until_s]
+
+    def evidence_end_s(self) -> float:
+        times = np.sort(np.concatenate(self.tail)) if self.tail else np.zeros(0)
+        end = evidence_end(times)
+        return end if end is not None else (float(times[-1]) if times.size else self.start_s)
+
+    def told(self, end_s: float, cut_short: bool) -> Segment:
+        end_s = max(end_s, self.start_s)
+        return Segment(self.start_s, end_s, self.track_id, self.file_name, self.start_track_s,
+                       self.track_time(end_s), self.votes, self.windows, self.speed, 10.0 ** -self.score, cut_short)
+
+
+class StreamMonitor:
+    """Follows one stream: windows in, segments out as they end (see the module docstring).
+
+    Parameters
+    ----------
+    store : Store
+    window_s, hop_s : float
+        Window length and the time between window starts, seconds (rounded to whole STFT frames).
+    zone : str
+        Zone whose hashes vote, or ``"all"``.
+    rule : DecisionRule
+        When a window matched afresh names a track (the calibrated rule of ``fpstore match`` by
+        default); its score threshold also decides the targeted tests.
+    evidence : Evidence
+        The looks a window matched afresh may take (:data:`WINDOW_EVIDENCE` by default).
+    tolerance_frames : int
+        Frames a segment's alignment may move from one window to the next.
+    max_gap : int
+        Windows in a row a segment may span that fail its test and name nothing.
+    min_windows : int
+        Fewest windows a segment needs to be told.
+    on_window : callable, optional
+        Called with every window's answer, as it is decided.
+
+    Raises
+    ------
+    NotFound
+        If the database holds no fingerprints yet.
+    ParameterError
+        If a length is not positive, the hop exceeds the window, or the zone is unknown.
+    """
+
+    def __init__(self, store: Store, *, window_s: float = DEFAULT_WINDOW_S, hop_s: float = DEFAULT_HOP_S,
+                 zone: str = DEFAULT_ZONE, rule: DecisionRule | None = None, evidence: Evidence = WINDOW_EVIDENCE,
+                 tolerance_frames: int = DEFAULT_TOLERANCE_FRAMES, max_gap: int = DEFAULT_MAX_GAP,
+                 min_windows: int = DEFAULT_MIN_WINDOWS,
+                 on_window: Callable[[WindowAnswer], None] | None = None) -> None:
+        for name, value, least in (("tolerance_frames", tolerance_frames, 0), ("max_gap", max_gap, 0),
+                                   ("min_windows", min_windows, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ParameterError(f"{name}={value!r} must be an integer >= {least}")
-        self.tolerance_s, self.max_gap, self.min_windows = tolerance_s, max_gap, min_windows
-        self._open: _OpenSegment | None = None
-        self._pending: list[WindowAnswer] = []  # windows since the open segment's last one
+        store.check_schema()
+        self.store, self.params = store, store.params(duration_s=None)
+        names = [z.name for z in self.params.zones] if zone == ALL_ZONES else [self.params.zone(zone).name]
+        every_id = store.zone_ids()
+        self.zone, self.zone_ids = zone, {name: every_id[name] for name in names}
+        self.rule, self.evidence = rule if rule is not None else DecisionRule(), evidence
+        self.reach, self.max_gap, self.min_windows = tolerance_frames + 1, max_gap, min_windows
+        self.on_window = on_window
+        window = window_frames(window_s, self.params, "window_s") * self.params.hop_length
+        hop = window_frames(hop_s, self.params, "hop_s") * self.params.hop_length
+        self._windows = SlidingWindows(window, hop)
+        self._open: _Open | None = None
+        self._previous: _Window | None = None
+        self._speed = 1.0  # the speed the stream's last segment played at: tried first on a new window
+        self._heard_s = 0.0
+        self._told = 0
+        self._named_s = 0.0
 
-    def push(self, answer: WindowAnswer) -> list[Segment]:
-        """Take the next window's answer; return the segments that have ended."""
+    def run(self, blocks: Iterable[np.ndarray]) -> Iterator[Segment]:
+        """Consume the stream's blocks (mono float32, the database's rate); yield each segment as it ends."""
+        with self.store.lookup.remembering(REMEMBERED_LOOKUPS):
+            for block in blocks:
+                for start, samples in self._windows.push(block):
+                    yield from self._take(start, samples)
+            for start, samples in self._windows.finish():
+                yield from self._take(start, samples)
+        yield from self.stop()
+
+    def stop(self) -> list[Segment]:
+        """The open segment, told as it stands (``cut_short`` if its evidence reached the last window heard)."""
         if self._open is None:
-            if answer.track_id is not None:
-                self._open = _OpenSegment(answer, answer, answer.votes, answer.votes_per_s)
             return []
-        if self._open.takes(answer, self.tolerance_s):
-            self._open.extend(answer)
-            self._pending.clear()  # the windows in between were a gap
+        segment, self._open = self._open, None
+        if segment.windows < self.min_windows:
             return []
-        self._pending.append(answer)
-        if len(self._pending) <= self.max_gap:
-            return []
-        return self._close_and_replay()
+        end_s = segment.evidence_end_s()
+        cut_short = self._heard_s - end_s <= self._windows.hop / self.params.sample_rate
+        return self._tell(segment.told(self._heard_s if cut_short else end_s, cut_short))
 
-    def finish(self) -> list[Segment]:
-        """At the end of the stream: every segment still open or among the waiting windows."""
-        ended: list[Segment] = []
-        while self._open is not None or self._pending:
-            ended += self._close_and_replay()
-        return ended
+    def summary(self) -> MonitorSummary:
+        """What has been heard so far."""
+        return MonitorSummary(self._heard_s, self._told, self._named_s)
 
-    def _close_and_replay(self) -> list[Segment]:
-        """Close the open segment; read the windows that came after it again, as if it never was."""
-        ended = [self._open.close()] if self._open is not None and self._open.windows >= self.min_windows else []
+    def _tell(self, segment: Segment) -> list[Segment]:
+        self._told += 1
+        self._named_s += segment.end_s - segment.start_s
+        return [segment]
+
+    def _take(self, start: int, samples: np.ndarray) -> list[Segment]:
+        """Decide one window: continue the open segment, open another, or count a miss."""
+        window = _Window(start / self.params.sample_rate, samples, self.params)
+        self._heard_s = max(self._heard_s, window.end_s)
+        told: list[Segment] = []
+        now = self._open
+        if now is not None:
+            tested = self._evidence(window, now.track_id, now.speed, now.predicted_offset(window, self.params),
+                                    self.reach)
+            if self._continues(tested):
+                now.extend(window, tested, self.params)
+                self._answer(window, now.track_id, now.file_name, tested, now.speed, continued=True)
+                self._previous = window
+                return told
+            now.misses += 1
+            now.tail.append(tested.until_s)
+        result = self._match(window)
+        match = result.match
+        if match is None:
+            best = result.best
+            self._notify(WindowAnswer(window.start_s, window.end_s, None, votes=best.votes if best else 0,
+                                      speed=result.speed))
+            if now is not None and (now.misses > self.max_gap or now.windows < self.min_windows):
+                told += self._close(now)
+        else:
+            found = self._evidence(window, match.track_id, result.speed, match.offset_frames, 1)
+            self._answer(window, match.track_id, match.file_name, found, result.speed)
+            if now is not None and now.track_id == match.track_id and now.speed == result.speed and abs(
+                    now.predicted_offset(window, self.params) - match.offset_frames) <= self.reach:
+                now.extend(window, found, self.params)  # a look the targeted test does not take found it
+            else:
+                told += self._open_segment(window, match.track_id, match.file_name, result, found)
+        self._previous = window
+        return told
+
+    def _continues(self, tested: TrackEvidence) -> bool:
+        return tested.votes >= MIN_CONTINUING_VOTES and tested.score > self.rule.score_needed()
+
+    def _evidence(self, window: _Window, track_id: int, speed: float, offset_frames: int, reach: int) -> TrackEvidence:
+        return track_evidence(self.store, window.variant(speed).fingerprints[0], self.params, self.zone_ids, track_id,
+                              offset_frames, reach, start_s=window.start_s, speed=speed)
+
+    def _match(self, window: _Window) -> MatchResult:
+        """The window matched afresh: at the stream's last speed first, then as ``fpstore match`` would."""
+        options = {"zone": self.zone, "top_k": 2, "rule": self.rule}
+        if self._speed != 1.0:
+            # one more test than the matcher's own looks: the union bound counts it
+            result = match_fingerprint(self.store, [window.variant(self._speed)], self.params, count=self.evidence.count,
+                                       tests=self.evidence.tests + 1, **options)  # type: ignore[arg-type]
+            if result.match is not None:
+                return result
+        return match_prepared(self.store, window.prepared(), self.params, evidence=self.evidence,
+                              **options)  # type: ignore[arg-type]
+
+    def _open_segment(self, window: _Window, track_id: int, file_name: str, result: MatchResult,
+                      found: TrackEvidence) -> list[Segment]:
+        """A track named afresh: its evidence from the window before on fixes the start; the open segment ends."""
+        spf, speed = self.params.seconds_per_frame, result.speed
+        times = [found.from_s]
+        if self._previous is not None:
+            back = found.offset_frames - round((window.start_s - self._previous.start_s) * speed / spf)
+            times.append(self._evidence(self._previous, track_id, speed, back, 1).from_s)
+        head = np.sort(np.concatenate(times))
+        start = evidence_start(head)
+        start_s = start if start is not None else (float(head[0]) if head.size else window.start_s)
+        told: list[Segment] = []
+        ending = self._open
+        if ending is not None:
+            ending_times = np.sort(np.concatenate(ending.tail)) if ending.tail else np.zeros(0)
+            end_s = ending.evidence_end_s()
+            if start_s < end_s:  # their evidence overlaps: a crossfade
+                start_s = end_s = crossover(ending_times, head, start_s, end_s)
+            self._open = None
+            if ending.windows >= self.min_windows:
+                told += self._tell(ending.told(end_s, cut_short=False))
+        track_at_start = found.offset_frames * spf + (start_s - window.start_s) * speed
+        self._open = _Open(track_id, file_name, speed, start_s, track_at_start, window.start_s,
+                           found.offset_frames * spf, found.votes, max(found.score, result.score), tail=[found.until_s])
+        self._speed = speed
+        return told
+
+    def _close(self, segment: _Open) -> list[Segment]:
         self._open = None
-        waiting, self._pending = self._pending, []
-        for answer in waiting:
-            ended += self.push(answer)
-        return ended
+        if segment.windows < self.min_windows:
+            return []
+        return self._tell(segment.told(segment.evidence_end_s(), cut_short=False))
+
+    def _answer(self, window: _Window, track_id: int, file_name: str, evidence: TrackEvidence, speed: float,
+                continued: bool = False) -> None:
+        self._notify(WindowAnswer(window.start_s, window.end_s, track_id, file_name,
+                                  evidence.offset_frames * self.params.seconds_per_frame, evidence.votes, speed,
+                                  continued))
+
+    def _notify(self, answer: WindowAnswer) -> None:
+        if self.on_window is not None:
+            self.on_window(answer)
 
 
-def segments_of(answers: Iterable[WindowAnswer], tolerance_s: float, max_gap: int = DEFAULT_MAX_GAP,
-                min_windows: int = DEFAULT_MIN_WINDOWS) -> Iterator[Segment]:
-    """Every segment of a sequence of window answers (:class:`Segmenter` over all of them)."""
-    segmenter = Segmenter(tolerance_s, max_gap, min_windows)
-    for answer in answers:
-        yield from segmenter.push(answer)
-    yield from segmenter.finish()
+def monitor(store: Store, blocks: Iterable[np.ndarray], **options: object) -> Iterator[Segment]:
+    """Match a stream window by window and yield its segments as they end (:class:`StreamMonitor`'s options).
+
+    Parameters
+    ----------
+    store : Store
+    blocks : iterable of np.ndarray [shape=(m,)], float32, mono, at the database's sample rate
+        The stream, in pieces of any size; consumed lazily (an endless stream works).
+    **options
+        Keyword arguments of :class:`StreamMonitor`.
+
+    Yields
+    ------
+    segment : Segment
+    """
+    yield from StreamMonitor(store, **options).run(blocks)  # type: ignore[arg-type]
 
 
 def window_frames(seconds: float, params: FingerprintParams, what: str) -> int:
@@ -288,95 +689,3 @@ def audio_blocks(source: str | os.PathLike[str], sample_rate: int, *, stdin: Bin
         yield load_audio(source, sample_rate=sample_rate, duration_s=None)
 
 
-def window_rule(zone: str) -> DecisionRule:
-    """The rule a window is named by unless another is given: the vote-count rule measured for the notebook's vote.
-
-    A window is matched once, over hash pairs, as the notebook votes. The calibrated rule of
-    ``fpstore match`` was tried on the README's real-music mix (six tracks stored): it split a track at a
-    repeated section and named two windows of an unknown track (6 and 5 anchors), where these counts
-    made neither mistake.
-    """
-    return DecisionRule(min_votes=PLAIN_MIN_VOTES_ALL_ZONES if zone == ALL_ZONES else PLAIN_MIN_VOTES_ONE_ZONE)
-
-
-def monitor(
-    store: Store,
-    blocks: Iterable[np.ndarray],
-    *,
-    window_s: float = DEFAULT_WINDOW_S,
-    hop_s: float = DEFAULT_HOP_S,
-    zone: str = DEFAULT_ZONE,
-    rule: DecisionRule | None = None,
-    tolerance_frames: int = DEFAULT_TOLERANCE_FRAMES,
-    max_gap: int = DEFAULT_MAX_GAP,
-    min_windows: int = DEFAULT_MIN_WINDOWS,
-    on_window: Callable[[WindowAnswer], None] | None = None,
-) -> Iterator[Segment]:
-    """Match a stream window by window and yield its segments as they end.
-
-    Parameters
-    ----------
-    store : Store
-    blocks : iterable of np.ndarray [shape=(m,)], float32, mono, at the database's sample rate
-        The stream, in pieces of any size; consumed lazily (an endless stream works).
-    window_s, hop_s : float
-        Window length and the time between window starts, seconds (rounded to whole STFT frames).
-    zone : str
-        Zone whose hashes vote, or ``"all"``.
-    rule : DecisionRule, optional
-        When a window's best track counts as identified; by default :func:`window_rule` of ``zone``.
-    tolerance_frames : int
-        Alignment difference, in frames, still counted as the same segment.
-    max_gap : int
-        Windows a segment may span that do not continue it.
-    min_windows : int
-        Fewest windows a segment needs to be told.
-    on_window : callable, optional
-        Called with every window's answer, as it is decided.
-
-    Yields
-    ------
-    segment : Segment
-
-    Raises
-    ------
-    NotFound
-        If the database holds no fingerprints yet.
-    ParameterError
-        If a length is not positive, the hop exceeds the window, or the zone is unknown.
-    """
-    store.check_schema()
-    params = store.params(duration_s=None)
-    rule = rule if rule is not None else window_rule(zone)
-    window = window_frames(window_s, params, "window_s") * params.hop_length
-    hop = window_frames(hop_s, params, "hop_s") * params.hop_length
-    windows = SlidingWindows(window, hop)
-    segmenter = Segmenter(tolerance_frames * params.seconds_per_frame, max_gap, min_windows)
-
-    def answers() -> Iterator[WindowAnswer]:
-        for block in blocks:
-            for start, samples in windows.push(block):
-                yield _answer(store, params, start, samples, zone, rule)
-        for start, samples in windows.finish():
-            yield _answer(store, params, start, samples, zone, rule)
-
-    for answer in answers():
-        if on_window is not None:
-            on_window(answer)
-        yield from segmenter.push(answer)
-    yield from segmenter.finish()
-
-
-def _answer(store: Store, params: FingerprintParams, start: int, samples: np.ndarray, zone: str,
-            rule: DecisionRule) -> WindowAnswer:
-    """Match one window (one posting lookup) and say what it found."""
-    start_s, end_s = start / params.sample_rate, (start + samples.size) / params.sample_rate
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a silent window has no peaks: it is simply unknown
-        fingerprint = fingerprint_signal(samples, params)
-    result = match_fingerprint(store, fingerprint, params, zone=zone, top_k=2, rule=rule, count="pairs")
-    best = result.best
-    if result.match is None:
-        return WindowAnswer(start_s, end_s, None, votes=best.votes if best else 0)
-    return WindowAnswer(start_s, end_s, result.match.track_id, result.match.file_name, result.match.offset_s,
-                        result.match.votes)
