@@ -1,0 +1,73 @@
+"""Broadcast monitoring on the dev streams: airtime named right, segments found, false airtime, start error, speed.
+
+Runs what a user runs. The whole in-database tracks of the monitor corpus (``<corpus>/monitor/db/``, built by
+``../shared/corpus/make_monitor_streams.py``) are ingested whole (``fpstore ingest --duration full``; files
+already stored are skipped, so a second run reuses the database), then ``fpstore monitor --json`` runs on
+each stream, one at a time, its output written to ``OUT/<stream>.json`` and its wall time to
+``OUT/<stream>.time``; ``../shared/corpus/score_monitor.py`` scores them against ``truth.csv`` and its table
+is printed (per stream and overall: airtime recall, false airtime, segments found, held-out alarms, median
+start error, stream seconds per wall second; the last line gives the start error's p90).
+
+Usage (from the project root; the database is ``$FPSTORE_HOME``'s embedded server unless ``--db``)::
+
+    FPSTORE_HOME=/tmp/monitor-home python benchmarks/monitor.py --corpus ../corpus/devlarge --out /tmp/monitor_out
+    python benchmarks/monitor.py --db postgresql://... --out /tmp/monitor_out -- --window 8 --hop 4
+
+Arguments after ``--`` go to ``fpstore monitor`` as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+#: Stream files the monitor corpus holds (any of these extensions).
+STREAM_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg")
+
+
+def fpstore(db: str | None, *args: str) -> list[str]:
+    """The command line of ``fpstore [--db DB] ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "fpstore", *(["--db", db] if db else []), *args]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=pathlib.Path, default=pathlib.Path("../corpus/devlarge"),
+                        help="folder with monitor/ [../corpus/devlarge]")
+    parser.add_argument("--db", help="database URL (default: FPSTORE_HOME's embedded server)")
+    parser.add_argument("--out", type=pathlib.Path, required=True, help="folder for <stream>.json and .time")
+    parser.add_argument("--jobs", type=int, default=2, help="ingest worker processes")
+    parser.add_argument("--streams", nargs="*", help="only these streams (file stems, e.g. s1_clean)")
+    parser.add_argument("--scorer", type=pathlib.Path,
+                        help="score_monitor.py [shared/corpus/ beside the corpus folder's parent]")
+    args, monitor_args = parser.parse_known_args()
+    monitor_args = [a for a in monitor_args if a != "--"]
+    folder = args.corpus / "monitor"
+    if not (folder / "truth.csv").exists():
+        sys.exit(f"{folder / 'truth.csv'} is missing: run ../shared/corpus/make_monitor_streams.py first")
+    subprocess.run(fpstore(args.db, "-q", "ingest", str(folder / "db"), "--duration", "full", "--jobs",
+                           str(args.jobs), "--allow-failures"), check=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    streams = sorted(p for p in folder.iterdir() if p.suffix in STREAM_SUFFIXES)
+    if args.streams:
+        streams = [p for p in streams if p.stem in args.streams]
+    for stream in streams:
+        began = time.perf_counter()
+        with open(args.out / f"{stream.stem}.json", "w") as output:
+            subprocess.run(fpstore(args.db, "monitor", str(stream), "--json", *monitor_args), stdout=output,
+                           check=True)
+        wall = time.perf_counter() - began
+        (args.out / f"{stream.stem}.time").write_text(f"{wall:.3f}\n")
+        print(f"{stream.name}: {wall:.1f} s", file=sys.stderr, flush=True)
+    print(f"fpstore monitor {' '.join(monitor_args) or '(default settings)'}; {len(streams)} streams; "
+          f"machine: {os.cpu_count()} cores")
+    scorer = args.scorer or args.corpus.resolve().parent.parent / "shared" / "corpus" / "score_monitor.py"
+    subprocess.run([sys.executable, str(scorer), str(folder / "truth.csv"), str(args.out)], check=True)
+
+
+if __name__ == "__main__":
+    main()
