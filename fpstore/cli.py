@@ -639,20 +639,33 @@ def evidence_options(command: F) -> F:
         click.option("--offset-tolerance", "tolerance", type=click.IntRange(0, 3), default=None, metavar="FRAMES",
                      help="After the first look, a vote also counts in the bins this many frames either side "
                           "(reverberant queries) [1; 0 with --plain]."),
+        click.option("--pool-speeds/--speeds-apart", "pool_speeds", default=None,
+                     help="The speed factors pooled into one look and one test, or a look and a test each "
+                          "[apart]."),
+        click.option("--merge-first/--first-apart", "merge_first", default=None,
+                     help="The query as it is and its pooled look at speed 1.0 count as one test, or as two "
+                          "[apart]."),
+        click.option("--whitened-peaks/--stored-peaks", "whitened", default=None,
+                     help="The pooled look at speed 1.0 also picks the query's peaks on a whitened spectrogram "
+                          "(each bin over its median), or only as the stored side does [stored]."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
 def _evidence(plain: bool, count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
-              robust: Any = None) -> Any:
+              robust: Any = None, *, pool_speeds: bool | None = None, merge_first: bool | None = None,
+              whitened: bool | None = None) -> Any:
     """The :class:`fpstore.match.Evidence` the options ask for: ``robust`` (ROBUST) or PLAIN, the parts given changed."""
     from fpstore.match import PLAIN, ROBUST
+    from fpstore.signal.query_peaks import WHITENED
 
     try:
         factors = tuple(float(f) for f in speeds.split(",")) if speeds else None
     except ValueError as exc:
         raise click.BadParameter(f"{speeds!r} is not a comma-separated list of numbers", param_hint="--speeds") from exc
-    given: dict[str, Any] = {"count": count, "shifts": shifts, "speeds": factors, "tolerance": tolerance}
+    given: dict[str, Any] = {"count": count, "shifts": shifts, "speeds": factors, "tolerance": tolerance,
+                             "pool_speeds": pool_speeds, "merge_first": merge_first,
+                             "picks": None if whitened is None else (WHITENED,) if whitened else ()}
     return dataclasses.replace(PLAIN if plain else robust or ROBUST, **{name: value for name, value in given.items()
                                                              if value is not None})
 
@@ -671,7 +684,8 @@ def _evidence(plain: bool, count: str | None, shifts: int | None, speeds: str | 
 @with_store
 def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zone: str, min_votes: int | None,
                   min_ratio: float, alpha: float | None, null: Null, top_k: int, use_sql: bool, as_json: bool, plain: bool,
-                  count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None) -> None:
+                  count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
+                  pool_speeds: bool | None, merge_first: bool | None, whitened: bool | None) -> None:
     """Name the stored track each audio query is an excerpt of, and where it starts.
 
     QUERIES are audio files, folders (walked as ingest walks them) and '-' (audio of any format on
@@ -694,7 +708,8 @@ def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zo
     from fpstore.match import DecisionRule, match_queries
 
     some_failed = False
-    evidence = _evidence(plain, count, shifts, speeds, tolerance)
+    evidence = _evidence(plain, count, shifts, speeds, tolerance, pool_speeds=pool_speeds, merge_first=merge_first,
+                         whitened=whitened)
     for result in match_queries(store, queries, zone=zone, top_k=top_k, rule=DecisionRule(min_votes, min_ratio, alpha, null),
                                 method="sql" if use_sql else "python", stdin=getattr(sys.stdin, "buffer", None),
                                 evidence=evidence):
@@ -746,7 +761,8 @@ def _match_line(result: Any, top_k: int) -> str:
 @with_store
 def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, min_votes: int | None, min_ratio: float,
                  alpha: float | None, null: Null, all_zones: bool, labels: tuple[str, ...], out_dir: str, plain: bool,
-                 count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None) -> None:
+                 count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
+                 pool_speeds: bool | None, merge_first: bool | None, whitened: bool | None) -> None:
     """Run every query of QUERIES_CSV and score the answers.
 
     QUERIES_CSV has columns file (relative to the CSV's folder), true_track (a stored track's file
@@ -764,7 +780,8 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
     from fpstore.evaluate import format_summary, run_eval
     from fpstore.match import DecisionRule
 
-    evidence = _evidence(plain, count, shifts, speeds, tolerance)
+    evidence = _evidence(plain, count, shifts, speeds, tolerance, pool_speeds=pool_speeds, merge_first=merge_first,
+                         whitened=whitened)
     with _progress(ctx) as (on_start, on_file):
         outcome = run_eval(store, queries_csv, out_dir, zones=None if all_zones else [zone],
                            labels=list(labels) or None, rule=DecisionRule(min_votes, min_ratio, alpha, null),
@@ -809,6 +826,7 @@ class MonitorStopped(KeyboardInterrupt):
 def monitor_command(ctx: click.Context, store: Store, source: str, window_s: float, hop_s: float, zone: str,
                     min_votes: int | None, min_ratio: float, alpha: float | None, null: Null, plain: bool,
                     count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
+                    pool_speeds: bool | None, merge_first: bool | None, whitened: bool | None,
                     tolerance_frames: int, max_gap: int, min_windows: int, as_json: bool, as_csv: bool) -> None:
     """Follow a long recording or a live stream (SOURCE, or - for standard input) and tell what plays when.
 
@@ -841,7 +859,8 @@ def monitor_command(ctx: click.Context, store: Store, source: str, window_s: flo
         raise click.UsageError("give --json or --csv, not both")
     session = StreamMonitor(store, window_s=window_s, hop_s=hop_s, zone=zone,
                             rule=DecisionRule(min_votes, min_ratio, alpha, null),
-                            evidence=_evidence(plain, count, shifts, speeds, tolerance, WINDOW_EVIDENCE),
+                            evidence=_evidence(plain, count, shifts, speeds, tolerance, WINDOW_EVIDENCE,
+                                               pool_speeds=pool_speeds, merge_first=merge_first, whitened=whitened),
                             tolerance_frames=tolerance_frames, max_gap=max_gap, min_windows=min_windows,
                             on_window=_echo_window if _state(ctx).verbose else None)
     blocks = audio_blocks(source, store.params(duration_s=None).sample_rate, stdin=sys.stdin.buffer)

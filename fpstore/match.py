@@ -53,6 +53,7 @@ from fpstore.files import discover_audio_files, one_line, unreadable_reason
 from fpstore.signal.audio import display_path
 from fpstore.signal.fingerprint import Fingerprint
 from fpstore.signal.params import FingerprintParams
+from fpstore.signal.query_peaks import QueryPicking
 from fpstore.signal.variants import SpeedVariant, check_variants, speed_variant
 from fpstore.significance import chance_scores, offset_bins, track_log_p, tracks_null_log10_p
 from fpstore.vote import distinct_anchor_votes, pair_indices, query_keys, tolerant_times, vote
@@ -119,12 +120,27 @@ class Evidence:
         Frames: after the first look, a vote counts in every bin within this many frames of its own
         offset (the query's hashes sent again at ``t - d`` for ``|d| <= tolerance``; with anchors, a
         stored anchor still counts once per bin), for queries whose peaks moved (reverberation).
+    picks : tuple of QueryPicking
+        Extra peak selections of the query (:mod:`fpstore.signal.query_peaks`: denser peaks, more
+        targets per anchor, a whitened spectrogram) pooled, at every shift, into the look at speed 1.0
+        after the first, for queries whose peaks noise outranked.
+    pool_speeds : bool
+        The other speed factors pooled into one look, one test (each stored anchor counted once per
+        bin, as the shifts are), instead of a look and a test each; the factor reported is then the
+        one whose own look scores best, looked up once more only when the pooled look names a track.
+    merge_first : bool
+        The look at the query as it is and the pooled look at speed 1.0 count as one test (the pooled
+        look holds every hash of the first, so the first is taken as an early answer of the pooled
+        one), instead of one test each.
     """
 
     count: Count = "pairs"
     shifts: int = 1
     speeds: tuple[float, ...] = (1.0,)
     tolerance: int = 0
+    picks: tuple[QueryPicking, ...] = ()
+    pool_speeds: bool = False
+    merge_first: bool = False
 
     def __post_init__(self) -> None:
         if self.count not in ("pairs", "anchors"):
@@ -133,21 +149,25 @@ class Evidence:
                 0 <= self.tolerance <= MAX_TOLERANCE_FRAMES):
             raise ParameterError(f"tolerance={self.tolerance!r} must be an integer in [0, {MAX_TOLERANCE_FRAMES}]")
         object.__setattr__(self, "speeds", check_variants(self.shifts, self.speeds))
+        if not isinstance(self.picks, tuple) or not all(isinstance(p, QueryPicking) for p in self.picks):
+            raise ParameterError(f"picks={self.picks!r} must be a tuple of QueryPicking")
 
     @property
     def needs_audio(self) -> bool:
         """True if the query must be decoded to samples (shifts or speeds), not only fingerprinted."""
-        return self.shifts > 1 or len(self.speeds) > 1
+        return self.shifts > 1 or len(self.speeds) > 1 or bool(self.picks)
 
     @property
     def pools(self) -> bool:
-        """True if a second look at speed 1.0 pools more evidence (shifts, or an offset tolerance)."""
-        return self.shifts > 1 or self.tolerance > 0
+        """True if a second look at speed 1.0 pools more evidence (shifts, peak selections, an offset tolerance)."""
+        return self.shifts > 1 or self.tolerance > 0 or bool(self.picks)
 
     @property
     def tests(self) -> int:
-        """Tests a query can make (:func:`match_prepared`): as it is, pooled, then each other speed factor."""
-        return len(self.speeds) + int(self.pools)
+        """Tests a query can make (:func:`match_prepared`): as it is, pooled, then the other speed factors."""
+        other_speeds = len(self.speeds) - 1
+        first = 0 if self.merge_first and self.pools else 1
+        return first + int(self.pools) + (min(other_speeds, 1) if self.pool_speeds else other_speeds)
 
 
 #: The notebook's vote: every pair of the query as it is.
@@ -578,7 +598,7 @@ def match_signal(store: Store, y: np.ndarray, *, evidence: Evidence = ROBUST, **
 
 
 def _quiet_variant(audio: np.ndarray, params: FingerprintParams, speed: float, shifts: int,
-                   first: SpeedVariant | None = None) -> SpeedVariant:
+                   first: SpeedVariant | None = None, picks: Sequence[QueryPicking] = ()) -> SpeedVariant:
     """:func:`fpstore.signal.variants.speed_variant` without its warnings.
 
     A query without peaks gets its one-line reason instead (:func:`prepare_query`), and a variant
@@ -586,7 +606,7 @@ def _quiet_variant(audio: np.ndarray, params: FingerprintParams, speed: float, s
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return speed_variant(audio, params, speed, shifts, first)
+        return speed_variant(audio, params, speed, shifts, first, picks)
 
 
 @dataclass
@@ -611,11 +631,11 @@ class PreparedQuery:
         return self.audio
 
     def shifted(self, params: FingerprintParams, evidence: Evidence) -> SpeedVariant:
-        """Speed 1.0 at every shift, the other shifts fingerprinted on first use."""
-        if evidence.shifts == 1:
+        """Speed 1.0 at every shift and peak selection, fingerprinted on first use (the first look's reused)."""
+        if evidence.shifts == 1 and not evidence.picks:
             return self.first
         if self._shifted is None:
-            self._shifted = _quiet_variant(self._samples(), params, 1.0, evidence.shifts, self.first)
+            self._shifted = _quiet_variant(self._samples(), params, 1.0, evidence.shifts, self.first, evidence.picks)
         return self._shifted
 
     def screen(self, params: FingerprintParams, evidence: Evidence) -> tuple[SpeedVariant, ...]:
@@ -708,11 +728,20 @@ def match_prepared(store: Store, prepared: PreparedQuery, params: FingerprintPar
             return screened  # unshifted is every shift, or no speed stood out
         return answer([prepared.at_speed(params, evidence, screened.speed)], evidence.tolerance)
 
+    def pooled_other_speeds() -> MatchResult:
+        # One look and one test for every other speed at every shift; the factor reported is the one
+        # whose own look scores best, looked up only when the pooled look names a track.
+        others = [prepared.at_speed(params, evidence, speed) for speed in evidence.speeds[1:]]
+        pooled = answer([pooled_speeds(others)], evidence.tolerance)
+        if pooled.match is None:
+            return pooled
+        return dataclasses.replace(pooled, speed=answer(others, evidence.tolerance).speed)
+
     steps: list[Callable[[], MatchResult]] = []
     if evidence.pools:
         steps.append(lambda: answer([prepared.shifted(params, evidence)], evidence.tolerance))
     if len(evidence.speeds) > 1:
-        steps.append(other_speeds)
+        steps.append(pooled_other_speeds if evidence.pool_speeds else other_speeds)
 
     result = answer([prepared.first], 0)
     for step in steps:
@@ -721,6 +750,29 @@ def match_prepared(store: Store, prepared: PreparedQuery, params: FingerprintPar
         tried = step()
         result = tried if tried.score > result.score else result
     return result
+
+
+#: ``SpeedVariant.speed`` of the other speed factors pooled into one look (no factor of its own).
+POOLED_SPEEDS = 0.0
+
+
+def pooled_speeds(variants: Sequence[SpeedVariant]) -> SpeedVariant:
+    """One look of every variant's fingerprints, voting into the same bins (:attr:`Evidence.pool_speeds`).
+
+    A query played at factor ``f`` and resampled by it starts at the same stored frame whatever ``f``
+    was tried, so the right factor's votes fall in the bin the others' would: the factors can share bins
+    as the shifts do.
+
+    Parameters
+    ----------
+    variants : sequence of SpeedVariant
+
+    Returns
+    -------
+    variant : SpeedVariant
+        With ``speed`` :data:`POOLED_SPEEDS`.
+    """
+    return SpeedVariant(POOLED_SPEEDS, tuple(fp for variant in variants for fp in variant.fingerprints))
 
 
 def match_queries(

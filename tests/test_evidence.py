@@ -30,6 +30,7 @@ from fpstore.match import (
 )
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.hashing import ZoneHashes
+from fpstore.signal.query_peaks import QueryPicking
 from fpstore.signal.synth import synth_tune
 from fpstore.signal.variants import change_speed, check_variants, shift_samples
 from fpstore.significance import TRACKS_NULL_DEPTH, TRACKS_NULL_SKIP
@@ -77,6 +78,13 @@ def test_variants_are_checked_once() -> None:
     # The query as it is, then pooled (shifts or a tolerance), then each other factor.
     assert (PLAIN.tests, Evidence(tolerance=1).tests, Evidence(speeds=(0.99,)).tests, ROBUST.tests) == (1, 2, 2, 8)
     assert not Evidence(tolerance=1).needs_audio
+    # Pooled, the other factors are one look and one test; extra peak selections pool into the second look.
+    assert dataclasses.replace(ROBUST, pool_speeds=True).tests == 3
+    assert dataclasses.replace(PLAIN, pool_speeds=True).tests == 1
+    picked = Evidence(picks=(QueryPicking(6, 3, 10),))
+    assert picked.needs_audio and picked.pools and picked.tests == 2
+    with pytest.raises(ParameterError, match="tuple of QueryPicking"):
+        Evidence(picks=[QueryPicking()])  # type: ignore[arg-type]
 
 
 def test_change_speed_stretches_by_the_factor() -> None:
@@ -197,6 +205,7 @@ def test_evidence_options_change_one_part_of_the_default_or_of_plain() -> None:
     assert _evidence(True, None, None, None, None) == PLAIN
     assert _evidence(False, None, None, "1", 0) == dataclasses.replace(ROBUST, speeds=(1.0,), tolerance=0)
     assert _evidence(True, "anchors", 2, None, None) == Evidence("anchors", shifts=2)
+    assert _evidence(False, None, None, None, None, pool_speeds=True) == dataclasses.replace(ROBUST, pool_speeds=True)
 
 
 @pytest.mark.postgres
@@ -225,6 +234,24 @@ def test_the_sql_vote_gives_the_same_answers_with_anchors_shifts_and_speeds(tune
                 assert (by_python.match, by_python.speed) == (by_sql.match, by_sql.speed)
                 compared += len(by_python.candidates)
     assert compared > 20
+
+
+@pytest.mark.postgres
+def test_pooled_speeds_and_peak_selections_give_the_same_answers_in_python_and_sql(tuned) -> None:
+    fast = change_speed(_excerpt(33, 10 * HOP, 4.0), 1 / 1.02, SR)
+    pooled = dataclasses.replace(ROBUST, pool_speeds=True)
+    picked = dataclasses.replace(ROBUST, picks=(QueryPicking(6, 3, 10, whiten=True),))
+    answers = {}
+    for y, evidence in ((fast, pooled), (_excerpt(31, 20 * HOP + HOP // 2, 3.0), picked)):
+        by_python, by_sql = (match_signal(tuned, y, top_k=3, evidence=evidence, method=method)
+                             for method in ("python", "sql"))
+        assert by_python.candidates == by_sql.candidates
+        assert (by_python.match, by_python.speed) == (by_sql.match, by_sql.speed)
+        answers[evidence] = by_python
+    # The pooled look names the fast excerpt and reports the factor whose own look scores best.
+    found = answers[pooled]
+    assert found.match is not None and found.match.file_name == "tune_033.wav" and found.speed == 1.02
+    assert answers[picked].match is not None and answers[picked].match.file_name == "tune_031.wav"
 
 
 @pytest.mark.postgres

@@ -29,6 +29,7 @@ from fpstore.signal.analysis import Fingerprint
 from fpstore.signal.audio import RESAMPLE_QUALITY
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.params import FingerprintParams
+from fpstore.signal.query_peaks import QueryPicking, query_fingerprint
 from fpstore.signal.validate import valid_audio
 
 #: Speed factors allowed: a few percent either way is what radio speed-ups and tape drift give.
@@ -46,7 +47,8 @@ class SpeedVariant:
     speed : float
         Factor the query is assumed to have been played at (its resampling undoes it).
     fingerprints : tuple of Fingerprint
-        One per shift of :func:`shift_samples`, in that order (the unshifted one first).
+        One per shift of :func:`shift_samples`, in that order (the unshifted one first), each followed
+        by the same shift under every extra peak picking of :func:`speed_variant`.
     """
 
     speed: float
@@ -106,7 +108,7 @@ def change_speed(y: np.ndarray, speed: float, sample_rate: int) -> np.ndarray:
 
 
 def speed_variant(y: np.ndarray, params: FingerprintParams, speed: float, shifts: int,
-                  unshifted: SpeedVariant | None = None) -> SpeedVariant:
+                  unshifted: SpeedVariant | None = None, pickings: Sequence[QueryPicking] = ()) -> SpeedVariant:
     """Fingerprint ``y`` as if played at ``speed``, at each of ``shifts`` sub-hop shifts.
 
     Parameters
@@ -119,6 +121,9 @@ def speed_variant(y: np.ndarray, params: FingerprintParams, speed: float, shifts
         Sub-hop shifts (1: the query as it is).
     unshifted : SpeedVariant or None
         The same speed already fingerprinted without shifts: its fingerprint is reused.
+    pickings : sequence of QueryPicking
+        Extra peak selections (:mod:`fpstore.signal.query_peaks`): each shift is fingerprinted under
+        each of them too, after its fingerprint with the stored side's picking.
 
     Returns
     -------
@@ -134,8 +139,12 @@ def speed_variant(y: np.ndarray, params: FingerprintParams, speed: float, shifts
     check_variants(shifts, [speed])
     slowed = change_speed(valid_audio(y), speed, params.sample_rate)
     offsets = shift_samples(shifts, params.hop_length)
-    if unshifted is not None:
-        assert unshifted.speed == speed, "the unshifted variant must be of the same speed"
-        return SpeedVariant(speed, unshifted.fingerprints[:1] + tuple(fingerprint_signal(slowed[offset:], params)
-                                                                      for offset in offsets[1:]))
-    return SpeedVariant(speed, tuple(fingerprint_signal(slowed[offset:], params) for offset in offsets))
+    fingerprints: list[Fingerprint] = []
+    for offset in offsets:
+        if offset == 0 and unshifted is not None:
+            assert unshifted.speed == speed, "the unshifted variant must be of the same speed"
+            fingerprints.append(unshifted.fingerprints[0])
+        else:
+            fingerprints.append(fingerprint_signal(slowed[offset:], params))
+        fingerprints.extend(query_fingerprint(slowed[offset:], params, picking) for picking in pickings)
+    return SpeedVariant(speed, tuple(fingerprints))

@@ -1,0 +1,228 @@
+"""Query-side peak picking for noisy queries: other peaks than the stored side's, the same hashes where it counts.
+
+The stored side's peaks are fixed by parity (the seed's neighbourhood, threshold and five targets per
+anchor). A query's hashes only have to coincide with stored ones, so a query may pick its peaks
+otherwise. Under loud noise the stored recording's peaks are still in the query's spectrogram, but
+outranked: a noise peak is the largest point of their neighbourhood, or a noise peak is among an
+anchor's five strongest targets. A :class:`QueryPicking` takes back what noise took:
+
+- a smaller neighbourhood (``dist_freq``, ``dist_time``): more peaks per region, so a true peak that is
+  no longer the maximum of the stored neighbourhood can still be a peak;
+- more targets per anchor (``top_k_targets``): a true target that noise peaks outrank still pairs;
+- a whitened spectrogram (``whiten``): each bin divided by its own floor, the median of its magnitude
+  over the query's frames (:func:`spectral_floor`), so that peaks and target strengths are picked on
+  how far the music stands above the noise of its band, not on the noise's own loudness (pink noise
+  puts most of its energy in the low bins, where most stored peaks lie).
+
+The extra hashes cost lookups and chance votes; the matcher's null measures the chance votes
+(:mod:`fpstore.match`, :class:`fpstore.match.Evidence`).
+
+Conventions
+-----------
+- Magnitudes are linear STFT magnitudes, (frequency bins x time frames); times are STFT frames
+  (``hop_length`` samples at ``sample_rate`` Hz), frequencies STFT bins.
+- A whitened magnitude is a ratio to the bin's floor (dimensionless); ``peak_thresh`` always applies to
+  the linear magnitude, as on the stored side, so silence gives no peak either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fpstore.errors import ParameterError
+from fpstore.signal.analysis import Fingerprint, fingerprint_from_peaks
+from fpstore.signal.hashing import zone_hashes
+from fpstore.signal.params import FingerprintParams
+from fpstore.signal.peaks import Peaks, constellation_map, extract_peaks, find_peaks
+from fpstore.signal.spectrogram import magnitude_spectrogram
+from fpstore.signal.validate import valid_int, valid_spectrogram
+
+#: Smallest floor a bin is divided by when ``peak_thresh`` is 0 (a silent bin must not divide by zero).
+MIN_FLOOR = 1e-12
+
+
+@dataclass(frozen=True)
+class QueryPicking:
+    """How a query picks its peaks and targets (the stored side keeps its parameters' own).
+
+    Attributes
+    ----------
+    dist_freq, dist_time : int >= 0
+        Half-size of the neighbourhood a peak is the maximum of, in bins and frames (the stored side's
+        are ``FingerprintParams.peak_dist_freq`` and ``peak_dist_time``, 12 and 6 by default).
+    top_k_targets : int >= 1 or None
+        Strongest targets kept per anchor and zone; None keeps every target in the zone.
+    whiten : bool
+        Pick peaks and rank targets on :func:`whiten_spectrogram` instead of the magnitudes.
+
+    Raises
+    ------
+    ParameterError
+        If a half-size is negative or ``top_k_targets`` is not a positive integer or None.
+
+    Examples
+    --------
+    >>> QueryPicking(dist_freq=-1)
+    Traceback (most recent call last):
+    ...
+    fpstore.errors.ParameterError: dist_freq=-1 must be an integer >= 0
+    """
+
+    dist_freq: int = 12
+    dist_time: int = 6
+    top_k_targets: int | None = 5
+    whiten: bool = False
+
+    def __post_init__(self) -> None:
+        valid_int("dist_freq", self.dist_freq)
+        valid_int("dist_time", self.dist_time)
+        if self.top_k_targets is not None:
+            valid_int("top_k_targets", self.top_k_targets, minimum=1)
+        if not isinstance(self.whiten, bool):
+            raise ParameterError(f"whiten={self.whiten!r} must be True or False")
+
+    @classmethod
+    def stored(cls, params: FingerprintParams) -> QueryPicking:
+        """The stored side's picking: with it, :func:`query_fingerprint` gives the stored fingerprint."""
+        return cls(params.peak_dist_freq, params.peak_dist_time, params.top_k_targets, False)
+
+
+#: The seed's neighbourhood and five targets per anchor, picked on the whitened spectrogram.
+WHITENED = QueryPicking(whiten=True)
+
+
+def spectral_floor(magnitudes: np.ndarray) -> np.ndarray:
+    """Each bin's noise floor as the query sees it: the median of its magnitude over time.
+
+    Music moves from bin to bin while stationary noise stays, so over a few seconds the median of a
+    bin is mostly the noise's level there (and the music's own level where it holds a note).
+
+    Parameters
+    ----------
+    magnitudes : np.ndarray [shape=(n_bins, n_frames)], float
+        Linear magnitudes, at least one frame.
+
+    Returns
+    -------
+    floor : np.ndarray [shape=(n_bins, 1)], the dtype of ``magnitudes``
+
+    Raises
+    ------
+    ParameterError
+        If ``magnitudes`` is not a finite, non-negative 2-D floating-point array with a frame.
+
+    Examples
+    --------
+    >>> spectral_floor(np.array([[1.0, 5.0, 2.0], [0.0, 0.0, 4.0]])).ravel().tolist()
+    [2.0, 0.0]
+    """
+    valid_spectrogram(magnitudes)
+    if magnitudes.shape[1] == 0:
+        raise ParameterError("magnitudes must hold at least one frame to estimate a floor")
+    floor: np.ndarray = np.median(magnitudes, axis=1, keepdims=True).astype(magnitudes.dtype, copy=False)
+    return floor
+
+
+def whiten_spectrogram(magnitudes: np.ndarray, *, min_floor: float = MIN_FLOOR) -> np.ndarray:
+    """Each bin divided by its floor (:func:`spectral_floor`), the floor raised to ``min_floor`` at least.
+
+    Parameters
+    ----------
+    magnitudes : np.ndarray [shape=(n_bins, n_frames)], float
+        Linear magnitudes, at least one frame.
+    min_floor : float > 0
+        Lowest floor divided by: a bin that is silent most of the time (a band-limited query) is
+        then divided by this, not by zero or a rounding error.
+
+    Returns
+    -------
+    whitened : np.ndarray [shape=(n_bins, n_frames)], the dtype of ``magnitudes``, dimensionless
+
+    Raises
+    ------
+    ParameterError
+        If ``magnitudes`` is not a spectrogram with a frame, or ``min_floor`` is not a positive number.
+
+    Examples
+    --------
+    >>> whiten_spectrogram(np.array([[1.0, 4.0, 2.0], [0.0, 0.5, 0.0]]), min_floor=0.25).tolist()
+    [[0.5, 2.0, 1.0], [0.0, 2.0, 0.0]]
+    """
+    if isinstance(min_floor, bool) or not isinstance(min_floor, (int, float)) or not (
+            np.isfinite(min_floor) and min_floor > 0):
+        raise ParameterError(f"min_floor={min_floor!r} must be a positive number")
+    floor = np.maximum(spectral_floor(magnitudes), magnitudes.dtype.type(min_floor))
+    return np.asarray(magnitudes / floor, dtype=magnitudes.dtype)
+
+
+def pick_query_peaks(magnitudes: np.ndarray, picking: QueryPicking, *, thresh: float) -> Peaks:
+    """The query's peaks under ``picking``: maxima of their neighbourhood, louder than ``thresh``.
+
+    Parameters
+    ----------
+    magnitudes : np.ndarray [shape=(n_bins, n_frames)], float
+        Linear magnitudes of the query.
+    picking : QueryPicking
+    thresh : float
+        A peak's linear magnitude must exceed it (``FingerprintParams.peak_thresh``), whitened or not.
+
+    Returns
+    -------
+    peaks : Peaks
+        Sorted by time, then frequency; ``magnitudes`` are the whitened values when ``picking.whiten``
+        (they rank the targets), else the linear ones.
+
+    Raises
+    ------
+    ParameterError
+        If ``magnitudes`` is not a spectrogram.
+
+    Examples
+    --------
+    >>> S = np.zeros((30, 4), dtype=np.float32); S[10, 1] = 1.0; S[2, 2] = 9.0
+    >>> pick_query_peaks(S, QueryPicking(5, 1), thresh=0.01).f_bins.tolist()
+    [10, 2]
+    >>> pick_query_peaks(S, QueryPicking(12, 6), thresh=0.01).f_bins.tolist()
+    [2]
+    """
+    valid_spectrogram(magnitudes)
+    if not picking.whiten:
+        return find_peaks(magnitudes, dist_freq=picking.dist_freq, dist_time=picking.dist_time, thresh=thresh)
+    whitened = whiten_spectrogram(magnitudes, min_floor=max(float(thresh), MIN_FLOOR))
+    cmap = constellation_map(whitened, dist_freq=picking.dist_freq, dist_time=picking.dist_time, thresh=0.0)
+    return extract_peaks(whitened, cmap & (magnitudes > thresh))
+
+
+def query_fingerprint(y: np.ndarray, params: FingerprintParams, picking: QueryPicking) -> Fingerprint:
+    """Fingerprint a query with its own peak picking; the hashes mean what the stored ones mean.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)], float32, mono, at ``params.sample_rate`` Hz
+    params : FingerprintParams
+        The database's: STFT, zones and threshold (the peak neighbourhood and targets per anchor come
+        from ``picking``).
+    picking : QueryPicking
+
+    Returns
+    -------
+    fingerprint : Fingerprint
+        With ``QueryPicking.stored(params)``, the fingerprint :func:`fpstore.signal.fingerprint.
+        fingerprint_signal` gives.
+
+    Raises
+    ------
+    ParameterError
+        If ``y`` is not finite mono floating-point audio.
+
+    Warns
+    -----
+    UserWarning
+        If the signal is empty or yields no peaks.
+    """
+    magnitudes = magnitude_spectrogram(y, n_fft=params.n_fft, hop_length=params.hop_length, bin_max=params.bin_max)
+    peaks = pick_query_peaks(magnitudes, picking, thresh=params.peak_thresh)
+    hashes = zone_hashes(peaks, params.zones, top_k=picking.top_k_targets)
+    return fingerprint_from_peaks(peaks, hashes, params, n_samples=y.size, n_frames=int(magnitudes.shape[1]))

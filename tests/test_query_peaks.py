@@ -1,0 +1,113 @@
+"""Query-side peak picking (fpstore.signal.query_peaks): against slow references, and the stored picking unchanged."""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+import pytest
+
+from fpstore.errors import ParameterError
+from fpstore.signal.fingerprint import fingerprint_signal
+from fpstore.signal.params import FingerprintParams
+from fpstore.signal.query_peaks import (
+    QueryPicking,
+    pick_query_peaks,
+    query_fingerprint,
+    spectral_floor,
+    whiten_spectrogram,
+)
+from fpstore.signal.synth import synth_tune
+from fpstore.signal.variants import speed_variant
+
+
+def slow_whitened(magnitudes: np.ndarray, min_floor: float) -> np.ndarray:
+    """Each bin over the median of its values, one bin at a time with the statistics module."""
+    out = np.empty_like(magnitudes)
+    for k, row in enumerate(magnitudes):
+        out[k] = row / max(statistics.median(row.tolist()), min_floor)
+    return out
+
+
+def slow_peaks(values: np.ndarray, magnitudes: np.ndarray, dist_freq: int, dist_time: int,
+               thresh: float) -> list[tuple[int, int]]:
+    """(t, f) of every point that is the maximum of its zero-padded neighbourhood in ``values`` and loud enough."""
+    n_bins, n_frames = values.shape
+    found = []
+    for t in range(n_frames):
+        for f in range(n_bins):
+            window = [values[g, s] if 0 <= g < n_bins and 0 <= s < n_frames else 0.0
+                      for g in range(f - dist_freq, f + dist_freq + 1) for s in range(t - dist_time, t + dist_time + 1)]
+            if values[f, t] == max(window) and magnitudes[f, t] > thresh and values[f, t] > 0:
+                found.append((t, f))
+    return found
+
+
+@pytest.fixture
+def noisy_spectrogram(rng_factory) -> np.ndarray:
+    """A small spectrogram whose bins have floors a hundredfold apart (pink-like), a few silent bins."""
+    rng = rng_factory(27)
+    magnitudes = rng.exponential(size=(40, 30)) * np.linspace(10.0, 0.1, 40)[:, None]
+    magnitudes[35:] = 0.0
+    return magnitudes
+
+
+def test_whitening_divides_each_bin_by_its_median_as_the_slow_reference_does(noisy_spectrogram) -> None:
+    whitened = whiten_spectrogram(noisy_spectrogram, min_floor=1e-3)
+    np.testing.assert_allclose(whitened, slow_whitened(noisy_spectrogram, 1e-3), rtol=1e-12)
+    np.testing.assert_array_equal(spectral_floor(noisy_spectrogram)[35:], 0.0)
+    assert np.median(whitened[:35], axis=1) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("picking", [QueryPicking(3, 2, whiten=True), QueryPicking(2, 1), QueryPicking(12, 6, None, True)])
+def test_query_peaks_equal_the_slow_reference(noisy_spectrogram, picking) -> None:
+    thresh = 0.5
+    peaks = pick_query_peaks(noisy_spectrogram, picking, thresh=thresh)
+    values = whiten_spectrogram(noisy_spectrogram, min_floor=thresh) if picking.whiten else noisy_spectrogram
+    expected = slow_peaks(values, noisy_spectrogram, picking.dist_freq, picking.dist_time, thresh)
+    assert list(zip(peaks.t_frames.tolist(), peaks.f_bins.tolist())) == expected
+    assert expected  # the reference found something to compare
+    np.testing.assert_array_equal(peaks.magnitudes, values[peaks.f_bins, peaks.t_frames].astype(np.float32))
+
+
+def test_a_smaller_neighbourhood_keeps_every_stored_peak_and_adds_others(noisy_spectrogram) -> None:
+    stored = pick_query_peaks(noisy_spectrogram, QueryPicking(6, 4), thresh=0.01)
+    denser = pick_query_peaks(noisy_spectrogram, QueryPicking(3, 2), thresh=0.01)
+    as_set = set(zip(denser.t_frames.tolist(), denser.f_bins.tolist()))
+    assert set(zip(stored.t_frames.tolist(), stored.f_bins.tolist())) < as_set
+
+
+def test_the_stored_picking_gives_the_stored_fingerprint() -> None:
+    params = FingerprintParams()
+    y = synth_tune(5, duration_s=3.0)
+    stored, query = fingerprint_signal(y, params), query_fingerprint(y, params, QueryPicking.stored(params))
+    assert stored.n_peaks == query.n_peaks > 0
+    for name, hashes in stored.zones.items():
+        np.testing.assert_array_equal(query.zones[name].hashes, hashes.hashes)
+        np.testing.assert_array_equal(query.zones[name].t_anchor_frames, hashes.t_anchor_frames)
+
+
+def test_a_variant_pools_each_shift_under_every_picking() -> None:
+    params = FingerprintParams()
+    y = synth_tune(6, duration_s=2.0)
+    dense = QueryPicking(4, 2, 20)
+    variant = speed_variant(y, params, 1.0, 2, pickings=(dense,))
+    assert len(variant.fingerprints) == 4
+    assert variant.fingerprints[0].n_postings == fingerprint_signal(y, params).n_postings
+    assert variant.fingerprints[1].n_postings == query_fingerprint(y, params, dense).n_postings
+    assert variant.fingerprints[1].n_postings > variant.fingerprints[0].n_postings
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: QueryPicking(dist_time=-2), r"dist_time=-2 must be an integer >= 0"),
+    (lambda: QueryPicking(top_k_targets=0), r"top_k_targets=0 must be an integer >= 1"),
+    (lambda: QueryPicking(whiten=1), r"whiten=1 must be True or False"),  # type: ignore[arg-type]
+    (lambda: whiten_spectrogram(np.ones((4, 4)), min_floor=0.0), r"min_floor=0.0 must be a positive number"),
+    (lambda: spectral_floor(np.ones((4, 0))), r"at least one frame"),
+    (lambda: spectral_floor(np.ones((4, 4), dtype=np.int32)), r"floating point"),
+    (lambda: pick_query_peaks(np.full((4, 4), np.nan), QueryPicking(), thresh=0.0), r"non-finite"),
+    (lambda: query_fingerprint(np.zeros((2, 10), np.float32), FingerprintParams(), QueryPicking()), r"mono"),
+])
+def test_query_peak_functions_reject_bad_input(call, message) -> None:
+    with pytest.raises(ParameterError, match=message):
+        call()
