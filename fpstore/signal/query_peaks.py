@@ -215,12 +215,8 @@ def query_fingerprint(y: np.ndarray, params: FingerprintParams, picking: QueryPi
     Raises
     ------
     ParameterError
-        If ``y`` is not finite mono floating-point audio.
-
-    Warns
-    -----
-    UserWarning
-        If the signal is empty or yields no peaks.
+        As :func:`fpstore.signal.fingerprint.fingerprint_signal` does, for ``y`` that
+        :func:`fpstore.signal.validate.valid_audio` refuses; it warns as that function does too.
     """
     magnitudes = magnitude_spectrogram(y, n_fft=params.n_fft, hop_length=params.hop_length, bin_max=params.bin_max)
     peaks = pick_query_peaks(magnitudes, picking, thresh=params.peak_thresh)
