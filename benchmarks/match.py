@@ -44,6 +44,7 @@ import argparse
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,20 @@ SELECT (SELECT count(*) FROM hashes) AS postings,
        (SELECT coalesce(sum(pg_relation_size(indexrelid)), 0) FROM pg_index
         WHERE indrelid IN (SELECT relid FROM pg_partition_tree('hashes'))) AS index_bytes
 """
+
+
+def run_on_server(args: argparse.Namespace, run: Callable[[argparse.Namespace], None]) -> None:
+    """Call ``run(args)`` on ``args.server``, or on an embedded server kept in ``args.embedded`` meanwhile."""
+    if args.embedded is None:
+        run(args)
+        return
+    from fpstore.db.embedded import EmbeddedServer
+
+    args.embedded.mkdir(parents=True, exist_ok=True)
+    args.embedded.chmod(0o755)  # the server's own user (when we are root) must reach its data folder
+    with EmbeddedServer(args.embedded) as server:
+        args.server = server.url
+        run(args)
 
 
 def admin(server: str) -> psycopg.Connection:
@@ -283,16 +298,7 @@ def main() -> None:
     args = parser.parse_args()
     if (args.server is None) == (args.embedded is None):
         parser.error("give one of --server and --embedded")
-    if args.embedded is not None:
-        from fpstore.db.embedded import EmbeddedServer
-
-        args.embedded.mkdir(parents=True, exist_ok=True)
-        args.embedded.chmod(0o755)  # the server's own user (when we are root) must reach its data folder
-        with EmbeddedServer(args.embedded) as server:
-            args.server = server.url
-            run(args)
-    else:
-        run(args)
+    run_on_server(args, run)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -48,7 +48,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import soundfile
-from match import admin, build, existing_tracks  # benchmarks/match.py: the replicated catalogue
+from match import admin, build, existing_tracks, run_on_server  # benchmarks/match.py: the replicated catalogue
 from sqlalchemy.engine import make_url
 
 from fpstore.signal.audio import load_audio
@@ -204,16 +204,7 @@ def main() -> None:
     args = parser.parse_args()
     if (args.server is None) == (args.embedded is None):
         parser.error("give one of --server and --embedded")
-    if args.embedded is not None:
-        from fpstore.db.embedded import EmbeddedServer
-
-        args.embedded.mkdir(parents=True, exist_ok=True)
-        args.embedded.chmod(0o755)  # the server's own user (when we are root) must reach its data folder
-        with EmbeddedServer(args.embedded) as server:
-            args.server = server.url
-            run(args)
-    else:
-        run(args)
+    run_on_server(args, run)
 
 
 def run(args: argparse.Namespace) -> None:
