@@ -656,18 +656,15 @@ def _evidence(plain: bool, count: str | None, shifts: int | None, speeds: str | 
               robust: Any = None, *, pool_speeds: bool | None = None, merge_first: bool | None = None,
               whitened: bool | None = None) -> Any:
     """The :class:`fpstore.match.Evidence` the options ask for: ``robust`` (ROBUST) or PLAIN, the parts given changed."""
-    from fpstore.match import PLAIN, ROBUST
+    from fpstore.match import PLAIN, ROBUST, evidence_with
     from fpstore.signal.query_peaks import WHITENED
 
     try:
-        factors = tuple(float(f) for f in speeds.split(",")) if speeds else None
+        return evidence_with(PLAIN if plain else robust or ROBUST, speeds=speeds, count=count, shifts=shifts,
+                             tolerance=tolerance, pool_speeds=pool_speeds, merge_first=merge_first,
+                             picks=None if whitened is None else (WHITENED,) if whitened else ())
     except ValueError as exc:
         raise click.BadParameter(f"{speeds!r} is not a comma-separated list of numbers", param_hint="--speeds") from exc
-    given: dict[str, Any] = {"count": count, "shifts": shifts, "speeds": factors, "tolerance": tolerance,
-                             "pool_speeds": pool_speeds, "merge_first": merge_first,
-                             "picks": None if whitened is None else (WHITENED,) if whitened else ()}
-    return dataclasses.replace(PLAIN if plain else robust or ROBUST, **{name: value for name, value in given.items()
-                                                             if value is not None})
 
 
 @cli.command("match")

@@ -178,6 +178,28 @@ PLAIN = Evidence()
 ROBUST = Evidence("anchors", 4, (0.99, 1.01, 0.98, 1.02, 0.97, 1.03), tolerance=1)
 
 
+def evidence_with(base: Evidence, *, speeds: str | None = None, **parts: Any) -> Evidence:
+    """``base`` with the parts a command line or a request names changed (a part given as None is kept).
+
+    Parameters
+    ----------
+    base : Evidence
+        ROBUST, PLAIN or another starting point.
+    speeds : str or None
+        Comma-separated speed factors (``"0.98,1.02"``); None keeps ``base.speeds``.
+    **parts
+        Other :class:`Evidence` fields (``count``, ``shifts``, ``tolerance``, ...).
+
+    Raises
+    ------
+    ValueError
+        ``speeds`` is not a comma-separated list of numbers (each caller words it for its user).
+    """
+    factors = tuple(float(factor) for factor in speeds.split(",")) if speeds else None
+    given = {**parts, "speeds": factors}
+    return dataclasses.replace(base, **{name: value for name, value in given.items() if value is not None})
+
+
 @dataclass(frozen=True)
 class DecisionRule:
     """When the best candidate is credible enough to be named.

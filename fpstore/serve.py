@@ -69,6 +69,7 @@ from fpstore.match import (
     Evidence,
     MatchResult,
     PreparedQuery,
+    evidence_with,
     match_prepared,
     prepare_stream,
 )
@@ -149,11 +150,9 @@ def _evidence(plain: bool, count: Literal["pairs", "anchors"] | None, shifts: in
               tolerance: int | None) -> Evidence:
     """ROBUST (or PLAIN) with the parts a request names changed, as ``fpstore match``'s options do."""
     try:
-        factors = tuple(float(f) for f in speeds.split(",")) if speeds else None
+        return evidence_with(PLAIN if plain else ROBUST, speeds=speeds, count=count, shifts=shifts, tolerance=tolerance)
     except ValueError:
         raise ApiError(422, f"speeds={speeds!r} is not a comma-separated list of numbers") from None
-    given: dict[str, Any] = {"count": count, "shifts": shifts, "speeds": factors, "tolerance": tolerance}
-    return dataclasses.replace(PLAIN if plain else ROBUST, **{k: v for k, v in given.items() if v is not None})
 
 
 def match_options(
