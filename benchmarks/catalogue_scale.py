@@ -43,7 +43,9 @@ from sqlalchemy.engine import make_url
 
 from fpstore.db.store import Store
 from fpstore.ingest import ingest
-from fpstore.match import ROBUST, DecisionRule, PreparedQuery, match_prepared
+from fpstore.matching.evidence import ROBUST, DecisionRule
+from fpstore.matching.matcher import match_prepared
+from fpstore.matching.query import PreparedQuery
 from fpstore.signal.audio import load_audio
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.variants import speed_variant

@@ -4,8 +4,8 @@ Each track of a synthetic catalogue receives chance events uniformly over its of
 ``rate`` events per bin), and each event adds 1 to ``largest_clump`` votes to its bin at once, as a
 repeated bar or chord of real music can. No track matches: every alarm is false. For each setting
 the script prints the share of trials in which the best-voted track is named at ``--alpha`` by the
-Poisson bound (:func:`fpstore.significance.chance_log10_p`) and by the tracks null
-(:func:`fpstore.significance.tracks_null_log10_p`).
+Poisson bound (:func:`fpstore.matching.significance.chance_log10_p`) and by the tracks null
+(:func:`fpstore.matching.significance.tracks_null_log10_p`).
 
     python benchmarks/clumped_chance.py --trials 200 --alpha 0.05
 
@@ -19,8 +19,8 @@ import argparse
 
 import numpy as np
 
-from fpstore.significance import chance_log10_p, offset_bins, track_log_p, tracks_null_log10_p
-from fpstore.vote import vote
+from fpstore.matching.significance import chance_log10_p, offset_bins, track_log_p, tracks_null_log10_p
+from fpstore.matching.vote import vote
 
 
 def clumped_votes(rng: np.random.Generator, n_tracks: int, rate: float,

@@ -55,14 +55,9 @@ from fpstore.db.compact import compact
 from fpstore.db.embedded import EmbeddedServer
 from fpstore.db.store import Store
 from fpstore.ingest import ingest
-from fpstore.match import (
-    ALL_ZONES,
-    PLAIN_MIN_VOTES_ALL_ZONES,
-    PLAIN_MIN_VOTES_ONE_ZONE,
-    DecisionRule,
-    MatchResult,
-    match_fingerprint,
-)
+from fpstore.matching.evidence import ALL_ZONES, PLAIN_MIN_VOTES_ALL_ZONES, PLAIN_MIN_VOTES_ONE_ZONE, DecisionRule
+from fpstore.matching.ranking import match_fingerprint
+from fpstore.matching.results import MatchResult
 from fpstore.signal.fingerprint import Fingerprint, fingerprint_signal
 
 ID_STEP = 1024

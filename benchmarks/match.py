@@ -21,7 +21,7 @@ index ``(zone, hash) INCLUDE (track_id, t_anchor)`` instead (index-only scans); 
 both. ``--match-zone`` (repeatable) chooses the zones that vote; ``--reuse`` keeps a database already
 built at the right size, so the timing can be re-run alone (with ``--keep``); ``--compact`` runs
 ``fpstore db compact`` (one partition, heap sorted by ``(zone, hash)``) before timing. Queries are matched
-as ``fpstore match`` does by default (:data:`fpstore.match.ROBUST` evidence: distinct anchors, then four
+as ``fpstore match`` does by default (:data:`fpstore.matching.evidence.ROBUST` evidence: distinct anchors, then four
 sub-hop shifts with a 1-frame tolerance and speeds, tried lazily; the calibrated rule under the tracks
 null); ``--plain`` takes the notebook's vote, ``--alpha``, ``--min-votes``, ``--null`` and
 ``--offset-tolerance`` change the rule and the evidence as ``fpstore match``'s options do.
@@ -56,7 +56,10 @@ from fpstore.db.compact import compact
 from fpstore.db.maintenance import set_lookup_index
 from fpstore.db.store import Store
 from fpstore.ingest import ingest
-from fpstore.match import ALL_ZONES, PLAIN, ROBUST, DecisionRule, Evidence, PreparedQuery, match_fingerprint, match_prepared
+from fpstore.matching.evidence import ALL_ZONES, PLAIN, ROBUST, DecisionRule, Evidence
+from fpstore.matching.matcher import match_prepared
+from fpstore.matching.query import PreparedQuery
+from fpstore.matching.ranking import match_fingerprint
 from fpstore.signal.audio import load_audio
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.variants import speed_variant

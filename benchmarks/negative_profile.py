@@ -1,7 +1,7 @@
 """Where a query that names nothing spends its time: fingerprints of the variants, lookups, vote and null.
 
 Matches each query of ``--queries`` (WAV/FLAC/MP3 files, or a ``queries.csv`` of the corpus layout: its
-rows with an empty ``true_track``) as ``fpstore match`` does by default (:data:`fpstore.match.ROBUST`,
+rows with an empty ``true_track``) as ``fpstore match`` does by default (:data:`fpstore.matching.evidence.ROBUST`,
 the calibrated rule), against an existing database, and splits each query's wall time into:
 
 - ``fingerprint``: the query as it is (decoding excluded: the samples are read before timing);
@@ -34,7 +34,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from fpstore.db.store import Store
-from fpstore.match import ROBUST, DecisionRule, PreparedQuery, match_prepared
+from fpstore.matching.evidence import ROBUST, DecisionRule
+from fpstore.matching.matcher import match_prepared
+from fpstore.matching.query import PreparedQuery
 from fpstore.signal.audio import load_audio
 from fpstore.signal.variants import speed_variant
 

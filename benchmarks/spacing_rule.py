@@ -1,6 +1,6 @@
 """An experiment for issue 11: "no match" rules measured on held-out negatives as the catalogue grows.
 
-The Poisson bound behind ``score`` (:mod:`fpstore.significance`) assumes chance votes spread evenly
+The Poisson bound behind ``score`` (:mod:`fpstore.matching.significance`) assumes chance votes spread evenly
 over the offset bins; real music's do not (repeated bars align by chance), so at ``alpha = 1e-3`` it
 names a track for many negatives. This script measures it against two nulls computed per query from
 the votes of the tracks that did *not* match:
@@ -14,7 +14,7 @@ the votes of the tracks that did *not* match:
       p = (1 + (M_1 - M_2) / (m * beta_hat)) ** -m,    beta_hat = max(mean(spacings), 0.5)
 
   one test per query (times the tests the evidence makes: its speed factors, and its shifts);
-- the *tracks* null, fpstore's ``--null tracks`` (:func:`fpstore.significance.tracks_null_log10_p`),
+- the *tracks* null, fpstore's ``--null tracks`` (:func:`fpstore.matching.significance.tracks_null_log10_p`),
   when ``--null tracks`` is given: the score column is then that null's.
 
 The script ingests the ``in_db=1`` clips of a corpus into an embedded database (kept in ``--workdir``),
@@ -51,7 +51,9 @@ from fpstore.db.catalogue import open_store
 from fpstore.db.embedded import EmbeddedServer
 from fpstore.db.store import Store
 from fpstore.ingest import ingest
-from fpstore.match import PLAIN, ROBUST, DecisionRule, match_prepared, prepare_query
+from fpstore.matching.evidence import PLAIN, ROBUST, DecisionRule
+from fpstore.matching.matcher import match_prepared
+from fpstore.matching.query import prepare_query
 
 ALPHAS = (1e-2, 1e-3, 1e-4)
 

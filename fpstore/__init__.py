@@ -5,9 +5,11 @@ The names a script needs are importable from here::
     from fpstore import FingerprintParams, fingerprint_file, ingest, match_files, open_store
 
 The layers below them (docs/api.md): :mod:`fpstore.signal` (decoding and the fingerprint
-pipeline on arrays), :mod:`fpstore.db` (every SQL statement and connection), the operations
-(:mod:`fpstore.ingest`, :mod:`fpstore.match`, :mod:`fpstore.evaluate`, :mod:`fpstore.pickle_io`,
-:mod:`fpstore.report`, :mod:`fpstore.plots`) and the command line, :mod:`fpstore.cli`.
+pipeline on arrays) and the pure matching math of :mod:`fpstore.matching`, :mod:`fpstore.db` (every SQL
+statement and connection), the operations (:mod:`fpstore.ingest`, the matcher
+:mod:`fpstore.matching.matcher`, :mod:`fpstore.evaluate`, :mod:`fpstore.pickle_io`, :mod:`fpstore.report`,
+:mod:`fpstore.plots`) on the infrastructure of :mod:`fpstore.runtime`, and the command line,
+:mod:`fpstore.cli`.
 
 Names are imported on first use, so ``import fpstore`` stays cheap for worker processes that need only
 the signal layer.
@@ -34,17 +36,10 @@ if TYPE_CHECKING:
     from fpstore.db.catalogue import open_store
     from fpstore.db.store import Store
     from fpstore.ingest import IngestSummary, ingest
-    from fpstore.match import (
-        PLAIN,
-        ROBUST,
-        DecisionRule,
-        Evidence,
-        MatchResult,
-        match_files,
-        match_fingerprint,
-        match_queries,
-        match_signal,
-    )
+    from fpstore.matching.evidence import PLAIN, ROBUST, DecisionRule, Evidence
+    from fpstore.matching.matcher import match_files, match_queries, match_signal
+    from fpstore.matching.ranking import match_fingerprint
+    from fpstore.matching.results import MatchResult
     from fpstore.signal.fingerprint import Fingerprint, fingerprint_file, fingerprint_signal
     from fpstore.signal.params import FingerprintParams, Zone
 
@@ -53,9 +48,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "Store": "fpstore.db.store", "open_store": "fpstore.db.catalogue",
     "IngestSummary": "fpstore.ingest", "ingest": "fpstore.ingest",
-    "DecisionRule": "fpstore.match", "MatchResult": "fpstore.match", "match_files": "fpstore.match",
-    "Evidence": "fpstore.match", "PLAIN": "fpstore.match", "ROBUST": "fpstore.match",
-    "match_fingerprint": "fpstore.match", "match_queries": "fpstore.match", "match_signal": "fpstore.match",
+    "DecisionRule": "fpstore.matching.evidence", "Evidence": "fpstore.matching.evidence",
+    "PLAIN": "fpstore.matching.evidence", "ROBUST": "fpstore.matching.evidence",
+    "MatchResult": "fpstore.matching.results", "match_fingerprint": "fpstore.matching.ranking",
+    "match_files": "fpstore.matching.matcher", "match_queries": "fpstore.matching.matcher",
+    "match_signal": "fpstore.matching.matcher",
     "Fingerprint": "fpstore.signal.fingerprint", "fingerprint_file": "fpstore.signal.fingerprint",
     "fingerprint_signal": "fpstore.signal.fingerprint",
     "FingerprintParams": "fpstore.signal.params", "Zone": "fpstore.signal.params",

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 import fpstore
-from fpstore.config import Settings, parse_zone, resolve_settings, settings_in_force
 from fpstore.db.access import grant_reader
 from fpstore.db.catalogue import open_store
 from fpstore.db.clients import accepts_connections, run_psql, serve, url_in_force
@@ -45,12 +44,13 @@ from fpstore.monitor import (
 from fpstore.pickle_io import PickleSummary, export_seed_pickle, import_seed_pickle
 from fpstore.plots import plot_fingerprint
 from fpstore.report import ZONE_COLUMNS, Report, build_report
+from fpstore.runtime.config import Settings, parse_zone, resolve_settings, settings_in_force
+from fpstore.runtime.wording import counted
 from fpstore.signal.audio import display_path
 from fpstore.signal.synth import write_example_audio, write_example_clip
-from fpstore.wording import counted
 
 if TYPE_CHECKING:
-    from fpstore.match import Null
+    from fpstore.matching.evidence import Null
 
 EXIT_SOME_FILES_FAILED = 3
 #: ``cluster status``: it listed every shard, and some could not answer.
@@ -593,7 +593,7 @@ def example_audio_command(folder: str, n_tracks: int, duration_s: float, clip_pa
 # -- matching (issue 4) ---------------------------------------------------------------------------------
 def match_options(command: F) -> F:
     """Options shared by ``match`` and ``eval``: the zone and the "no match" rule."""
-    from fpstore.match import (
+    from fpstore.matching.evidence import (
         DEFAULT_ALPHA,
         DEFAULT_MIN_RATIO,
         DEFAULT_ZONE,
@@ -655,8 +655,8 @@ def evidence_options(command: F) -> F:
 def _evidence(plain: bool, count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
               robust: Any = None, *, pool_speeds: bool | None = None, merge_first: bool | None = None,
               whitened: bool | None = None) -> Any:
-    """The :class:`fpstore.match.Evidence` the options ask for: ``robust`` (ROBUST) or PLAIN, the parts given changed."""
-    from fpstore.match import PLAIN, ROBUST, evidence_with
+    """The :class:`~fpstore.matching.evidence.Evidence` the options ask for: ROBUST or PLAIN, the parts given changed."""
+    from fpstore.matching.evidence import PLAIN, ROBUST, evidence_with
     from fpstore.signal.query_peaks import WHITENED
 
     try:
@@ -702,7 +702,8 @@ def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zo
       fpstore match --plain --min-votes 15 query.wav   # the notebook's vote
       ffmpeg -i clip.m4a -f wav - | fpstore match -
     """
-    from fpstore.match import DecisionRule, match_queries
+    from fpstore.matching.evidence import DecisionRule
+    from fpstore.matching.matcher import match_queries
 
     some_failed = False
     evidence = _evidence(plain, count, shifts, speeds, tolerance, pool_speeds=pool_speeds, merge_first=merge_first,
@@ -775,7 +776,7 @@ def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, 
       fpstore eval queries/queries.csv --plain --min-votes 15 --out eval_plain
     """
     from fpstore.evaluate import format_summary, run_eval
-    from fpstore.match import DecisionRule
+    from fpstore.matching.evidence import DecisionRule
 
     evidence = _evidence(plain, count, shifts, speeds, tolerance, pool_speeds=pool_speeds, merge_first=merge_first,
                          whitened=whitened)
@@ -847,7 +848,7 @@ def monitor_command(ctx: click.Context, store: Store, source: str, window_s: flo
     """
     import signal
 
-    from fpstore.match import DecisionRule
+    from fpstore.matching.evidence import DecisionRule
     from fpstore.monitor import WINDOW_EVIDENCE, StreamMonitor, audio_blocks
 
     if hop_s > window_s:

@@ -37,9 +37,10 @@ from fpstore.db.duplicates import DuplicatePair, sampled_hashes
 from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
 from fpstore.errors import ParameterError
-from fpstore.match import ALL_ZONES, fetch_postings
+from fpstore.matching.evidence import ALL_ZONES
+from fpstore.matching.ranking import fetch_postings
+from fpstore.matching.vote import expand_matches, query_keys, vote
 from fpstore.signal.fingerprint import Fingerprint
-from fpstore.vote import expand_matches, query_keys, vote
 
 #: Default smallest ratio of a duplicate, measured on the real-music dev corpus (docs/tracks.md, "Duplicates";
 #: benchmarks/duplicates.py): copies scored FLAC at 16 kHz >= 0.63, MP3 128k >= 0.49, MP3 64k >= 0.18,

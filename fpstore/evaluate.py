@@ -30,7 +30,10 @@ import numpy as np
 
 from fpstore.db.store import Store
 from fpstore.errors import NotFound, ParameterError
-from fpstore.match import ALL_ZONES, ROBUST, DecisionRule, Evidence, MatchResult, match_prepared, prepare_query
+from fpstore.matching.evidence import ALL_ZONES, ROBUST, DecisionRule, Evidence
+from fpstore.matching.matcher import match_prepared
+from fpstore.matching.query import prepare_query
+from fpstore.matching.results import MatchResult
 
 #: Columns that are never labels.
 RESERVED_COLUMNS = ("file", "true_track", "start_s")

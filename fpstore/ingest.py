@@ -1,7 +1,7 @@
 """Ingest: walk a folder, fingerprint every new audio file in worker processes, write tracks in batches.
 
 Data flows one way: path → content digest (skip known content) → worker: decode + fingerprint
-(:mod:`fpstore.workers`) → a batch of tracks and their postings, written by a writer thread in one
+(:mod:`fpstore.runtime.workers`) → a batch of tracks and their postings, written by a writer thread in one
 transaction with binary COPY, through one of two writers:
 
 - :class:`OrdinaryWriter`: the store's ordinary path (``hashes_main``, index maintained row by row);
@@ -10,7 +10,7 @@ transaction with binary COPY, through one of two writers:
 
 Conventions
 -----------
-- Files are visited in sorted order of their path (:func:`fpstore.files.scan_folder`); the other files of
+- Files are visited in sorted order of their path (:func:`fpstore.runtime.files.scan_folder`); the other files of
   a folder are counted by extension, not read.
 - Memory stays bounded: at most ``2 * jobs`` files are in flight and a batch holds at most
   ``batch_postings`` postings before it is written; one batch is written while the next one fills.
@@ -22,7 +22,7 @@ Conventions
   aside: what its writer had committed is reported written, its other files fail with one line each,
   and so does every new file after it (it cannot be checked for duplicates against that shard; a file
   already stored is still skipped), until a rerun with every shard back finishes the work. With
-  ``scheduler``, dask workers fingerprint and write the files instead (:mod:`fpstore.dask_workers`).
+  ``scheduler``, dask workers fingerprint and write the files instead (:mod:`fpstore.runtime.dask_workers`).
 - A new track that duplicates a stored one by content (:mod:`fpstore.duplicates`: most hashes aligned at
   one offset) is skipped, kept or replaces it (``on_duplicate``). It is compared with the tracks
   committed when its fingerprint is ready: those stored before the run and this run's batches (ordinary
@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from fpstore.dask_workers import DaskWriters, WriteJob
 from fpstore.db.bulk import BulkLoad
 from fpstore.db.cluster import ClusterStore, shard_of_digest
 from fpstore.db.runs import Run
@@ -51,11 +50,12 @@ from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
 from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateCheck, OnDuplicate, OnExcerpt, unchecked_reason
 from fpstore.errors import DatabaseError, NotFound, ShardDown
-from fpstore.files import FolderScan, file_sha256, one_line, scan_folder, unreadable_reason
+from fpstore.runtime.dask_workers import DaskWriters, WriteJob
+from fpstore.runtime.files import FolderScan, file_sha256, one_line, scan_folder, unreadable_reason
+from fpstore.runtime.wording import counted
+from fpstore.runtime.workers import Fingerprinter
 from fpstore.signal.audio import display_path
 from fpstore.signal.params import FingerprintParams
-from fpstore.wording import counted
-from fpstore.workers import Fingerprinter
 
 #: Runs over at least this many files take the bulk path (docs/speed.md).
 BULK_MIN_FILES = 64
@@ -665,7 +665,7 @@ def ingest(
         skipped or failed before that.
     scheduler : str or None
         Address of a dask.distributed scheduler (``tcp://host:8786``): its workers decode, fingerprint
-        and write the files (:mod:`fpstore.dask_workers`; ``jobs``, ``bulk`` and the batch sizes are then
+        and write the files (:mod:`fpstore.runtime.dask_workers`; ``jobs``, ``bulk`` and the batch sizes are then
         not used). None: this machine's worker processes, and the writer of this process.
 
     Returns

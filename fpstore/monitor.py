@@ -2,12 +2,12 @@
 
 The stream is cut into overlapping windows (:class:`fpstore.signal.windows.SlidingWindows`). A window
 that no open segment explains is matched as ``fpstore match`` matches a query
-(:func:`fpstore.match.match_prepared`: distinct anchors, sub-hop shifts, speed factors, the tracks null
+(:func:`fpstore.matching.matcher.match_prepared`: distinct anchors, sub-hop shifts, speed factors, the tracks null
 and its ``alpha``); a track it names opens a segment at that track, alignment and **speed**. While a
 segment is open, each next window is first given one targeted test (:func:`track_evidence`): it is
 fingerprinted at the segment's speed, and the hashes that align with the segment's track within a few
 frames of the offset the segment predicts are counted. When chance is unlikely to have put that many
-there (the Poisson bound of :mod:`fpstore.significance` on that track's own collisions, over the offsets
+there (the Poisson bound of :mod:`fpstore.matching.significance` on that track's own collisions, over the offsets
 searched), the window continues the segment, whatever else it also matches: a section the track
 repeats does not split it. Only a window the test rejects is matched afresh; the stream's last speed
 is tried first, then the matcher's looks.
@@ -31,7 +31,7 @@ Conventions
 - Times ending in ``_s`` are seconds: stream times from the stream's first sample, track times from
   the track's start. Frames are STFT frames of the (speed-corrected) window.
 - A window's ``offset_s`` is the track time at the window's first sample (negative if the track begins
-  inside the window), as :class:`fpstore.match.Candidate` reports it.
+  inside the window), as :class:`fpstore.matching.results.Candidate` reports it.
 - A speed is the rate the stream plays the track at (1.02: 2 % fast): one second of stream holds
   ``speed`` seconds of track.
 """
@@ -49,29 +49,20 @@ import numpy as np
 
 from fpstore.db.store import Store
 from fpstore.errors import ParameterError
-from fpstore.match import (
-    ALL_ZONES,
-    DEFAULT_ZONE,
-    ROBUST,
-    STDIN_ARGUMENT,
-    STDIN_LABEL,
-    DecisionRule,
-    Evidence,
-    MatchResult,
-    PreparedQuery,
-    fetch_postings,
-    match_fingerprint,
-    match_prepared,
-)
+from fpstore.matching.evidence import ALL_ZONES, DEFAULT_ZONE, ROBUST, DecisionRule, Evidence
+from fpstore.matching.matcher import match_prepared
+from fpstore.matching.query import STDIN_ARGUMENT, STDIN_LABEL, PreparedQuery
+from fpstore.matching.ranking import fetch_postings, match_fingerprint
+from fpstore.matching.results import MatchResult
+from fpstore.matching.significance import offset_bins, poisson_log_tail
+from fpstore.matching.vote import pair_indices, query_keys
 from fpstore.signal.analysis import Fingerprint
 from fpstore.signal.audio import can_stream, load_audio, stream_audio, stream_audio_from
 from fpstore.signal.params import BITS_DT, FingerprintParams
 from fpstore.signal.variants import SpeedVariant, speed_variant
 from fpstore.signal.windows import SlidingWindows
-from fpstore.significance import offset_bins, poisson_log_tail
-from fpstore.vote import pair_indices, query_keys
 
-#: The looks a window matched afresh may take: those of :data:`fpstore.match.ROBUST` (distinct anchors,
+#: The looks a window matched afresh may take: those of :data:`fpstore.matching.evidence.ROBUST` (distinct anchors,
 #: votes tolerant to +-1 frame, speeds of +-1, 2, 3 %) without its sub-hop shifts, which lift short
 #: queries: a 10 s window holds hashes enough, and each shift is one more fingerprint a window.
 WINDOW_EVIDENCE = Evidence("anchors", 1, ROBUST.speeds, tolerance=1)
@@ -332,7 +323,7 @@ def track_evidence(store: Store, fingerprint: Fingerprint, params: FingerprintPa
     ``offset_frames +- reach`` are tried, each pooling its neighbours (+-1 frame, as the matcher's offset
     tolerance does), and the fullest wins. Its chance bound is the Poisson tail of that track's own
     collisions in this window (their mean per bin, times the 3 bins pooled), times the offsets tried
-    (:func:`fpstore.significance.poisson_log_tail`).
+    (:func:`fpstore.matching.significance.poisson_log_tail`).
 
     Parameters
     ----------

@@ -17,7 +17,7 @@ audio or a bad parameter, 503 database unreachable.
 
 Conventions
 -----------
-- Offsets in answers are in frames and seconds, as in :class:`fpstore.match.Candidate`.
+- Offsets in answers are in frames and seconds, as in :class:`fpstore.matching.results.Candidate`.
 - Sizes are bytes. The bearer token, when set, guards every route but ``/v1/health``, the page and the
   API description (which hold no catalogue data; the page asks for the token).
 """
@@ -57,8 +57,7 @@ from fpstore.errors import (
     ParameterError,
     ProfileMismatch,
 )
-from fpstore.histogram import offset_histogram
-from fpstore.match import (
+from fpstore.matching.evidence import (
     ALL_ZONES,
     DEFAULT_MIN_RATIO,
     DEFAULT_ZONE,
@@ -67,12 +66,12 @@ from fpstore.match import (
     ROBUST,
     DecisionRule,
     Evidence,
-    MatchResult,
-    PreparedQuery,
     evidence_with,
-    match_prepared,
-    prepare_stream,
 )
+from fpstore.matching.histogram import offset_histogram
+from fpstore.matching.matcher import match_prepared
+from fpstore.matching.query import PreparedQuery, prepare_stream
+from fpstore.matching.results import MatchResult
 from fpstore.report import build_report
 from fpstore.signal.analysis import Fingerprint
 from fpstore.signal.hashing import ZoneHashes

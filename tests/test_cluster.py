@@ -28,17 +28,18 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from fpstore.cli import cli
-from fpstore.dask_workers import WriteJob, fingerprint_and_write
 from fpstore.db.catalogue import open_store
 from fpstore.db.cluster import ClusterStore, init_cluster, is_router, open_cluster, shard_of_digest
 from fpstore.db.embedded import EmbeddedServer
 from fpstore.db.store import Store
 from fpstore.errors import ParameterError, ShardDown
-from fpstore.files import file_sha256
 from fpstore.ingest import ingest
-from fpstore.match import DecisionRule, Null, match_signal
+from fpstore.matching.evidence import DecisionRule, Null
+from fpstore.matching.matcher import match_signal
 from fpstore.pickle_io import POSTING_T_BITS, POSTING_T_MASK, export_seed_pickle, read_seed_pickle
 from fpstore.report import build_report
+from fpstore.runtime.dask_workers import WriteJob, fingerprint_and_write
+from fpstore.runtime.files import file_sha256
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.synth import synth_tune
 

@@ -13,7 +13,7 @@ from fpstore.db.compact import compact
 from fpstore.db.maintenance import set_lookup_index
 from fpstore.db.tracks import TrackRecord
 from fpstore.ingest import ingest
-from fpstore.match import match_signal
+from fpstore.matching.matcher import match_signal
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.synth import synth_tune
 

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from fpstore.cli import cli
-from fpstore.config import settings_in_force
 from fpstore.errors import ParameterError
+from fpstore.runtime.config import settings_in_force
 
 GOOD = """
 [database]

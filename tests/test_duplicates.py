@@ -14,7 +14,7 @@ from fpstore.db.duplicates import sampled_hashes
 from fpstore.duplicates import find_duplicates, linked_groups
 from fpstore.errors import ParameterError
 from fpstore.ingest import ingest
-from fpstore.match import match_files
+from fpstore.matching.matcher import match_files
 from fpstore.pickle_io import export_seed_pickle, import_seed_pickle
 from fpstore.report import build_report
 

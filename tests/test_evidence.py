@@ -17,24 +17,17 @@ from hypothesis import strategies as st
 from fpstore.cli import _evidence, cli
 from fpstore.errors import ParameterError
 from fpstore.ingest import ingest
-from fpstore.match import (
-    ALL_ZONES,
-    PLAIN,
-    ROBUST,
-    DecisionRule,
-    Evidence,
-    match_fingerprint,
-    match_prepared,
-    match_signal,
-    prepare_query,
-)
+from fpstore.matching.evidence import ALL_ZONES, PLAIN, ROBUST, DecisionRule, Evidence
+from fpstore.matching.matcher import match_prepared, match_signal
+from fpstore.matching.query import prepare_query
+from fpstore.matching.ranking import match_fingerprint
+from fpstore.matching.significance import TRACKS_NULL_DEPTH, TRACKS_NULL_SKIP
+from fpstore.matching.vote import distinct_anchor_votes, pair_indices
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.hashing import ZoneHashes
 from fpstore.signal.query_peaks import QueryPicking
 from fpstore.signal.synth import synth_tune
 from fpstore.signal.variants import change_speed, check_variants, shift_samples
-from fpstore.significance import TRACKS_NULL_DEPTH, TRACKS_NULL_SKIP
-from fpstore.vote import distinct_anchor_votes, pair_indices
 
 SR = 22050
 HOP = 1024

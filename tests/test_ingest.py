@@ -14,8 +14,8 @@ from helpers import oracle_pairs, sorted_pairs, write_tunes
 from sqlalchemy import text
 
 from fpstore.errors import ProfileMismatch
-from fpstore.files import discover_audio_files, scan_folder
 from fpstore.ingest import ingest
+from fpstore.runtime.files import discover_audio_files, scan_folder
 from fpstore.signal.params import NOTEBOOK_PARAMS, FingerprintParams
 
 pytestmark = pytest.mark.postgres

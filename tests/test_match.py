@@ -20,22 +20,14 @@ from fpstore.cli import cli
 from fpstore.db.lookup import LookupStatement
 from fpstore.errors import AudioError, ParameterError
 from fpstore.ingest import ingest
-from fpstore.match import (
-    ALL_ZONES,
-    DEFAULT_ALPHA,
-    PLAIN,
-    ROBUST,
-    DecisionRule,
-    match_files,
-    match_fingerprint,
-    match_queries,
-    match_signal,
-)
+from fpstore.matching.evidence import ALL_ZONES, DEFAULT_ALPHA, PLAIN, ROBUST, DecisionRule
+from fpstore.matching.matcher import match_files, match_queries, match_signal
+from fpstore.matching.ranking import match_fingerprint
+from fpstore.matching.significance import chance_scores
+from fpstore.matching.vote import vote
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.synth import synth_tune
-from fpstore.significance import chance_scores
-from fpstore.vote import vote
 
 SR = 22050
 HOP = 1024

@@ -420,8 +420,8 @@ def test_ctrl_c_and_sigterm_print_the_open_segment_cut_short(mix, db_url, how, s
 @pytest.mark.postgres
 def test_a_remembering_lookup_gives_the_postings_a_fresh_one_gives(mix) -> None:
     """Overlapping windows' keys, asked in turn: the same postings whether remembered or fetched."""
+    from fpstore.matching.vote import query_keys
     from fpstore.signal.fingerprint import fingerprint_signal
-    from fpstore.vote import query_keys
 
     store = mix[0]
     params, zone_id = store.params(duration_s=None), store.zone_ids()["Fsmall_Tlong"]

@@ -31,8 +31,8 @@ from sqlalchemy.engine import make_url
 from fpstore.db.embedded import EmbeddedServer
 from fpstore.db.store import Store, head_revision
 from fpstore.errors import SchemaNotAtHead
-from fpstore.files import unreadable_reason
 from fpstore.ingest import ingest
+from fpstore.runtime.files import unreadable_reason
 from fpstore.signal.synth import synth_tune
 
 pytestmark = pytest.mark.postgres
@@ -165,7 +165,7 @@ def test_failed_files_make_exit_status_3_unless_allowed(db_url, bad_folder) -> N
 def test_unreadable_file_gets_permission_denied(tmp_path) -> None:
     locked = write_tunes(tmp_path, [1])[0]
     locked.chmod(0)
-    probe = ("from pathlib import Path; from fpstore.files import unreadable_reason; "
+    probe = ("from pathlib import Path; from fpstore.runtime.files import unreadable_reason; "
              f"print(unreadable_reason(Path({str(locked)!r})))")
     if IS_ROOT:  # root reads anything: drop the capabilities that let it, as an ordinary user lacks them
         if shutil.which("setpriv") is None:

@@ -1,4 +1,4 @@
-"""The chance model of the vote (fpstore.significance), on arrays: bounds, corrections, false alarms."""
+"""The chance model of the vote (fpstore.matching.significance), on arrays: bounds, corrections, false alarms."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fpstore.significance import (
+from fpstore.matching.significance import (
     chance_log10_p,
     chance_scores,
     offset_bins,
@@ -17,7 +17,7 @@ from fpstore.significance import (
     track_log_p,
     tracks_null_log10_p,
 )
-from fpstore.vote import vote
+from fpstore.matching.vote import vote
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from clumped_chance import alarm_rates, clumped_votes  # noqa: E402  (a benchmark script, not a package)

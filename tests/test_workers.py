@@ -11,7 +11,7 @@ from helpers import alive, wait_until, write_tunes
 from sqlalchemy import create_engine, text
 
 from fpstore import cli
-from fpstore.workers import _death_at_start_message
+from fpstore.runtime.workers import _death_at_start_message
 
 PROCESS_TIMEOUT_S = 300
 

@@ -15,7 +15,7 @@ anchor's five strongest targets. A :class:`QueryPicking` takes back what noise t
   puts most of its energy in the low bins, where most stored peaks lie).
 
 The extra hashes cost lookups and chance votes; the matcher's null measures the chance votes
-(:mod:`fpstore.match`, :class:`fpstore.match.Evidence`).
+(:mod:`fpstore.matching`, :class:`fpstore.matching.evidence.Evidence`).
 
 Conventions
 -----------

@@ -9,7 +9,7 @@ Both functions take the query's hashes as the seed's unsigned values (``bigint``
 index (one index scan per zone over the query's distinct hashes, ``hash = ANY(array)``), count postings
 per ``(track_id, t_anchor - t_query)`` and
 return, per track, its fullest bin, ranked by votes descending, then track id; a track's offset is the
-smallest among its fullest bins. fpstore's Python matcher (fpstore.match) ranks the same way.
+smallest among its fullest bins. fpstore's Python matcher (fpstore.matching.ranking) ranks the same way.
 """
 
 from __future__ import annotations

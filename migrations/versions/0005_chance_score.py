@@ -6,7 +6,7 @@ Create Date: 2026-12-02
 
 ``fpstore_match_zones`` and ``fpstore_match`` take the same arguments as before and return one more
 column, ``score double precision``: ``-log10 p``, where ``p`` bounds the probability that chance fills
-some tested ``(track, offset)`` bin with the track's votes (``fpstore.significance``: per track ``j``,
+some tested ``(track, offset)`` bin with the track's votes (``fpstore.matching.significance``: per track ``j``,
 ``n_j`` vote pairs over ``B_j = tracks.n_frames + (max(t_query) - min(t_query))`` offset bins;
 ``p = min(1, sum_j B_j * P(Poisson(n_j / B_j) >= votes))``, bounded in closed form). A caller that
 names its columns (``SELECT track_id, offset_frames, votes FROM fpstore_match(...)``) reads the same

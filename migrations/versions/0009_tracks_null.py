@@ -5,7 +5,7 @@ Revises: 0008
 Create Date: 2026-12-03
 
 ``fpstore_match_tracks(zone_names, seed_hashes, t_query, top_k DEFAULT 5, count_anchors DEFAULT true)``
-is 0006's vote (same text, same ranking) whose ``score`` is the tracks null of ``fpstore.significance``
+is 0006's vote (same text, same ranking) whose ``score`` is the tracks null of ``fpstore.matching.significance``
 (``DecisionRule(null="tracks")``, ``fpstore match --null tracks``): every voted track's own Poisson
 evidence (``fpstore_track_log_p``: its fullest bin against the mean of the votes it counted over its
 offset bins, corrected for those bins), judged on a scale the query measures on its other tracks
@@ -24,7 +24,7 @@ down_revision = "0008"
 branch_labels = None
 depends_on = None
 
-#: ``fpstore.significance.TRACKS_NULL_DEPTH`` and ``TRACKS_NULL_SKIP`` when this revision was written (a test
+#: ``fpstore.matching.significance.TRACKS_NULL_DEPTH`` and ``TRACKS_NULL_SKIP`` when this revision was written (a test
 #: checks they still agree: a change there needs a revision of its own).
 TRACKS_NULL_DEPTH = 30
 TRACKS_NULL_SKIP = 2

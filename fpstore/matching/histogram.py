@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from fpstore.db.store import Store
-from fpstore.match import ALL_ZONES, Count, fetch_postings
+from fpstore.matching.evidence import ALL_ZONES, Count
+from fpstore.matching.ranking import fetch_postings
+from fpstore.matching.vote import distinct_anchor_votes, pair_indices, query_keys
 from fpstore.signal.fingerprint import Fingerprint
 from fpstore.signal.params import FingerprintParams
-from fpstore.vote import distinct_anchor_votes, pair_indices, query_keys
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def offset_histogram(store: Store, fingerprint: Fingerprint, params: Fingerprint
         A zone name, or ``"all"`` to pool every zone.
     track_id : int
     count : {"pairs", "anchors"}
-        What a vote is (:class:`fpstore.match.Evidence`).
+        What a vote is (:class:`fpstore.matching.evidence.Evidence`).
 
     Returns
     -------

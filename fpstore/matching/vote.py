@@ -1,6 +1,6 @@
 """The offset-histogram vote on arrays: pairing fetched postings with query hashes, and counting bins.
 
-Pure numpy, no database: :mod:`fpstore.match` fetches the postings and calls these.
+Pure numpy, no database: :mod:`fpstore.matching.ranking` fetches the postings and calls these.
 
 Conventions
 -----------

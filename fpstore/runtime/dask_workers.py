@@ -26,9 +26,9 @@ from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
 from fpstore.duplicates import DuplicateCheck, OnDuplicate, OnExcerpt, unchecked_reason
 from fpstore.errors import DatabaseError, FpstoreError, ShardDown
-from fpstore.files import one_line
+from fpstore.runtime.files import one_line
+from fpstore.runtime.workers import fingerprint_job
 from fpstore.signal.params import FingerprintParams
-from fpstore.workers import fingerprint_job
 
 
 @dataclass(frozen=True)

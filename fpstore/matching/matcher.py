@@ -1,0 +1,245 @@
+"""The matcher: query files, streams and signals → a :class:`MatchResult` each, with the looks its evidence allows.
+
+A query is looked up as it is first; only when that names nothing are the pooled shifts and peak
+selections, then the other speed factors, looked at (:func:`match_prepared`), so an easy query costs
+one lookup. The ranking of each look is :mod:`fpstore.matching.ranking`; the query preparation
+:mod:`fpstore.matching.query`; the evidence and the rule :mod:`fpstore.matching.evidence`.
+
+Conventions
+-----------
+- Times and offsets are STFT frames unless a name ends in ``_s``.
+- Query files (:func:`match_queries`) are found and checked as ingest finds and checks its files; one
+  that cannot be matched gives a result whose ``error`` is its one-line reason, and the rest go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import BinaryIO, Literal
+
+import numpy as np
+
+from fpstore.db.store import Store
+from fpstore.errors import AudioError, NotFound, ParameterError
+from fpstore.matching.evidence import ALL_ZONES, DEFAULT_ZONE, ROBUST, DecisionRule, Evidence
+from fpstore.matching.query import (
+    STDIN_ARGUMENT,
+    STDIN_LABEL,
+    PreparedQuery,
+    pooled_speeds,
+    prepare_query,
+    prepare_stream,
+)
+from fpstore.matching.ranking import Method, match_fingerprint
+from fpstore.matching.results import MatchResult
+from fpstore.runtime.files import discover_audio_files, one_line
+from fpstore.signal.audio import display_path
+from fpstore.signal.params import FingerprintParams
+from fpstore.signal.variants import SpeedVariant, speed_variant
+
+#: The speeds step looks at a speed with every shift only when, unshifted, its best track scored at least
+#: this (``-log10 p`` after the union bound over the evidence's tests; the rule names a track above 3).
+SCREEN_SCORE = 0.5
+
+
+def match_signal(store: Store, y: np.ndarray, *, evidence: Evidence = ROBUST, **options: object) -> MatchResult:
+    """Fingerprint mono audio at the database's sample rate and match it (options of :func:`match_fingerprint`).
+
+    Parameters
+    ----------
+    store : Store
+    y : np.ndarray [shape=(n,)], float32, mono, at the database's ``sample_rate`` Hz
+    evidence : Evidence
+        Shifts and speeds to fingerprint ``y`` at, and what a vote counts.
+    """
+    params = store.params(duration_s=None)
+    prepared = PreparedQuery(speed_variant(y, params, 1.0, 1), y if evidence.needs_audio else None)
+    return match_prepared(store, prepared, params, evidence=evidence, **options)  # type: ignore[arg-type]
+
+
+
+def match_prepared(store: Store, prepared: PreparedQuery, params: FingerprintParams, *, evidence: Evidence = ROBUST,
+                   zone: str = DEFAULT_ZONE, top_k: int = 5, rule: DecisionRule = DecisionRule(),
+                   method: Method = "python", query: str = "") -> MatchResult:
+    """Match a prepared query as it is; if that names nothing, at every shift; then at the other speeds.
+
+    Each step is one statement and is taken only when the steps before it named nothing, so an easy
+    query costs what a plain one does. The steps after the first use the offset tolerance too. Every
+    step counts as a test (the union bound over the query as it is, then each speed factor at every
+    shift). The speeds step screens the factors unshifted first, and looks at every shift only at the
+    factor whose best track scored at least :data:`SCREEN_SCORE` (a second statement).
+
+    Parameters
+    ----------
+    store : Store
+    prepared : PreparedQuery
+        From :func:`prepare_query` with the same ``evidence``.
+    params : FingerprintParams
+    evidence : Evidence
+    zone, top_k, rule, method, query
+        As in :func:`match_fingerprint`.
+
+    Returns
+    -------
+    result : MatchResult
+        The first step's answer the rule accepts; else the best-scoring one.
+    """
+    def answer(variants: Sequence[SpeedVariant], tolerance: int) -> MatchResult:
+        return match_fingerprint(store, variants, params, zone=zone, top_k=top_k, rule=rule, method=method,
+                                 query=query, count=evidence.count, tests=evidence.tests, tolerance=tolerance)
+
+    def other_speeds() -> MatchResult:
+        # The screen: every other speed unshifted, one statement. Only the speed whose best track stood
+        # out (SCREEN_SCORE) is then looked at with every shift, and that look is the step's answer: a query
+        # that names nothing seldom pays the other speeds' shifts (a quarter of the keys looked up).
+        screened = answer(prepared.screen(params, evidence), evidence.tolerance)
+        if evidence.shifts == 1 or (screened.match is None and screened.score < SCREEN_SCORE):
+            return screened  # unshifted is every shift, or no speed stood out
+        return answer([prepared.at_speed(params, evidence, screened.speed)], evidence.tolerance)
+
+    def pooled_other_speeds() -> MatchResult:
+        # One look and one test for every other speed at every shift; the factor reported is the one
+        # whose own look scores best, looked up only when the pooled look names a track.
+        others = [prepared.at_speed(params, evidence, speed) for speed in evidence.speeds[1:]]
+        pooled = answer([pooled_speeds(others)], evidence.tolerance)
+        if pooled.match is None:
+            return pooled
+        return dataclasses.replace(pooled, speed=answer(others, evidence.tolerance).speed)
+
+    steps: list[Callable[[], MatchResult]] = []
+    if evidence.pools:
+        steps.append(lambda: answer([prepared.shifted(params, evidence)], evidence.tolerance))
+    if len(evidence.speeds) > 1:
+        steps.append(pooled_other_speeds if evidence.pool_speeds else other_speeds)
+
+    result = answer([prepared.first], 0)
+    for step in steps:
+        if result.match is not None:
+            break
+        tried = step()
+        result = tried if tried.score > result.score else result
+    return result
+
+
+
+def match_queries(
+    store: Store,
+    queries: Sequence[str | os.PathLike[str]],
+    *,
+    zone: str = DEFAULT_ZONE,
+    top_k: int = 5,
+    rule: DecisionRule = DecisionRule(),
+    method: Method = "python",
+    stdin: BinaryIO | None = None,
+    evidence: Evidence = ROBUST,
+) -> Iterator[MatchResult]:
+    """Match every query file as it comes, one result each; a query that cannot be read does not stop the rest.
+
+    A folder is walked as ingest walks it (:func:`fpstore.runtime.files.discover_audio_files`: audio files by
+    extension, recursively, in sorted path order); a file is taken whatever its extension. Each file is
+    fingerprinted whole with the database's parameters (:func:`prepare_query`).
+
+    Parameters
+    ----------
+    store : Store
+    queries : sequence of path-like
+        Files and folders; ``"-"`` reads one query from ``stdin`` when it is given.
+    zone, top_k, rule, method
+        As in :func:`match_fingerprint`.
+    stdin : binary stream or None
+        Read to its end, spooled to a temporary file and decoded like a file (any format libsndfile or
+        ffmpeg reads), for each ``"-"``; its result and reason say ``<stdin>``.
+    evidence : Evidence
+        Shifts, speeds and what a vote counts (:data:`ROBUST` by default).
+
+    Yields
+    ------
+    result : MatchResult
+        In the order of ``queries`` (a folder's files in sorted order); ``error`` holds the one-line
+        reason of a query that could not be matched (a missing path, a folder without audio files,
+        an unreadable or undecodable file, a file without hashes).
+
+    Raises
+    ------
+    NotFound
+        If the database holds no fingerprints yet.
+    ParameterError
+        If ``zone``, ``top_k`` or ``method`` is invalid.
+    """
+    store.check_schema()
+    params = store.params(duration_s=None)
+    if zone != ALL_ZONES:
+        params.zone(zone)
+
+    def answer(label: str, outcome: PreparedQuery | str) -> MatchResult:
+        if isinstance(outcome, str):
+            return MatchResult.failed(label, zone, outcome, method)
+        return match_prepared(store, outcome, params, evidence=evidence, zone=zone, top_k=top_k, rule=rule,
+                              method=method, query=label)
+
+    for query in queries:
+        if stdin is not None and os.fspath(query) == STDIN_ARGUMENT:
+            yield answer(STDIN_LABEL, prepare_stream(stdin, params, evidence))
+            continue
+        try:
+            files = discover_audio_files(query)
+        except NotFound as exc:
+            label = one_line(display_path(os.path.basename(os.path.normpath(query))))
+            yield MatchResult.failed(label, zone, one_line(str(exc)), method)
+            continue
+        if not files:
+            label = one_line(display_path(query))
+            yield MatchResult.failed(label, zone, f"{label}: no audio files in this folder", method)
+        for path in files:
+            yield answer(one_line(display_path(path.name)), prepare_query(path, params, evidence))
+
+
+
+def match_files(
+    store: Store,
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    zone: str = DEFAULT_ZONE,
+    top_k: int = 5,
+    rule: DecisionRule = DecisionRule(),
+    method: Method = "python",
+    errors: Literal["raise", "report"] = "raise",
+    evidence: Evidence = ROBUST,
+) -> list[MatchResult]:
+    """Match each file (folders walked as ingest walks them), fingerprinted whole with the database's parameters.
+
+    Parameters
+    ----------
+    store : Store
+    paths : sequence of path-like
+        Files and folders.
+    zone, top_k, rule, method
+        As in :func:`match_fingerprint`.
+    errors : {"raise", "report"}
+        ``"raise"``: the first query that cannot be matched raises AudioError with its reason (the
+        queries after it are not matched). ``"report"``: it gets a result whose ``error`` holds the
+        reason, and the rest go on (see :func:`match_queries`, which also yields as it goes).
+    evidence : Evidence
+        Shifts, speeds and what a vote counts (:data:`ROBUST` by default).
+
+    Returns
+    -------
+    results : list of MatchResult, in the order of ``paths``
+
+    Raises
+    ------
+    NotFound
+        If the database holds no fingerprints yet.
+    AudioError
+        With ``errors="raise"``, if a query cannot be read, decoded or gives no hashes.
+    """
+    if errors not in ("raise", "report"):
+        raise ParameterError(f"errors={errors!r} must be 'raise' or 'report'")
+    results = []
+    for result in match_queries(store, paths, zone=zone, top_k=top_k, rule=rule, method=method, evidence=evidence):
+        if result.error is not None and errors == "raise":
+            raise AudioError(result.error)
+        results.append(result)
+    return results
