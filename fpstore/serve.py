@@ -15,32 +15,40 @@ failed query, ``query``, ``zone`` and ``error``) with its status: 400 empty body
 token, 404 unknown track, 409 hashes made with other parameters, 413 body over the limit, 422 not
 audio or a bad parameter, 503 database unreachable.
 
+With a token (:class:`TokenGuard`) every route but ``/v1/health`` asks for it: API clients send it
+as a bearer token, a person signs in once on the form the page shows and the browser keeps a session
+cookie.
+
 Conventions
 -----------
 - Offsets in answers are in frames and seconds, as in :class:`fpstore.matching.results.Candidate`.
-- Sizes are bytes. The bearer token, when set, guards every route but ``/v1/health``, the page and the
-  API description (which hold no catalogue data; the page asks for the token).
+- Sizes are bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import hmac
+import html
 import io
 import json
 import os
 import secrets
+import string
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartParser
@@ -302,6 +310,85 @@ class DeclaredSizeLimit:
         await self.app(scope, receive, send)
 
 
+#: Cookie the sign-in sets (:class:`TokenGuard`): a digest of the token, never the token itself.
+SESSION_COOKIE = "fpstore_session"
+#: Paths open without the token: health (for monitors and load balancers), signing in and out.
+OPEN_PATHS = frozenset({"/v1/health", "/login", "/logout"})
+_TOKEN_REFUSED = "missing or wrong bearer token: send 'Authorization: Bearer <token>'"
+
+
+def session_value(token: str) -> str:
+    """The session cookie of ``token``: HMAC-SHA256 of a fixed label keyed by the token, in hex."""
+    return hmac.new(token.encode(), b"fpstore serve session", hashlib.sha256).hexdigest()
+
+
+def _same(given: str, expected: str) -> bool:
+    """``given == expected`` in a time that does not tell how much of it was right."""
+    return secrets.compare_digest(given.encode(), expected.encode())
+
+
+def _local_path(candidate: str) -> str:
+    """``candidate`` if it is a path on this server, else ``/``: a sign-in never sends a person elsewhere."""
+    return candidate if candidate.startswith("/") and not candidate.startswith("//") and "\\" not in candidate else "/"
+
+
+def sign_in_page(message: str, next_path: str) -> HTMLResponse:
+    """The sign-in form (status 401), which comes back to ``next_path`` once the token is given."""
+    page = string.Template(resources.files("fpstore").joinpath("web/signin.html").read_text(encoding="utf-8"))
+    return HTMLResponse(page.substitute(message=html.escape(message), next=html.escape(_local_path(next_path))),
+                        status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _signed_in(response: Response, token: str, request: Request) -> Response:
+    """``response`` with the session cookie set (HttpOnly, SameSite=Lax; Secure over HTTPS).
+
+    Lax, not Strict: a link to the page followed from another site (``?token=`` in a message) must
+    arrive signed in; a cross-site form cannot post with the cookie either way.
+    """
+    response.set_cookie(SESSION_COOKIE, session_value(token), httponly=True, samesite="lax",
+                        secure=request.url.scheme == "https", path="/")
+    return response
+
+
+class TokenGuard:
+    """ASGI middleware: with a token, every request but those of :data:`OPEN_PATHS` must carry it, or 401.
+
+    The token comes as ``Authorization: Bearer <token>`` (API clients), or as the session cookie the
+    sign-in sets (a person with a browser: the page, ``/docs`` and their requests). A page request
+    (``GET`` accepting HTML) without it gets the sign-in form with status 401, every other request
+    ``{"error": ...}``. ``GET <path>?token=<token>`` signs in as the form does and sends the browser
+    to the same address without the token (a link to hand to a person).
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass an authorised request on; answer any other with a sign-in, a redirect or 401."""
+        if scope["type"] != "http" or self.token is None or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(Request(scope), self.token)
+        await (self.app if refusal is None else refusal)(scope, receive, send)
+
+    @staticmethod
+    def _refusal(request: Request, token: str) -> Response | None:
+        """None for a request that carries the token; else what it gets instead."""
+        given = request.query_params.get("token")
+        if given is not None and request.method == "GET":
+            if not _same(given, token):
+                return sign_in_page("wrong token", request.url.path)
+            kept = [(key, value) for key, value in request.query_params.multi_items() if key != "token"]
+            target = request.url.path + ("?" + urlencode(kept) if kept else "")
+            return _signed_in(RedirectResponse(target, status_code=303), token, request)
+        if (_same(request.headers.get("authorization", ""), f"Bearer {token}")
+                or _same(request.cookies.get(SESSION_COOKIE, ""), session_value(token))):
+            return None
+        if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+            return sign_in_page("", request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+        return JSONResponse({"error": _TOKEN_REFUSED}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The request's body, refused with 413 once more than ``limit`` bytes have come."""
     chunks, size = [], 0
@@ -351,26 +438,16 @@ def _config(request: Request) -> ServeConfig:
     return config
 
 
-def _require_token(request: Request) -> None:
-    """401 unless the request carries the configured bearer token (nothing to check without one)."""
-    token = _config(request).token
-    if token is None:
-        return
-    given = request.headers.get("authorization", "")
-    if not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
-        raise ApiError(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'")
-
-
 Db = Annotated[Store, Depends(_store)]
 Params = Annotated[FingerprintParams, Depends(_params)]
 Options = Annotated[MatchOptions, Depends(match_options)]
-#: The routes that hold catalogue data: behind the token when there is one.
-guarded = APIRouter(prefix="/v1", dependencies=[Depends(_require_token)])
-#: The routes without data: health, the page.
-public = APIRouter()
+#: The API's routes (every one behind the token when there is one, health excepted: :class:`TokenGuard`).
+api = APIRouter(prefix="/v1")
+#: The page and the sign-in form.
+pages = APIRouter()
 
 
-@guarded.post("/match", openapi_extra={"requestBody": {"required": True, "content": {
+@api.post("/match", openapi_extra={"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}},
 }}})
@@ -381,19 +458,19 @@ async def match(request: Request, db: Db, params: Params, options: Options,
     return await run_in_threadpool(match_upload, db, params, data, label, options)
 
 
-@guarded.post("/match/fingerprint")
+@api.post("/match/fingerprint")
 def match_fingerprint(query: FingerprintQuery, db: Db, params: Params, options: Options) -> Any:
     """Identify a query from its hashes, computed by the client with the parameters of GET /v1/params."""
     return match_hashes(db, params, query, options)
 
 
-@guarded.get("/params")
+@api.get("/params")
 def describe_params(params: Params) -> Any:
     """The database's fingerprint parameters and their id (what /v1/match/fingerprint checks)."""
     return {"params_id": params.profile_id(), "params": params.profile()}
 
 
-@guarded.get("/tracks")
+@api.get("/tracks")
 def tracks(db: Db, name: str | None = None, run: int | None = None, min_postings: int | None = None,
            max_postings: int | None = None, limit: Annotated[int | None, Query(ge=1)] = None) -> Any:
     """Tracks in id order, filtered (as `fpstore tracks list --json`)."""
@@ -402,21 +479,21 @@ def tracks(db: Db, name: str | None = None, run: int | None = None, min_postings
                                                max_postings=max_postings, limit=limit))
 
 
-@guarded.get("/tracks/{track_id}")
+@api.get("/tracks/{track_id}")
 def track(track_id: int, db: Db) -> Any:
     """One track's statistics (as `fpstore tracks show --json`)."""
     db.check_schema()
     return json.loads(json.dumps(db.tracks.show(str(track_id)), default=str))
 
 
-@guarded.get("/report")
+@api.get("/report")
 def report(db: Db) -> Any:
     """The report's aggregates (as `fpstore report --format json`)."""
     built = build_report(db)
     return {"zones": built.zones, "relations": built.relations, "bytes_per_posting": built.bytes_per_posting}
 
 
-@guarded.get("/report/plots/{name}", responses={200: {"content": {"image/png": {}}}})
+@api.get("/report/plots/{name}", responses={200: {"content": {"image/png": {}}}})
 def report_plot(name: Literal["hashes_per_track.png", "posting_list_lengths.png"], db: Db) -> Response:
     """One picture of `fpstore report --plots`: hashes per track, or posting-list lengths, per zone (PNG)."""
     from fpstore.plots import plot_report
@@ -426,18 +503,38 @@ def report_plot(name: Literal["hashes_per_track.png", "posting_list_lengths.png"
         return Response(written[name].read_bytes(), media_type="image/png")
 
 
-@public.get("/v1/health")
-def health(db: Db) -> Any:
-    """Database reachable and its schema revision (never asks for the token; 503 when unreachable)."""
+@api.get("/health")
+def health(request: Request, db: Db) -> Any:
+    """Database reachable, its schema revision, and whether the other routes ask for a token (never asks for it)."""
     try:
         revision = db.schema_revision()
     except FpstoreError as exc:
         raise ApiError(503, " ".join(str(exc).split()), status="unavailable") from None
     return {"status": "ok", "database": db.url, "schema_revision": revision, "schema_head": head_revision(),
-            "version": fpstore.__version__}
+            "version": fpstore.__version__, "token_required": _config(request).token is not None}
 
 
-@public.get("/", response_class=HTMLResponse, include_in_schema=False)
+@pages.post("/login", include_in_schema=False)
+async def login(request: Request) -> Response:
+    """The sign-in form's target: the session cookie and back to the page asked for, or the form again (401)."""
+    form = await request.form()
+    token, next_path = _config(request).token, _local_path(str(form.get("next") or "/"))
+    if token is None:
+        return RedirectResponse(next_path, status_code=303)
+    if not _same(str(form.get("token") or ""), token):
+        return sign_in_page("wrong token", next_path)
+    return _signed_in(RedirectResponse(next_path, status_code=303), token, request)
+
+
+@pages.post("/logout", include_in_schema=False)
+def logout() -> Response:
+    """Forget the session cookie, back to the page (which then asks for the token again)."""
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@pages.get("/", response_class=HTMLResponse, include_in_schema=False)
 def page() -> str:
     """The web page: identify a recording, browse the catalogue."""
     return resources.files("fpstore").joinpath("web/index.html").read_text(encoding="utf-8")
@@ -465,9 +562,10 @@ def create_app(config: ServeConfig = ServeConfig()) -> FastAPI:
                   description="Audio fingerprint catalogue: identify a recording, list the catalogue.")
     app.state.config = config
     app.add_middleware(DeclaredSizeLimit, limit=config.max_upload_bytes)
+    app.add_middleware(TokenGuard, token=config.token)  # outermost: nothing is read before the token is checked
     _add_error_handlers(app)
-    app.include_router(guarded)
-    app.include_router(public)
+    app.include_router(api)
+    app.include_router(pages)
     return app
 
 
@@ -476,8 +574,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return JSONResponse(exc.body, status_code=exc.status_code, headers=headers)
+        return JSONResponse(exc.body, status_code=exc.status_code)
 
     @app.exception_handler(FpstoreError)
     async def fpstore_error(request: Request, exc: FpstoreError) -> JSONResponse:

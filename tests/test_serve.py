@@ -223,12 +223,41 @@ def test_the_catalogue_routes_and_the_api_description(base) -> None:
 
 def test_a_token_guards_every_route_but_health(served_db) -> None:
     with running(ServeConfig(served_db, token="s3cret")) as url:
-        for path in ("/v1/tracks", "/v1/report", "/v1/params"):
-            assert "bearer token" in error_of(get(f"{url}{path}"), 401)
+        bearer = {"Authorization": "Bearer s3cret"}
+        for path in ("/", "/docs", "/redoc", "/openapi.json", "/v1/tracks", "/v1/tracks/1", "/v1/report", "/v1/params",
+                     "/v1/report/plots/hashes_per_track.png", "/elsewhere"):
+            assert "bearer token" in error_of(get(f"{url}{path}"), 401), path
             assert error_of(get(f"{url}{path}", headers={"Authorization": "Bearer wrong"}), 401)
-            assert get(f"{url}{path}", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        assert error_of(post_to(f"{url}/v1/match", content=b"x"), 401)
-        assert get(f"{url}/v1/health").status_code == 200
+            assert get(f"{url}{path}", headers=bearer).status_code == (404 if path == "/elsewhere" else 200), path
+        for path in ("/v1/match", "/v1/match/fingerprint"):
+            assert error_of(post_to(f"{url}{path}", content=b"x"), 401)
+            assert post_to(f"{url}{path}", content=b"x", headers=bearer).status_code in (400, 422)
+        health = get(f"{url}/v1/health")
+        assert health.status_code == 200 and health.json()["token_required"] is True
+
+
+def test_a_person_signs_in_once_and_the_browser_keeps_a_session(served_db) -> None:
+    with running(ServeConfig(served_db, token="s3cret")) as url:
+        asked = get(f"{url}/docs?x=1", headers={"Accept": "text/html"})
+        assert asked.status_code == 401 and 'action="/login"' in asked.text and 'value="/docs?x=1"' in asked.text
+        wrong = post_to(f"{url}/login", data={"token": "wrong", "next": "/docs"})
+        assert wrong.status_code == 401 and "wrong token" in wrong.text and "fpstore_session" not in wrong.headers.get(
+            "set-cookie", "")
+        with httpx.Client(base_url=url, timeout=TIMEOUT) as browser:
+            signed = browser.post("/login", data={"token": "s3cret", "next": "/docs"})
+            assert signed.status_code == 303 and signed.headers["location"] == "/docs"
+            assert "httponly" in signed.headers["set-cookie"].lower() and "s3cret" not in signed.headers["set-cookie"]
+            assert "<title>fpstore</title>" in browser.get("/").text
+            assert browser.get("/openapi.json").status_code == 200 and browser.get("/v1/tracks").json()["n_total"] == 3
+            assert browser.post("/logout").status_code == 303
+            assert error_of(browser.get("/v1/tracks"), 401)
+        with httpx.Client(base_url=url, timeout=TIMEOUT) as browser:  # a link that signs in: the token leaves the address
+            linked = browser.get("/docs?token=s3cret&x=1")
+            assert linked.status_code == 303 and linked.headers["location"] == "/docs?x=1"
+            assert browser.get("/v1/report").status_code == 200
+            assert browser.get("/?token=wrong").status_code == 401
+        away = post_to(f"{url}/login", data={"token": "s3cret", "next": "//elsewhere.example/"})
+        assert away.headers["location"] == "/"
 
 
 def embedded_env(home: Path) -> dict[str, str]:
@@ -293,12 +322,9 @@ def test_fpstore_serve_on_the_embedded_default_answers_curl_and_says_503_when_th
                     reason="Debian's chromium and chromium-driver are not installed (/usr/bin/chromium, "
                            "/usr/bin/chromedriver): apt-get install chromium chromium-driver, as the README's test "
                            "command does")
-def test_the_web_page_names_an_uploaded_clip_and_shows_the_catalogue(base, clips, tmp_path) -> None:
+def test_the_web_page_signs_in_names_an_uploaded_clip_and_shows_the_catalogue(served_db, clips, tmp_path) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
@@ -308,24 +334,40 @@ def test_the_web_page_names_an_uploaded_clip_and_shows_the_catalogue(base, clips
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
-        driver.get(f"{base}/")
-        driver.find_element(By.ID, "file").send_keys(str(clips["positive"]))
-        WebDriverWait(driver, TIMEOUT).until(expected_conditions.text_to_be_present_in_element((By.ID, "verdict"), "tune_"))
-        assert driver.find_element(By.ID, "verdict").text.startswith("tune_042.wav")
-        facts = driver.find_element(By.ID, "facts").text
-        assert "3.0" in facts and "needed" in facts, facts
-        assert driver.find_element(By.ID, "histogram").is_displayed()
-        shot = tmp_path / "serve-identify.png"
-        driver.save_screenshot(str(shot))
-        print(f"screenshot of the answer: {shot}")
-        driver.get(f"{base}/#catalogue")
-        WebDriverWait(driver, TIMEOUT).until(expected_conditions.text_to_be_present_in_element((By.ID, "counts"), "tracks"))
-        assert driver.find_element(By.ID, "counts").text.startswith("3 tracks")
-        assert "tune_043.wav" in driver.find_element(By.ID, "tracks").text
-        WebDriverWait(driver, TIMEOUT).until(lambda d: d.execute_script(
-            "return document.getElementById('plot-posting_list_lengths').naturalWidth") > 0)
-        driver.save_screenshot(str(tmp_path / "serve-catalogue.png"))
-        print(f"screenshot of the catalogue: {tmp_path / 'serve-catalogue.png'}")
-        assert shot.stat().st_size > 10_000
+        with running(ServeConfig(served_db, token="s3cret", max_upload_bytes=LIMIT)) as base:
+            use_the_page(driver, base, clips, tmp_path)
     finally:
         driver.quit()
+
+
+def use_the_page(driver, base: str, clips: dict[str, Path], tmp_path: Path) -> None:
+    """Sign in with the token, identify a clip, look at the catalogue, sign out: as a person would."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{base}/")
+    driver.find_element(By.ID, "token").send_keys("s3cret")
+    driver.find_element(By.ID, "sign-in").click()
+    WebDriverWait(driver, TIMEOUT).until(expected_conditions.presence_of_element_located((By.ID, "file")))
+    driver.find_element(By.ID, "file").send_keys(str(clips["positive"]))
+    WebDriverWait(driver, TIMEOUT).until(expected_conditions.text_to_be_present_in_element((By.ID, "verdict"), "tune_"))
+    assert driver.find_element(By.ID, "verdict").text.startswith("tune_042.wav")
+    facts = driver.find_element(By.ID, "facts").text
+    assert "3.0" in facts and "needed" in facts, facts
+    assert driver.find_element(By.ID, "histogram").is_displayed()
+    shot = tmp_path / "serve-identify.png"
+    driver.save_screenshot(str(shot))
+    print(f"screenshot of the answer: {shot}")
+    driver.get(f"{base}/#catalogue")
+    WebDriverWait(driver, TIMEOUT).until(expected_conditions.text_to_be_present_in_element((By.ID, "counts"), "tracks"))
+    assert driver.find_element(By.ID, "counts").text.startswith("3 tracks")
+    assert "tune_043.wav" in driver.find_element(By.ID, "tracks").text
+    WebDriverWait(driver, TIMEOUT).until(lambda d: d.execute_script(
+        "return document.getElementById('plot-posting_list_lengths').naturalWidth") > 0)
+    driver.save_screenshot(str(tmp_path / "serve-catalogue.png"))
+    print(f"screenshot of the catalogue: {tmp_path / 'serve-catalogue.png'}")
+    assert shot.stat().st_size > 10_000
+    WebDriverWait(driver, TIMEOUT).until(expected_conditions.visibility_of_element_located((By.ID, "sign-out")))
+    driver.find_element(By.CSS_SELECTOR, "#sign-out button").click()
+    WebDriverWait(driver, TIMEOUT).until(expected_conditions.presence_of_element_located((By.ID, "sign-in")))
