@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import click
+
 import fpstore
 
 project = "fpstore"
@@ -69,5 +71,10 @@ def _add_api_reference(app: Any, docname: str, source: list[str]) -> None:
 def setup(app: Any) -> dict[str, Any]:
     """Sphinx's hook for this configuration: add the generated API reference to ``api.md``."""
     app.connect("source-read", _add_api_reference)
-    importlib.import_module("fpstore.cli")  # sphinx-click imports it too; fail early with a clear traceback
+    # sphinx-click imports it too: fail early with a clear traceback. Its commands are imported on first use;
+    # load them all, as sphinx-click documents the group's loaded commands once there are any.
+    cli = importlib.import_module("fpstore.cli").cli
+    context = click.Context(cli)
+    for name in cli.list_commands(context):
+        cli.get_command(context, name)
     return {"parallel_read_safe": True}

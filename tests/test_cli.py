@@ -164,6 +164,20 @@ def test_every_command_and_group_has_help_with_an_example() -> None:
         assert result.exit_code == 0 and "Example:" in result.output, path
 
 
+def test_the_command_table_says_where_each_command_is_and_what_its_help_says() -> None:
+    """``fpstore --help`` lists the commands from fpstore.cli.COMMANDS without importing them: it must not drift."""
+    import click
+
+    from fpstore.cli import COMMANDS
+
+    context = click.Context(cli)
+    assert cli.list_commands(context) == sorted(COMMANDS)
+    for name, where in COMMANDS.items():
+        command = cli.get_command(context, name)
+        assert command is not None and command.name == name, name
+        assert command.help is not None and command.help.split("\n\n")[0].replace("\n", " ") == where.summary, name
+
+
 def test_report_counts_the_partitions_of_hashes(run, db_url, tmp_path) -> None:
     import json
 

@@ -39,7 +39,10 @@ def commands(command: click.Command = cli, path: tuple[str, ...] = ()) -> Iterat
     """Every command and group of the CLI, with its path of names (``()`` for ``fpstore`` itself)."""
     yield path, command
     if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
+        context = click.Context(command)
+        for name in command.list_commands(context):
+            sub = command.get_command(context, name)
+            assert sub is not None, name
             yield from commands(sub, (*path, name))
 
 

@@ -8,7 +8,7 @@ import pytest
 from helpers import write_tunes
 from sqlalchemy import text
 
-from fpstore.cli import hoist_global_options
+from fpstore.cli.options import hoist_global_options
 from fpstore.ingest import ingest
 
 pytestmark = pytest.mark.postgres
@@ -56,7 +56,7 @@ def test_downgrade_to_base_asks_and_refuses_without_a_terminal(store, run, tmp_p
         one_error_line(refused))
     assert store.tracks.count() == 1
 
-    monkeypatch.setattr("fpstore.cli._stdin_is_terminal", lambda: True)
+    monkeypatch.setattr("fpstore.cli.options.stdin_is_terminal", lambda: True)
     declined = run("db", "downgrade", "base", input="n\n")
     assert declined.exit_code == 1 and "Error: downgrade declined: nothing dropped" in declined.output
     assert store.tracks.count() == 1

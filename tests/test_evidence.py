@@ -14,7 +14,8 @@ from helpers import write_tunes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fpstore.cli import _evidence, cli
+from fpstore.cli import cli
+from fpstore.cli.options import evidence_from_options
 from fpstore.errors import ParameterError
 from fpstore.ingest import ingest
 from fpstore.matching.evidence import ALL_ZONES, PLAIN, ROBUST, DecisionRule, Evidence
@@ -194,11 +195,12 @@ def test_match_command_finds_a_fast_excerpt_by_default_and_reports_the_speed(tun
 
 
 def test_evidence_options_change_one_part_of_the_default_or_of_plain() -> None:
-    assert _evidence(False, None, None, None, None) == ROBUST
-    assert _evidence(True, None, None, None, None) == PLAIN
-    assert _evidence(False, None, None, "1", 0) == dataclasses.replace(ROBUST, speeds=(1.0,), tolerance=0)
-    assert _evidence(True, "anchors", 2, None, None) == Evidence("anchors", shifts=2)
-    assert _evidence(False, None, None, None, None, pool_speeds=True) == dataclasses.replace(ROBUST, pool_speeds=True)
+    assert evidence_from_options(False, None, None, None, None) == ROBUST
+    assert evidence_from_options(True, None, None, None, None) == PLAIN
+    assert evidence_from_options(False, None, None, "1", 0) == dataclasses.replace(ROBUST, speeds=(1.0,), tolerance=0)
+    assert evidence_from_options(True, "anchors", 2, None, None) == Evidence("anchors", shifts=2)
+    assert (evidence_from_options(False, None, None, None, None, pool_speeds=True)
+            == dataclasses.replace(ROBUST, pool_speeds=True))
 
 
 @pytest.mark.postgres
