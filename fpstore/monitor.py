@@ -59,7 +59,8 @@ from fpstore.matching.vote import pair_indices, query_keys
 from fpstore.signal.analysis import Fingerprint
 from fpstore.signal.audio import can_stream, load_audio, stream_audio, stream_audio_from
 from fpstore.signal.params import BITS_DT, FingerprintParams
-from fpstore.signal.variants import SpeedVariant, speed_variant
+from fpstore.signal.variants import SpeedVariant
+from fpstore.signal.window_peaks import WindowPeaks
 from fpstore.signal.windows import SlidingWindows
 
 #: The looks a window matched afresh may take: those of :data:`fpstore.matching.evidence.ROBUST` (distinct anchors,
@@ -85,6 +86,8 @@ DEFAULT_MIN_WINDOWS = 2
 #: Fewest aligned hashes (distinct stored anchors) a targeted test needs, whatever its chance bound:
 #: with few collisions the bound alone would accept two or three.
 MIN_CONTINUING_VOTES = 5
+#: Fewest of those a segment's second window must hold in the part the window that opened it did not.
+MIN_FRESH_VOTES = 2
 #: A boundary is the first (last) of this many aligned hashes in a row, none further than
 #: :func:`run_gap` from the one before.
 BOUNDARY_HASHES = 3
@@ -302,6 +305,9 @@ class TrackEvidence:
         the end of a track has its targets after the end, and does not match).
     score : float
         ``-log10`` of the chance bound of that many votes in one of the bins searched.
+    fresh_votes : int
+        Those of the votes anchored in the part of the window no window before it held (all of them
+        unless :func:`track_evidence` was told where that part begins).
     """
 
     votes: int
@@ -309,6 +315,7 @@ class TrackEvidence:
     from_s: np.ndarray
     until_s: np.ndarray
     score: float
+    fresh_votes: int = 0
 
 
 NO_EVIDENCE = TrackEvidence(0, 0, np.zeros(0), np.zeros(0), 0.0)
@@ -316,7 +323,7 @@ NO_EVIDENCE = TrackEvidence(0, 0, np.zeros(0), np.zeros(0), 0.0)
 
 def track_evidence(store: Store, fingerprint: Fingerprint, params: FingerprintParams, zone_ids: dict[str, int],
                    track_id: int, offset_frames: int, reach: int, *, start_s: float = 0.0,
-                   speed: float = 1.0) -> TrackEvidence:
+                   speed: float = 1.0, after_s: float | None = None) -> TrackEvidence:
     """The targeted test: how many of a window's hashes align with one track within ``reach`` frames of an offset.
 
     One posting lookup for the window's keys; only ``track_id``'s postings vote. The offsets
@@ -342,6 +349,9 @@ def track_evidence(store: Store, fingerprint: Fingerprint, params: FingerprintPa
         Stream time of the window's first sample, for the times of :class:`TrackEvidence`.
     speed : float
         The speed the window was fingerprinted at: a window frame lasts ``1 / speed`` of a stream frame.
+    after_s : float, optional
+        Where the part of the window no window before it held begins (stream time): the aligned hashes
+        anchored there or later are counted apart (``TrackEvidence.fresh_votes``).
 
     Returns
     -------
@@ -370,31 +380,48 @@ def track_evidence(store: Store, fingerprint: Fingerprint, params: FingerprintPa
     _, first = np.unique(anchors[aligned], return_index=True)
     frame_s = params.seconds_per_frame / speed
     from_s = np.sort(start_s + times[aligned][first] * frame_s)
+    fresh_votes = votes if after_s is None else int(np.count_nonzero(from_s >= after_s))
     until_s = np.unique(start_s + targets[aligned] * frame_s)
     bins = offset_bins(store.lookup.track_frames(np.array([track_id])), t_query)
     per_bin = 3 * offsets.size / float(bins[0])
     log_p = float(poisson_log_tail(np.array(votes), np.array(max(per_bin, 1e-12))))
     score = max(0.0, -(log_p / math.log(10) + math.log10(centres.size)))
-    return TrackEvidence(votes, int(centres[best]), from_s, until_s, score)
+    return TrackEvidence(votes, int(centres[best]), from_s, until_s, score, fresh_votes)
 
 
 class _Window:
-    """One window's samples and its fingerprints, made at each speed on first use."""
+    """One window's samples and its fingerprints, made at each speed on first use along the stream's grids."""
 
-    def __init__(self, start_s: float, samples: np.ndarray, params: FingerprintParams) -> None:
-        self.start_s, self.samples, self.params = start_s, samples, params
-        self.end_s = start_s + samples.size / params.sample_rate
+    def __init__(self, start: int, samples: np.ndarray, params: FingerprintParams,
+                 grid: Callable[[float], WindowPeaks]) -> None:
+        self.start, self.samples, self.params, self.grid = start, samples, params, grid
+        self.start_s = start / params.sample_rate
+        self.end_s = self.start_s + samples.size / params.sample_rate
         self._at: dict[float, SpeedVariant] = {}
 
     def variant(self, speed: float) -> SpeedVariant:
         if speed not in self._at:
+            grid = self.grid(speed)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a silent window has no peaks: it is simply unknown
-                self._at[speed] = speed_variant(self.samples, self.params, speed, 1)
+                self._at[speed] = SpeedVariant(speed, (grid.fingerprint(self.start, self.samples),))
         return self._at[speed]
 
     def prepared(self) -> PreparedQuery:
-        return PreparedQuery(self.variant(1.0), self.samples)
+        return _WindowQuery(self.variant(1.0), self.samples, window=self)
+
+
+@dataclass
+class _WindowQuery(PreparedQuery):
+    """A window as ``fpstore match`` takes a query, its other speeds fingerprinted along the stream's grids."""
+
+    window: _Window | None = None
+
+    def screen(self, params: FingerprintParams, evidence: Evidence) -> tuple[SpeedVariant, ...]:
+        if self._screen is None:
+            assert self.window is not None
+            self._screen = tuple(self.window.variant(speed) for speed in evidence.speeds[1:])
+        return self._screen
 
 
 @dataclass
@@ -410,6 +437,7 @@ class _Open:
     ref_track_s: float   # ... and the track time at that window's first sample
     votes: int
     score: float
+    opened_until_s: float  # end of the window that opened it
     windows: int = 1
     misses: int = 0
     tail: list[np.ndarray] = field(default_factory=list)  # aligned times of the last continuing window on
@@ -489,6 +517,7 @@ class StreamMonitor:
         window = window_frames(window_s, self.params, "window_s") * self.params.hop_length
         hop = window_frames(hop_s, self.params, "hop_s") * self.params.hop_length
         self._windows = SlidingWindows(window, hop)
+        self._grids: dict[float, WindowPeaks] = {}  # each speed's analysis along the stream
         self._open: _Open | None = None
         self._previous: _Window | None = None
         self._speed = 1.0  # the speed the stream's last segment played at: tried first on a new window
@@ -498,7 +527,7 @@ class StreamMonitor:
 
     def run(self, blocks: Iterable[np.ndarray]) -> Iterator[Segment]:
         """Consume the stream's blocks (mono float32, the database's rate); yield each segment as it ends."""
-        with self.store.lookup.remembering(REMEMBERED_LOOKUPS):
+        with self.store.holding_connection(), self.store.lookup.remembering(REMEMBERED_LOOKUPS):
             for block in blocks:
                 for start, samples in self._windows.push(block):
                     yield from self._take(start, samples)
@@ -528,14 +557,17 @@ class StreamMonitor:
 
     def _take(self, start: int, samples: np.ndarray) -> list[Segment]:
         """Decide one window: continue the open segment, open another, or count a miss."""
-        window = _Window(start / self.params.sample_rate, samples, self.params)
+        window = _Window(start, samples, self.params, self._grid)
         self._heard_s = max(self._heard_s, window.end_s)
         told: list[Segment] = []
         now = self._open
         if now is not None:
+            # The window that confirms a segment shares half its hashes with the one that opened it: a
+            # chance alignment there would be counted twice, so some of its votes must be its own.
+            confirming = now.windows == 1
             tested = self._evidence(window, now.track_id, now.speed, now.predicted_offset(window, self.params),
-                                    self.reach)
-            if self._continues(tested):
+                                    self.reach, after_s=now.opened_until_s if confirming else None)
+            if self._continues(tested) and (not confirming or tested.fresh_votes >= MIN_FRESH_VOTES):
                 now.extend(window, tested, self.params)
                 self._answer(window, now.track_id, now.file_name, tested, now.speed, continued=True)
                 self._previous = window
@@ -561,12 +593,19 @@ class StreamMonitor:
         self._previous = window
         return told
 
+    def _grid(self, speed: float) -> WindowPeaks:
+        """The stream's analysis at ``speed`` (hashing the voting zones only)."""
+        if speed not in self._grids:
+            self._grids[speed] = WindowPeaks(self.params, speed, list(self.zone_ids))
+        return self._grids[speed]
+
     def _continues(self, tested: TrackEvidence) -> bool:
         return tested.votes >= MIN_CONTINUING_VOTES and tested.score > self.rule.score_needed()
 
-    def _evidence(self, window: _Window, track_id: int, speed: float, offset_frames: int, reach: int) -> TrackEvidence:
+    def _evidence(self, window: _Window, track_id: int, speed: float, offset_frames: int, reach: int,
+                  after_s: float | None = None) -> TrackEvidence:
         return track_evidence(self.store, window.variant(speed).fingerprints[0], self.params, self.zone_ids, track_id,
-                              offset_frames, reach, start_s=window.start_s, speed=speed)
+                              offset_frames, reach, start_s=window.start_s, speed=speed, after_s=after_s)
 
     def _match(self, window: _Window) -> MatchResult:
         """The window matched afresh: at the stream's last speed first, then as ``fpstore match`` would."""
@@ -603,7 +642,8 @@ class StreamMonitor:
                 told += self._tell(ending.told(end_s, cut_short=False))
         track_at_start = found.offset_frames * spf + (start_s - window.start_s) * speed
         self._open = _Open(track_id, file_name, speed, start_s, track_at_start, window.start_s,
-                           found.offset_frames * spf, found.votes, max(found.score, result.score), tail=[found.until_s])
+                           found.offset_frames * spf, found.votes, max(found.score, result.score), window.end_s,
+                           tail=[found.until_s])
         self._speed = speed
         return told
 

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import threading
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
@@ -77,6 +78,15 @@ def _never_prepare(dbapi_connection: Any, connection_record: object, connection_
     dbapi_connection.prepare_threshold = None
 
 
+@dataclasses.dataclass
+class _HeldConnection:
+    """The connection :meth:`Store.holding_connection` checked out, the thread it is for, and whether a block uses it."""
+
+    owner: int
+    pooled: Any  # sqlalchemy's PoolProxiedConnection
+    busy: bool = False
+
+
 class Store:
     """An fpstore database.
 
@@ -96,6 +106,7 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._held: _HeldConnection | None = None
         if not event.contains(engine, "handle_error", _report_operational_error):
             event.listen(engine, "handle_error", _report_operational_error)
         if not event.contains(engine, "checkout", _never_prepare):
@@ -125,13 +136,21 @@ class Store:
         """A psycopg connection in autocommit mode (``conn.transaction()`` opens exactly one transaction).
 
         For what SQLAlchemy cannot express: COPY, ``psycopg.sql`` identifiers, binary results. A lost
-        connection or a failing server becomes one :class:`~fpstore.errors.DatabaseError` line.
+        connection or a failing server becomes one :class:`~fpstore.errors.DatabaseError` line. Inside
+        :meth:`holding_connection`, the held connection is handed out (in the thread holding it, when
+        no other ``raw`` block of that thread is using it).
         """
-        try:
-            pooled = self.engine.raw_connection()
-        except psycopg.OperationalError as exc:
-            # The checkout itself (pre-ping, then a reconnect) bypasses SQLAlchemy's error hook as well.
-            raise ServerFailed(self.url, first_line(exc)) from exc
+        held = self._held
+        borrowed = held is not None and held.owner == threading.get_ident() and not held.busy
+        if held is not None and borrowed:
+            pooled = held.pooled
+            held.busy = True
+        else:
+            try:
+                pooled = self.engine.raw_connection()
+            except psycopg.OperationalError as exc:
+                # The checkout itself (pre-ping, then a reconnect) bypasses SQLAlchemy's error hook as well.
+                raise ServerFailed(self.url, first_line(exc)) from exc
         driver = pooled.driver_connection
         assert isinstance(driver, psycopg.Connection)
         try:
@@ -140,12 +159,39 @@ class Store:
         except psycopg.OperationalError as exc:
             # psycopg used directly bypasses SQLAlchemy's error hook: report it here.
             pooled.invalidate()
+            if borrowed:
+                self._held = None  # the next block checks out a connection that works
             raise ServerFailed(self.url, first_line(exc)) from exc
         except psycopg.errors.InsufficientPrivilege as exc:
             raise DatabaseError(read_only_message(driver.info.user, exc)) from exc
         finally:
             if not driver.closed:
                 driver.autocommit = False
+            if held is not None and borrowed:
+                held.busy = False
+            else:
+                pooled.close()
+
+    @contextlib.contextmanager
+    def holding_connection(self) -> Iterator[None]:
+        """Within the block, :meth:`raw` hands this thread one connection, checked out once.
+
+        For a long run of small statements (a monitored stream makes a few a second): each checkout
+        from the pool pings the server first, a round trip as long as a small statement. Other threads,
+        and a ``raw`` block inside another, check out their own as before.
+        """
+        if self._held is not None:
+            yield  # already held (by this thread or another): nothing more to hold
+            return
+        try:
+            pooled = self.engine.raw_connection()
+        except psycopg.OperationalError as exc:
+            raise ServerFailed(self.url, first_line(exc)) from exc
+        self._held = _HeldConnection(threading.get_ident(), pooled)
+        try:
+            yield
+        finally:
+            self._held = None
             pooled.close()
 
     # -- schema ---------------------------------------------------------------------------------
