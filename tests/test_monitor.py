@@ -441,3 +441,54 @@ def test_a_remembering_lookup_gives_the_postings_a_fresh_one_gives(mix) -> None:
         assert [rows(store.lookup.postings(*k)) for k in keys] == fresh
         assert store.lookup._memory is not None and len(store.lookup._memory._answered) == 2
     assert store.lookup._memory is None
+
+
+@pytest.mark.parametrize("speed", [1.0, 1.02])
+def test_windows_along_a_grid_have_the_streams_hashes(rng_factory, speed) -> None:
+    """A window following the one before is cut from the whole stream's analysis, bar its last frames."""
+    from fpstore.signal.analysis import analyze
+    from fpstore.signal.window_peaks import WindowPeaks
+
+    params = FingerprintParams()
+    hop = params.hop_length
+    stream = synth_tune(TUNES["A"][0], duration_s=24.0) + 0.05 * rng_factory(8).standard_normal(24 * SR).astype(
+        np.float32)
+    whole = analyze(change_speed(stream, speed, SR), params).zones["Fsmall_Tlong"]
+    grid = WindowPeaks(params, speed, ["Fsmall_Tlong"])
+    window, step = 215 * hop, 108 * hop
+    margin = grid.context + max(zone.dt_max_frames for zone in params.zones)
+    for start in range(0, stream.size - window + 1, step):
+        found = grid.fingerprint(start, stream[start:start + window])
+        assert list(found.zones) == ["Fsmall_Tlong"]
+        origin = round(start * speed / hop)
+        end = (start + window) * speed / hop
+        # anchors whose targets all lie in frames the window decided from the stream's samples
+        inside = (whole.t_anchor_frames >= np.ceil(start * speed / hop)) & (whole.t_anchor_frames < end - margin)
+        mine = found.zones["Fsmall_Tlong"]
+        kept = mine.t_anchor_frames + origin < end - margin
+        if start:  # the first window has no samples before it, as the stream has none
+            assert grid.reused_frames > 0
+        got = set(zip(mine.hashes[kept].tolist(), (mine.t_anchor_frames[kept] + origin).tolist()))
+        expected = set(zip(whole.hashes[inside].tolist(), whole.t_anchor_frames[inside].tolist()))
+        if speed == 1.0:
+            assert got == expected
+        else:  # resampled from within half a sample of the grid: a near tie of two peaks may go the other way
+            assert len(got ^ expected) <= 0.02 * len(expected)
+    # a window asked for out of order (a look back) is analysed alone and leaves the grid as it was
+    before = grid.reused_frames
+    grid.fingerprint(0, stream[:window])
+    assert grid.reused_frames == before
+
+
+@pytest.mark.postgres
+def test_a_held_connection_serves_the_lookups_of_a_stream(store) -> None:
+    with store.raw() as first, store.raw() as second:
+        assert first is not second
+    with store.holding_connection():
+        with store.raw() as held:
+            pid = held.info.backend_pid
+            with store.raw() as nested:  # a block inside another gets a connection of its own
+                assert nested.info.backend_pid != pid
+        with store.raw() as again:
+            assert again.info.backend_pid == pid
+    assert store._held is None

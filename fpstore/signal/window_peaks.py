@@ -16,8 +16,10 @@ window's first frame.
 A window's fingerprint is therefore its stream's, not the window's alone: at speed 1.0 its peaks are
 those of the whole stream (:func:`fpstore.signal.analysis.analyze`) in the window, bar the frames
 near the ends that the stream's edges decide, and a window that follows one analysed at its speed is
-cut from the same peaks. At another speed the window's first frame sits up to half a frame from the
-grid's frame its times count from (the grid's, not the window's). A window whose predecessor was not
+cut from the same peaks. At another speed a window's samples are resampled from a little before its
+new frames, and land within half a sample of the grid: the peaks are the whole resampled stream's
+but where two nearly tie; and the window's first frame sits up to half a frame from the grid's frame
+its times count from. A window whose predecessor was not
 analysed at that speed (or shares too little with it) is analysed whole, as alone.
 
 Conventions
