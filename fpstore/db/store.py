@@ -116,6 +116,8 @@ class Store:
         self.lookup = Lookup(self)
         self.stats = Stats(self)
         self.duplicates = Duplicates(self)
+        #: The zone ids once read (:meth:`zone_ids`).
+        self._zone_ids: dict[str, int] | None = None
 
     @property
     def url(self) -> str:
@@ -206,6 +208,7 @@ class Store:
 
     def downgrade(self, revision: str) -> None:
         """Revert migrations down to ``revision`` (``"base"`` removes every fpstore table)."""
+        self._zone_ids = None
         self._migrate(command.downgrade, revision)
 
     def downgrade_drops_data(self, revision: str) -> bool:
@@ -341,9 +344,18 @@ class Store:
         return FingerprintParams(duration_s=duration_s, **values)
 
     def zone_ids(self) -> dict[str, int]:
-        """``zones.id`` by zone name (empty before the first ingest)."""
-        with self.engine.connect() as conn:
-            return {str(name): int(zone_id) for name, zone_id in conn.execute(text("SELECT name, id FROM zones"))}
+        """``zones.id`` by zone name (empty before the first ingest).
+
+        Read once, then remembered: the zones are written with the profile and never change after
+        (only a downgrade to base removes them), and every look of a query asks for them.
+        """
+        if self._zone_ids is None:
+            with self.engine.connect() as conn:
+                found = {str(name): int(zone_id) for name, zone_id in conn.execute(text("SELECT name, id FROM zones"))}
+            if not found:
+                return found
+            self._zone_ids = found
+        return dict(self._zone_ids)
 
     # -- runs -----------------------------------------------------------------------------------
     def run(self, command_name: str, source: str, params: FingerprintParams) -> contextlib.AbstractContextManager[Run]:
