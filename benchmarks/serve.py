@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import http.client
 import io
+import itertools
 import json
 import os
 import socket
@@ -48,7 +50,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import soundfile
-from match import admin, build, existing_tracks, run_on_server  # benchmarks/match.py: the replicated catalogue
+from match import admin, build, ensure_index, existing_tracks, run_on_server  # benchmarks/match.py: the catalogue
 from sqlalchemy.engine import make_url
 
 from fpstore.signal.audio import load_audio
@@ -144,20 +146,35 @@ class MemoryWatch:
         return self.samples
 
 
-def drive(base: str, requests: list[Callable[[httpx.Client], httpx.Response]], clients: int) -> tuple[float, list]:
-    """Send every request with ``clients`` threads (one connection each); wall time and per-request outcomes."""
-    local = threading.local()
+Request = tuple[str, bytes, str]  # path, body, content type
 
-    def one(send: Callable[[httpx.Client], httpx.Response]) -> tuple[float, int, dict | None]:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=base, timeout=120)
+
+def drive(port: int, requests: list[Request], clients: int,
+          progress: Callable[[int], None]) -> tuple[float, list]:
+    """Send every request with ``clients`` threads (one kept-alive connection each); wall time and outcomes.
+
+    The standard library's HTTP client, the lightest at hand: the load generator runs on the same cores
+    as the service (its CPU time per query is printed). ``progress`` is called with the number of
+    requests answered so far after each one.
+    """
+    local = threading.local()
+    done = itertools.count(1)
+
+    def one(request: Request) -> tuple[float, int, dict | None]:
+        path, body, content_type = request
         started = time.perf_counter()
         try:
-            response = send(local.client)
-        except httpx.HTTPError:
+            if not hasattr(local, "connection"):
+                local.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            local.connection.request("POST", path, body=body, headers={"content-type": content_type})
+            response = local.connection.getresponse()
+            answer = response.read()
+        except (OSError, http.client.HTTPException):
+            local.__dict__.pop("connection", None)
             return time.perf_counter() - started, 0, None
         elapsed = time.perf_counter() - started
-        return elapsed, response.status_code, response.json() if response.status_code == 200 else None
+        progress(next(done))
+        return elapsed, response.status, json.loads(answer) if response.status == 200 else None
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
@@ -166,7 +183,7 @@ def drive(base: str, requests: list[Callable[[httpx.Client], httpx.Response]], c
 
 
 def report(mode: str, clients: int, wall_s: float, outcomes: list, truths: list[str | None], memory: list[int],
-           cpu_s: float | None) -> str:
+           cpu_s: float | None, client_cpu_s: float) -> str:
     latencies = sorted(o[0] for o in outcomes)
     errors = sum(1 for o in outcomes if o[1] != 200)
     named = [(o[2] or {}).get("match") for o in outcomes]
@@ -180,8 +197,9 @@ def report(mode: str, clients: int, wall_s: float, outcomes: list, truths: list[
     return (f"| {mode} | {clients} | {len(outcomes)} | {len(outcomes) / wall_s:.1f} | {q(0.5):.0f} | {q(0.95):.0f} | "
             f"{q(0.99):.0f} | {by_class[0]} / {by_class[1]} | {errors} | {hits}/{sum(t is not None for t in truths)} | "
             f"{false_alarms}/{sum(t is None for t in truths)} | {mib(memory[0]):.0f} / {mib(memory[-1]):.0f} / "
-            f"{mib(max(memory)):.0f} | " + ("-" if cpu_s is None else
-                                            f"{cpu_s / len(outcomes):.2f} | {2 * len(outcomes) / cpu_s:.1f}") + " |")
+            f"{mib(max(memory)):.0f} | " + ("- | -" if cpu_s is None else
+                                            f"{cpu_s / len(outcomes):.3f} | {2 * len(outcomes) / cpu_s:.1f}")
+            + f" | {client_cpu_s / len(outcomes):.3f} |")
 
 
 def main() -> None:
@@ -196,6 +214,10 @@ def main() -> None:
     parser.add_argument("--modes", default="audio,fingerprint")
     parser.add_argument("--workers", type=int, default=2, help="fpstore serve --workers")
     parser.add_argument("--length", type=float, default=10.0, help="seconds per excerpt")
+    parser.add_argument("--distinct", type=int, default=1000,
+                        help="distinct excerpts at most; more requests go round them again (a long memory run)")
+    parser.add_argument("--index", choices=("covering", "plain"), default="covering",
+                        help="the catalogue's lookup index (fpstore db lookup-index; covering: index-only lookups)")
     parser.add_argument("--reuse", action="store_true", help="reuse a catalogue of the right size")
     parser.add_argument("--keep", action="store_true", help="keep the database")
     parser.add_argument("--negative-share", type=float, default=0.5, help="share of the requests that are negatives")
@@ -217,6 +239,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"reusing {name}", flush=True)
         else:
             url = build(args.server, name, folder, args.tracks, args.store_zone)
+        ensure_index(url, args.index)
         try:
             serve_and_drive(args, url, inside, held_out)
         finally:
@@ -227,13 +250,15 @@ def run(args: argparse.Namespace) -> None:
 
 def serve_and_drive(args: argparse.Namespace, url: str, inside: list[Path], held_out: list[Path]) -> None:
     rng = np.random.default_rng(args.seed)
-    n_negatives = round(args.requests * args.negative_share) if held_out else 0
-    positives = excerpts(inside, args.requests - n_negatives, args.length, rng)
+    n_distinct = min(args.requests, args.distinct)
+    n_negatives = round(n_distinct * args.negative_share) if held_out else 0
+    positives = excerpts(inside, n_distinct - n_negatives, args.length, rng)
     negatives = excerpts(held_out, n_negatives, args.length, rng)
     queries = [(n, y) for n, y in positives] + [(None, y) for _, y in negatives]
     order = rng.permutation(len(queries))
     queries = [queries[i] for i in order]
-    truths = [n for n, _ in queries]
+    rounds = range(args.requests)
+    truths = [queries[i % n_distinct][0] for i in rounds]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     # With --embedded the PostgreSQL server is this run's alone: its CPU time is the queries'.
@@ -262,26 +287,36 @@ def serve_and_drive(args: argparse.Namespace, url: str, inside: list[Path], held
             bodies["fingerprint"] = [json.dumps({"params_id": described["params_id"], "hashes": [
                 [zone, h, t] for zone, zh in fingerprint_signal(y, params).zones.items()
                 for h, t in zip(zh.hashes.tolist(), zh.t_anchor_frames.tolist())]}).encode() for _, y in queries]
-        print(f"catalogue {make_url(url).database}, {args.tracks} tracks; {len(positives)} positives and "
-              f"{len(negatives)} negatives of {args.length:g} s; fpstore serve --workers {args.workers}; match options "
-              f"{args.options or '(defaults)'}", flush=True)
-        print("| mode | clients | requests | queries/s | p50 ms | p95 ms | p99 ms | p50 ms positives / negatives | errors | positives named right | "
-              "negatives named | server RSS MiB start / end / peak | CPU s per query (serve + PostgreSQL) | "
-              "q/s 2 idle cores would give (2 / CPU s) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print(f"catalogue {make_url(url).database}, {args.tracks} tracks, {args.index} lookup index; "
+              f"{len(positives)} positives and {len(negatives)} negatives of {args.length:g} s"
+              f"{' (sent round again)' if args.requests > n_distinct else ''}; fpstore serve --workers {args.workers}; "
+              f"match options {args.options or '(defaults)'}; load average before {os.getloadavg()[0]:.1f}", flush=True)
+        print("| mode | clients | requests | queries/s | p50 ms | p95 ms | p99 ms | p50 ms positives / negatives | errors | "
+              "positives named right | negatives named | server RSS MiB start / end / peak | CPU s per query (serve + "
+              "PostgreSQL) | q/s 2 idle cores would give (2 / CPU s) | CPU s per query of this load generator |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        traces = []
         for clients in [int(c) for c in args.clients.split(",")]:
             for mode in args.modes.split(","):
                 path = ("/v1/match" if mode == "audio" else "/v1/match/fingerprint") + (
                     f"?{args.options}" if args.options else "")
                 content_type = "audio/wav" if mode == "audio" else "application/json"
-                requests = [lambda client, body=body, path=path, kind=content_type: client.post(
-                                path, content=body, headers={"content-type": kind}) for body in bodies[mode]]
+                requests = [(path, bodies[mode][i % n_distinct], content_type) for i in rounds]
+                tenth = max(len(requests) // 10, 1)
+                trace: list[int] = []
                 watch = MemoryWatch(server.pid)
                 cpu_before = cpu_seconds(server.pid) + (cpu_seconds(postmaster) if postmaster else 0.0)
-                wall_s, outcomes = drive(base, requests, clients)
+                client_before = time.process_time()
+                wall_s, outcomes = drive(port, requests, clients, lambda done, trace=trace, tenth=tenth:
+                                         trace.append(rss_bytes(server.pid)) if done % tenth == 0 else None)
+                client_cpu_s = time.process_time() - client_before
                 cpu_s = cpu_seconds(server.pid) + (cpu_seconds(postmaster) if postmaster else 0.0) - cpu_before
-                print(report(mode, clients, wall_s, outcomes, truths, watch.stop(), cpu_s if postmaster else None),
-                      flush=True)
+                print(report(mode, clients, wall_s, outcomes, truths, watch.stop(), cpu_s if postmaster else None,
+                             client_cpu_s), flush=True)
+                traces.append(f"{mode}, {clients} clients: server RSS MiB after each tenth of the requests: "
+                              + ", ".join(f"{b / 2**20:.0f}" for b in trace))
+        print(f"load average after {os.getloadavg()[0]:.1f}")
+        print("\n".join(traces))
     finally:
         server.terminate()
         server.wait(60)
