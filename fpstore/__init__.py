@@ -34,6 +34,7 @@ from fpstore.errors import (
 
 if TYPE_CHECKING:
     from fpstore.db.catalogue import open_store
+    from fpstore.db.contract import Catalogue
     from fpstore.db.store import Store
     from fpstore.ingest import IngestSummary, ingest
     from fpstore.matching.evidence import PLAIN, ROBUST, DecisionRule, Evidence
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Store": "fpstore.db.store", "open_store": "fpstore.db.catalogue",
+    "Store": "fpstore.db.store", "open_store": "fpstore.db.catalogue", "Catalogue": "fpstore.db.contract",
     "IngestSummary": "fpstore.ingest", "ingest": "fpstore.ingest",
     "DecisionRule": "fpstore.matching.evidence", "Evidence": "fpstore.matching.evidence",
     "PLAIN": "fpstore.matching.evidence", "ROBUST": "fpstore.matching.evidence",
@@ -59,8 +60,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "PLAIN", "ROBUST", "AudioError", "DatabaseError", "DecisionRule", "Evidence", "Fingerprint", "FingerprintParams",
-    "FpstoreError",
+    "PLAIN", "ROBUST", "AudioError", "Catalogue", "DatabaseError", "DecisionRule", "Evidence", "Fingerprint",
+    "FingerprintParams", "FpstoreError",
     "IngestSummary", "MatchResult", "NotFound", "ParameterError", "ProfileMismatch", "SchemaNotAtHead", "ServerFailed",
     "ShardDown", "Store",
     "Zone", "__version__", "fingerprint_file", "fingerprint_signal", "ingest", "match_files", "match_fingerprint",

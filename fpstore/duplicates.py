@@ -32,9 +32,9 @@ from typing import Literal
 
 import numpy as np
 
-from fpstore.db.cluster import ClusterStore, shard_of_digest, shard_of_track
+from fpstore.db.cluster import shard_of_digest, shard_of_track
+from fpstore.db.contract import Catalogue
 from fpstore.db.duplicates import DuplicatePair, sampled_hashes
-from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
 from fpstore.errors import ParameterError
 from fpstore.matching.evidence import ALL_ZONES
@@ -204,12 +204,12 @@ def check_min_ratio(min_ratio: float) -> float:
     return float(min_ratio)
 
 
-def find_duplicates(store: Store, *, zone: str = ALL_ZONES, min_ratio: float = DEFAULT_MIN_RATIO) -> DuplicateListing:
+def find_duplicates(store: Catalogue, *, zone: str = ALL_ZONES, min_ratio: float = DEFAULT_MIN_RATIO) -> DuplicateListing:
     """The stored duplicates and excerpts (:func:`relation` with ``min_ratio`` for duplicates), computed in the database.
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     zone : str
         A zone name (cheaper: one zone's postings), or ``"all"``.
     min_ratio : float
@@ -267,7 +267,7 @@ def linked_groups(links: list[tuple[int, int]]) -> list[list[int]]:
     return sorted(groups.values())
 
 
-def duplicates_of(store: Store, fingerprint: Fingerprint, zone_ids: dict[str, int], *, min_ratio: float,
+def duplicates_of(store: Catalogue, fingerprint: Fingerprint, zone_ids: dict[str, int], *, min_ratio: float,
                   own_sha256: bytes = b"") -> list[DuplicateOf]:
     """The stored tracks that ``fingerprint`` duplicates or shares an excerpt with, best first, with one posting lookup.
 
@@ -278,7 +278,7 @@ def duplicates_of(store: Store, fingerprint: Fingerprint, zone_ids: dict[str, in
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     fingerprint : Fingerprint
         Of the new track, every zone of the database.
     zone_ids : dict[str, int]
@@ -331,7 +331,7 @@ class DuplicateCheck:
 
     Attributes
     ----------
-    store : Store
+    store : Catalogue
     on_duplicate : {"skip", "keep", "replace"}
         Skip the new track, keep both, or write the new one and delete the stored copies in its transaction.
     min_ratio : float
@@ -344,7 +344,7 @@ class DuplicateCheck:
         If ``on_duplicate`` or ``min_ratio`` is out of range (when made, before any run starts).
     """
 
-    store: Store
+    store: Catalogue
     on_duplicate: OnDuplicate = "skip"
     min_ratio: float = DEFAULT_MIN_RATIO
     on_excerpt: OnExcerpt = "keep"
@@ -371,7 +371,6 @@ class DuplicateCheck:
         DatabaseError
             If the database fails.
         """
-        cluster = self.store if isinstance(self.store, ClusterStore) else None
         found = duplicates_of(self.store, record.fingerprint, zone_ids, min_ratio=self.min_ratio,
                               own_sha256=record.sha256)
         if not found:
@@ -386,9 +385,10 @@ class DuplicateCheck:
             return record, f"{note}, kept"
         replaced = tuple(d.track_id for d in found)
         elsewhere: tuple[int, ...] = ()
-        if cluster is not None:
-            own = shard_of_digest(record.sha256, cluster.n_shards)
-            elsewhere = tuple(t for t in replaced if shard_of_track(t, cluster.n_shards) != own)
+        if self.store.routed:
+            n_shards = len(self.store.shards)
+            own = shard_of_digest(record.sha256, n_shards)
+            elsewhere = tuple(t for t in replaced if shard_of_track(t, n_shards) != own)
             replaced = tuple(t for t in replaced if t not in elsewhere)
         said = [f"replaces track{'s' if len(replaced) > 1 else ''} {', '.join(map(str, replaced))}"] if replaced else []
         if elsewhere:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fpstore.db.store import Store
+from fpstore.db.contract import Catalogue
 from fpstore.errors import NotFound, ParameterError
 from fpstore.matching.evidence import ALL_ZONES, ROBUST, DecisionRule, Evidence
 from fpstore.matching.matcher import match_prepared
@@ -177,7 +177,7 @@ def score_row(query: Query, true_id: int | None, result: MatchResult, length_s: 
 
 
 def evaluate_queries(
-    store: Store,
+    store: Catalogue,
     queries: Sequence[Query],
     *,
     zones: Sequence[str] | None = None,
@@ -189,7 +189,7 @@ def evaluate_queries(
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     queries : sequence of Query
     zones : sequence of str or None
         Zone names (or ``"all"``); None evaluates every zone and ``"all"``.
@@ -364,7 +364,7 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]
 
 
 def run_eval(
-    store: Store,
+    store: Catalogue,
     queries_csv: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
@@ -382,7 +382,7 @@ def run_eval(
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     queries_csv : path-like
     out_dir : path-like
         Created if needed.

@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from fpstore.db.bulk import BulkLoad
-from fpstore.db.cluster import ClusterStore, shard_of_digest
+from fpstore.db.cluster import shard_of_digest
+from fpstore.db.contract import Catalogue
 from fpstore.db.runs import Run
-from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
 from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateCheck, OnDuplicate, OnExcerpt, unchecked_reason
 from fpstore.errors import DatabaseError, NotFound, ShardDown
@@ -139,7 +139,7 @@ def _postings_by_zone(record: TrackRecord) -> dict[str, int]:
 class OrdinaryWriter:
     """Each batch is one transaction of the store's ordinary path."""
 
-    def __init__(self, store: Store, run: Run, *, replace: bool) -> None:
+    def __init__(self, store: Catalogue, run: Run, *, replace: bool) -> None:
         self._store, self._run, self._replace = store, run, replace
 
     def write(self, records: list[TrackRecord], *, last: bool) -> WriteOutcome:
@@ -159,7 +159,7 @@ class OrdinaryWriter:
 class BulkWriter:
     """Batches are staged into the current bulk load, published as a partition when full and at the end."""
 
-    def __init__(self, store: Store, run: Run, *, replace: bool, partition_postings: int) -> None:
+    def __init__(self, store: Catalogue, run: Run, *, replace: bool, partition_postings: int) -> None:
         self._store, self._run, self._replace = store, run, replace
         self._partition_postings = partition_postings
         store.bulk.drop_stale()
@@ -261,7 +261,7 @@ class Destination:
     duplicates against it).
     """
 
-    store: Store
+    store: Catalogue
     name: str
     runs: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     run: Run | None = None
@@ -287,7 +287,7 @@ class Ingest:
     _summary: IngestSummary
     _destinations: list[Destination]
 
-    def __init__(self, store: Store, params: FingerprintParams, *, force: bool, jobs: int | None,
+    def __init__(self, store: Catalogue, params: FingerprintParams, *, force: bool, jobs: int | None,
                  batch_postings: int, bulk: bool | None, partition_postings: int,
                  on_duplicate: OnDuplicate, duplicate_min_ratio: float, on_excerpt: OnExcerpt,
                  on_file: Callable[[FileEvent], None] | None, on_start: Callable[[int], None] | None,
@@ -295,7 +295,7 @@ class Ingest:
         self.store, self.params, self.scheduler = store, params, scheduler
         self.on_duplicate, self.duplicate_min_ratio = on_duplicate, duplicate_min_ratio
         self.force, self.jobs, self.bulk = force, jobs, bulk
-        self.cluster = isinstance(store, ClusterStore)
+        self.cluster = store.routed
         self.on_excerpt = on_excerpt
         self.duplicates = DuplicateCheck(store, on_duplicate, duplicate_min_ratio, on_excerpt)
         # Path of a written track → what it duplicates, added to its "added" event.
@@ -337,7 +337,7 @@ class Ingest:
 
     def _open(self, stack: contextlib.ExitStack, source: str, n_files: int) -> list[Destination]:
         """A destination per database written, each with its run and writer; on a cluster a failing shard is down."""
-        targets = self.store.shards if isinstance(self.store, ClusterStore) else [self.store]
+        targets = self.store.shards
         destinations = []
         for index, target in enumerate(targets):
             destination = Destination(target, f"shard {index} ({target.url})")
@@ -389,7 +389,7 @@ class Ingest:
         """A shard that failed, if any: new files cannot be checked for duplicates against it."""
         return next((d for d in self._destinations if d.down), None)
 
-    def _writer(self, store: Store, run: Run, n_files: int) -> Writer:
+    def _writer(self, store: Catalogue, run: Run, n_files: int) -> Writer:
         bulk = self.bulk if self.bulk is not None else n_files >= BULK_MIN_FILES
         if bulk and self.scheduler is None:  # dask workers write with the ordinary path
             return BulkWriter(store, run, replace=self.force, partition_postings=self.partition_postings)
@@ -428,7 +428,7 @@ class Ingest:
 
     def _write_all_on_dask(self, files: list[Path], scheduler: str) -> None:
         """Hand each new file to a dask worker, which fingerprints it and writes it on its database itself."""
-        catalogue_url = self.store.engine.url.render_as_string(hide_password=False)
+        catalogue_url = self.store.url_with_password()
         with DaskWriters(scheduler) as writers:
             for result in writers.run(self._dask_jobs(files, catalogue_url)):
                 destination = self._destinations[result.shard or 0]
@@ -545,7 +545,7 @@ class Ingest:
             return False
         return True
 
-    def _stored_as(self, store: Store, track_id: int) -> str:
+    def _stored_as(self, store: Catalogue, track_id: int) -> str:
         """Why a file whose content is stored is skipped, naming the cut it was stored with when it differs."""
         said = f"already in the database as track {track_id}"
         stored, cut_s = store.tracks.stored_cut_s(track_id)
@@ -608,7 +608,7 @@ def _duration_word(duration_s: float | None) -> str:
 
 
 def ingest(
-    store: Store,
+    store: Catalogue,
     root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     params: FingerprintParams | None = None,
     *,
@@ -629,7 +629,7 @@ def ingest(
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     root : path or sequence of paths
         Folders (searched recursively) and single files.
     params : FingerprintParams or None

@@ -47,7 +47,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from fpstore.db.store import Store
+from fpstore.db.contract import Catalogue
 from fpstore.errors import ParameterError
 from fpstore.matching.evidence import ALL_ZONES, DEFAULT_ZONE, ROBUST, DecisionRule, Evidence
 from fpstore.matching.matcher import match_prepared
@@ -321,7 +321,7 @@ class TrackEvidence:
 NO_EVIDENCE = TrackEvidence(0, 0, np.zeros(0), np.zeros(0), 0.0)
 
 
-def track_evidence(store: Store, fingerprint: Fingerprint, params: FingerprintParams, zone_ids: dict[str, int],
+def track_evidence(store: Catalogue, fingerprint: Fingerprint, params: FingerprintParams, zone_ids: dict[str, int],
                    track_id: int, offset_frames: int, reach: int, *, start_s: float = 0.0,
                    speed: float = 1.0, after_s: float | None = None) -> TrackEvidence:
     """The targeted test: how many of a window's hashes align with one track within ``reach`` frames of an offset.
@@ -334,7 +334,7 @@ def track_evidence(store: Store, fingerprint: Fingerprint, params: FingerprintPa
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     fingerprint : Fingerprint
         Of the window, at ``speed`` (:func:`fpstore.signal.variants.speed_variant`).
     params : FingerprintParams
@@ -470,7 +470,7 @@ class StreamMonitor:
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     window_s, hop_s : float
         Window length and the time between window starts, seconds (rounded to whole STFT frames).
     zone : str
@@ -497,7 +497,7 @@ class StreamMonitor:
         If a length is not positive, the hop exceeds the window, or the zone is unknown.
     """
 
-    def __init__(self, store: Store, *, window_s: float = DEFAULT_WINDOW_S, hop_s: float = DEFAULT_HOP_S,
+    def __init__(self, store: Catalogue, *, window_s: float = DEFAULT_WINDOW_S, hop_s: float = DEFAULT_HOP_S,
                  zone: str = DEFAULT_ZONE, rule: DecisionRule | None = None, evidence: Evidence = WINDOW_EVIDENCE,
                  tolerance_frames: int = DEFAULT_TOLERANCE_FRAMES, max_gap: int = DEFAULT_MAX_GAP,
                  min_windows: int = DEFAULT_MIN_WINDOWS,
@@ -664,12 +664,12 @@ class StreamMonitor:
             self.on_window(answer)
 
 
-def monitor(store: Store, blocks: Iterable[np.ndarray], **options: object) -> Iterator[Segment]:
+def monitor(store: Catalogue, blocks: Iterable[np.ndarray], **options: object) -> Iterator[Segment]:
     """Match a stream window by window and yield its segments as they end (:class:`StreamMonitor`'s options).
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     blocks : iterable of np.ndarray [shape=(m,)], float32, mono, at the database's sample rate
         The stream, in pieces of any size; consumed lazily (an endless stream works).
     **options

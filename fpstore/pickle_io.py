@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from fpstore.db.contract import Catalogue
 from fpstore.db.pgcopy import decode_postings
-from fpstore.db.store import Store
 from fpstore.db.tracks import TrackRecord
 from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateCheck, OnDuplicate, OnExcerpt
 from fpstore.errors import ParameterError, ProfileMismatch
@@ -240,7 +240,7 @@ def index_arrays(zone_index: dict[int, list[int]]) -> tuple[np.ndarray, np.ndarr
     return np.repeat(keys, lengths).astype(np.uint32), postings.astype(np.uint32)
 
 
-def import_seed_pickle(store: Store, path: str | os.PathLike[str], *, on_duplicate: OnDuplicate = "skip",
+def import_seed_pickle(store: Catalogue, path: str | os.PathLike[str], *, on_duplicate: OnDuplicate = "skip",
                        duplicate_min_ratio: float = DEFAULT_MIN_RATIO, on_excerpt: OnExcerpt = "keep") -> PickleSummary:
     """Load a notebook ``hash_db.pkl`` into the database, as one run and one transaction.
 
@@ -249,7 +249,7 @@ def import_seed_pickle(store: Store, path: str | os.PathLike[str], *, on_duplica
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     path : str or path-like
     on_duplicate : {"skip", "keep", "replace"}
     duplicate_min_ratio : float
@@ -310,7 +310,7 @@ def import_seed_pickle(store: Store, path: str | os.PathLike[str], *, on_duplica
     )
 
 
-def _records_to_write(store: Store, check: DuplicateCheck, records: list[TrackRecord], zone_ids: dict[str, int],
+def _records_to_write(store: Catalogue, check: DuplicateCheck, records: list[TrackRecord], zone_ids: dict[str, int],
                       duplicates: list[tuple[str, str]]) -> list[TrackRecord]:
     """The records to write: not stored yet, and not skipped as duplicates; ``duplicates`` gets the reasons."""
     if not store.tracks.count():
@@ -360,12 +360,12 @@ def _track_records(shown: str, digest: bytes, tracks: dict[int, str], seed_ids: 
     return records
 
 
-def export_seed_pickle(store: Store, path: str | os.PathLike[str], *, overwrite: bool = False) -> PickleSummary:
+def export_seed_pickle(store: Catalogue, path: str | os.PathLike[str], *, overwrite: bool = False) -> PickleSummary:
     """Write the database as the notebook's ``hash_db.pkl``, so its loading and statistics cells work on it.
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     path : str or path-like
         The file to write (atomically: a temporary file renamed into place).
     overwrite : bool

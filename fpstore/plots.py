@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fpstore.db.store import Store
+from fpstore.db.contract import Catalogue
 from fpstore.errors import ParameterError
 from fpstore.signal.analysis import analyze
 from fpstore.signal.audio import load_audio
@@ -139,13 +139,13 @@ def plot_fingerprint(audio_path: str | os.PathLike[str], out_png: str | os.PathL
             "n_pairs_drawn": int(len(anchors)), "n_zone_hashes": int(postings.hashes.size)}
 
 
-def plot_report(store: Store, out_dir: str | os.PathLike[str], *, width_px: int = 1200,
+def plot_report(store: Catalogue, out_dir: str | os.PathLike[str], *, width_px: int = 1200,
                 height_px: int = 800) -> list[Path]:
     """Write ``hashes_per_track.png`` and ``posting_list_lengths.png`` (one panel per zone) into ``out_dir``.
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     out_dir : path
         Created if missing.
     width_px, height_px : int

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fpstore.db.store import Store
+from fpstore.db.contract import Catalogue
 
 #: Columns of the per-zone report: the seed's, then what the database adds.
 ZONE_COLUMNS = (
@@ -37,12 +37,12 @@ class Report:
     bytes_per_posting: float | None
 
 
-def build_report(store: Store) -> Report:
+def build_report(store: Catalogue) -> Report:
     """Compute the report in the database.
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
 
     Returns
     -------

@@ -57,7 +57,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import fpstore
 from fpstore.db.catalogue import open_store
-from fpstore.db.store import Store, head_revision
+from fpstore.db.contract import Catalogue
+from fpstore.db.store import head_revision
 from fpstore.errors import (
     AudioError,
     DatabaseError,
@@ -196,7 +197,7 @@ class FingerprintQuery(BaseModel):
     name: str = Field(FINGERPRINT_LABEL, description="How the query is named in the answer.")
 
 
-def database_params(store: Store) -> FingerprintParams:
+def database_params(store: Catalogue) -> FingerprintParams:
     """The database's parameters for whole queries, once its schema is checked.
 
     Raises
@@ -215,7 +216,7 @@ def _checked_zone(params: FingerprintParams, zone: str) -> None:
         params.zone(zone)
 
 
-def match_upload(store: Store, params: FingerprintParams, data: bytes, label: str,
+def match_upload(store: Catalogue, params: FingerprintParams, data: bytes, label: str,
                  options: MatchOptions) -> dict[str, Any]:
     """Decode ``data`` (any format ``fpstore match -`` reads) and match it: the ``--json`` answer.
 
@@ -234,7 +235,7 @@ def match_upload(store: Store, params: FingerprintParams, data: bytes, label: st
     return _answer(store, outcome, params, options, label)
 
 
-def match_hashes(store: Store, params: FingerprintParams, query: FingerprintQuery,
+def match_hashes(store: Catalogue, params: FingerprintParams, query: FingerprintQuery,
                  options: MatchOptions) -> dict[str, Any]:
     """Match hashes the client computed: the looks that need no audio (as it is, then the offset tolerance).
 
@@ -275,7 +276,7 @@ def _fingerprint_of(triples: list[tuple[str, int, int]], params: FingerprintPara
     return Fingerprint(zones, n_frames * params.seconds_per_frame, n_frames, 0)
 
 
-def _answer(store: Store, prepared: PreparedQuery, params: FingerprintParams, options: MatchOptions,
+def _answer(store: Catalogue, prepared: PreparedQuery, params: FingerprintParams, options: MatchOptions,
             label: str) -> dict[str, Any]:
     result = match_prepared(store, prepared, params, evidence=options.evidence, zone=options.zone,
                             top_k=options.top_k, rule=options.rule, method=options.method, query=label)
@@ -422,9 +423,9 @@ async def _upload(request: Request, limit: int) -> tuple[bytes, str]:
 
 # The dependencies are coroutines: FastAPI runs a plain function dependency in its thread pool, and
 # each such hop (a hand-over to a thread and back) cost more than the work of these three.
-async def _store(request: Request) -> Store:
+async def _store(request: Request) -> Catalogue:
     """The app's database, opened when the app started."""
-    store: Store = request.app.state.store
+    store: Catalogue = request.app.state.store
     return store
 
 
@@ -441,7 +442,7 @@ def _config(request: Request) -> ServeConfig:
     return config
 
 
-Db = Annotated[Store, Depends(_store)]
+Db = Annotated[Catalogue, Depends(_store)]
 Params = Annotated[FingerprintParams, Depends(_params)]
 Options = Annotated[MatchOptions, Depends(match_options)]
 #: The API's routes (every one behind the token when there is one, health excepted: :class:`TokenGuard`).

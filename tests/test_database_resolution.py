@@ -100,3 +100,25 @@ def test_a_sql_ascii_database_gets_one_line_naming_the_encoding_needed(pg_server
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("named_by", ["config file", "environment"])
+def test_open_store_without_an_argument_opens_what_db_url_prints(db_url, tmp_path, monkeypatch, named_by) -> None:
+    """A script and a command run side by side open the same database: one function finds it for both."""
+    from fpstore import open_store
+    from fpstore.db.urls import libpq_url
+
+    config = tmp_path / "team.toml"
+    config.write_text(f'[database]\nurl = "{db_url}"\n')
+    monkeypatch.delenv("FPSTORE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("FPSTORE_CONFIG", str(config) if named_by == "config file" else "")
+    if named_by == "environment":
+        monkeypatch.setenv("FPSTORE_DATABASE_URL", db_url)
+    monkeypatch.setenv("FPSTORE_HOME", str(tmp_path / "embedded"))  # were the embedded server used, it would be this
+    printed = CliRunner().invoke(cli, ["db", "url", "--with-password"])
+    assert printed.exit_code == 0, printed.output
+    with open_store() as store:
+        assert libpq_url(store.engine.url, with_password=True) == printed.output.strip()
+        assert store.schema_revision() is not None  # it is the test database, which holds the schema
+    assert not (tmp_path / "embedded").exists()

@@ -105,19 +105,21 @@ def test_imports_run_one_way(module: str) -> None:
             assert layer(module) == "cli", f"{module} imports the CLI"
 
 
-def test_no_import_cycle() -> None:
+@pytest.mark.parametrize("graph", [RUNTIME_GRAPH, GRAPH], ids=["run-time imports", "type-only imports included"])
+def test_no_import_cycle(graph: dict[str, set[str]]) -> None:
+    """No circle of imports; the package itself (``import fpstore`` for ``__version__``) is every module's root."""
     state: dict[str, str] = {}
 
     def visit(module: str, trail: list[str]) -> None:
         state[module] = "open"
-        for target in sorted(RUNTIME_GRAPH.get(module, ())):
+        for target in sorted(graph.get(module, set()) - {"fpstore"}):
             if state.get(target) == "open":
                 pytest.fail("import cycle: " + " -> ".join(trail[trail.index(target):] + [target]))
             if target not in state:
                 visit(target, trail + [target])
         state[module] = "done"
 
-    for module in sorted(GRAPH):
+    for module in sorted(graph):
         if module not in state:
             visit(module, [module])
 
@@ -139,3 +141,42 @@ def test_the_public_api_is_importable_from_the_package() -> None:
 
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         fpstore.nothing_here  # noqa: B018
+
+
+def _imported_top_level(path: Path) -> set[str]:
+    """Top-level packages a file imports (functions and type-only blocks included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_only_fpstore_db_and_the_migrations_import_sqlalchemy_or_psycopg() -> None:
+    importers = {name for name, path in MODULES.items() if _imported_top_level(path) & {"sqlalchemy", "psycopg"}}
+    assert importers, "the check would be empty"
+    assert {name for name in importers if not name.startswith("fpstore.db")} == set()
+
+
+def test_no_operation_asks_which_kind_of_store_it_holds() -> None:
+    """``isinstance(x, Store)``, ``ClusterStore`` or the contract only under fpstore/db: the contract says what differs."""
+    asking = re.compile(r"isinstance\([^)]*\b(\w*Store|Catalogue)\b")
+    found = [name for name, path in MODULES.items() if not name.startswith("fpstore.db") and asking.search(path.read_text())]
+    assert found == []
+    assert asking.search("isinstance(self.store, ClusterStore)"), "the pattern finds what it is for"
+
+
+def test_the_database_is_found_in_one_place() -> None:
+    """$FPSTORE_DATABASE_URL is read by fpstore.db.locate alone, which the CLI and open_store() both call."""
+    readers = {name for name, path in MODULES.items() if re.search(r"environ[^\n]*(DATABASE_URL_ENV|FPSTORE_DATABASE_URL)",
+                                                                   path.read_text())}
+    assert readers == {"fpstore.db.locate"}
+    assert "fpstore.db.locate" in GRAPH["fpstore.db.catalogue"] and "fpstore.db.locate" in GRAPH["fpstore.runtime.config"]
+
+
+def test_the_schema_head_the_commands_compare_with_is_the_migrations_head() -> None:
+    from fpstore.db.store import SCHEMA_HEAD, head_revision
+
+    assert SCHEMA_HEAD == head_revision(), "a new migration: set fpstore.db.store.SCHEMA_HEAD to its revision"

@@ -92,7 +92,9 @@ def db_url(ctx: click.Context, with_password: bool) -> None:
     Example:
       psql "$(fpstore db url)" -c 'SELECT count(*) FROM tracks'
     """
-    url, embedded_down = admin.libpq_url_in_force(cli_state(ctx).settings().database_url, with_password=with_password)
+    state = cli_state(ctx)
+    url, embedded_down = admin.libpq_url_in_force(state.settings().database_url, config_path=state.config_path,
+                                                  with_password=with_password)
     click.echo(url)
     if embedded_down:
         click.echo("note: the embedded server is not running; keep it up with `fpstore db serve` "
@@ -113,7 +115,8 @@ def db_shell(ctx: click.Context, psql_args: tuple[str, ...]) -> None:
       fpstore db shell -- -c 'SELECT count(*) FROM tracks'
       fpstore db shell -- -v ON_ERROR_STOP=1 -f queries.sql
     """
-    ctx.exit(admin.run_psql(cli_state(ctx).settings().database_url, psql_args))
+    state = cli_state(ctx)
+    ctx.exit(admin.run_psql(state.settings().database_url, psql_args, config_path=state.config_path))
 
 
 @db_group.command("serve")
@@ -136,7 +139,8 @@ def db_serve(ctx: click.Context) -> None:
         click.echo(url)
         click.echo("serving fpstore's embedded database until Ctrl-C", err=True)
 
-    admin.serve_embedded(cli_state(ctx).settings().database_url, ready)
+    state = cli_state(ctx)
+    admin.serve_embedded(state.settings().database_url, ready, config_path=state.config_path)
     click.echo("stopped", err=True)
 
 

@@ -17,7 +17,7 @@ from fpstore.cli.options import (
 from fpstore.runtime.wording import counted
 
 if TYPE_CHECKING:
-    from fpstore.db.store import Store
+    from fpstore.db.contract import Catalogue
     from fpstore.duplicates import OnDuplicate, OnExcerpt
     from fpstore.ingest import IngestSummary
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 @duplicate_options
 @click.pass_context
 @with_store
-def ingest_command(ctx: click.Context, /, store: Store, paths: tuple[str, ...], zones: tuple[str, ...], force: bool,
+def ingest_command(ctx: click.Context, /, store: Catalogue, paths: tuple[str, ...], zones: tuple[str, ...], force: bool,
                    jobs: int | None, allow_failures: bool, batch_postings: int, scheduler: str | None,
                    on_duplicate: OnDuplicate, duplicate_min_ratio: float, on_excerpt: OnExcerpt,
                    **options: Any) -> None:

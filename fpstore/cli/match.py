@@ -19,7 +19,7 @@ from fpstore.cli.options import (
 from fpstore.runtime.wording import counted
 
 if TYPE_CHECKING:
-    from fpstore.db.store import Store
+    from fpstore.db.contract import Catalogue
     from fpstore.matching.evidence import Null
     from fpstore.matching.results import Candidate, MatchResult
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 @evidence_options
 @click.pass_context
 @with_store
-def match_command(ctx: click.Context, store: Store, queries: tuple[str, ...], zone: str, min_votes: int | None,
+def match_command(ctx: click.Context, store: Catalogue, queries: tuple[str, ...], zone: str, min_votes: int | None,
                   min_ratio: float, alpha: float | None, null: Null, top_k: int, use_sql: bool, as_json: bool, plain: bool,
                   count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
                   pool_speeds: bool | None, merge_first: bool | None, whitened: bool | None) -> None:
@@ -117,7 +117,7 @@ def match_line(result: MatchResult, top_k: int) -> str:
 @evidence_options
 @click.pass_context
 @with_store
-def eval_command(ctx: click.Context, store: Store, queries_csv: str, zone: str, min_votes: int | None, min_ratio: float,
+def eval_command(ctx: click.Context, store: Catalogue, queries_csv: str, zone: str, min_votes: int | None, min_ratio: float,
                  alpha: float | None, null: Null, all_zones: bool, labels: tuple[str, ...], out_dir: str, plain: bool,
                  count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
                  pool_speeds: bool | None, merge_first: bool | None, whitened: bool | None) -> None:

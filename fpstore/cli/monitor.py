@@ -23,7 +23,7 @@ from fpstore.monitor import (
 from fpstore.runtime.wording import counted
 
 if TYPE_CHECKING:
-    from fpstore.db.store import Store
+    from fpstore.db.contract import Catalogue
     from fpstore.matching.evidence import Null
     from fpstore.monitor import MonitorSummary, Segment, WindowAnswer
 
@@ -56,7 +56,7 @@ class MonitorStopped(KeyboardInterrupt):
 @click.option("--csv", "as_csv", is_flag=True, help="Print a CSV log: a header, then one row per segment.")
 @click.pass_context
 @with_store
-def monitor_command(ctx: click.Context, store: Store, source: str, window_s: float, hop_s: float, zone: str,
+def monitor_command(ctx: click.Context, store: Catalogue, source: str, window_s: float, hop_s: float, zone: str,
                     min_votes: int | None, min_ratio: float, alpha: float | None, null: Null, plain: bool,
                     count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
                     pool_speeds: bool | None, merge_first: bool | None, whitened: bool | None,

@@ -131,8 +131,9 @@ def with_store(command: F) -> F:
     def wrapper(ctx: click.Context, /, *args: Any, **kwargs: Any) -> Any:  # under @click.pass_context
         from fpstore.db.catalogue import open_store
 
-        url = cli_state(ctx).settings().database_url
-        return command(ctx, *args, store=ctx.with_resource(open_store(url)), **kwargs)
+        state = cli_state(ctx)
+        store = ctx.with_resource(open_store(state.settings().database_url, config_path=state.config_path))
+        return command(ctx, *args, store=store, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 

@@ -10,7 +10,7 @@ from fpstore.cli.options import cli_state, duplicate_options, with_store
 from fpstore.runtime.wording import counted
 
 if TYPE_CHECKING:
-    from fpstore.db.store import Store
+    from fpstore.db.contract import Catalogue
     from fpstore.duplicates import OnDuplicate, OnExcerpt
     from fpstore.pickle_io import PickleSummary
 
@@ -30,7 +30,7 @@ def format_pickle_summary(summary: PickleSummary, verbose: int) -> str:
 @duplicate_options
 @click.pass_context
 @with_store
-def import_pickle_command(ctx: click.Context, store: Store, pickle_path: str, on_duplicate: OnDuplicate,
+def import_pickle_command(ctx: click.Context, store: Catalogue, pickle_path: str, on_duplicate: OnDuplicate,
                           duplicate_min_ratio: float, on_excerpt: OnExcerpt) -> None:
     """Load the notebook's hash_db.pkl (meta, tracks, index) into the database, as one run.
 
@@ -63,7 +63,7 @@ def import_pickle_command(ctx: click.Context, store: Store, pickle_path: str, on
 @click.option("--force", is_flag=True, help="Overwrite OUT_PATH if it exists.")
 @click.pass_context
 @with_store
-def export_pickle_command(ctx: click.Context, store: Store, out_path: str, force: bool) -> None:
+def export_pickle_command(ctx: click.Context, store: Catalogue, out_path: str, force: bool) -> None:
     """Write the database as the notebook's hash_db.pkl, for its loading and statistics cells.
 
     Track ids become 0..n-1 in database id order. The notebook packs a posting into 16 bits of track

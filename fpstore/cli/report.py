@@ -14,7 +14,7 @@ from fpstore.cli.options import fingerprint_options, fingerprint_settings, with_
 from fpstore.runtime.wording import counted
 
 if TYPE_CHECKING:
-    from fpstore.db.store import Store
+    from fpstore.db.contract import Catalogue
     from fpstore.report import Report
 
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
               help="Also write histograms (hashes per track, posting-list lengths per zone) as PNGs here.")
 @click.pass_context
 @with_store
-def report_command(ctx: click.Context, store: Store, csv_path: str | None, output_format: str,
+def report_command(ctx: click.Context, store: Catalogue, csv_path: str | None, output_format: str,
                    plots_dir: str | None) -> None:
     """Per-zone hash counts and storage sizes, computed in the database.
 

@@ -12,7 +12,7 @@ from fpstore.duplicates import DEFAULT_MIN_RATIO as DEFAULT_DUPLICATE_RATIO
 from fpstore.runtime.wording import counted
 
 if TYPE_CHECKING:
-    from fpstore.db.store import Store
+    from fpstore.db.contract import Catalogue
     from fpstore.duplicates import DuplicateListing
 
 #: Tracks named in the prompt of ``tracks remove``; more are counted.
@@ -40,7 +40,7 @@ def tracks_group() -> None:
 @json_option
 @click.pass_context
 @with_store
-def tracks_list(ctx: click.Context, store: Store, name: str | None, run_id: int | None, min_postings: int | None,
+def tracks_list(ctx: click.Context, store: Catalogue, name: str | None, run_id: int | None, min_postings: int | None,
                 max_postings: int | None, limit: int | None, as_json: bool) -> None:
     """List tracks in id order, with their postings, and count the matches.
 
@@ -68,7 +68,7 @@ def tracks_list(ctx: click.Context, store: Store, name: str | None, run_id: int 
 @json_option
 @click.pass_context
 @with_store
-def tracks_show(ctx: click.Context, store: Store, track: str, as_json: bool) -> None:
+def tracks_show(ctx: click.Context, store: Catalogue, track: str, as_json: bool) -> None:
     """Statistics of one track (by id, or by a file name only one track has).
 
     Reads the track's postings with one scan of the hashes table (it has no index on track_id).
@@ -103,7 +103,7 @@ def tracks_show(ctx: click.Context, store: Store, track: str, as_json: bool) -> 
 @json_option
 @click.pass_context
 @with_store
-def tracks_duplicates(ctx: click.Context, store: Store, zone: str, min_ratio: float, as_json: bool) -> None:
+def tracks_duplicates(ctx: click.Context, store: Catalogue, zone: str, min_ratio: float, as_json: bool) -> None:
     """List stored tracks that are copies of one recording, the groups they form, and excerpts.
 
     Two tracks are duplicates when their hashes align at one offset over most of both (80 % of each
@@ -155,7 +155,7 @@ def format_duplicates(listing: DuplicateListing) -> str:
 @click.option("--vacuum", is_flag=True, help="Run VACUUM (ANALYZE) on hashes and tracks afterwards.")
 @click.pass_context
 @with_store
-def tracks_remove(ctx: click.Context, store: Store, track_ids: tuple[int, ...], yes: bool, vacuum: bool) -> None:
+def tracks_remove(ctx: click.Context, store: Catalogue, track_ids: tuple[int, ...], yes: bool, vacuum: bool) -> None:
     """Remove tracks and all their postings, in one transaction.
 
     hashes has no index on track_id (to save its bytes), so each call scans hashes once: give many
@@ -179,7 +179,7 @@ def tracks_remove(ctx: click.Context, store: Store, track_ids: tuple[int, ...], 
                    err=True)
 
 
-def confirm_removal(store: Store, track_ids: list[int]) -> None:
+def confirm_removal(store: Catalogue, track_ids: list[int]) -> None:
     """Ask before removing, naming the tracks; a "no" is an error (exit 1) that removed nothing.
 
     With an unknown id there is nothing to ask: the removal itself refuses it, naming the id.

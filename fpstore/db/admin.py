@@ -16,13 +16,17 @@ if TYPE_CHECKING:
     from fpstore.db.store import Store
 
 
-def libpq_url_in_force(url: str | None, *, with_password: bool = False) -> tuple[str, bool]:
+def libpq_url_in_force(url: str | None, *, config_path: str | None = None,
+                       with_password: bool = False) -> tuple[str, bool]:
     """The libpq URL of the database in force, and whether it is the embedded server, not running now.
 
     Parameters
     ----------
     url : str or None
-        The database as the settings give it; None: $FPSTORE_DATABASE_URL, else the embedded server.
+        The database as the settings give it; None: found as :func:`fpstore.db.locate.database_url_in_force`
+        finds it ($FPSTORE_DATABASE_URL, the config file, else the embedded server).
+    config_path : str or None
+        The config file (``--config``); None: $FPSTORE_CONFIG.
     with_password : bool
         Keep the password in the URL (left out by default).
 
@@ -36,22 +40,22 @@ def libpq_url_in_force(url: str | None, *, with_password: bool = False) -> tuple
     from fpstore.db.clients import accepts_connections, url_in_force
     from fpstore.db.urls import libpq_url
 
-    resolved, embedded = url_in_force(url)
+    resolved, embedded = url_in_force(url, config_path=config_path)
     return libpq_url(resolved, with_password=with_password), embedded and not accepts_connections(resolved)
 
 
-def run_psql(url: str | None, psql_args: Sequence[str]) -> int:
+def run_psql(url: str | None, psql_args: Sequence[str], *, config_path: str | None = None) -> int:
     """Run psql on the database in force, the embedded server kept up meanwhile (:func:`~fpstore.db.clients.run_psql`)."""
     from fpstore.db.clients import run_psql as run
 
-    return run(url, psql_args)
+    return run(url, psql_args, config_path=config_path)
 
 
-def serve_embedded(url: str | None, ready: Callable[[str], None]) -> None:
+def serve_embedded(url: str | None, ready: Callable[[str], None], *, config_path: str | None = None) -> None:
     """Keep the embedded server up for other clients until a stop signal (:func:`fpstore.db.clients.serve`)."""
     from fpstore.db.clients import serve
 
-    serve(url, ready)
+    serve(url, ready, config_path=config_path)
 
 
 def head_revision() -> str:

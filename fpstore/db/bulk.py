@@ -28,7 +28,7 @@ from fpstore.db.tracks import TrackRecord, TrackRow, count_run, delete_replaced_
 from fpstore.errors import ParameterError
 
 if TYPE_CHECKING:
-    from fpstore.db.store import Store
+    from fpstore.db.database import Database
 
 #: Track ids reserved per bulk load (partition); ids are cheap (int4 above 1e9 leaves ~11,000 blocks).
 BULK_BLOCK_IDS = 100_000
@@ -96,7 +96,7 @@ def unattached_staging_tables(cur: psycopg.Cursor[Any]) -> list[StagingTable]:
 class BulkLoads:
     """The bulk write path of one database (``store.bulk``)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Database) -> None:
         self._store = store
 
     def begin(self, run_id: int) -> BulkLoad:

@@ -18,7 +18,7 @@ import psycopg
 from sqlalchemy.engine import URL
 
 from fpstore.db.embedded import EmbeddedServer, find_psql, socket_url
-from fpstore.db.store import resolve_url
+from fpstore.db.locate import database_url_in_force
 from fpstore.db.urls import display_url, libpq_url, normalize_url
 from fpstore.errors import DatabaseError
 
@@ -26,13 +26,16 @@ from fpstore.errors import DatabaseError
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 
-def url_in_force(url: str | None) -> tuple[URL, bool]:
+def url_in_force(url: str | None, *, config_path: str | None = None) -> tuple[URL, bool]:
     """The database in force, without connecting to it or starting anything.
 
     Parameters
     ----------
     url : str or None
-        As the settings give it; None means $FPSTORE_DATABASE_URL, else the embedded server.
+        As the settings give it; None means $FPSTORE_DATABASE_URL, the config file, else the embedded
+        server (:func:`fpstore.db.locate.database_url_in_force`).
+    config_path : str or None
+        The config file (``--config``); None: $FPSTORE_CONFIG.
 
     Returns
     -------
@@ -40,9 +43,9 @@ def url_in_force(url: str | None) -> tuple[URL, bool]:
     embedded : bool
         True for fpstore's embedded server (its URL names the socket of the default data folder).
     """
-    resolved = resolve_url(url)
-    if resolved is not None:
-        return resolved, False
+    chosen, _ = database_url_in_force(url, config_path=config_path)
+    if chosen is not None:
+        return normalize_url(chosen), False
     return normalize_url(socket_url(EmbeddedServer().socket_dir)), True
 
 
@@ -55,7 +58,7 @@ def accepts_connections(url: URL) -> bool:
         return False
 
 
-def run_psql(url: str | None, psql_args: Sequence[str]) -> int:
+def run_psql(url: str | None, psql_args: Sequence[str], *, config_path: str | None = None) -> int:
     """Run psql on the database in force, with ``psql_args`` after the URL; return psql's exit status.
 
     The embedded server is started if needed and kept up until psql ends. A password travels in
@@ -65,9 +68,12 @@ def run_psql(url: str | None, psql_args: Sequence[str]) -> int:
     Parameters
     ----------
     url : str or None
-        The database as the settings give it (None: $FPSTORE_DATABASE_URL, else the embedded server).
+        The database as the settings give it (None: $FPSTORE_DATABASE_URL, the config file, else the
+        embedded server).
     psql_args : sequence of str
         psql's own arguments, e.g. ``["-c", "SELECT count(*) FROM tracks"]``.
+    config_path : str or None
+        The config file (``--config``); None: $FPSTORE_CONFIG.
 
     Returns
     -------
@@ -79,7 +85,7 @@ def run_psql(url: str | None, psql_args: Sequence[str]) -> int:
     EmbeddedServerError
         If the embedded server cannot start, or no psql is found.
     """
-    resolved, embedded = url_in_force(url)
+    resolved, embedded = url_in_force(url, config_path=config_path)
     with contextlib.ExitStack() as stack:
         if embedded:
             resolved = normalize_url(stack.enter_context(EmbeddedServer()).url)
@@ -99,7 +105,7 @@ def run_psql(url: str | None, psql_args: Sequence[str]) -> int:
     return 128 - status if status < 0 else status  # killed by signal N: the shell's 128 + N
 
 
-def serve(url: str | None, on_ready: Callable[[str], None]) -> int:
+def serve(url: str | None, on_ready: Callable[[str], None], *, config_path: str | None = None) -> int:
     """Keep the embedded server up until SIGINT, SIGTERM or SIGHUP, then stop it cleanly.
 
     Access stays as the embedded server always has it: its unix socket only, its owner only.
@@ -107,10 +113,12 @@ def serve(url: str | None, on_ready: Callable[[str], None]) -> int:
     Parameters
     ----------
     url : str or None
-        The database as the settings give it; only None (and no $FPSTORE_DATABASE_URL), the embedded
-        server, can be served.
+        The database as the settings give it; only None (and no $FPSTORE_DATABASE_URL, no URL in the
+        config file), the embedded server, can be served.
     on_ready : callable
         Called with the server's libpq URL once it accepts connections.
+    config_path : str or None
+        The config file (``--config``); None: $FPSTORE_CONFIG.
 
     Returns
     -------
@@ -124,7 +132,7 @@ def serve(url: str | None, on_ready: Callable[[str], None]) -> int:
     EmbeddedServerError
         If the server cannot start, or does not stop.
     """
-    resolved, embedded = url_in_force(url)
+    resolved, embedded = url_in_force(url, config_path=config_path)
     if not embedded:
         raise DatabaseError(
             f"nothing to serve: the database in force, {display_url(resolved)}, is not fpstore's embedded "

@@ -21,14 +21,10 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import psycopg
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import URL, Engine
 
@@ -48,6 +44,9 @@ from fpstore.errors import (
     ShardDown,
 )
 from fpstore.signal.params import FingerprintParams
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 #: Bulk track ids start here on every database (migration 0003); 1e9 is a multiple of every S <= 512.
 _BULK_FIRST_ID = 1_000_000_000
@@ -76,6 +75,8 @@ def conninfo(url: URL) -> str:
 
 def router_migrations_config() -> Config:
     """Alembic configuration of the router's own revisions."""
+    from alembic.config import Config  # loaded by the commands that migrate or check a cluster only
+
     config = Config()
     config.set_main_option("script_location", str(resources.files("fpstore.db.migrations") / "router"))
     return config
@@ -113,12 +114,22 @@ class ClusterStore(Store):
 
     def __init__(self, engine: Engine, shards: list[Store]) -> None:
         super().__init__(engine)
-        self.shards = shards
+        self._shards = shards
         self.tracks = ClusterTracks(self)
         self.lookup = ClusterLookup(self)
         self.stats = ClusterStats(self)
         self.duplicates = ClusterDuplicates(self)
         self._pool = concurrent.futures.ThreadPoolExecutor(len(shards), thread_name_prefix="fpstore-shard")
+
+    @property
+    def shards(self) -> list[Store]:
+        """The shards, by index: each a whole fpstore database holding its share of the tracks."""
+        return self._shards
+
+    @property
+    def routed(self) -> bool:
+        """True: the router holds no track; each lives on ``shards[shard_of_digest(sha256, n_shards)]``."""
+        return True
 
     @property
     def n_shards(self) -> int:
@@ -192,6 +203,8 @@ class ClusterStore(Store):
 
     def router_revision(self) -> str | None:
         """The router's own revision (``migrations/router``)."""
+        from alembic.runtime.migration import MigrationContext
+
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn, opts={"version_table": "fpstore_router_version"}
                                               ).get_current_revision()
@@ -201,6 +214,8 @@ class ClusterStore(Store):
 
         One shard after the other: Alembic's commands are not thread-safe (an empty shard is migrated).
         """
+        from alembic.script import ScriptDirectory
+
         for index in range(self.n_shards):
             self.on_shard(index, lambda shard: shard.check_schema(upgrade_empty=upgrade_empty))
         head = ScriptDirectory.from_config(router_migrations_config()).get_current_head()
@@ -528,6 +543,8 @@ def _summed_list_lengths(per_shard: list[dict[str, tuple[np.ndarray, np.ndarray]
 
 def upgrade_router(router: Store) -> None:
     """Apply the router's migrations (``migrations/router``) up to their head."""
+    from alembic import command
+
     config = router_migrations_config()
     with router.engine.connect() as conn:
         config.attributes["connection"] = conn

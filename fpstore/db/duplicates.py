@@ -36,7 +36,7 @@ import numpy as np
 from sqlalchemy import text
 
 if TYPE_CHECKING:
-    from fpstore.db.store import Store
+    from fpstore.db.database import Database
 
 #: One hash value in this many is in the sample (a power of two: the top bits of a multiplicative mix).
 SAMPLE_EVERY = 8
@@ -149,7 +149,7 @@ class DuplicatePair:
 class Duplicates:
     """Duplicates among the stored tracks (``store.duplicates``)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Database) -> None:
         self._store = store
 
     def pairs(self, *, zone_id: int | None, min_ratio: float, max_postings_per_hash: int) -> list[DuplicatePair]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from fpstore.db.store import Store
+    from fpstore.db.database import Database
 
 # One index scan per zone with `hash = ANY(sorted keys)`: the B-tree walks the sorted keys in one pass
 # (measured 8 ms per zone for 2,700 keys, against 11 ms for a nested loop of probes, PostgreSQL 15,
@@ -148,7 +148,7 @@ class PostingMemory:
 class Lookup:
     """Reads for matching (``store.lookup``)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Database) -> None:
         self._store = store
         # (ids, n_frames) of the stored tracks asked for so far, sorted by id, replaced as one tuple (a
         # reader in another thread sees one or the other): a stored track's length never changes and

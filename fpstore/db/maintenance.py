@@ -14,7 +14,7 @@ from psycopg import sql
 from fpstore.errors import ParameterError
 
 if TYPE_CHECKING:
-    from fpstore.db.store import Store
+    from fpstore.db.database import Database
 
 #: The two ways to index postings for lookup: name of the index and its definition.
 LOOKUP_INDEXES = {
@@ -24,7 +24,7 @@ LOOKUP_INDEXES = {
 }
 
 
-def set_lookup_index(store: Store, variant: str) -> int:
+def set_lookup_index(store: Database, variant: str) -> int:
     """Index postings for lookup with the plain ``(zone, hash)`` B-tree or a covering one.
 
     The covering index (``INCLUDE (track_id, t_anchor)``) lets lookups read the index only, without
@@ -34,7 +34,7 @@ def set_lookup_index(store: Store, variant: str) -> int:
 
     Parameters
     ----------
-    store : Store
+    store : Database
     variant : {"plain", "covering"}
 
     Returns
@@ -66,7 +66,7 @@ def set_lookup_index(store: Store, variant: str) -> int:
     return int(found[0]) if found else 0
 
 
-def vacuum(store: Store, tables: Sequence[str]) -> None:
+def vacuum(store: Database, tables: Sequence[str]) -> None:
     """``VACUUM (ANALYZE)`` each of ``tables``: space of deleted rows reused, planner statistics fresh."""
     with store.raw() as conn:
         for table in tables:

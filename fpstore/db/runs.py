@@ -31,7 +31,7 @@ import fpstore
 from fpstore.signal.params import FingerprintParams
 
 if TYPE_CHECKING:
-    from fpstore.db.store import Store
+    from fpstore.db.database import Database
 
 _START_RUN = text(
     "INSERT INTO runs (command, source, fpstore_version, host, pid, backend_pid, sample_rate, n_fft, hop_length,"
@@ -56,7 +56,7 @@ class Run:
 
     id: int
     zone_ids: dict[str, int]
-    _store: Store
+    _store: Database
     _lease: Connection
 
     def record_failure(self, path: str, reason: str) -> None:
@@ -77,12 +77,12 @@ class Run:
 
 
 @contextlib.contextmanager
-def open_run(store: Store, command_name: str, source: str, params: FingerprintParams) -> Iterator[Run]:
+def open_run(store: Database, command_name: str, source: str, params: FingerprintParams) -> Iterator[Run]:
     """Record ``params`` as the profile (or check them against it), start a run, finish it with the block.
 
     Parameters
     ----------
-    store : Store
+    store : Database
         At schema head.
     command_name : str
         ``runs.command``, e.g. ``"ingest"``.
@@ -128,7 +128,7 @@ def open_run(store: Store, command_name: str, source: str, params: FingerprintPa
     run.finish("completed")
 
 
-def mark_interrupted_runs(store: Store) -> int:
+def mark_interrupted_runs(store: Database) -> int:
     """Mark as ``interrupted`` every ``running`` run whose database session has ended.
 
     A run's session ends without finishing the run only if its process or the server died; the

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from fpstore.db.pgcopy import copy_out
 
 if TYPE_CHECKING:
-    from fpstore.db.store import Store
+    from fpstore.db.database import Database
 
 _ZONE_SQL = """
 SELECT z.name AS zone, z.df_bins, z.dt_min_frames, z.dt_max_frames,
@@ -87,7 +87,7 @@ class Snapshot:
 class Stats:
     """Aggregates of one database (``store.stats``)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Database) -> None:
         self._store = store
 
     def zone_rows(self) -> list[dict[str, Any]]:

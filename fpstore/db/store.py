@@ -25,19 +25,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import threading
 from collections.abc import Iterator
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.script.revision import RevisionError
-from alembic.util.exc import CommandError
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 
@@ -47,12 +40,16 @@ from fpstore.db.lookup import Lookup
 from fpstore.db.runs import Run, open_run
 from fpstore.db.stats import Stats
 from fpstore.db.tracks import Tracks
-from fpstore.db.urls import display_url, normalize_url
+from fpstore.db.urls import display_url
 from fpstore.errors import DatabaseError, NotFound, ParameterError, ProfileMismatch, SchemaNotAtHead, ServerFailed
 from fpstore.signal.params import FingerprintParams, Zone
 
-#: Environment variable naming the database; without it (and without ``--db``) fpstore runs its own.
-DATABASE_URL_ENV = "FPSTORE_DATABASE_URL"
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+#: The newest schema revision, as the migrations say (``head_revision()``; ``tests/test_layers.py`` checks that
+#: they agree): a command that only reads compares the database's revision with it without loading Alembic.
+SCHEMA_HEAD = "0010"
 
 # Any constant will do: it serialises schema upgrades and profile creation between fpstore processes.
 _ADVISORY_LOCK_KEY = 0x46505354
@@ -60,16 +57,29 @@ _ADVISORY_LOCK_KEY = 0x46505354
 
 def migrations_config() -> Config:
     """Alembic configuration pointing at fpstore's migrations, wherever fpstore is installed."""
+    # Alembic is imported where a schema is changed or compared in depth, not by every command at start-up.
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(resources.files("fpstore.db.migrations")))
     return config
 
 
 def head_revision() -> str:
-    """The newest schema revision this version of fpstore knows."""
+    """The newest schema revision this version of fpstore knows, as Alembic reads it from the migrations."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(migrations_config()).get_current_head()
     assert head is not None
     return head
+
+
+def _revision_on(conn: Connection) -> str | None:
+    """The revision in Alembic's version table on ``conn`` (None: no table, or no row), read without Alembic."""
+    if conn.execute(text("SELECT to_regclass('alembic_version')")).scalar() is None:
+        return None
+    revision: str | None = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return revision
 
 
 def _never_prepare(dbapi_connection: Any, connection_record: object, connection_proxy: object) -> None:
@@ -123,6 +133,20 @@ class Store:
     def url(self) -> str:
         """The database URL, password masked."""
         return display_url(self.engine.url)
+
+    @property
+    def shards(self) -> list[Store]:
+        """The databases written, by shard index: this one alone (a cluster's router lists its shards)."""
+        return [self]
+
+    @property
+    def routed(self) -> bool:
+        """False: this database holds the tracks itself (a cluster's router routes them to its shards)."""
+        return False
+
+    def url_with_password(self) -> str:
+        """The URL with its password, for another process that opens this catalogue (never to be printed)."""
+        return self.engine.url.render_as_string(hide_password=False)
 
     # -- connections ----------------------------------------------------------------------------
     def connect(self) -> contextlib.AbstractContextManager[Connection]:
@@ -198,16 +222,23 @@ class Store:
 
     # -- schema ---------------------------------------------------------------------------------
     def schema_revision(self) -> str | None:
-        """The Alembic revision the database is at, or None for a database fpstore never touched."""
+        """The Alembic revision the database is at, or None for a database fpstore never touched.
+
+        Read from Alembic's version table as Alembic reads it (one row; no table, or no row: None).
+        """
         with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return _revision_on(conn)
 
     def upgrade(self, revision: str = "head") -> None:
         """Apply migrations up to ``revision`` (all of them by default)."""
+        from alembic import command
+
         self._migrate(command.upgrade, revision)
 
     def downgrade(self, revision: str) -> None:
         """Revert migrations down to ``revision`` (``"base"`` removes every fpstore table)."""
+        from alembic import command
+
         self._zone_ids = None
         self._migrate(command.downgrade, revision)
 
@@ -219,6 +250,10 @@ class Store:
         ParameterError
             If ``revision`` is not a revision below the database's (the message is Alembic's).
         """
+        from alembic.script import ScriptDirectory
+        from alembic.script.revision import RevisionError
+        from alembic.util.exc import CommandError
+
         script = ScriptDirectory.from_config(migrations_config())
         current = self.schema_revision()
         if current is None:
@@ -230,6 +265,8 @@ class Store:
         return any(step.down_revision is None for step in undone)
 
     def _migrate(self, action: Any, revision: str) -> None:
+        from alembic.util.exc import CommandError
+
         config = migrations_config()
         with self.engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
@@ -239,7 +276,7 @@ class Store:
                 try:
                     action(config, revision)
                 except CommandError as exc:
-                    current = MigrationContext.configure(conn).get_current_revision() or "base"
+                    current = _revision_on(conn) or "base"
                     raise ParameterError(f"revision {revision!r}: {exc} (the database is at {current})") from None
                 conn.commit()
             finally:
@@ -260,13 +297,15 @@ class Store:
             If the schema is older (run ``fpstore db upgrade``), newer than this fpstore, or absent
             and ``upgrade_empty`` is False (then the message says to ingest first, which creates it).
         """
-        head = head_revision()
         current = self.schema_revision()
-        if current == head:
+        if current == SCHEMA_HEAD:
             return
         if current is None and upgrade_empty:
             self.upgrade()
             return
+        from alembic.script import ScriptDirectory
+
+        head = head_revision()
         script = ScriptDirectory.from_config(migrations_config())
         if current is None:
             raise SchemaNotAtHead(
@@ -416,9 +455,3 @@ def _report_operational_error(context: ExceptionContext) -> None:
         return
     url = display_url(context.engine.url) if context.engine is not None else "(unknown)"
     raise ServerFailed(url, first_line(context.original_exception))
-
-
-def resolve_url(url: str | None) -> URL | None:
-    """The database URL to use: ``url``, else $FPSTORE_DATABASE_URL, else None (the embedded server)."""
-    chosen = url or os.environ.get(DATABASE_URL_ENV)
-    return normalize_url(chosen) if chosen else None

@@ -34,7 +34,7 @@ from fpstore.errors import NotFound, ParameterError
 from fpstore.signal.fingerprint import Fingerprint
 
 if TYPE_CHECKING:
-    from fpstore.db.store import Store
+    from fpstore.db.database import Database
 
 #: Removing more than this share of all postings prints VACUUM/ANALYZE advice.
 VACUUM_ADVICE_SHARE = 0.10
@@ -214,7 +214,7 @@ class Removal:
 class Tracks:
     """The tracks of one database (``store.tracks``)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Database) -> None:
         self._store = store
 
     # -- writing ------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fpstore.db.store import Store
+from fpstore.db.contract import Catalogue
 from fpstore.matching.evidence import ALL_ZONES, Count
 from fpstore.matching.ranking import fetch_postings
 from fpstore.matching.vote import distinct_anchor_votes, pair_indices, query_keys
@@ -51,13 +51,13 @@ class OffsetHistogram:
                 "offsets_frames": self.offsets_frames.tolist(), "votes": self.votes.tolist()}
 
 
-def offset_histogram(store: Store, fingerprint: Fingerprint, params: FingerprintParams, *, zone: str,
+def offset_histogram(store: Catalogue, fingerprint: Fingerprint, params: FingerprintParams, *, zone: str,
                      track_id: int, count: Count = "anchors") -> OffsetHistogram:
     """How the query's votes for ``track_id`` spread over offsets (one posting lookup).
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     fingerprint : Fingerprint
         Of the query, with the database's ``params``.
     params : FingerprintParams

@@ -21,7 +21,7 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 
-from fpstore.db.store import Store
+from fpstore.db.contract import Catalogue
 from fpstore.errors import AudioError, NotFound, ParameterError
 from fpstore.matching.evidence import ALL_ZONES, DEFAULT_ZONE, ROBUST, DecisionRule, Evidence
 from fpstore.matching.query import (
@@ -44,12 +44,12 @@ from fpstore.signal.variants import SpeedVariant, speed_variant
 SCREEN_SCORE = 0.5
 
 
-def match_signal(store: Store, y: np.ndarray, *, evidence: Evidence = ROBUST, **options: object) -> MatchResult:
+def match_signal(store: Catalogue, y: np.ndarray, *, evidence: Evidence = ROBUST, **options: object) -> MatchResult:
     """Fingerprint mono audio at the database's sample rate and match it (options of :func:`match_fingerprint`).
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     y : np.ndarray [shape=(n,)], float32, mono, at the database's ``sample_rate`` Hz
     evidence : Evidence
         Shifts and speeds to fingerprint ``y`` at, and what a vote counts.
@@ -60,7 +60,7 @@ def match_signal(store: Store, y: np.ndarray, *, evidence: Evidence = ROBUST, **
 
 
 
-def match_prepared(store: Store, prepared: PreparedQuery, params: FingerprintParams, *, evidence: Evidence = ROBUST,
+def match_prepared(store: Catalogue, prepared: PreparedQuery, params: FingerprintParams, *, evidence: Evidence = ROBUST,
                    zone: str = DEFAULT_ZONE, top_k: int = 5, rule: DecisionRule = DecisionRule(),
                    method: Method = "python", query: str = "") -> MatchResult:
     """Match a prepared query as it is; if that names nothing, at every shift; then at the other speeds.
@@ -73,7 +73,7 @@ def match_prepared(store: Store, prepared: PreparedQuery, params: FingerprintPar
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     prepared : PreparedQuery
         From :func:`prepare_query` with the same ``evidence``.
     params : FingerprintParams
@@ -125,7 +125,7 @@ def match_prepared(store: Store, prepared: PreparedQuery, params: FingerprintPar
 
 
 def match_queries(
-    store: Store,
+    store: Catalogue,
     queries: Sequence[str | os.PathLike[str]],
     *,
     zone: str = DEFAULT_ZONE,
@@ -143,7 +143,7 @@ def match_queries(
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     queries : sequence of path-like
         Files and folders; ``"-"`` reads one query from ``stdin`` when it is given.
     zone, top_k, rule, method
@@ -198,7 +198,7 @@ def match_queries(
 
 
 def match_files(
-    store: Store,
+    store: Catalogue,
     paths: Sequence[str | os.PathLike[str]],
     *,
     zone: str = DEFAULT_ZONE,
@@ -212,7 +212,7 @@ def match_files(
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     paths : sequence of path-like
         Files and folders.
     zone, top_k, rule, method

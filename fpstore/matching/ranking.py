@@ -33,7 +33,7 @@ from typing import Literal
 
 import numpy as np
 
-from fpstore.db.store import Store
+from fpstore.db.contract import Catalogue
 from fpstore.errors import ParameterError
 from fpstore.matching.evidence import ALL_ZONES, DEFAULT_ZONE, Count, DecisionRule, Null
 from fpstore.matching.results import Candidate, MatchResult
@@ -47,7 +47,7 @@ from fpstore.signal.variants import SpeedVariant
 Method = Literal["python", "sql"]
 
 
-def fetch_postings(store: Store, key_zones: np.ndarray,
+def fetch_postings(store: Catalogue, key_zones: np.ndarray,
                    key_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every stored posting of the keys (from :func:`query_keys`), in one round trip.
 
@@ -63,7 +63,7 @@ def fetch_postings(store: Store, key_zones: np.ndarray,
 
 
 def match_fingerprint(
-    store: Store,
+    store: Catalogue,
     fingerprint: Fingerprint | Sequence[SpeedVariant],
     params: FingerprintParams,
     *,
@@ -84,7 +84,7 @@ def match_fingerprint(
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     fingerprint : Fingerprint or sequence of SpeedVariant
         Of the query, computed with ``params`` (the database's, :meth:`Store.params`); variants from
         :func:`fpstore.signal.variants.speed_variant`.
@@ -147,7 +147,7 @@ def match_fingerprint(
 Ranking = tuple[list[tuple[int, int, int, float]], int]
 
 
-def _python_rankings(store: Store, variants: Sequence[SpeedVariant], names: list[str], ranked_k: int,
+def _python_rankings(store: Catalogue, variants: Sequence[SpeedVariant], names: list[str], ranked_k: int,
                      count: Count, null: Null, tolerance: int) -> list[Ranking]:
     """Each variant's ranked ``(track, offset, votes, score)`` and hash count, from one posting lookup for all."""
     ids = store.zone_ids()
@@ -188,7 +188,7 @@ def _python_rankings(store: Store, variants: Sequence[SpeedVariant], names: list
     return rankings
 
 
-def _sql_ranking(store: Store, variant: SpeedVariant, names: list[str], ranked_k: int, count: Count,
+def _sql_ranking(store: Catalogue, variant: SpeedVariant, names: list[str], ranked_k: int, count: Count,
                  null: Null, tolerance: int) -> Ranking:
     """One variant's ranking from the SQL vote: its shifts' hashes concatenated (they share the frame numbering)."""
     zones = [zh for fp in variant.fingerprints for zh in (fp.zones[name] for name in names)]
@@ -200,7 +200,7 @@ def _sql_ranking(store: Store, variant: SpeedVariant, names: list[str], ranked_k
                                   null=null), int(hashes.size))
 
 
-def tracks_null_vote(store: Store, track_ids: np.ndarray, offsets_frames: np.ndarray, t_query: np.ndarray,
+def tracks_null_vote(store: Catalogue, track_ids: np.ndarray, offsets_frames: np.ndarray, t_query: np.ndarray,
                      ranked_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The vote's ranked ``ranked_k`` tracks and their scores under the tracks null.
 
@@ -211,7 +211,7 @@ def tracks_null_vote(store: Store, track_ids: np.ndarray, offsets_frames: np.nda
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     track_ids, offsets_frames : np.ndarray [shape=(p,)], integer
         The counted votes (pairs, or the pairs that first bring an anchor into a bin).
     t_query : np.ndarray [shape=(n,)], integer, in frames
@@ -236,7 +236,7 @@ def tracks_null_vote(store: Store, track_ids: np.ndarray, offsets_frames: np.nda
     return every_track[:k], every_votes[:k], every_offset[:k], scores
 
 
-def chance_of_votes(store: Store, votes: np.ndarray, track_ids: np.ndarray, t_query: np.ndarray) -> np.ndarray:
+def chance_of_votes(store: Catalogue, votes: np.ndarray, track_ids: np.ndarray, t_query: np.ndarray) -> np.ndarray:
     """The chance score ``-log10 p`` of each of the ranked ``votes``, given every vote pair the query fetched.
 
     Only the tracks with at least ``votes.min()`` pairs can fill a bin that full, so only their
@@ -244,7 +244,7 @@ def chance_of_votes(store: Store, votes: np.ndarray, track_ids: np.ndarray, t_qu
 
     Parameters
     ----------
-    store : Store
+    store : Catalogue
     votes : np.ndarray [shape=(c,)], integer
         Fullest-bin counts of the ranked candidates.
     track_ids : np.ndarray [shape=(p,)], integer
@@ -266,7 +266,7 @@ def chance_of_votes(store: Store, votes: np.ndarray, track_ids: np.ndarray, t_qu
     return chance_scores(votes, pairs[tested], offset_bins(frames, t_query))
 
 
-def _result(store: Store, params: FingerprintParams, ranked: list[tuple[int, int, int, float]], *, zone: str,
+def _result(store: Catalogue, params: FingerprintParams, ranked: list[tuple[int, int, int, float]], *, zone: str,
             n_query_hashes: int, rule: DecisionRule, method: str, query: str) -> MatchResult:
     names = store.tracks.names([track_id for track_id, _, _, _ in ranked])
     candidates = [

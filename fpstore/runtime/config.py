@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 
+from fpstore.db.locate import config_file_in_force, database_url_in_force, read_config_document
 from fpstore.errors import ParameterError
 from fpstore.signal.params import FingerprintParams, Zone
-
-#: Environment variable naming a config file, used when ``--config`` is not given.
-CONFIG_ENV = "FPSTORE_CONFIG"
 
 _PARAM_FIELDS = {f.name for f in dataclasses.fields(FingerprintParams)}
 _NULLABLE = {"bin_max": "none", "top_k_targets": "none", "duration_s": "full"}
@@ -98,19 +95,8 @@ def read_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str 
         message names the file and the key.
     """
     shown = os.fsdecode(path)
-    try:
-        with open(path, "rb") as handle:
-            document = tomllib.load(handle)
-    except OSError as exc:
-        raise ParameterError(f"{shown}: cannot read config file ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ParameterError(f"{shown}: not valid TOML ({exc})") from None
-    unknown = set(document) - {"database", "fingerprint"}
-    if unknown:
-        raise ParameterError(f"{shown}: unknown section(s) {sorted(unknown)}; known: database, fingerprint")
+    document = read_config_document(path)
     database = document.get("database", {})
-    if set(database) - {"url"}:
-        raise ParameterError(f"{shown}: unknown key(s) {sorted(set(database) - {'url'})} in [database]")
     fingerprint = dict(document.get("fingerprint", {}))
     unknown = set(fingerprint) - _PARAM_FIELDS
     if unknown:
@@ -154,7 +140,8 @@ def resolve_settings(config_path: str | None = None, *, options: dict[str, Any] 
     options : dict or None
         Parameter values given on the command line (None values are ignored).
     database_url : str or None
-        ``--db`` value; falls back to $FPSTORE_DATABASE_URL, then to the config file.
+        ``--db`` value; falls back to $FPSTORE_DATABASE_URL, then to the config file
+        (:func:`fpstore.db.locate.database_url_in_force`, the one place that decides).
 
     Returns
     -------
@@ -162,26 +149,17 @@ def resolve_settings(config_path: str | None = None, *, options: dict[str, Any] 
     """
     sources = {name: "default" for name in _PARAM_FIELDS}
     values: dict[str, Any] = {}
-    config_path = config_path or os.environ.get(CONFIG_ENV)
-    file_url = None
-    if config_path:
-        file_values, file_url = read_config_file(config_path)
+    config_file = config_file_in_force(config_path)
+    if config_file:
+        file_values, _ = read_config_file(config_file)
         values.update(file_values)
-        sources.update({name: os.fsdecode(config_path) for name in file_values})
+        sources.update({name: config_file for name in file_values})
     for name, value in (options or {}).items():
         if value is not None:
             values[name] = parse_nullable(name, value)
             sources[name] = "option"
     params = FingerprintParams(**values)
-    env_url = os.environ.get("FPSTORE_DATABASE_URL")
-    if database_url:
-        url, sources["database_url"] = database_url, "option"
-    elif env_url:
-        url, sources["database_url"] = env_url, "environment"
-    elif file_url:
-        url, sources["database_url"] = file_url, os.fsdecode(config_path or "")
-    else:
-        url, sources["database_url"] = None, "default"
+    url, sources["database_url"] = database_url_in_force(database_url, config_path=config_file)
     return Settings(params, url, sources)
 
 
@@ -208,11 +186,11 @@ def settings_in_force(config_path: str | None = None, *, options: dict[str, Any]
     """
     from fpstore.db.urls import display_url, normalize_url
 
-    chosen_file = config_path or os.environ.get(CONFIG_ENV)
+    chosen_file = config_file_in_force(config_path)
     file_source = "option" if config_path else ("environment" if chosen_file else "default")
     settings = resolve_settings(config_path, options=options, database_url=database_url)
     rows: list[dict[str, Any]] = [
-        {"key": "config_file", "value": os.fsdecode(chosen_file) if chosen_file else None, "source": file_source},
+        {"key": "config_file", "value": chosen_file, "source": file_source},
         {"key": "database_url",
          "value": display_url(normalize_url(settings.database_url)) if settings.database_url else None,
          "source": settings.sources["database_url"]},

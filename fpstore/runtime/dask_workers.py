@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fpstore.db.catalogue import open_store
-from fpstore.db.cluster import ClusterStore
-from fpstore.db.store import Store
+from fpstore.db.contract import Catalogue
 from fpstore.db.tracks import TrackRecord
 from fpstore.duplicates import DuplicateCheck, OnDuplicate, OnExcerpt, unchecked_reason
 from fpstore.errors import DatabaseError, FpstoreError, ShardDown
@@ -69,10 +68,10 @@ class WriteResult:
 
 _opened = contextlib.ExitStack()
 atexit.register(_opened.close)
-_catalogues: dict[str, Store] = {}
+_catalogues: dict[str, Catalogue] = {}
 
 
-def _catalogue(url: str) -> Store:
+def _catalogue(url: str) -> Catalogue:
     """The catalogue at ``url``, opened once per worker process."""
     if url not in _catalogues:
         _catalogues[url] = _opened.enter_context(open_store(url))
@@ -86,8 +85,7 @@ def fingerprint_and_write(job: WriteJob) -> WriteResult:
         return WriteResult(job.shown, job.shard, "failed", fingerprint)
     try:
         catalogue = _catalogue(job.catalogue_url)
-        target = catalogue.shards[job.shard] if isinstance(catalogue, ClusterStore) and job.shard is not None \
-            else catalogue
+        target = catalogue.shards[job.shard] if job.shard is not None else catalogue
         record, note = DuplicateCheck(catalogue, job.on_duplicate, job.duplicate_min_ratio, job.on_excerpt).apply(
             TrackRecord(job.path, job.sha256, fingerprint), job.zone_ids)
         if record is None:
