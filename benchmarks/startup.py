@@ -35,7 +35,7 @@ def timed(command: list[str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def measure(command: list[str], runs: int) -> str:
+def measure(label: str, command: list[str], runs: int) -> str:
     """One line of figures for ``command``: wall and CPU seconds, min / median / max over ``runs`` after a warm-up."""
     timed(command)
     walls, cpus = zip(*(timed(command) for _ in range(runs)))
@@ -43,7 +43,7 @@ def measure(command: list[str], runs: int) -> str:
     def spread(values: tuple[float, ...]) -> str:
         return f"{min(values):.3f} / {statistics.median(values):.3f} / {max(values):.3f}"
 
-    return f"{' '.join(command[1:]):<28} wall {spread(walls)} s   cpu {spread(cpus)} s"
+    return f"{label:<14} wall {spread(walls)} s   cpu {spread(cpus)} s"
 
 
 def main() -> None:
@@ -60,8 +60,9 @@ def main() -> None:
     try:
         print(f"{os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
               f"{args.runs} runs after 1 warm-up; min / median / max")
-        for command in (["--help"], ["db", "url"], ["match", args.query]):
-            print(measure([args.fpstore, *command], args.runs), flush=True)
+        print(f"fpstore = {args.fpstore}; CLIP = {args.query}")
+        for label, command in (("--help", ["--help"]), ("db url", ["db", "url"]), ("match CLIP", ["match", args.query])):
+            print(measure(label, [args.fpstore, *command], args.runs), flush=True)
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if server is not None:
