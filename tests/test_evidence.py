@@ -26,9 +26,9 @@ from fpstore.matching.significance import TRACKS_NULL_DEPTH, TRACKS_NULL_SKIP
 from fpstore.matching.vote import distinct_anchor_votes, pair_indices
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.hashing import ZoneHashes
-from fpstore.signal.query_peaks import QueryPicking
+from fpstore.signal.query_peaks import WHITENED, QueryPicking
 from fpstore.signal.synth import synth_tune
-from fpstore.signal.variants import change_speed, check_variants, shift_samples
+from fpstore.signal.variants import change_speed, check_variants, picked_variant, shift_samples
 
 SR = 22050
 HOP = 1024
@@ -175,6 +175,40 @@ def test_a_query_that_names_nothing_screens_the_other_speeds_unshifted(tuned, tm
     # A speed that stands out is looked at with every shift, its unshifted fingerprint reused.
     full = prepared.at_speed(params, ROBUST, 1.02)
     assert len(full.fingerprints) == ROBUST.shifts and full.fingerprints[0] is prepared._screen[3].fingerprints[0]
+
+
+@pytest.mark.postgres
+def test_own_picks_are_a_last_look_that_an_easy_query_never_pays(tuned, tmp_path) -> None:
+    params = tuned.params(duration_s=None)
+    whitened = dataclasses.replace(ROBUST, own_picks=(WHITENED,))
+    assert whitened.tests == ROBUST.tests + 1
+    easy, noise = tmp_path / "easy.wav", tmp_path / "noise.wav"
+    soundfile.write(easy, _excerpt(31, 5 * HOP, 5.0), SR, subtype="PCM_16")
+    soundfile.write(noise, np.random.default_rng(9).standard_normal(5 * SR).astype(np.float32) * 0.1, SR,
+                    subtype="PCM_16")
+    answers = {}
+    for path in (easy, noise):
+        prepared = prepare_query(path, params, whitened)
+        assert not isinstance(prepared, str)
+        answers[path] = match_prepared(tuned, prepared, params, evidence=whitened), prepared
+    # The easy query is named by its first look; the whitened one is never fingerprinted.
+    named, prepared = answers[easy]
+    assert named.match is not None and named.match.file_name == "tune_031.wav" and prepared._picked is None
+    # A query that names nothing pays the last look: whitened peaks only, one fingerprint per shift.
+    nothing, prepared = answers[noise]
+    assert nothing.match is None and prepared._picked is not None
+    assert len(prepared._picked.fingerprints) == ROBUST.shifts and prepared._picked.speed == 1.0
+
+
+@pytest.mark.postgres
+def test_the_own_picks_look_gives_the_same_answers_in_python_and_sql(tuned) -> None:
+    params = tuned.params(duration_s=None)
+    for y in (synth_tune(77, duration_s=3.0), _excerpt(32, 8 * HOP + HOP // 3, 3.0)):
+        look = [picked_variant(y, params, 4, [WHITENED])]
+        by_python, by_sql = (match_fingerprint(tuned, look, params, top_k=3, method=method, tests=9)
+                             for method in ("python", "sql"))
+        assert by_python.candidates and by_python.candidates == by_sql.candidates
+        assert by_python.match == by_sql.match
 
 
 @pytest.mark.postgres

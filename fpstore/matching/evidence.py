@@ -86,6 +86,11 @@ class Evidence:
         The look at the query as it is and the pooled look at speed 1.0 count as one test (the pooled
         look holds every hash of the first, so the first is taken as an early answer of the pooled
         one), instead of one test each.
+    own_picks : tuple of QueryPicking
+        Peak selections looked at in a step of their own, the last (one more test): the query at
+        speed 1.0 picked with each of them at every shift, without the stored side's picking and
+        without offset tolerance, for queries whose peaks noise outranked. Unlike ``picks``, the looks
+        the other queries are named by stay as they are.
     """
 
     count: Count = "pairs"
@@ -95,6 +100,7 @@ class Evidence:
     picks: tuple[QueryPicking, ...] = ()
     pool_speeds: bool = False
     merge_first: bool = False
+    own_picks: tuple[QueryPicking, ...] = ()
 
     def __post_init__(self) -> None:
         if self.count not in ("pairs", "anchors"):
@@ -103,13 +109,15 @@ class Evidence:
                 0 <= self.tolerance <= MAX_TOLERANCE_FRAMES):
             raise ParameterError(f"tolerance={self.tolerance!r} must be an integer in [0, {MAX_TOLERANCE_FRAMES}]")
         object.__setattr__(self, "speeds", check_variants(self.shifts, self.speeds))
-        if not isinstance(self.picks, tuple) or not all(isinstance(p, QueryPicking) for p in self.picks):
-            raise ParameterError(f"picks={self.picks!r} must be a tuple of QueryPicking")
+        for name in ("picks", "own_picks"):
+            pickings = getattr(self, name)
+            if not isinstance(pickings, tuple) or not all(isinstance(p, QueryPicking) for p in pickings):
+                raise ParameterError(f"{name}={pickings!r} must be a tuple of QueryPicking")
 
     @property
     def needs_audio(self) -> bool:
         """True if the query must be decoded to samples (shifts or speeds), not only fingerprinted."""
-        return self.shifts > 1 or len(self.speeds) > 1 or bool(self.picks)
+        return self.shifts > 1 or len(self.speeds) > 1 or bool(self.picks) or bool(self.own_picks)
 
     @property
     def pools(self) -> bool:
@@ -118,10 +126,11 @@ class Evidence:
 
     @property
     def tests(self) -> int:
-        """Tests a query can make (:func:`match_prepared`): as it is, pooled, then the other speed factors."""
+        """Tests a query can make (:func:`match_prepared`): as it is, pooled, the other speed factors, its own picks."""
         other_speeds = len(self.speeds) - 1
         first = 0 if self.merge_first and self.pools else 1
-        return first + int(self.pools) + (min(other_speeds, 1) if self.pool_speeds else other_speeds)
+        speeds = min(other_speeds, 1) if self.pool_speeds else other_speeds
+        return first + int(self.pools) + speeds + int(bool(self.own_picks))
 
 
 #: The notebook's vote: every pair of the query as it is.

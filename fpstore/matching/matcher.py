@@ -63,13 +63,14 @@ def match_signal(store: Catalogue, y: np.ndarray, *, evidence: Evidence = ROBUST
 def match_prepared(store: Catalogue, prepared: PreparedQuery, params: FingerprintParams, *, evidence: Evidence = ROBUST,
                    zone: str = DEFAULT_ZONE, top_k: int = 5, rule: DecisionRule = DecisionRule(),
                    method: Method = "python", query: str = "") -> MatchResult:
-    """Match a prepared query as it is; if that names nothing, at every shift; then at the other speeds.
+    """Match a prepared query as it is; if that names nothing, at every shift; then at the other speeds; then its own picks.
 
     Each step is one statement and is taken only when the steps before it named nothing, so an easy
-    query costs what a plain one does. The steps after the first use the offset tolerance too. Every
+    query costs what a plain one does. The shifts and speeds steps use the offset tolerance too. Every
     step counts as a test (the union bound over the query as it is, then each speed factor at every
-    shift). The speeds step screens the factors unshifted first, and looks at every shift only at the
-    factor whose best track scored at least :data:`SCREEN_SCORE` (a second statement).
+    shift, then the look at :attr:`Evidence.own_picks`). The speeds step screens the factors unshifted
+    first, and looks at every shift only at the factor whose best track scored at least
+    :data:`SCREEN_SCORE` (a second statement).
 
     Parameters
     ----------
@@ -108,11 +109,11 @@ def match_prepared(store: Catalogue, prepared: PreparedQuery, params: Fingerprin
             return pooled
         return dataclasses.replace(pooled, speed=answer(others, evidence.tolerance).speed)
 
-    steps: list[Callable[[], MatchResult]] = []
-    if evidence.pools:
-        steps.append(lambda: answer([prepared.shifted(params, evidence)], evidence.tolerance))
-    if len(evidence.speeds) > 1:
-        steps.append(pooled_other_speeds if evidence.pool_speeds else other_speeds)
+    steps: list[Callable[[], MatchResult]] = [step for wanted, step in (
+        (evidence.pools, lambda: answer([prepared.shifted(params, evidence)], evidence.tolerance)),
+        (len(evidence.speeds) > 1, pooled_other_speeds if evidence.pool_speeds else other_speeds),
+        (bool(evidence.own_picks), lambda: answer([prepared.picked(params, evidence)], 0)),
+    ) if wanted]
 
     result = answer([prepared.first], 0)
     for step in steps:

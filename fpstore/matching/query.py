@@ -30,7 +30,7 @@ from fpstore.runtime.workers import fingerprint_job, no_hashes_reason, signal_jo
 from fpstore.signal.audio import display_path
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.query_peaks import QueryPicking
-from fpstore.signal.variants import SpeedVariant, speed_variant
+from fpstore.signal.variants import SpeedVariant, picked_variant, speed_variant
 
 #: The query argument that means "the audio on standard input" (when a ``stdin`` stream is given).
 STDIN_ARGUMENT = "-"
@@ -66,6 +66,7 @@ class PreparedQuery:
     audio: np.ndarray | None = None
     _shifted: SpeedVariant | None = field(default=None, repr=False)
     _screen: tuple[SpeedVariant, ...] | None = field(default=None, repr=False)
+    _picked: SpeedVariant | None = field(default=None, repr=False)
 
     def _samples(self) -> np.ndarray:
         assert self.audio is not None, "a query prepared with shifts or speeds keeps its audio"
@@ -84,6 +85,14 @@ class PreparedQuery:
         if self._screen is None:
             self._screen = tuple(_quiet_variant(self._samples(), params, speed, 1) for speed in evidence.speeds[1:])
         return self._screen
+
+    def picked(self, params: FingerprintParams, evidence: Evidence) -> SpeedVariant:
+        """Speed 1.0 at every shift under the evidence's own picks only, fingerprinted on first use."""
+        if self._picked is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._picked = picked_variant(self._samples(), params, evidence.shifts, evidence.own_picks)
+        return self._picked
 
     def at_speed(self, params: FingerprintParams, evidence: Evidence, speed: float) -> SpeedVariant:
         """One of the other speeds at every shift (its unshifted fingerprint taken from the screen)."""

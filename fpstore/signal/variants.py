@@ -148,3 +148,39 @@ def speed_variant(y: np.ndarray, params: FingerprintParams, speed: float, shifts
             fingerprints.append(fingerprint_signal(slowed[offset:], params))
         fingerprints.extend(query_fingerprint(slowed[offset:], params, picking) for picking in pickings)
     return SpeedVariant(speed, tuple(fingerprints))
+
+
+def picked_variant(y: np.ndarray, params: FingerprintParams, shifts: int,
+                   pickings: Sequence[QueryPicking]) -> SpeedVariant:
+    """Fingerprint ``y`` at speed 1.0, at each of ``shifts`` sub-hop shifts, under the ``pickings`` only.
+
+    Unlike :func:`speed_variant`, the stored side's picking is left out: the variant is a look of its
+    own (:attr:`fpstore.matching.evidence.Evidence.own_picks`), not extra hashes pooled with the stored ones.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)], float32, mono, at ``params.sample_rate`` Hz
+    params : FingerprintParams
+    shifts : int
+        Sub-hop shifts (1: the query as it is).
+    pickings : sequence of QueryPicking
+        Peak selections (:mod:`fpstore.signal.query_peaks`), at least one.
+
+    Returns
+    -------
+    variant : SpeedVariant
+        Speed 1.0; per shift, one fingerprint per picking, in that order.
+
+    Examples
+    --------
+    >>> from fpstore.signal.query_peaks import WHITENED
+    >>> y = np.random.default_rng(0).standard_normal(22050).astype(np.float32)
+    >>> len(picked_variant(y, FingerprintParams(), 4, [WHITENED]).fingerprints)
+    4
+    """
+    check_variants(shifts, [1.0])
+    if not pickings:
+        raise ParameterError("picked_variant needs at least one peak picking")
+    y = valid_audio(y)
+    return SpeedVariant(1.0, tuple(query_fingerprint(y[offset:], params, picking)
+                                   for offset in shift_samples(shifts, params.hop_length) for picking in pickings))
