@@ -233,6 +233,8 @@ def test_evidence_options_change_one_part_of_the_default_or_of_plain() -> None:
     assert evidence_from_options(True, None, None, None, None) == PLAIN
     assert evidence_from_options(False, None, None, "1", 0) == dataclasses.replace(ROBUST, speeds=(1.0,), tolerance=0)
     assert evidence_from_options(True, "anchors", 2, None, None) == Evidence("anchors", shifts=2)
+    assert evidence_from_options(False, None, None, None, None, whitened_look=False).own_picks == ()
+    assert evidence_from_options(True, None, None, None, None, whitened_look=True) == Evidence(own_picks=(WHITENED,))
     assert (evidence_from_options(False, None, None, None, None, pool_speeds=True)
             == dataclasses.replace(ROBUST, pool_speeds=True))
 

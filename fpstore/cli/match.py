@@ -39,13 +39,15 @@ if TYPE_CHECKING:
 def match_command(ctx: click.Context, store: Catalogue, queries: tuple[str, ...], zone: str, min_votes: int | None,
                   min_ratio: float, alpha: float | None, null: Null, top_k: int, use_sql: bool, as_json: bool, plain: bool,
                   count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
-                  pool_speeds: bool | None, merge_first: bool | None, whitened: bool | None) -> None:
+                  pool_speeds: bool | None, merge_first: bool | None, whitened: bool | None,
+                  whitened_look: bool | None) -> None:
     """Name the stored track each audio query is an excerpt of, and where it starts.
 
     QUERIES are audio files, folders (walked as ingest walks them) and '-' (audio of any format on
     standard input). Each file is decoded whole and fingerprinted with the database's parameters; the
     distinct stored anchors of its hashes vote for (track, offset) bins. When the query as it is names
-    nothing, it is tried again at four sub-hop shifts, then at speeds of +-1, 2, 3 % (each a test).
+    nothing, it is tried again at four sub-hop shifts, then at speeds of +-1, 2, 3 % (each a test), then
+    with its peaks picked on a whitened spectrogram.
     Each answer carries its score, -log10 of the chance that unrelated audio gives the track that much
     evidence (3 = one in a thousand); a best track whose chance is not below --alpha (or, with
     --min-votes, with fewer votes), or not --min-ratio times the runner-up, is reported as "no match".
@@ -64,7 +66,7 @@ def match_command(ctx: click.Context, store: Catalogue, queries: tuple[str, ...]
 
     some_failed = False
     evidence = evidence_from_options(plain, count, shifts, speeds, tolerance, pool_speeds=pool_speeds,
-                                     merge_first=merge_first, whitened=whitened)
+                                     merge_first=merge_first, whitened=whitened, whitened_look=whitened_look)
     for result in match_queries(store, queries, zone=zone, top_k=top_k, rule=DecisionRule(min_votes, min_ratio, alpha, null),
                                 method="sql" if use_sql else "python", stdin=getattr(sys.stdin, "buffer", None),
                                 evidence=evidence):
@@ -120,7 +122,8 @@ def match_line(result: MatchResult, top_k: int) -> str:
 def eval_command(ctx: click.Context, store: Catalogue, queries_csv: str, zone: str, min_votes: int | None, min_ratio: float,
                  alpha: float | None, null: Null, all_zones: bool, labels: tuple[str, ...], out_dir: str, plain: bool,
                  count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
-                 pool_speeds: bool | None, merge_first: bool | None, whitened: bool | None) -> None:
+                 pool_speeds: bool | None, merge_first: bool | None, whitened: bool | None,
+                 whitened_look: bool | None) -> None:
     """Run every query of QUERIES_CSV and score the answers.
 
     QUERIES_CSV has columns file (relative to the CSV's folder), true_track (a stored track's file
@@ -139,7 +142,7 @@ def eval_command(ctx: click.Context, store: Catalogue, queries_csv: str, zone: s
     from fpstore.matching.evidence import DecisionRule
 
     evidence = evidence_from_options(plain, count, shifts, speeds, tolerance, pool_speeds=pool_speeds,
-                                     merge_first=merge_first, whitened=whitened)
+                                     merge_first=merge_first, whitened=whitened, whitened_look=whitened_look)
     with progress(ctx) as (on_start, on_file):
         outcome = run_eval(store, queries_csv, out_dir, zones=None if all_zones else [zone],
                            labels=list(labels) or None, rule=DecisionRule(min_votes, min_ratio, alpha, null),

@@ -60,6 +60,7 @@ def monitor_command(ctx: click.Context, store: Catalogue, source: str, window_s:
                     min_votes: int | None, min_ratio: float, alpha: float | None, null: Null, plain: bool,
                     count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
                     pool_speeds: bool | None, merge_first: bool | None, whitened: bool | None,
+                    whitened_look: bool | None,
                     tolerance_frames: int, max_gap: int, min_windows: int, as_json: bool, as_csv: bool) -> None:
     """Follow a long recording or a live stream (SOURCE, or - for standard input) and tell what plays when.
 
@@ -94,7 +95,7 @@ def monitor_command(ctx: click.Context, store: Catalogue, source: str, window_s:
                             rule=DecisionRule(min_votes, min_ratio, alpha, null),
                             evidence=evidence_from_options(plain, count, shifts, speeds, tolerance, WINDOW_EVIDENCE,
                                                            pool_speeds=pool_speeds, merge_first=merge_first,
-                                                           whitened=whitened),
+                                                           whitened=whitened, whitened_look=whitened_look),
                             tolerance_frames=tolerance_frames, max_gap=max_gap, min_windows=min_windows,
                             on_window=echo_window if cli_state(ctx).verbose else None)
     blocks = audio_blocks(source, store.params(duration_s=None).sample_rate, stdin=sys.stdin.buffer)

@@ -280,13 +280,17 @@ def evidence_options(command: F) -> F:
         click.option("--whitened-peaks/--stored-peaks", "whitened", default=None,
                      help="The pooled look at speed 1.0 also picks the query's peaks on a whitened spectrogram "
                           "(each bin over its median), or only as the stored side does [stored]."),
+        click.option("--whitened-look/--no-whitened-look", "whitened_look", default=None,
+                     help="When every other look names nothing, one more look (a test) at the query's peaks "
+                          "picked on a whitened spectrogram at every shift, or none [a look; none with --plain]."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
 def evidence_from_options(plain: bool, count: str | None, shifts: int | None, speeds: str | None,
                           tolerance: int | None, robust: Evidence | None = None, *, pool_speeds: bool | None = None,
-                          merge_first: bool | None = None, whitened: bool | None = None) -> Evidence:
+                          merge_first: bool | None = None, whitened: bool | None = None,
+                          whitened_look: bool | None = None) -> Evidence:
     """The :class:`~fpstore.matching.evidence.Evidence` the options ask for: ROBUST or PLAIN, the parts given changed."""
     from fpstore.matching.evidence import PLAIN, ROBUST, evidence_with
     from fpstore.signal.query_peaks import WHITENED
@@ -294,7 +298,8 @@ def evidence_from_options(plain: bool, count: str | None, shifts: int | None, sp
     try:
         return evidence_with(PLAIN if plain else robust or ROBUST, speeds=speeds, count=count, shifts=shifts,
                              tolerance=tolerance, pool_speeds=pool_speeds, merge_first=merge_first,
-                             picks=None if whitened is None else (WHITENED,) if whitened else ())
+                             picks=None if whitened is None else (WHITENED,) if whitened else (),
+                             own_picks=None if whitened_look is None else (WHITENED,) if whitened_look else ())
     except ValueError as exc:
         raise click.BadParameter(f"{speeds!r} is not a comma-separated list of numbers", param_hint="--speeds") from exc
 
