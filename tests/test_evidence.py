@@ -69,16 +69,19 @@ def test_variants_are_checked_once() -> None:
         with pytest.raises(ParameterError):
             Evidence(**bad)
     assert not PLAIN.needs_audio and Evidence(shifts=2).needs_audio and Evidence(speeds=(0.99,)).needs_audio
-    # The query as it is, then pooled (shifts or a tolerance), then each other factor.
-    assert (PLAIN.tests, Evidence(tolerance=1).tests, Evidence(speeds=(0.99,)).tests, ROBUST.tests) == (1, 2, 2, 8)
+    # The query as it is, then pooled (shifts or a tolerance), then each other factor, then the whitened look.
+    assert (PLAIN.tests, Evidence(tolerance=1).tests, Evidence(speeds=(0.99,)).tests, ROBUST.tests) == (1, 2, 2, 9)
+    assert Evidence(own_picks=(WHITENED,)).needs_audio and not Evidence(own_picks=(WHITENED,)).pools
     assert not Evidence(tolerance=1).needs_audio
     # Pooled, the other factors are one look and one test; extra peak selections pool into the second look.
-    assert dataclasses.replace(ROBUST, pool_speeds=True).tests == 3
+    assert dataclasses.replace(ROBUST, pool_speeds=True, own_picks=()).tests == 3
     assert dataclasses.replace(PLAIN, pool_speeds=True).tests == 1
     picked = Evidence(picks=(QueryPicking(6, 3, 10),))
     assert picked.needs_audio and picked.pools and picked.tests == 2
     with pytest.raises(ParameterError, match="tuple of QueryPicking"):
         Evidence(picks=[QueryPicking()])  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="own_picks=.* must be a tuple of QueryPicking"):
+        Evidence(own_picks=(True,))  # type: ignore[arg-type]
 
 
 def test_change_speed_stretches_by_the_factor() -> None:
@@ -180,8 +183,8 @@ def test_a_query_that_names_nothing_screens_the_other_speeds_unshifted(tuned, tm
 @pytest.mark.postgres
 def test_own_picks_are_a_last_look_that_an_easy_query_never_pays(tuned, tmp_path) -> None:
     params = tuned.params(duration_s=None)
-    whitened = dataclasses.replace(ROBUST, own_picks=(WHITENED,))
-    assert whitened.tests == ROBUST.tests + 1
+    whitened = ROBUST
+    assert ROBUST.own_picks == (WHITENED,) and ROBUST.tests == dataclasses.replace(ROBUST, own_picks=()).tests + 1
     easy, noise = tmp_path / "easy.wav", tmp_path / "noise.wav"
     soundfile.write(easy, _excerpt(31, 5 * HOP, 5.0), SR, subtype="PCM_16")
     soundfile.write(noise, np.random.default_rng(9).standard_normal(5 * SR).astype(np.float32) * 0.1, SR,
