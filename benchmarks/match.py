@@ -298,6 +298,8 @@ def main() -> None:
     parser.add_argument("--min-votes", type=int, help="the vote-count rule instead of --alpha")
     parser.add_argument("--null", choices=("tracks", "poisson"), default="tracks", help="chance model of the score")
     parser.add_argument("--offset-tolerance", type=int, help="Evidence.tolerance (frames) [the evidence's]")
+    parser.add_argument("--no-whitened-look", action="store_true",
+                        help="leave out the evidence's last step, the whitened look (Evidence.own_picks)")
     args = parser.parse_args()
     if (args.server is None) == (args.embedded is None):
         parser.error("give one of --server and --embedded")
@@ -333,6 +335,8 @@ def run(args: argparse.Namespace) -> None:
                 evidence = PLAIN if args.plain else ROBUST
                 if args.offset_tolerance is not None:
                     evidence = dataclasses.replace(evidence, tolerance=args.offset_tolerance)
+                if args.no_whitened_look:
+                    evidence = dataclasses.replace(evidence, own_picks=())
                 rule = DecisionRule(min_votes=args.min_votes, alpha=args.alpha, null=args.null)
                 time_queries(url, queries[:4], zone, evidence, rule)  # warm the cache a little, as a service would be
                 lines += table_rows(n_tracks, variant, zone, postings, bpp, time_queries(url, queries, zone, evidence, rule))

@@ -5,7 +5,7 @@ rows with an empty ``true_track``) as ``fpstore match`` does by default (:data:`
 the calibrated rule), against an existing database, and splits each query's wall time into:
 
 - ``fingerprint``: the query as it is (decoding excluded: the samples are read before timing);
-- ``variants``: fingerprinting the other shifts and speeds (made lazily, when a step is taken);
+- ``variants``: fingerprinting the other shifts and speeds and the whitened look (made lazily, when a step is taken);
 - ``lookup``: the posting lookup statements (server time plus transfer; ``Lookup.run``);
 - ``frames``: reading the voted tracks' lengths (``Lookup.track_frames``);
 - ``vote``: the rest of each step (pairs, distinct anchors, the vote, the tracks null, the answer).
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import time
 import warnings
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from fpstore.db.store import Store
-from fpstore.matching.evidence import ROBUST, DecisionRule
+from fpstore.matching.evidence import ROBUST, DecisionRule, Evidence
 from fpstore.matching.matcher import match_prepared
 from fpstore.matching.query import PreparedQuery
 from fpstore.signal.audio import load_audio
@@ -69,7 +70,7 @@ class Clock:
         return timed
 
 
-def profile(store: Store, files: list[Path], rule: DecisionRule) -> list[dict[str, float]]:
+def profile(store: Store, files: list[Path], rule: DecisionRule, evidence: Evidence = ROBUST) -> list[dict[str, float]]:
     params = store.params(duration_s=None)
     lookup = store.lookup
     rows = []
@@ -86,10 +87,10 @@ def profile(store: Store, files: list[Path], rule: DecisionRule) -> list[dict[st
             prepared = PreparedQuery(speed_variant(y, params, 1.0, 1), y)
         t1 = time.perf_counter()
         # The methods that fingerprint the variants (of this version of the matcher), each call a step's.
-        for name in ("shifted", "others", "screen", "at_speed"):
+        for name in ("shifted", "others", "screen", "at_speed", "picked"):
             if hasattr(prepared, name):
                 setattr(prepared, name, clock.wrap("variants", getattr(prepared, name)))
-        result = match_prepared(store, prepared, params, evidence=ROBUST, rule=rule)
+        result = match_prepared(store, prepared, params, evidence=evidence, rule=rule)
         t2 = time.perf_counter()
         spent = clock.spent
         rows.append({
@@ -123,14 +124,17 @@ def main() -> None:
     parser.add_argument("--queries", type=Path, required=True, help="folder of audio files, or a queries.csv")
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--warm", type=int, default=3, help="queries matched first, untimed")
+    parser.add_argument("--no-whitened-look", action="store_true",
+                        help="the default evidence without its last step, the whitened look (own_picks=())")
     args = parser.parse_args()
     files = query_files(args.queries, args.limit + args.warm)
 
     def run(url: str) -> None:
         engine = create_engine(url)
         store = Store(engine)
-        profile(store, files[:args.warm], DecisionRule())
-        report(profile(store, files[args.warm:], DecisionRule()))
+        evidence = dataclasses.replace(ROBUST, own_picks=()) if args.no_whitened_look else ROBUST
+        profile(store, files[:args.warm], DecisionRule(), evidence)
+        report(profile(store, files[args.warm:], DecisionRule(), evidence))
         engine.dispose()
 
     if args.embedded is not None:
