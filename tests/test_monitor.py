@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import csv
 import io
@@ -437,10 +438,13 @@ def test_a_remembering_lookup_gives_the_postings_a_fresh_one_gives(mix) -> None:
 
     fresh = [rows(store.lookup.postings(*k)) for k in keys]
     assert all(fresh) and fresh[1] == fresh[2]
+    memory = lambda: getattr(store.lookup._thread, "memory", None)  # noqa: E731
     with store.lookup.remembering(2):
         assert [rows(store.lookup.postings(*k)) for k in keys] == fresh
-        assert store.lookup._memory is not None and len(store.lookup._memory._answered) == 2
-    assert store.lookup._memory is None
+        assert memory() is not None and len(memory()._answered) == 2
+        with concurrent.futures.ThreadPoolExecutor(1) as other:  # another thread (the HTTP service's) has its own
+            assert other.submit(memory).result() is None
+    assert memory() is None
 
 
 @pytest.mark.parametrize("speed", [1.0, 1.02])

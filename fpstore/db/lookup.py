@@ -10,6 +10,7 @@ Conventions
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -154,7 +155,8 @@ class Lookup:
         # reader in another thread sees one or the other): a stored track's length never changes and
         # ids are not reused, and the tracks null asks for every voted track at each look.
         self._known_frames = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-        self._memory: PostingMemory | None = None
+        #: :meth:`remembering`'s memory, one per thread: the HTTP service matches queries in several at once.
+        self._thread = threading.local()
 
     def postings(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[np.ndarray, ...]:
         """Every stored posting whose ``(zone, hash)`` is one of the keys, in one statement.
@@ -171,8 +173,9 @@ class Lookup:
         zone_ids, hashes, track_ids, t_anchor_frames : np.ndarray [shape=(p,), dtype=int64]
             One entry per posting found; ``hashes`` in the stored (signed) form.
         """
-        if self._memory is not None:
-            return self._memory.postings(key_zones, key_hashes,
+        memory: PostingMemory | None = getattr(self._thread, "memory", None)
+        if memory is not None:
+            return memory.postings(key_zones, key_hashes,
                                          lambda zones, hashes: self.run(LookupStatement.of(zones, hashes)))
         return self.run(LookupStatement.of(key_zones, key_hashes))
 
@@ -180,15 +183,16 @@ class Lookup:
     def remembering(self, calls: int) -> Iterator[None]:
         """Within the block, :meth:`postings` fetches only the keys none of its last ``calls`` calls asked for.
 
-        For a stream matched window by window (:mod:`fpstore.monitor`), whose windows overlap: the
-        catalogue is taken not to change meanwhile. A cluster's lookup (``ClusterLookup``) fetches
-        every key every time.
+        For a stream matched window by window (:mod:`fpstore.monitor`), whose windows overlap, and a
+        query's later looks (:mod:`fpstore.serve`): the catalogue is taken not to change meanwhile.
+        The memory is this thread's. A cluster's lookup (``ClusterLookup``) fetches every key every time.
         """
-        previous, self._memory = self._memory, PostingMemory(calls)
+        previous = getattr(self._thread, "memory", None)
+        self._thread.memory = PostingMemory(calls)
         try:
             yield
         finally:
-            self._memory = previous
+            self._thread.memory = previous
 
     def run(self, lookup: LookupStatement) -> tuple[np.ndarray, ...]:
         """Run a lookup statement made once (a cluster runs the same one on every shard); see :meth:`postings`."""
