@@ -276,8 +276,20 @@ def _fingerprint_of(triples: list[tuple[str, int, int]], params: FingerprintPara
     return Fingerprint(zones, n_frames * params.seconds_per_frame, n_frames, 0)
 
 
+#: Lookups of one query remembered: its looks (as it is, every shift, the speeds' screen, one speed at
+#: every shift) ask again for many keys of the looks before (a fingerprint upload's second look, with the
+#: offset tolerance, for every key of its first).
+LOOKS_REMEMBERED = 4
+
+
 def _answer(store: Catalogue, prepared: PreparedQuery, params: FingerprintParams, options: MatchOptions,
             label: str) -> dict[str, Any]:
+    with store.lookup.remembering(LOOKS_REMEMBERED):
+        return _answer_looks(store, prepared, params, options, label)
+
+
+def _answer_looks(store: Catalogue, prepared: PreparedQuery, params: FingerprintParams, options: MatchOptions,
+                  label: str) -> dict[str, Any]:
     result = match_prepared(store, prepared, params, evidence=options.evidence, zone=options.zone,
                             top_k=options.top_k, rule=options.rule, method=options.method, query=label)
     answer = result.as_json()
