@@ -4,7 +4,8 @@ The catalogue is ``benchmarks/catalogue.py``'s (``renditions.csv`` and ``queries
 ``--catalogue``). One database grows through ``--sizes`` (stored renditions, in id order); at each size:
 
 - **ingest**: the renditions up to that size are ingested (``fpstore.ingest.ingest``, ``--jobs``
-  workers, whole files or ``--duration`` seconds of each, the four seed zones, the duplicate check on); the last ``--probe``
+  workers, whole files or ``--duration`` seconds of each, the four seed zones, the duplicate check on,
+  or off with ``--grow-unchecked`` but for the probe); the last ``--probe``
   files of each step are ingested on their own, timed, and the same files are then ingested into an
   empty database (dropped after): the rate with the duplicate check against the catalogue, and without
   anything to check against;
@@ -80,12 +81,14 @@ def linked(folder: Path, files: list[Path]) -> Path:
     return folder
 
 
-def timed_ingest(store: Store, files: list[Path], jobs: int, work: Path, duration_s: float | None) -> tuple[float, int]:
+def timed_ingest(store: Store, files: list[Path], jobs: int, work: Path, duration_s: float | None,
+                 check_duplicates: bool = True) -> tuple[float, int]:
     """Seconds to ingest ``files`` (linked into a fresh folder), and tracks added."""
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         folder = linked(Path(tmp) / "in", files)
         t0 = time.perf_counter()
-        summary = ingest(store, folder, FingerprintParams(duration_s=duration_s), jobs=jobs)
+        summary = ingest(store, folder, FingerprintParams(duration_s=duration_s), jobs=jobs,
+                         check_duplicates=check_duplicates)
         return time.perf_counter() - t0, summary.tracks_added
 
 
@@ -124,6 +127,7 @@ def main() -> None:
     parser.add_argument("--embedded", type=Path, required=True, help="fpstore's embedded server, its data here")
     parser.add_argument("--catalogue", type=Path, default=DEFAULT_OUT, help=f"the catalogue's folder [{DEFAULT_OUT}]")
     parser.add_argument("--sizes", default="1000,3000,10000")
+    parser.add_argument("--queries-csv", type=Path, help="the excerpts to match [CATALOGUE/queries/queries.csv]")
     parser.add_argument("--probe", type=int, default=100, help="files per step timed with and without a catalogue")
     parser.add_argument("--queries", type=int, default=200, help="positives matched per size")
     parser.add_argument("--negative-queries", type=int, default=1000, help="negatives matched per size")
@@ -132,6 +136,9 @@ def main() -> None:
     parser.add_argument("--negatives", type=Path, action="append", default=[],
                         help="a queries.csv of recordings not in the catalogue: more negatives (repeat)")
     parser.add_argument("--reuse", action="store_true", help="keep the tracks already in the database")
+    parser.add_argument("--grow-unchecked", action="store_true",
+                        help="ingest each step's files before the probe without the duplicate check (faster; "
+                             "the renditions are distinct recordings): the probe is still checked")
     args = parser.parse_args()
     from fpstore.db.embedded import EmbeddedServer
 
@@ -144,7 +151,7 @@ def main() -> None:
 def run(args: argparse.Namespace, server: str) -> None:
     with open(args.catalogue / "renditions.csv", newline="") as f:
         stored = [args.catalogue / r["file"] for r in csv.DictReader(f) if r["in_db"] == "1"]
-    queries = read_queries(args.catalogue / "queries" / "queries.csv")
+    queries = read_queries(args.queries_csv or args.catalogue / "queries" / "queries.csv")
     # Other recordings never stored here: every query of the dev corpora's sets (real music, none of it
     # in the catalogue), interleaved with the catalogue's own negatives.
     own = [q for q in queries if not q["true_track"]]
@@ -169,7 +176,7 @@ def run(args: argparse.Namespace, server: str) -> None:
         todo = stored[have:n]
         head, probe = todo[:-args.probe], todo[-args.probe:]
         if head:
-            secs, added = timed_ingest(store, head, args.jobs, work, args.duration)
+            secs, added = timed_ingest(store, head, args.jobs, work, args.duration, not args.grow_unchecked)
             print(f"{n}: ingested {added} in {secs:.0f} s", flush=True)
         if probe:  # (nothing to ingest when --reuse finds the size stored: matching only)
             with_s, _ = timed_ingest(store, probe, args.jobs, work, args.duration)

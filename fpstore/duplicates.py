@@ -38,7 +38,6 @@ from fpstore.db.duplicates import DuplicatePair, sampled_hashes
 from fpstore.db.tracks import TrackRecord
 from fpstore.errors import ParameterError
 from fpstore.matching.evidence import ALL_ZONES
-from fpstore.matching.ranking import fetch_postings
 from fpstore.matching.vote import expand_matches, query_keys, vote
 from fpstore.signal.fingerprint import Fingerprint
 
@@ -267,12 +266,41 @@ def linked_groups(links: list[tuple[int, int]]) -> list[list[int]]:
     return sorted(groups.values())
 
 
+def _combined(zones: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """One sortable int64 per ``(zone, stored hash)`` key, in :func:`fpstore.vote.query_keys`'s order."""
+    return (np.asarray(zones, dtype=np.int64) << 32) | (np.asarray(hashes, dtype=np.int64) & 0xFFFFFFFF)
+
+
+def _aligned_candidates(store: Catalogue, zone_of_hash: np.ndarray, hashes: np.ndarray, t_query: np.ndarray, *,
+                        top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stored tracks with the most postings aligned with these at one offset: ``(track_ids, votes, offsets)``.
+
+    One posting lookup; a key with more than :data:`MAX_POSTINGS_PER_HASH` postings, the new track's
+    included, is left out (the listing's rule).
+    """
+    key_zones, key_hashes, key_of_hash = query_keys(zone_of_hash, hashes)
+    # A key is common when its stored postings and the new track's exceed the bound: fetching one more
+    # than the bound leaves says so (a cluster's shards each send that many at most, which still tells).
+    own = np.bincount(key_of_hash, minlength=key_zones.size)
+    looked_up = own <= MAX_POSTINGS_PER_HASH
+    found_zone, found_hash, track_ids, t_anchor = store.lookup.postings(
+        key_zones[looked_up], key_hashes[looked_up], MAX_POSTINGS_PER_HASH + 1 - own[looked_up])
+    keys = _combined(key_zones, key_hashes)
+    key_of_posting = np.searchsorted(keys, _combined(found_zone, found_hash))
+    n_postings_of_key = np.bincount(key_of_posting, minlength=key_zones.size) + own
+    kept = ~(n_postings_of_key > MAX_POSTINGS_PER_HASH)[key_of_posting]
+    ranked: tuple[np.ndarray, np.ndarray, np.ndarray] = vote(*expand_matches(
+        key_of_posting[kept], t_anchor[kept], track_ids[kept], key_of_hash, t_query), top_k=top_k)
+    return ranked
+
+
 def duplicates_of(store: Catalogue, fingerprint: Fingerprint, zone_ids: dict[str, int], *, min_ratio: float,
                   own_sha256: bytes = b"") -> list[DuplicateOf]:
     """The stored tracks that ``fingerprint`` duplicates or shares an excerpt with, best first, with one posting lookup.
 
     The new track's sampled postings (:func:`fpstore.db.duplicates.sampled_hashes`) are looked up in
-    every zone and voted on as a query; a stored track's sampled postings are estimated from its
+    every zone (a key's list only up to the length that makes it common: :data:`MAX_POSTINGS_PER_HASH`)
+    and voted on as a query; a stored track's sampled postings are estimated from its
     ``n_postings`` at the new track's sampling rate (exact enough for copies, which is what passes).
     Each candidate's :func:`relation` decides.
 
@@ -301,14 +329,8 @@ def duplicates_of(store: Catalogue, fingerprint: Fingerprint, zone_ids: dict[str
     n_sampled = int(in_sample.sum())
     if n_sampled == 0:
         return []
-    key_zones, key_hashes, key_of_hash = query_keys(zone_of_hash[in_sample], hashes[in_sample])
-    key_of_posting, track_ids, t_anchor = fetch_postings(store, key_zones, key_hashes)
-    # The listing's rule: a key with more than MAX_POSTINGS_PER_HASH postings, the new track's included, is left out.
-    n_postings_of_key = np.bincount(key_of_posting, minlength=key_zones.size) + np.bincount(key_of_hash)
-    common = n_postings_of_key > MAX_POSTINGS_PER_HASH
-    kept = ~common[key_of_posting]
-    ranked_tracks, votes, offsets = vote(*expand_matches(
-        key_of_posting[kept], t_anchor[kept], track_ids[kept], key_of_hash, t_query[in_sample]), top_k=_CANDIDATES)
+    ranked_tracks, votes, offsets = _aligned_candidates(store, zone_of_hash[in_sample], hashes[in_sample],
+                                                        t_query[in_sample], top_k=_CANDIDATES)
     sizes = store.duplicates.n_postings(ranked_tracks.tolist(), except_sha256=own_sha256)
     sampling_rate = n_sampled / hashes.size
     seconds_per_frame = fingerprint.duration_s / max(1, fingerprint.n_frames)

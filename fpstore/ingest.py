@@ -24,7 +24,8 @@ Conventions
   already stored is still skipped), until a rerun with every shard back finishes the work. With
   ``scheduler``, dask workers fingerprint and write the files instead (:mod:`fpstore.runtime.dask_workers`).
 - A new track that duplicates a stored one by content (:mod:`fpstore.duplicates`: most hashes aligned at
-  one offset) is skipped, kept or replaces it (``on_duplicate``). It is compared with the tracks
+  one offset) is skipped, kept or replaces it (``on_duplicate``); ``check_duplicates=False`` leaves the
+  check out. It is compared with the tracks
   committed when its fingerprint is ready: those stored before the run and this run's batches (ordinary
   path) or partitions (bulk path) already written; two copies waiting in the same batch or unpublished
   bulk load are both stored (``fpstore tracks duplicates`` lists them).
@@ -49,7 +50,7 @@ from fpstore.db.contract import Catalogue
 from fpstore.db.runs import Run
 from fpstore.db.tracks import TrackRecord
 from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateCheck, OnDuplicate, OnExcerpt, unchecked_reason
-from fpstore.errors import DatabaseError, NotFound, ShardDown
+from fpstore.errors import DatabaseError, NotFound, ParameterError, ShardDown
 from fpstore.runtime.dask_workers import DaskWriters, WriteJob
 from fpstore.runtime.files import FolderScan, file_sha256, one_line, scan_folder, unreadable_reason
 from fpstore.runtime.wording import counted
@@ -291,8 +292,12 @@ class Ingest:
                  batch_postings: int, bulk: bool | None, partition_postings: int,
                  on_duplicate: OnDuplicate, duplicate_min_ratio: float, on_excerpt: OnExcerpt,
                  on_file: Callable[[FileEvent], None] | None, on_start: Callable[[int], None] | None,
-                 scheduler: str | None = None, on_progress: Callable[[], None] | None = None) -> None:
+                 scheduler: str | None = None, on_progress: Callable[[], None] | None = None,
+                 check_duplicates: bool = True) -> None:
+        if scheduler is not None and not check_duplicates:
+            raise ParameterError("check_duplicates=False is for this machine's workers: dask workers always check")
         self.store, self.params, self.scheduler = store, params, scheduler
+        self.check_duplicates = check_duplicates
         self.on_duplicate, self.duplicate_min_ratio = on_duplicate, duplicate_min_ratio
         self.force, self.jobs, self.bulk = force, jobs, bulk
         self.cluster = store.routed
@@ -463,7 +468,8 @@ class Ingest:
         """
         assert destination.run is not None
         try:
-            checked, note = self.duplicates.apply(record, destination.run.zone_ids)
+            checked, note = (self.duplicates.apply(record, destination.run.zone_ids) if self.check_duplicates
+                             else (record, ""))
         except ShardDown as exc:
             failed = self._destinations[exc.index]
             self._shard_failed(failed, exc)
@@ -624,6 +630,7 @@ def ingest(
     on_start: Callable[[int], None] | None = None,
     scheduler: str | None = None,
     on_progress: Callable[[], None] | None = None,
+    check_duplicates: bool = True,
 ) -> IngestSummary:
     """Fingerprint every audio file under ``root`` and store the new ones.
 
@@ -667,6 +674,10 @@ def ingest(
         Address of a dask.distributed scheduler (``tcp://host:8786``): its workers decode, fingerprint
         and write the files (:mod:`fpstore.runtime.dask_workers`; ``jobs``, ``bulk`` and the batch sizes are then
         not used). None: this machine's worker processes, and the writer of this process.
+    check_duplicates : bool
+        Check every new track for duplicates and excerpts of the stored ones (the default). False stores
+        every new file unchecked (its content digest is still checked): for loading a catalogue known to
+        hold no copies, such as a first bulk load (not with ``scheduler``).
 
     Returns
     -------
@@ -677,7 +688,8 @@ def ingest(
     NotFound
         If a ``root`` does not exist, or none holds an audio file (before any run is recorded).
     ParameterError
-        If ``on_duplicate``, ``duplicate_min_ratio`` or ``on_excerpt`` is out of range.
+        If ``on_duplicate``, ``duplicate_min_ratio`` or ``on_excerpt`` is out of range, or
+        ``check_duplicates`` is False with a ``scheduler``.
     ProfileMismatch
         If ``params`` differ from the database's.
     SchemaNotAtHead
@@ -693,4 +705,4 @@ def ingest(
     return Ingest(store, params or FingerprintParams(), force=force, jobs=jobs, batch_postings=batch_postings,
                   bulk=bulk, partition_postings=partition_postings, on_duplicate=on_duplicate,
                   duplicate_min_ratio=duplicate_min_ratio, on_excerpt=on_excerpt, on_file=on_file, on_start=on_start,
-                  scheduler=scheduler, on_progress=on_progress).run(roots)
+                  scheduler=scheduler, on_progress=on_progress, check_duplicates=check_duplicates).run(roots)

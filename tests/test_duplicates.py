@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import seed_port
 from helpers import write_resampled_copy, write_tunes
@@ -15,6 +16,7 @@ from fpstore.duplicates import find_duplicates, linked_groups
 from fpstore.errors import ParameterError
 from fpstore.ingest import ingest
 from fpstore.matching.matcher import match_files
+from fpstore.matching.vote import query_keys
 from fpstore.pickle_io import export_seed_pickle, import_seed_pickle
 from fpstore.report import build_report
 
@@ -57,6 +59,24 @@ def test_listing_counts_the_same_sampled_postings_as_the_check(store, tmp_path) 
     assert (pair.n_aligned, pair.ratio, pair.offset_frames) == (n_sampled, 1.0, 0)
 
 
+def test_a_bounded_lookup_reads_each_key_up_to_its_cap(store, tunes, tmp_path) -> None:
+    """The check's lookup: each key's postings up to its cap, so that a long list still says it is long."""
+    paths, copy = tunes
+    shutil.copy(copy, tmp_path / "music")
+    ingest(store, tmp_path / "music", jobs=1, on_duplicate="keep")  # tune 1 twice: its keys have 2+ postings
+    hashes, _ = store.tracks.postings(1)["Fsmall_Tlong"]
+    zone_id = store.zone_ids()["Fsmall_Tlong"]
+    key_zones, key_hashes, _ = query_keys(np.full(hashes.size, zone_id), hashes)
+    def postings_per_key(found_hashes: np.ndarray) -> np.ndarray:  # keys are sorted as unsigned values
+        where = np.searchsorted(key_hashes.view(np.uint32), found_hashes.astype(np.int32).view(np.uint32))
+        return np.bincount(where, minlength=key_hashes.size)
+
+    every = postings_per_key(store.lookup.postings(key_zones, key_hashes)[1])
+    caps = np.where(np.arange(key_hashes.size) % 2 == 0, 1, 3)
+    bounded = postings_per_key(store.lookup.postings(key_zones, key_hashes, caps)[1])
+    assert every.max() >= 3 and np.array_equal(bounded, np.minimum(every, caps))
+
+
 def test_cli_lists_duplicates_as_text_and_json(run, tunes, tmp_path) -> None:
     paths, copy = tunes
     shutil.copy(copy, tmp_path / "music")
@@ -86,6 +106,10 @@ def test_bulk_ingest_checks_against_what_is_stored(store, tunes, tmp_path) -> No
     summary = ingest(store, tmp_path / "copy", jobs=1, bulk=True, on_file=events.append)
     assert summary.tracks_skipped == 1 and events[0].detail.startswith("duplicate of track 1 (")
     assert store.tracks.count() == 2
+    # Unchecked (a catalogue known to hold no copies), the copy is stored without a word.
+    summary = ingest(store, tmp_path / "copy", jobs=1, bulk=True, check_duplicates=False, on_file=events.append)
+    assert summary.tracks_added == 1 and events[-1].status == "added" and "duplicate" not in events[-1].detail
+    assert store.tracks.count() == 3
 
 
 def test_ingest_keeps_a_copy_when_asked(run, store, tunes, tmp_path) -> None:
@@ -186,4 +210,6 @@ def test_bad_duplicate_options_are_refused_before_any_run(store, tunes, tmp_path
         ingest(store, tmp_path / "music", jobs=1, on_duplicate="drop")  # type: ignore[arg-type]
     with pytest.raises(ParameterError, match=r"min_ratio=0 must be a fraction of hashes in \(0, 1\]"):
         ingest(store, tmp_path / "music", jobs=1, duplicate_min_ratio=0)
+    with pytest.raises(ParameterError, match="dask workers always check"):
+        ingest(store, tmp_path / "music", scheduler="tcp://127.0.0.1:1", check_duplicates=False)
     assert ingest(store, tmp_path / "music", jobs=1).run_id == 1  # no run was recorded before

@@ -396,9 +396,10 @@ class ClusterLookup(Lookup):
 
     _store: ClusterStore
 
-    def postings(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Every shard's postings of the keys, concatenated (see :meth:`Lookup.postings`)."""
-        lookup = LookupStatement.of(key_zones, key_hashes)
+    def postings(self, key_zones: np.ndarray, key_hashes: np.ndarray,
+                 caps: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """Every shard's postings of the keys, concatenated (see :meth:`Lookup.postings`; ``caps`` per shard)."""
+        lookup = LookupStatement.of(key_zones, key_hashes, caps)
         found = self._store.on_every_shard(lambda shard: shard.lookup.run(lookup))
         return tuple(np.concatenate(column) for column in zip(*found))
 

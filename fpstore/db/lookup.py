@@ -33,6 +33,14 @@ _LOOKUP_ONE_ZONE = (
     " FROM hashes WHERE zone = %s AND hash = ANY(CAST((SELECT %s::int[]) AS int[])))"
 )
 
+# The same with at most ``cap`` postings of each key: one index probe per key, stopped at its cap
+# (LATERAL ... LIMIT), so a key of a long list costs no more than its cap; the keys and caps in order.
+_LOOKUP_ONE_ZONE_CAPPED = (
+    "(SELECT string_agg(int4send(k.hash) || int4send(p.track_id) || int4send(p.t_anchor), ''::bytea)"
+    " FROM unnest(CAST((SELECT %s::int[]) AS int[]), CAST((SELECT %s::int[]) AS int[])) AS k(hash, cap)"
+    " CROSS JOIN LATERAL (SELECT track_id, t_anchor FROM hashes WHERE zone = %s AND hash = k.hash LIMIT k.cap) p)"
+)
+
 #: The SQL vote of each count and chance model (migrations 0002 to 0006, and 0009), one call per query.
 _SQL_VOTES = {
     (count, "poisson"): f"SELECT track_id, offset_frames, votes, score FROM {function}(%s::text[], %s::bigint[], "
@@ -60,13 +68,18 @@ class LookupStatement:
     zones: np.ndarray
 
     @classmethod
-    def of(cls, key_zones: np.ndarray, key_hashes: np.ndarray) -> LookupStatement:
-        """The statement for these keys (see :meth:`Lookup.postings`)."""
+    def of(cls, key_zones: np.ndarray, key_hashes: np.ndarray, caps: np.ndarray | None = None) -> LookupStatement:
+        """The statement for these keys, with at most ``caps`` postings of each (see :meth:`Lookup.postings`)."""
         zones_present = np.unique(key_zones)
         params: list[object] = []
         for zone_id in zones_present.tolist():
-            params += [zone_id, _int_array_literal(key_hashes[key_zones == zone_id])]
-        return cls("SELECT " + ", ".join([_LOOKUP_ONE_ZONE] * zones_present.size), params, zones_present)
+            in_zone = key_zones == zone_id
+            if caps is None:
+                params += [zone_id, _int_array_literal(key_hashes[in_zone])]
+            else:
+                params += [_int_array_literal(key_hashes[in_zone]), _int_array_literal(caps[in_zone]), zone_id]
+        one_zone = _LOOKUP_ONE_ZONE if caps is None else _LOOKUP_ONE_ZONE_CAPPED
+        return cls("SELECT " + ", ".join([one_zone] * zones_present.size), params, zones_present)
 
 
 def _lookup_sorted(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +171,8 @@ class Lookup:
         #: :meth:`remembering`'s memory, one per thread: the HTTP service matches queries in several at once.
         self._thread = threading.local()
 
-    def postings(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[np.ndarray, ...]:
+    def postings(self, key_zones: np.ndarray, key_hashes: np.ndarray,
+                 caps: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """Every stored posting whose ``(zone, hash)`` is one of the keys, in one statement.
 
         Parameters
@@ -167,12 +181,18 @@ class Lookup:
             ``zones.id`` of each key.
         key_hashes : np.ndarray [shape=(k,), dtype=int32]
             Stored form of each key's hash; sorted keys make the index scans walk the B-tree in order.
+        caps : np.ndarray [shape=(k,)], integer, or None
+            At most this many postings of each key (any of them; ≥ 1), so that a caller who only needs
+            to know whether a key has more than ``cap - 1`` does not fetch a long list; the memory of
+            :meth:`remembering` is not used then. None: every posting.
 
         Returns
         -------
         zone_ids, hashes, track_ids, t_anchor_frames : np.ndarray [shape=(p,), dtype=int64]
             One entry per posting found; ``hashes`` in the stored (signed) form.
         """
+        if caps is not None:
+            return self.run(LookupStatement.of(key_zones, key_hashes, caps))
         memory: PostingMemory | None = getattr(self._thread, "memory", None)
         if memory is not None:
             return memory.postings(key_zones, key_hashes,

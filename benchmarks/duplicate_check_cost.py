@@ -1,0 +1,89 @@
+"""What the duplicate check at ingest costs per new file against a catalogue (issue 25).
+
+Fingerprints ``--count`` of the catalogue's negatives (renditions never stored; 30 s of each, as the
+catalogue database holds), then times, for each, the check's lookup
+and vote (:func:`fpstore.duplicates._aligned_candidates`: each key's list read up to the length that
+makes it common) against the same vote on every posting of its keys (the check before that bound), and
+checks that both rank the same candidates with the same votes. Prints the median and mean per file.
+
+Usage::
+
+    python benchmarks/duplicate_check_cost.py --embedded /tmp/scale-catpg/pg --database fpstore_catalogue \\
+        --count 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+from catalogue import DEFAULT_OUT  # benchmarks/catalogue.py, next to this script
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from fpstore import duplicates
+from fpstore.db.duplicates import sampled_hashes
+from fpstore.db.store import Store
+from fpstore.matching.ranking import fetch_postings
+from fpstore.matching.vote import expand_matches, query_keys, vote
+from fpstore.signal.fingerprint import fingerprint_file
+
+
+def every_posting(store: Store, zone_of_hash: np.ndarray, hashes: np.ndarray, t_query: np.ndarray,
+                  top_k: int) -> tuple[np.ndarray, ...]:
+    """The check's vote with every posting of its keys fetched, the common keys dropped after."""
+    key_zones, key_hashes, key_of_hash = query_keys(zone_of_hash, hashes)
+    key_of_posting, track_ids, t_anchor = fetch_postings(store, key_zones, key_hashes)
+    n_postings_of_key = np.bincount(key_of_posting, minlength=key_zones.size) + np.bincount(key_of_hash)
+    kept = ~(n_postings_of_key > duplicates.MAX_POSTINGS_PER_HASH)[key_of_posting]
+    return vote(*expand_matches(key_of_posting[kept], t_anchor[kept], track_ids[kept], key_of_hash, t_query),
+                top_k=top_k)
+
+
+def run(store: Store, files: list[Path]) -> None:
+    zone_ids, params = store.zone_ids(), store.params(duration_s=30)
+    spent: dict[str, list[float]] = {"every posting": [], "bounded lists": []}
+    for path in files:
+        fp = fingerprint_file(path, params)
+        names = list(fp.zones)
+        zone_of_hash = np.concatenate([np.full(fp.zones[n].hashes.size, zone_ids[n]) for n in names])
+        hashes = np.concatenate([fp.zones[n].hashes for n in names])
+        t_query = np.concatenate([fp.zones[n].t_anchor_frames for n in names])
+        sample = sampled_hashes(hashes)
+        t0 = time.perf_counter()
+        before = every_posting(store, zone_of_hash[sample], hashes[sample], t_query[sample], top_k=5)
+        t1 = time.perf_counter()
+        after = duplicates._aligned_candidates(store, zone_of_hash[sample], hashes[sample], t_query[sample], top_k=5)
+        t2 = time.perf_counter()
+        assert all(np.array_equal(b, a) for b, a in zip(before, after)), f"{path.name}: the candidates differ"
+        spent["every posting"].append(t1 - t0)
+        spent["bounded lists"].append(t2 - t1)
+    print(f"{len(files)} new files, the same candidates and votes both ways")
+    print("| check's lookup and vote | median (ms) | mean (ms) |\n|---|---:|---:|")
+    for label, seconds in spent.items():
+        print(f"| {label} | {1000 * np.median(seconds):.0f} | {1000 * np.mean(seconds):.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--embedded", type=Path, required=True, help="fpstore's embedded server, its data here")
+    parser.add_argument("--database", default="fpstore_catalogue")
+    parser.add_argument("--catalogue", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--count", type=int, default=20)
+    args = parser.parse_args()
+    with open(args.catalogue / "renditions.csv", newline="") as f:
+        never_stored = [args.catalogue / r["file"] for r in csv.DictReader(f) if r["in_db"] == "0"]
+    from fpstore.db.embedded import EmbeddedServer
+
+    with EmbeddedServer(args.embedded) as server:
+        engine = create_engine(make_url(server.url).set(drivername="postgresql+psycopg", database=args.database)
+                               .render_as_string(hide_password=False))
+        run(Store(engine), never_stored[:args.count])
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
