@@ -28,8 +28,11 @@ Prints one Markdown table per quantity; the machine is whatever runs it (say so 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import csv
+import dataclasses
 import math
+import multiprocessing
 import os
 import tempfile
 import time
@@ -44,7 +47,7 @@ from sqlalchemy.engine import make_url
 
 from fpstore.db.store import Store
 from fpstore.ingest import ingest
-from fpstore.matching.evidence import ROBUST, DecisionRule
+from fpstore.matching.evidence import ROBUST, DecisionRule, Evidence
 from fpstore.matching.matcher import match_prepared
 from fpstore.matching.query import PreparedQuery
 from fpstore.signal.audio import load_audio
@@ -104,7 +107,7 @@ def read_queries(csv_path: Path) -> list[dict[str, str]]:
         return [dict(row, folder=str(csv_path.parent)) for row in csv.DictReader(f)]
 
 
-def match_queries(store: Store, rows: list[dict[str, str]]) -> list[dict[str, object]]:
+def match_queries(store: Store, rows: list[dict[str, str]], evidence: Evidence = ROBUST) -> list[dict[str, object]]:
     params = store.params(duration_s=None)
     out = []
     for row in rows:
@@ -113,7 +116,7 @@ def match_queries(store: Store, rows: list[dict[str, str]]) -> list[dict[str, ob
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             prepared = PreparedQuery(speed_variant(y, params, 1.0, 1), y)
-        result = match_prepared(store, prepared, params, evidence=ROBUST, rule=DecisionRule())
+        result = match_prepared(store, prepared, params, evidence=evidence, rule=DecisionRule())
         elapsed = time.perf_counter() - t0
         named = Path(result.match.file_name).stem if result.match is not None else ""
         out.append({"kind": "negative" if not row["true_track"] else
@@ -122,11 +125,34 @@ def match_queries(store: Store, rows: list[dict[str, str]]) -> list[dict[str, ob
     return out
 
 
+def match_on(url: str, rows: list[dict[str, str]], max_postings_per_key: int | None) -> list[dict[str, object]]:
+    """:func:`match_queries` in a process of its own (``--match-jobs``), on its own connection."""
+    engine = create_engine(url)
+    try:
+        return match_queries(Store(engine), rows, dataclasses.replace(ROBUST, max_postings_per_key=max_postings_per_key))
+    finally:
+        engine.dispose()
+
+
+def match_all(url: str, rows: list[dict[str, str]], jobs: int, max_postings_per_key: int | None) -> list[dict[str, object]]:
+    """Every row matched, by ``jobs`` processes at once (each a share of the rows, interleaved)."""
+    if jobs == 1:
+        return match_on(url, rows, max_postings_per_key)
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = pool.map(match_on, [url] * jobs, [rows[i::jobs] for i in range(jobs)], [max_postings_per_key] * jobs)
+        return [row for part in parts for row in part]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embedded", type=Path, required=True, help="fpstore's embedded server, its data here")
     parser.add_argument("--catalogue", type=Path, default=DEFAULT_OUT, help=f"the catalogue's folder [{DEFAULT_OUT}]")
     parser.add_argument("--sizes", default="1000,3000,10000")
+    parser.add_argument("--negative-offset", type=int, default=0, help="skip this many negatives first")
+    parser.add_argument("--match-jobs", type=int, default=1,
+                        help="queries matched at once, each process its share (latencies then include the others')")
+    parser.add_argument("--max-postings-per-key", type=int,
+                        help="match with Evidence.max_postings_per_key (default: none, as fpstore match)")
     parser.add_argument("--queries-csv", type=Path, help="the excerpts to match [CATALOGUE/queries/queries.csv]")
     parser.add_argument("--probe", type=int, default=100, help="files per step timed with and without a catalogue")
     parser.add_argument("--queries", type=int, default=200, help="positives matched per size")
@@ -194,8 +220,9 @@ def run(args: argparse.Namespace, server: str) -> None:
         # With --duration, ingest stores the first seconds of a file only: excerpts must lie inside them.
         positives = [q for q in queries if q["true_track"] in ids
                      and float(q["start_s"]) + float(q["length_s"]) <= (args.duration or math.inf)][:args.queries]
-        chosen_negatives = negatives[:args.negative_queries]
-        results = match_queries(store, positives + chosen_negatives)
+        chosen_negatives = negatives[args.negative_offset:args.negative_offset + args.negative_queries]
+        results = match_all(url_of(server, "fpstore_catalogue"), positives + chosen_negatives, args.match_jobs,
+                            args.max_postings_per_key)
         for kind in sorted({str(r["kind"]) for r in results}):
             chosen = [r for r in results if r["kind"] == kind]
             ms = np.array([float(r["ms"]) for r in chosen])  # type: ignore[arg-type]

@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--database", help="with --embedded: the database's name")
     parser.add_argument("--queries", type=Path, required=True, help="folder of audio files, or a queries.csv")
     parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--max-postings-per-key", type=int, help="Evidence.max_postings_per_key (default: none)")
     parser.add_argument("--warm", type=int, default=3, help="queries matched first, untimed")
     parser.add_argument("--no-whitened-look", action="store_true",
                         help="the default evidence without its last step, the whitened look (own_picks=())")
@@ -132,7 +133,9 @@ def main() -> None:
     def run(url: str) -> None:
         engine = create_engine(url)
         store = Store(engine)
-        evidence = dataclasses.replace(ROBUST, own_picks=()) if args.no_whitened_look else ROBUST
+        evidence = dataclasses.replace(ROBUST, max_postings_per_key=args.max_postings_per_key)
+        if args.no_whitened_look:
+            evidence = dataclasses.replace(evidence, own_picks=())
         profile(store, files[:args.warm], DecisionRule(), evidence)
         report(profile(store, files[args.warm:], DecisionRule(), evidence))
         engine.dispose()

@@ -21,9 +21,9 @@ from fpstore.ingest import ingest
 from fpstore.matching.evidence import ALL_ZONES, PLAIN, ROBUST, DecisionRule, Evidence
 from fpstore.matching.matcher import match_prepared, match_signal
 from fpstore.matching.query import prepare_query
-from fpstore.matching.ranking import match_fingerprint
+from fpstore.matching.ranking import fetch_postings, match_fingerprint
 from fpstore.matching.significance import TRACKS_NULL_DEPTH, TRACKS_NULL_SKIP
-from fpstore.matching.vote import distinct_anchor_votes, pair_indices
+from fpstore.matching.vote import distinct_anchor_votes, pair_indices, query_keys
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.hashing import ZoneHashes
 from fpstore.signal.query_peaks import WHITENED, QueryPicking
@@ -111,6 +111,28 @@ def test_anchors_count_fewer_votes_than_pairs_and_find_the_same_tune(tuned) -> N
     assert anchors.best.track_id == pairs.best.track_id and anchors.best.offset_frames == 30
     # Four zones (and up to five targets each) see the same anchor: one vote per anchor instead.
     assert anchors.best.votes < pairs.best.votes / 2
+
+
+@pytest.mark.postgres
+def test_a_bound_on_a_keys_postings_leaves_out_exactly_the_longer_lists(tuned) -> None:
+    fingerprint = fingerprint_signal(_excerpt(33, 10 * HOP, 6.0), tuned.params(duration_s=None))
+    zones = tuned.zone_ids()
+    zone_of_hash = np.concatenate([np.full(zh.hashes.size, zones[name]) for name, zh in fingerprint.zones.items()])
+    key_zones, key_hashes, _ = query_keys(zone_of_hash, np.concatenate([zh.hashes for zh in fingerprint.zones.values()]))
+    every_key, _, _ = fetch_postings(tuned, key_zones, key_hashes)
+    lengths = np.bincount(every_key, minlength=key_zones.size)
+    assert lengths.max() >= 2  # the tunes repeat some of their hashes
+    for bound in (1, 2):
+        bounded_key, _, _ = fetch_postings(tuned, key_zones, key_hashes, bound)
+        assert np.array_equal(np.bincount(bounded_key, minlength=key_zones.size), np.where(lengths <= bound, lengths, 0))
+    y = _excerpt(31, 20 * HOP, 4.0)
+    unbounded = match_signal(tuned, y, evidence=ROBUST)
+    assert match_signal(tuned, y, evidence=dataclasses.replace(ROBUST, max_postings_per_key=int(lengths.max()) + 50)) \
+        == unbounded
+    with pytest.raises(ParameterError, match="for the Python vote"):
+        match_signal(tuned, y, evidence=dataclasses.replace(ROBUST, max_postings_per_key=5), method="sql")
+    with pytest.raises(ParameterError, match="max_postings_per_key=0 must be an integer >= 1"):
+        Evidence(max_postings_per_key=0)
 
 
 @pytest.mark.postgres

@@ -91,6 +91,11 @@ class Evidence:
         speed 1.0 picked with each of them at every shift, without the stored side's picking and
         without offset tolerance, for queries whose peaks noise outranked. Unlike ``picks``, the looks
         the other queries are named by stay as they are.
+    max_postings_per_key : int or None
+        Leave out a query key whose stored list holds more than this many postings (a hash that many
+        recordings share says little; audfprint caps its lists the same way): the lookup reads each
+        list only up to one past the bound, so a long list costs what a short one does, and the chance
+        scores are computed on the votes that remain. None (the default): every posting. Python vote only.
     """
 
     count: Count = "pairs"
@@ -101,6 +106,7 @@ class Evidence:
     pool_speeds: bool = False
     merge_first: bool = False
     own_picks: tuple[QueryPicking, ...] = ()
+    max_postings_per_key: int | None = None
 
     def __post_init__(self) -> None:
         if self.count not in ("pairs", "anchors"):
@@ -113,6 +119,9 @@ class Evidence:
             pickings = getattr(self, name)
             if not isinstance(pickings, tuple) or not all(isinstance(p, QueryPicking) for p in pickings):
                 raise ParameterError(f"{name}={pickings!r} must be a tuple of QueryPicking")
+        bound = self.max_postings_per_key
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int) or bound < 1):
+            raise ParameterError(f"max_postings_per_key={bound!r} must be an integer >= 1, or None")
 
     @property
     def needs_audio(self) -> bool:

@@ -89,7 +89,8 @@ def match_prepared(store: Catalogue, prepared: PreparedQuery, params: Fingerprin
     """
     def answer(variants: Sequence[SpeedVariant], tolerance: int) -> MatchResult:
         return match_fingerprint(store, variants, params, zone=zone, top_k=top_k, rule=rule, method=method,
-                                 query=query, count=evidence.count, tests=evidence.tests, tolerance=tolerance)
+                                 query=query, count=evidence.count, tests=evidence.tests, tolerance=tolerance,
+                                 max_postings_per_key=evidence.max_postings_per_key)
 
     def other_speeds() -> MatchResult:
         # The screen: every other speed unshifted, one statement. Only the speed whose best track stood

@@ -47,19 +47,27 @@ from fpstore.signal.variants import SpeedVariant
 Method = Literal["python", "sql"]
 
 
-def fetch_postings(store: Catalogue, key_zones: np.ndarray,
-                   key_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fetch_postings(store: Catalogue, key_zones: np.ndarray, key_hashes: np.ndarray,
+                   max_postings_per_key: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every stored posting of the keys (from :func:`query_keys`), in one round trip.
+
+    With ``max_postings_per_key``, each key's list is read up to one posting past the bound, and the
+    keys whose list is longer are left out (:attr:`Evidence.max_postings_per_key`).
 
     Returns
     -------
     key_of_posting, track_ids, t_anchor_frames : np.ndarray [shape=(m,), dtype=int64]
         Index into the keys, track and anchor time (frames) of each posting found.
     """
-    found_zone, found_hash, track_ids, t_anchor = store.lookup.postings(key_zones, key_hashes)
+    caps = None if max_postings_per_key is None else np.full(key_zones.size, max_postings_per_key + 1)
+    found_zone, found_hash, track_ids, t_anchor = store.lookup.postings(key_zones, key_hashes, caps)
     keys = (key_zones.astype(np.int64) << 32) | key_hashes.view(np.uint32).astype(np.int64)
     found_keys = (found_zone << 32) | found_hash.astype(np.int32).view(np.uint32).astype(np.int64)
-    return np.searchsorted(keys, found_keys), track_ids, t_anchor
+    key_of_posting = np.searchsorted(keys, found_keys)
+    if max_postings_per_key is not None:  # (a cluster's shards each send up to the cap: still more than the bound)
+        kept = np.bincount(key_of_posting, minlength=keys.size)[key_of_posting] <= max_postings_per_key
+        return key_of_posting[kept], track_ids[kept], t_anchor[kept]
+    return key_of_posting, track_ids, t_anchor
 
 
 def match_fingerprint(
@@ -75,6 +83,7 @@ def match_fingerprint(
     count: Count = "anchors",
     tests: int = 1,
     tolerance: int = 0,
+    max_postings_per_key: int | None = None,
 ) -> MatchResult:
     """Rank the stored tracks for one fingerprinted query (or its variants: the best speed's answer).
 
@@ -107,6 +116,8 @@ def match_fingerprint(
         is lowered by ``log10(tests)``, the union bound over them.
     tolerance : int
         Offset tolerance in frames (:attr:`Evidence.tolerance`).
+    max_postings_per_key : int or None
+        Leave out the keys with longer lists (:attr:`Evidence.max_postings_per_key`); Python vote only.
 
     Returns
     -------
@@ -116,7 +127,8 @@ def match_fingerprint(
     Raises
     ------
     ParameterError
-        If ``zone`` is unknown, ``top_k < 1``, ``method`` or ``count`` is unknown.
+        If ``zone`` is unknown, ``top_k < 1``, ``method`` or ``count`` is unknown, or
+        ``max_postings_per_key`` is given with ``method="sql"``.
     """
     variants = [SpeedVariant(1.0, (fingerprint,))] if isinstance(fingerprint, Fingerprint) else list(fingerprint)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -125,10 +137,13 @@ def match_fingerprint(
         raise ParameterError(f"method={method!r} must be 'python' or 'sql'")
     if count not in ("pairs", "anchors"):
         raise ParameterError(f"count={count!r} must be 'pairs' or 'anchors'")
+    if method == "sql" and max_postings_per_key is not None:
+        raise ParameterError("max_postings_per_key is for the Python vote: the SQL vote reads every posting")
     # The runner-up decides the confidence and the ratio rule: always rank it, list only top_k.
     ranked_k = max(top_k, 2)
     names = [z.name for z in params.zones] if zone == ALL_ZONES else [params.zone(zone).name]
-    rankings = (_python_rankings(store, variants, names, ranked_k, count, rule.null, tolerance) if method == "python"
+    rankings = (_python_rankings(store, variants, names, ranked_k, count, rule.null, tolerance, max_postings_per_key)
+                if method == "python"
                 else [_sql_ranking(store, variant, names, ranked_k, count, rule.null, tolerance) for variant in variants])
     best: tuple[float, list[tuple[int, int, int, float]], int, float] | None = None
     for variant, (ranked, n_query_hashes) in zip(variants, rankings):
@@ -148,7 +163,7 @@ Ranking = tuple[list[tuple[int, int, int, float]], int]
 
 
 def _python_rankings(store: Catalogue, variants: Sequence[SpeedVariant], names: list[str], ranked_k: int,
-                     count: Count, null: Null, tolerance: int) -> list[Ranking]:
+                     count: Count, null: Null, tolerance: int, max_postings_per_key: int | None) -> list[Ranking]:
     """Each variant's ranked ``(track, offset, votes, score)`` and hash count, from one posting lookup for all."""
     ids = store.zone_ids()
     parts = [(v, fp.zones[name], ids[name]) for v, variant in enumerate(variants)
@@ -162,7 +177,7 @@ def _python_rankings(store: Catalogue, variants: Sequence[SpeedVariant], names: 
     hashes, zone_of_hash, variant_of_hash = hashes[again], zone_of_hash[again], variant_of_hash[again]
     if hashes.size:
         key_zones, key_hashes, key_of_hash = query_keys(zone_of_hash, hashes)
-        key_of_posting, track_ids, t_anchor = fetch_postings(store, key_zones, key_hashes)
+        key_of_posting, track_ids, t_anchor = fetch_postings(store, key_zones, key_hashes, max_postings_per_key)
         posting, query_hash = pair_indices(key_of_posting, key_of_hash)
     else:
         track_ids = t_anchor = posting = query_hash = np.empty(0, np.int64)
