@@ -251,7 +251,8 @@ def match_hashes(store: Catalogue, params: FingerprintParams, query: Fingerprint
         raise ApiError(409, f"params_id={query.params_id!r} is not the database's {params.profile_id()!r}: "
                             "fingerprint with the parameters of GET /v1/params")
     fingerprint = _fingerprint_of(query.hashes, params)
-    evidence = dataclasses.replace(options.evidence, shifts=1, speeds=(1.0,))
+    # Without the audio: no shifts, no other speeds, no other peak selections (every look that decodes).
+    evidence = dataclasses.replace(options.evidence, shifts=1, speeds=(1.0,), picks=(), own_picks=())
     return _answer(store, PreparedQuery(SpeedVariant(1.0, (fingerprint,))), params,
                    dataclasses.replace(options, evidence=evidence), query.name)
 

@@ -153,6 +153,13 @@ def test_hashes_computed_by_the_client_name_the_same_track(base, clips) -> None:
     assert answer["match"]["file_name"] == audio["match"]["file_name"] == "tune_042.wav"
     assert (answer["match"]["offset_frames"], answer["n_query_hashes"]) == (audio["match"]["offset_frames"],
                                                                              audio["n_query_hashes"])
+    # A query that names nothing at first sight takes the looks that need no audio, and names nothing.
+    unknown = fingerprint_file(clips["negative"], params)
+    body_unknown = {"params_id": params.profile_id(), "hashes": [
+        [name, int(h), int(t)] for name, zh in unknown.zones.items()
+        for h, t in zip(zh.hashes.tolist(), zh.t_anchor_frames.tolist())]}
+    nothing = post_to(f"{base}/v1/match/fingerprint", json=body_unknown)
+    assert nothing.status_code == 200 and nothing.json()["match"] is None, nothing.text
     # Hashes made with other parameters are refused, not matched.
     other = post_to(f"{base}/v1/match/fingerprint", json={**body, "params_id": FingerprintParams(hop_length=512)
                                                                  .profile_id()})
