@@ -26,7 +26,7 @@ from fpstore.matching.significance import TRACKS_NULL_DEPTH, TRACKS_NULL_SKIP
 from fpstore.matching.vote import distinct_anchor_votes, pair_indices, query_keys
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.hashing import ZoneHashes
-from fpstore.signal.query_peaks import WHITENED, QueryPicking
+from fpstore.signal.query_peaks import WHITENED, WHITENED_LOOK, QueryPicking
 from fpstore.signal.synth import synth_tune
 from fpstore.signal.variants import change_speed, check_variants, picked_variant, shift_samples
 
@@ -206,7 +206,7 @@ def test_a_query_that_names_nothing_screens_the_other_speeds_unshifted(tuned, tm
 def test_own_picks_are_a_last_look_that_an_easy_query_never_pays(tuned, tmp_path) -> None:
     params = tuned.params(duration_s=None)
     whitened = ROBUST
-    assert ROBUST.own_picks == (WHITENED,) and ROBUST.tests == dataclasses.replace(ROBUST, own_picks=()).tests + 1
+    assert ROBUST.own_picks == (WHITENED_LOOK,) and ROBUST.tests == dataclasses.replace(ROBUST, own_picks=()).tests + 1
     easy, noise = tmp_path / "easy.wav", tmp_path / "noise.wav"
     soundfile.write(easy, _excerpt(31, 5 * HOP, 5.0), SR, subtype="PCM_16")
     soundfile.write(noise, np.random.default_rng(9).standard_normal(5 * SR).astype(np.float32) * 0.1, SR,
@@ -229,7 +229,7 @@ def test_own_picks_are_a_last_look_that_an_easy_query_never_pays(tuned, tmp_path
 def test_the_own_picks_look_gives_the_same_answers_in_python_and_sql(tuned) -> None:
     params = tuned.params(duration_s=None)
     for y in (synth_tune(77, duration_s=3.0), _excerpt(32, 8 * HOP + HOP // 3, 3.0)):
-        look = [picked_variant(y, params, 4, [WHITENED])]
+        look = [picked_variant(y, params, 4, [WHITENED_LOOK])]
         by_python, by_sql = (match_fingerprint(tuned, look, params, top_k=3, method=method, tests=9)
                              for method in ("python", "sql"))
         assert by_python.candidates and by_python.candidates == by_sql.candidates
@@ -259,7 +259,7 @@ def test_evidence_options_change_one_part_of_the_default_or_of_plain() -> None:
     assert evidence_from_options(False, None, None, "1", 0) == dataclasses.replace(ROBUST, speeds=(1.0,), tolerance=0)
     assert evidence_from_options(True, "anchors", 2, None, None) == Evidence("anchors", shifts=2)
     assert evidence_from_options(False, None, None, None, None, whitened_look=False).own_picks == ()
-    assert evidence_from_options(True, None, None, None, None, whitened_look=True) == Evidence(own_picks=(WHITENED,))
+    assert evidence_from_options(True, None, None, None, None, whitened_look=True) == Evidence(own_picks=(WHITENED_LOOK,))
     assert (evidence_from_options(False, None, None, None, None, pool_speeds=True)
             == dataclasses.replace(ROBUST, pool_speeds=True))
 

@@ -293,13 +293,13 @@ def evidence_from_options(plain: bool, count: str | None, shifts: int | None, sp
                           whitened_look: bool | None = None) -> Evidence:
     """The :class:`~fpstore.matching.evidence.Evidence` the options ask for: ROBUST or PLAIN, the parts given changed."""
     from fpstore.matching.evidence import PLAIN, ROBUST, evidence_with
-    from fpstore.signal.query_peaks import WHITENED
+    from fpstore.signal.query_peaks import WHITENED, WHITENED_LOOK
 
     try:
         return evidence_with(PLAIN if plain else robust or ROBUST, speeds=speeds, count=count, shifts=shifts,
                              tolerance=tolerance, pool_speeds=pool_speeds, merge_first=merge_first,
                              picks=None if whitened is None else (WHITENED,) if whitened else (),
-                             own_picks=None if whitened_look is None else (WHITENED,) if whitened_look else ())
+                             own_picks=None if whitened_look is None else (WHITENED_LOOK,) if whitened_look else ())
     except ValueError as exc:
         raise click.BadParameter(f"{speeds!r} is not a comma-separated list of numbers", param_hint="--speeds") from exc
 

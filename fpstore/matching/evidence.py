@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fpstore.errors import ParameterError
-from fpstore.signal.query_peaks import WHITENED, QueryPicking
+from fpstore.signal.query_peaks import WHITENED_LOOK, QueryPicking
 from fpstore.signal.variants import check_variants
 
 #: Zone name meaning "pool the votes of every zone".
@@ -147,7 +147,7 @@ PLAIN = Evidence()
 #: The default: distinct anchors; when the query as it is names nothing, four sub-hop shifts with votes
 #: tolerant to +-1 frame, then speeds of +-1, 2, 3 %, then the whitened peaks at the four shifts (for
 #: short, noisy, reverberant and speed-changed queries; an easy query pays one plain lookup).
-ROBUST = Evidence("anchors", 4, (0.99, 1.01, 0.98, 1.02, 0.97, 1.03), tolerance=1, own_picks=(WHITENED,))
+ROBUST = Evidence("anchors", 4, (0.99, 1.01, 0.98, 1.02, 0.97, 1.03), tolerance=1, own_picks=(WHITENED_LOOK,))
 
 
 def evidence_with(base: Evidence, *, speeds: str | None = None, **parts: Any) -> Evidence:

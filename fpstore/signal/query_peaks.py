@@ -9,10 +9,10 @@ anchor's five strongest targets. A :class:`QueryPicking` takes back what noise t
 - a smaller neighbourhood (``dist_freq``, ``dist_time``): more peaks per region, so a true peak that is
   no longer the maximum of the stored neighbourhood can still be a peak;
 - more targets per anchor (``top_k_targets``): a true target that noise peaks outrank still pairs;
-- a whitened spectrogram (``whiten``): each bin divided by its own floor, the median of its magnitude
-  over the query's frames (:func:`spectral_floor`), so that peaks and target strengths are picked on
-  how far the music stands above the noise of its band, not on the noise's own loudness (pink noise
-  puts most of its energy in the low bins, where most stored peaks lie).
+- a whitened spectrogram (``whiten``): each bin divided by its own floor, a quantile of its magnitude
+  over the query's frames (:func:`spectral_floor`; the median, or the lower quartile), so that peaks
+  and target strengths are picked on how far the music stands above the noise of its band, not on the
+  noise's own loudness (pink noise puts most of its energy in the low bins, where most stored peaks lie).
 
 The extra hashes cost lookups and chance votes; the matcher's null measures the chance votes
 (:mod:`fpstore.matching`, :class:`fpstore.matching.evidence.Evidence`).
@@ -56,11 +56,15 @@ class QueryPicking:
         Strongest targets kept per anchor and zone; None keeps every target in the zone.
     whiten : bool
         Pick peaks and rank targets on :func:`whiten_spectrogram` instead of the magnitudes.
+    floor_quantile : float in (0, 1)
+        With ``whiten``: the quantile of a bin's magnitude over the query's frames taken as its floor
+        (0.5, the median; a lower one is less raised by the notes music holds in that bin).
 
     Raises
     ------
     ParameterError
-        If a half-size is negative or ``top_k_targets`` is not a positive integer or None.
+        If a half-size is negative, ``top_k_targets`` is not a positive integer or None, or
+        ``floor_quantile`` is not in (0, 1).
 
     Examples
     --------
@@ -74,6 +78,7 @@ class QueryPicking:
     dist_time: int = 6
     top_k_targets: int | None = 5
     whiten: bool = False
+    floor_quantile: float = 0.5
 
     def __post_init__(self) -> None:
         valid_int("dist_freq", self.dist_freq)
@@ -82,6 +87,9 @@ class QueryPicking:
             valid_int("top_k_targets", self.top_k_targets, minimum=1)
         if not isinstance(self.whiten, bool):
             raise ParameterError(f"whiten={self.whiten!r} must be True or False")
+        if isinstance(self.floor_quantile, bool) or not isinstance(self.floor_quantile, (int, float)) or not (
+                0 < self.floor_quantile < 1):
+            raise ParameterError(f"floor_quantile={self.floor_quantile!r} must be a number in (0, 1)")
 
     @classmethod
     def stored(cls, params: FingerprintParams) -> QueryPicking:
@@ -91,18 +99,25 @@ class QueryPicking:
 
 #: The seed's neighbourhood and five targets per anchor, picked on the whitened spectrogram.
 WHITENED = QueryPicking(whiten=True)
+#: The same, each bin's floor its lower quartile over the query: the default's whitened look
+#: (:attr:`fpstore.matching.evidence.Evidence.own_picks`; chosen over the median on devlarge's hard set,
+#: benchmarks/results/2026-12-07-recognition-noise.md).
+WHITENED_LOOK = QueryPicking(whiten=True, floor_quantile=0.25)
 
 
-def spectral_floor(magnitudes: np.ndarray) -> np.ndarray:
-    """Each bin's noise floor as the query sees it: the median of its magnitude over time.
+def spectral_floor(magnitudes: np.ndarray, quantile: float = 0.5) -> np.ndarray:
+    """Each bin's noise floor as the query sees it: a quantile of its magnitude over time.
 
     Music moves from bin to bin while stationary noise stays, so over a few seconds the median of a
-    bin is mostly the noise's level there (and the music's own level where it holds a note).
+    bin is mostly the noise's level there (and the music's own level where it holds a note); a lower
+    quantile is less raised by the notes.
 
     Parameters
     ----------
     magnitudes : np.ndarray [shape=(n_bins, n_frames)], float
         Linear magnitudes, at least one frame.
+    quantile : float in (0, 1)
+        0.5: the median.
 
     Returns
     -------
@@ -117,16 +132,20 @@ def spectral_floor(magnitudes: np.ndarray) -> np.ndarray:
     --------
     >>> spectral_floor(np.array([[1.0, 5.0, 2.0], [0.0, 0.0, 4.0]])).ravel().tolist()
     [2.0, 0.0]
+    >>> spectral_floor(np.array([[1.0, 5.0, 2.0], [0.0, 0.0, 4.0]]), 0.25).ravel().tolist()
+    [1.5, 0.0]
     """
     valid_spectrogram(magnitudes)
     if magnitudes.shape[1] == 0:
         raise ParameterError("magnitudes must hold at least one frame to estimate a floor")
-    floor: np.ndarray = np.median(magnitudes, axis=1, keepdims=True).astype(magnitudes.dtype, copy=False)
-    return floor
+    # np.median for the median: the floors the whitened picks were first measured with, to the last bit.
+    floor: np.ndarray = (np.median(magnitudes, axis=1, keepdims=True) if quantile == 0.5
+                         else np.quantile(magnitudes, quantile, axis=1, keepdims=True))
+    return floor.astype(magnitudes.dtype, copy=False)
 
 
-def whiten_spectrogram(magnitudes: np.ndarray, *, min_floor: float = MIN_FLOOR) -> np.ndarray:
-    """Each bin divided by its floor (:func:`spectral_floor`), the floor raised to ``min_floor`` at least.
+def whiten_spectrogram(magnitudes: np.ndarray, *, min_floor: float = MIN_FLOOR, quantile: float = 0.5) -> np.ndarray:
+    """Each bin divided by its floor (:func:`spectral_floor` at ``quantile``), the floor raised to ``min_floor`` at least.
 
     Parameters
     ----------
@@ -135,6 +154,8 @@ def whiten_spectrogram(magnitudes: np.ndarray, *, min_floor: float = MIN_FLOOR) 
     min_floor : float > 0
         Lowest floor divided by: a bin that is silent most of the time (a band-limited query) is
         then divided by this, not by zero or a rounding error.
+    quantile : float in (0, 1)
+        Of :func:`spectral_floor`.
 
     Returns
     -------
@@ -153,7 +174,7 @@ def whiten_spectrogram(magnitudes: np.ndarray, *, min_floor: float = MIN_FLOOR) 
     if isinstance(min_floor, bool) or not isinstance(min_floor, (int, float)) or not (
             np.isfinite(min_floor) and min_floor > 0):
         raise ParameterError(f"min_floor={min_floor!r} must be a positive number")
-    floor = np.maximum(spectral_floor(magnitudes), magnitudes.dtype.type(min_floor))
+    floor = np.maximum(spectral_floor(magnitudes, quantile), magnitudes.dtype.type(min_floor))
     return np.asarray(magnitudes / floor, dtype=magnitudes.dtype)
 
 
@@ -190,7 +211,7 @@ def pick_query_peaks(magnitudes: np.ndarray, picking: QueryPicking, *, thresh: f
     valid_spectrogram(magnitudes)
     if not picking.whiten:
         return find_peaks(magnitudes, dist_freq=picking.dist_freq, dist_time=picking.dist_time, thresh=thresh)
-    whitened = whiten_spectrogram(magnitudes, min_floor=max(float(thresh), MIN_FLOOR))
+    whitened = whiten_spectrogram(magnitudes, min_floor=max(float(thresh), MIN_FLOOR), quantile=picking.floor_quantile)
     cmap = constellation_map(whitened, dist_freq=picking.dist_freq, dist_time=picking.dist_time, thresh=0.0)
     return extract_peaks(whitened, cmap & (magnitudes > thresh))
 
