@@ -21,11 +21,13 @@ from fpstore.signal.synth import synth_tune
 from fpstore.signal.variants import speed_variant
 
 
-def slow_whitened(magnitudes: np.ndarray, min_floor: float) -> np.ndarray:
-    """Each bin over the median of its values, one bin at a time with the statistics module."""
+def slow_whitened(magnitudes: np.ndarray, min_floor: float, quartile: bool = False) -> np.ndarray:
+    """Each bin over the median (or lower quartile) of its values, one bin at a time with the statistics module."""
     out = np.empty_like(magnitudes)
     for k, row in enumerate(magnitudes):
-        out[k] = row / max(statistics.median(row.tolist()), min_floor)
+        values = row.tolist()
+        floor = statistics.quantiles(values, n=4, method="inclusive")[0] if quartile else statistics.median(values)
+        out[k] = row / max(floor, min_floor)
     return out
 
 
@@ -59,11 +61,19 @@ def test_whitening_divides_each_bin_by_its_median_as_the_slow_reference_does(noi
     assert np.median(whitened[:35], axis=1) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("picking", [QueryPicking(3, 2, whiten=True), QueryPicking(2, 1), QueryPicking(12, 6, None, True)])
+def test_a_lower_quartile_floor_is_the_slow_reference_s_and_lies_below_the_median(noisy_spectrogram) -> None:
+    whitened = whiten_spectrogram(noisy_spectrogram, min_floor=1e-3, quantile=0.25)
+    np.testing.assert_allclose(whitened, slow_whitened(noisy_spectrogram, 1e-3, quartile=True), rtol=1e-12)
+    assert np.all(spectral_floor(noisy_spectrogram, 0.25)[:35] < spectral_floor(noisy_spectrogram)[:35])
+
+
+@pytest.mark.parametrize("picking", [QueryPicking(3, 2, whiten=True), QueryPicking(2, 1), QueryPicking(12, 6, None, True),
+                                     QueryPicking(12, 6, 5, True, 0.25)])
 def test_query_peaks_equal_the_slow_reference(noisy_spectrogram, picking) -> None:
     thresh = 0.5
     peaks = pick_query_peaks(noisy_spectrogram, picking, thresh=thresh)
-    values = whiten_spectrogram(noisy_spectrogram, min_floor=thresh) if picking.whiten else noisy_spectrogram
+    values = (whiten_spectrogram(noisy_spectrogram, min_floor=thresh, quantile=picking.floor_quantile) if picking.whiten
+              else noisy_spectrogram)
     expected = slow_peaks(values, noisy_spectrogram, picking.dist_freq, picking.dist_time, thresh)
     assert list(zip(peaks.t_frames.tolist(), peaks.f_bins.tolist())) == expected
     assert expected  # the reference found something to compare
@@ -102,6 +112,7 @@ def test_a_variant_pools_each_shift_under_every_picking() -> None:
     (lambda: QueryPicking(dist_time=-2), r"dist_time=-2 must be an integer >= 0"),
     (lambda: QueryPicking(top_k_targets=0), r"top_k_targets=0 must be an integer >= 1"),
     (lambda: QueryPicking(whiten=1), r"whiten=1 must be True or False"),  # type: ignore[arg-type]
+    (lambda: QueryPicking(floor_quantile=1.0), r"floor_quantile=1.0 must be a number in \(0, 1\)"),
     (lambda: whiten_spectrogram(np.ones((4, 4)), min_floor=0.0), r"min_floor=0.0 must be a positive number"),
     (lambda: spectral_floor(np.ones((4, 0))), r"at least one frame"),
     (lambda: spectral_floor(np.ones((4, 4), dtype=np.int32)), r"floating point"),
