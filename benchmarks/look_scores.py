@@ -6,7 +6,8 @@ line per query: for every look its best track's file name, raw score, votes, spe
 The looks are those of the default evidence (the query as it is; the four shifts with ±1 frame; the
 other speeds unshifted, the screen, and the screened speed at the four shifts) and candidate extra looks
 (the whitened picking of :mod:`fpstore.signal.query_peaks` alone or pooled, unshifted or at the four
-shifts, with or without tolerance; ten targets per anchor; the four shifts with ±2 frames).
+shifts, with or without tolerance; ten targets per anchor; each bin's floor its lower quartile or
+10th percentile instead of its median; the four shifts with ±2 frames).
 
 ``simulate`` replays :func:`fpstore.matching.matcher.match_prepared`'s decision from those records for
 several schemes: the default's 8 equal tests, the default with one extra look (9 tests), and a union
@@ -89,6 +90,8 @@ def looks_of(store: Store, params: FingerprintParams, names: dict[int, str], pat
         warnings.simplefilter("ignore")
         whitened = tuple(query_fingerprint(audio[o:], params, WHITENED) for o in offsets)
         more_targets = tuple(query_fingerprint(audio[o:], params, QueryPicking(12, 6, 10, True)) for o in offsets)
+        low_floors = {q: tuple(query_fingerprint(audio[o:], params, QueryPicking(whiten=True, floor_quantile=q))
+                               for o in offsets) for q in (0.25, 0.1)}
     rec["w1t0"] = look([SpeedVariant(1.0, whitened[:1])], 0)
     rec["w1t1"] = look([SpeedVariant(1.0, whitened[:1])], 1)
     rec["w4t0"] = look([SpeedVariant(1.0, whitened)], 0)
@@ -98,6 +101,8 @@ def looks_of(store: Store, params: FingerprintParams, names: dict[int, str], pat
     rec["wk4t1"] = look([SpeedVariant(1.0, more_targets)], 1)
     rec["shift_t2"] = look([shifted], 2)
     rec["sw1t0"] = look([SpeedVariant(1.0, (prepared.first.fingerprints[0], whitened[0]))], 0)
+    rec["q25w4t0"] = look([SpeedVariant(1.0, low_floors[0.25])], 0)
+    rec["q10w4t0"] = look([SpeedVariant(1.0, low_floors[0.1])], 0)
     return rec
 
 
@@ -128,7 +133,7 @@ def weighted(shares: tuple[float, ...], extra: str | None = None) -> list[Step]:
 SCHEMES: dict[str, list[Step]] = {
     "default (8 tests)": weighted((1 / 8, 1 / 8, 6 / 8)),
     **{f"+{look} (9 tests)": weighted((1 / 9, 1 / 9, 6 / 9, 1 / 9), look)
-       for look in ("w1t0", "w1t1", "w4t0", "w4t1", "sw4t1", "wk4t0", "wk4t1")},
+       for look in ("w1t0", "w1t1", "w4t0", "w4t1", "sw4t1", "wk4t0", "wk4t1", "q25w4t0", "q10w4t0")},
     "per step (3 steps)": weighted((1 / 3, 1 / 3, 1 / 3)),
     "per step +w4t0 (4 steps)": weighted((1 / 4, 1 / 4, 1 / 4, 1 / 4), "w4t0"),
 }
