@@ -326,7 +326,8 @@ def track_evidence(store: Catalogue, fingerprint: Fingerprint, params: Fingerpri
                    speed: float = 1.0, after_s: float | None = None) -> TrackEvidence:
     """The targeted test: how many of a window's hashes align with one track within ``reach`` frames of an offset.
 
-    One posting lookup for the window's keys; only ``track_id``'s postings vote. The offsets
+    One posting lookup for the window's keys, of ``track_id``'s postings only
+    (:meth:`fpstore.db.lookup.Lookup.track_postings`). The offsets
     ``offset_frames +- reach`` are tried, each pooling its neighbours (+-1 frame, as the matcher's offset
     tolerance does), and the fullest wins. Its chance bound is the Poisson tail of that track's own
     collisions in this window (their mean per bin, times the 3 bins pooled), times the offsets tried
@@ -364,10 +365,9 @@ def track_evidence(store: Catalogue, fingerprint: Fingerprint, params: Fingerpri
     t_query = np.concatenate([zh.t_anchor_frames for zh, _ in zones]).astype(np.int64)
     zone_of_hash = np.concatenate([np.full(zh.hashes.size, zone_id) for zh, zone_id in zones])
     key_zones, key_hashes, key_of_hash = query_keys(zone_of_hash, hashes)
-    key_of_posting, track_ids, t_anchor = fetch_postings(store, key_zones, key_hashes)
-    mine = track_ids == track_id
-    posting, query_hash = pair_indices(key_of_posting[mine], key_of_hash)
-    anchors, times = t_anchor[mine][posting], t_query[query_hash]
+    key_of_posting, _, t_anchor = fetch_postings(store, key_zones, key_hashes, track_id=track_id)
+    posting, query_hash = pair_indices(key_of_posting, key_of_hash)
+    anchors, times = t_anchor[posting], t_query[query_hash]
     targets = times + (hashes[query_hash].astype(np.int64) & ((1 << BITS_DT) - 1))  # dt: the low bits
     offsets = anchors - times
     centres = np.arange(offset_frames - reach, offset_frames + reach + 1)

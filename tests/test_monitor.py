@@ -9,6 +9,7 @@ import io
 import json
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -439,11 +440,16 @@ def test_a_remembering_lookup_gives_the_postings_a_fresh_one_gives(mix) -> None:
     fresh = [rows(store.lookup.postings(*k)) for k in keys]
     assert all(fresh) and fresh[1] == fresh[2]
     memory = lambda: getattr(store.lookup._thread, "memory", None)  # noqa: E731
+    track = Counter(row[2] for row in fresh[0]).most_common(1)[0][0]
+    of_track = [[row for row in rows_ if row[2] == track] for rows_ in fresh]
+    assert [rows(store.lookup.track_postings(*k, track)) for k in keys] == of_track
     with store.lookup.remembering(2):
         assert [rows(store.lookup.postings(*k)) for k in keys] == fresh
         assert memory() is not None and len(memory()._answered) == 2
         with concurrent.futures.ThreadPoolExecutor(1) as other:  # another thread (the HTTP service's) has its own
             assert other.submit(memory).result() is None
+        # one track's postings: from what a whole lookup remembers, else fetched for that track alone
+        assert [rows(store.lookup.track_postings(*k, track)) for k in (*keys, keys[0])] == [*of_track, of_track[0]]
     assert memory() is None
 
 

@@ -399,7 +399,10 @@ class ClusterLookup(Lookup):
     def postings(self, key_zones: np.ndarray, key_hashes: np.ndarray,
                  caps: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """Every shard's postings of the keys, concatenated (see :meth:`Lookup.postings`; ``caps`` per shard)."""
-        lookup = LookupStatement.of(key_zones, key_hashes, caps)
+        return self.run_everywhere(LookupStatement.of(key_zones, key_hashes, caps))
+
+    def run_everywhere(self, lookup: LookupStatement) -> tuple[np.ndarray, ...]:
+        """The statement run on every shard, their postings concatenated."""
         found = self._store.on_every_shard(lambda shard: shard.lookup.run(lookup))
         return tuple(np.concatenate(column) for column in zip(*found))
 

@@ -32,6 +32,9 @@ _LOOKUP_ONE_ZONE = (
     "(SELECT string_agg(int4send(hash) || int4send(track_id) || int4send(t_anchor), ''::bytea)"
     " FROM hashes WHERE zone = %s AND hash = ANY(CAST((SELECT %s::int[]) AS int[])))"
 )
+# The same for one track: `hashes` is partitioned by track id, so the planner scans the index of the
+# track's partition only (a catalogue loaded in bulk has many), and only its rows come back.
+_LOOKUP_ONE_ZONE_ONE_TRACK = _LOOKUP_ONE_ZONE.replace("WHERE zone = %s", "WHERE track_id = %s AND zone = %s")
 
 # The same with at most ``cap`` postings of each key: one index probe per key, stopped at its cap
 # (LATERAL ... LIMIT), so a key of a long list costs no more than its cap; the keys and caps in order.
@@ -68,17 +71,20 @@ class LookupStatement:
     zones: np.ndarray
 
     @classmethod
-    def of(cls, key_zones: np.ndarray, key_hashes: np.ndarray, caps: np.ndarray | None = None) -> LookupStatement:
-        """The statement for these keys, with at most ``caps`` postings of each (see :meth:`Lookup.postings`)."""
+    def of(cls, key_zones: np.ndarray, key_hashes: np.ndarray, caps: np.ndarray | None = None,
+           track_id: int | None = None) -> LookupStatement:
+        """The statement for these keys, with at most ``caps`` postings of each (see :meth:`Lookup.postings`), or
+        for their postings of one track (``track_id``, without caps)."""
         zones_present = np.unique(key_zones)
         params: list[object] = []
         for zone_id in zones_present.tolist():
             in_zone = key_zones == zone_id
             if caps is None:
-                params += [zone_id, _int_array_literal(key_hashes[in_zone])]
+                params += [*([] if track_id is None else [track_id]), zone_id, _int_array_literal(key_hashes[in_zone])]
             else:
                 params += [_int_array_literal(key_hashes[in_zone]), _int_array_literal(caps[in_zone]), zone_id]
-        one_zone = _LOOKUP_ONE_ZONE if caps is None else _LOOKUP_ONE_ZONE_CAPPED
+        one_zone = (_LOOKUP_ONE_ZONE_CAPPED if caps is not None else _LOOKUP_ONE_ZONE if track_id is None
+                    else _LOOKUP_ONE_ZONE_ONE_TRACK)
         return cls("SELECT " + ", ".join([one_zone] * zones_present.size), params, zones_present)
 
 
@@ -134,6 +140,36 @@ class PostingMemory:
     def postings(self, key_zones: np.ndarray, key_hashes: np.ndarray,
                  fetch: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]) -> Postings:
         """The postings of the keys, the ones not remembered from ``fetch`` (see :meth:`Lookup.postings`)."""
+        wanted, remembered, missing = self._recall(key_zones, key_hashes)
+        parts = [remembered]
+        if missing.size:
+            zones, hashes, tracks, t_anchor = fetch(*_split_keys(missing))
+            parts.append((_combined_keys(zones, hashes), hashes, tracks, t_anchor))
+        key, hashes, tracks, t_anchor = (np.concatenate([part[i] for part in parts]) for i in range(4))
+        order = np.argsort(key, kind="stable")
+        columns = (key[order], hashes[order], tracks[order], t_anchor[order])
+        kept = self._answered[max(len(self._answered) - self.calls + 1, 0):]
+        self._answered = [*kept, _Answered(
+            wanted, np.searchsorted(columns[0], wanted), np.searchsorted(columns[0], wanted, side="right"), columns)]
+        return key >> 32, hashes, tracks, t_anchor
+
+    def recall(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[Postings, np.ndarray, np.ndarray]:
+        """The remembered postings of the keys (as :meth:`postings` returns them), and the keys not remembered.
+
+        Nothing is fetched, and the call is not remembered.
+
+        Returns
+        -------
+        postings : tuple of np.ndarray
+            zone_ids, hashes, track_ids, t_anchor_frames of the remembered keys' postings.
+        missing_zones, missing_hashes : np.ndarray
+            The keys not remembered.
+        """
+        _, (key, hashes, tracks, t_anchor), missing = self._recall(key_zones, key_hashes)
+        return (key >> 32, hashes, tracks, t_anchor), *_split_keys(missing)
+
+    def _recall(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[np.ndarray, Postings, np.ndarray]:
+        """The distinct wanted keys (combined), the remembered ones' postings (keys combined), the missing keys."""
         wanted = np.unique(_combined_keys(key_zones, key_hashes))
         left = np.ones(wanted.size, dtype=bool)
         parts: list[Postings] = []
@@ -144,19 +180,13 @@ class PostingMemory:
             parts.append((answered.columns[0][rows], answered.columns[1][rows], answered.columns[2][rows],
                           answered.columns[3][rows]))
             left &= ~hit
-        missing = wanted[left]
-        if missing.size:
-            zones, hashes, tracks, t_anchor = fetch((missing >> 32).astype(np.int16),
-                                                    (missing & 0xFFFFFFFF).astype(np.uint32).view(np.int32))
-            parts.append((_combined_keys(zones, hashes), hashes, tracks, t_anchor))
-        key, hashes, tracks, t_anchor = (np.concatenate([part[i] for part in parts] or [np.zeros(0, np.int64)])
-                                         for i in range(4))
-        order = np.argsort(key, kind="stable")
-        columns = (key[order], hashes[order], tracks[order], t_anchor[order])
-        kept = self._answered[max(len(self._answered) - self.calls + 1, 0):]
-        self._answered = [*kept, _Answered(
-            wanted, np.searchsorted(columns[0], wanted), np.searchsorted(columns[0], wanted, side="right"), columns)]
-        return key >> 32, hashes, tracks, t_anchor
+        remembered = tuple(np.concatenate([part[i] for part in parts] or [np.zeros(0, np.int64)]) for i in range(4))
+        return wanted, remembered, wanted[left]  # type: ignore[return-value]
+
+
+def _split_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Combined keys (:func:`_combined_keys`) back to ``(zones.id, stored hash)``."""
+    return (keys >> 32).astype(np.int16), (keys & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
 
 
 class Lookup:
@@ -199,6 +229,34 @@ class Lookup:
                                          lambda zones, hashes: self.run(LookupStatement.of(zones, hashes)))
         return self.run(LookupStatement.of(key_zones, key_hashes))
 
+    def track_postings(self, key_zones: np.ndarray, key_hashes: np.ndarray, track_id: int) -> tuple[np.ndarray, ...]:
+        """The postings of the keys that belong to one track (as :meth:`postings`, in one statement).
+
+        For a monitored stream's targeted test, which only counts one track's postings: the database
+        reads the index of that track's partition of ``hashes`` alone. Within :meth:`remembering`, the
+        keys of the last calls for the same track are not fetched again.
+        """
+        memory: PostingMemory | None = getattr(self._thread, "memory", None)
+        if memory is None:
+            return self.run_everywhere(LookupStatement.of(key_zones, key_hashes, track_id=track_id))
+
+        def fetch(zones: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, ...]:
+            # keys whose postings a whole lookup remembers are not fetched again, for one track or all
+            (*remembered, tracks, t_anchor), zones, hashes = memory.recall(zones, hashes)
+            mine = tracks == track_id
+            found = self.run_everywhere(LookupStatement.of(zones, hashes, track_id=track_id)) if zones.size else ()
+            return tuple(np.concatenate([column[mine], *([found[i]] if found else [])])
+                         for i, column in enumerate([*remembered, tracks, t_anchor]))
+
+        track_memory: tuple[int, PostingMemory] | None = getattr(self._thread, "track_memory", None)
+        if track_memory is None or track_memory[0] != track_id:
+            track_memory = self._thread.track_memory = (track_id, PostingMemory(memory.calls))
+        return track_memory[1].postings(key_zones, key_hashes, fetch)
+
+    def run_everywhere(self, lookup: LookupStatement) -> tuple[np.ndarray, ...]:
+        """Run a lookup statement where the postings are (this database; every shard of a cluster)."""
+        return self.run(lookup)
+
     @contextlib.contextmanager
     def remembering(self, calls: int) -> Iterator[None]:
         """Within the block, :meth:`postings` fetches only the keys none of its last ``calls`` calls asked for.
@@ -213,6 +271,7 @@ class Lookup:
             yield
         finally:
             self._thread.memory = previous
+            self._thread.track_memory = None
 
     def run(self, lookup: LookupStatement) -> tuple[np.ndarray, ...]:
         """Run a lookup statement made once (a cluster runs the same one on every shard); see :meth:`postings`."""

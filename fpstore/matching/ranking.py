@@ -48,8 +48,9 @@ Method = Literal["python", "sql"]
 
 
 def fetch_postings(store: Catalogue, key_zones: np.ndarray, key_hashes: np.ndarray,
-                   max_postings_per_key: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every stored posting of the keys (from :func:`query_keys`), in one round trip.
+                   max_postings_per_key: int | None = None,
+                   track_id: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every stored posting of the keys (from :func:`query_keys`), or only one track's, in one round trip.
 
     With ``max_postings_per_key``, each key's list is read up to one posting past the bound, and the
     keys whose list is longer are left out (:attr:`Evidence.max_postings_per_key`).
@@ -60,7 +61,9 @@ def fetch_postings(store: Catalogue, key_zones: np.ndarray, key_hashes: np.ndarr
         Index into the keys, track and anchor time (frames) of each posting found.
     """
     caps = None if max_postings_per_key is None else np.full(key_zones.size, max_postings_per_key + 1)
-    found_zone, found_hash, track_ids, t_anchor = store.lookup.postings(key_zones, key_hashes, caps)
+    found_zone, found_hash, track_ids, t_anchor = (
+        store.lookup.postings(key_zones, key_hashes, caps) if track_id is None
+        else store.lookup.track_postings(key_zones, key_hashes, track_id))
     keys = (key_zones.astype(np.int64) << 32) | key_hashes.view(np.uint32).astype(np.int64)
     found_keys = (found_zone << 32) | found_hash.astype(np.int32).view(np.uint32).astype(np.int64)
     key_of_posting = np.searchsorted(keys, found_keys)
