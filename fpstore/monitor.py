@@ -39,16 +39,21 @@ Conventions
 from __future__ import annotations
 
 import math
+import multiprocessing
+import multiprocessing.process
+import multiprocessing.queues
 import os
+import queue
+import signal
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
 
 from fpstore.db.contract import Catalogue
-from fpstore.errors import ParameterError
+from fpstore.errors import FpstoreError, ParameterError
 from fpstore.matching.evidence import ALL_ZONES, DEFAULT_ZONE, ROBUST, DecisionRule, Evidence
 from fpstore.matching.matcher import match_prepared
 from fpstore.matching.query import STDIN_ARGUMENT, STDIN_LABEL, PreparedQuery
@@ -680,6 +685,157 @@ def monitor(store: Catalogue, blocks: Iterable[np.ndarray], **options: object) -
     segment : Segment
     """
     yield from StreamMonitor(store, **options).run(blocks)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """What one of several streams monitored at once said (:func:`monitor_streams`): exactly one field is set.
+
+    Attributes
+    ----------
+    source : str
+        The stream, as given.
+    segment : Segment or None
+        A segment, as it ended.
+    window : WindowAnswer or None
+        A window's answer (when windows are asked for).
+    summary : MonitorSummary or None
+        The stream's summary: its last event when it was monitored to its end or stopped.
+    error : str or None
+        Why the stream could not be monitored (one line naming it): its last event then.
+    """
+
+    source: str
+    segment: Segment | None = None
+    window: WindowAnswer | None = None
+    summary: MonitorSummary | None = None
+    error: str | None = None
+
+    @property
+    def last(self) -> bool:
+        """True for the stream's last event."""
+        return self.summary is not None or self.error is not None
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM reached a stream's process: it stops as on Ctrl-C, telling the open segment first."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+def _monitor_in_process(url: str, source: str, options: dict[str, object], windows: bool,
+                        events: multiprocessing.queues.Queue[StreamEvent]) -> None:
+    """One stream in a process of its own: its events into ``events``, a summary or an error last."""
+    from fpstore.db.catalogue import open_store  # the child's own connections
+
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        with open_store(url) as store:
+            session = StreamMonitor(store, **options,  # type: ignore[arg-type]
+                                    on_window=(lambda answer: events.put(StreamEvent(source, window=answer)))
+                                    if windows else None)
+            try:
+                for segment in session.run(audio_blocks(source, store.params(duration_s=None).sample_rate)):
+                    events.put(StreamEvent(source, segment=segment))
+            except KeyboardInterrupt:
+                for segment in session.stop():
+                    events.put(StreamEvent(source, segment=segment))
+            events.put(StreamEvent(source, summary=session.summary()))
+    except FpstoreError as exc:
+        reason = str(exc)
+        events.put(StreamEvent(source, error=reason if reason.startswith(f"{source}: ") else f"{source}: {reason}"))
+
+
+def monitor_streams(url: str, sources: Sequence[str], *, jobs: int, windows: bool = False,
+                    **options: object) -> Iterator[StreamEvent]:
+    """Monitor several streams at once, each in a process of its own, at most ``jobs`` at a time.
+
+    Each process opens the database at ``url`` and runs a :class:`StreamMonitor` over its stream (a file,
+    not standard input); the events of all of them are yielded as they come, so the segments of every
+    stream are told as they end. A stream that cannot be monitored (a file that does not decode) gives
+    an error event and the others go on. When the caller is interrupted (Ctrl-C, or the
+    ``KeyboardInterrupt`` a SIGTERM handler raises), the running streams are stopped (SIGTERM): each tells
+    its open segment and its summary, no stream is started any more, and the interruption is raised
+    again once they have.
+
+    Parameters
+    ----------
+    url : str
+        The database's URL, with its password (the processes connect themselves).
+    sources : sequence of str
+        Audio files.
+    jobs : int
+        Streams monitored at once, >= 1.
+    windows : bool
+        Also yield every window's answer.
+    **options
+        Keyword arguments of :class:`StreamMonitor` (picklable: no ``on_window``).
+
+    Yields
+    ------
+    event : StreamEvent
+        Per stream in order of time; each stream's last is its summary or its error.
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ParameterError(f"jobs={jobs!r} must be an integer >= 1")
+    processes = _StreamProcesses(url, options, windows)
+    waiting = list(sources)
+    interrupted: KeyboardInterrupt | None = None
+    try:
+        while waiting or processes.running:
+            while waiting and len(processes.running) < jobs and interrupted is None:
+                processes.start(waiting.pop(0))
+            try:
+                event = processes.next_event()
+                if event is not None:
+                    yield event
+            except KeyboardInterrupt as stop:
+                if interrupted is None:
+                    interrupted, waiting = stop, []
+                    processes.stop()
+    finally:
+        processes.stop()  # the caller gave up early (the generator closed): no stream goes on alone
+    if interrupted is not None:
+        raise interrupted
+
+
+class _StreamProcesses:
+    """The processes of :func:`monitor_streams` that run, and the queue of their events."""
+
+    def __init__(self, url: str, options: dict[str, object], windows: bool) -> None:
+        self.url, self.options, self.windows = url, options, windows
+        self.context = multiprocessing.get_context("spawn")  # no copy of the caller's connections and threads
+        self.events: multiprocessing.queues.Queue[StreamEvent] = self.context.Queue()
+        self.running: dict[str, multiprocessing.process.BaseProcess] = {}
+
+    def start(self, source: str) -> None:
+        process = self.context.Process(target=_monitor_in_process, name=f"fpstore monitor {source}",
+                                       args=(self.url, source, self.options, self.windows, self.events))
+        process.start()
+        self.running[source] = process
+
+    def next_event(self) -> StreamEvent | None:
+        """The next event (None after a second without one); a process that died gives its stream's error."""
+        try:
+            event = self.events.get(timeout=1.0)
+        except queue.Empty:
+            for source, process in list(self.running.items()):
+                if process.exitcode is not None and self.events.empty():  # ended without its last event
+                    del self.running[source]
+                    return StreamEvent(source, error=f"{source}: the monitor's process ended with status "
+                                                     f"{process.exitcode}")
+            return None
+        if event.last:
+            self.running.pop(event.source).join()
+        return event
+
+    def stop(self) -> None:
+        """Ask every running stream to stop (SIGTERM): each then tells its open segment and its summary."""
+        for process in self.running.values():
+            if process.exitcode is None and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
 
 
 def window_frames(seconds: float, params: FingerprintParams, what: str) -> int:

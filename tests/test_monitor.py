@@ -502,3 +502,30 @@ def test_a_held_connection_serves_the_lookups_of_a_stream(store) -> None:
         with store.raw() as again:
             assert again.info.backend_pid == pid
     assert store._held is None
+
+
+@pytest.mark.postgres
+def test_cli_monitors_several_streams_at_once(mix, db_url, tmp_path) -> None:
+    """Two streams in two processes and a file that fails: each line names its stream, each stream is summed up."""
+    _, path, truth = mix
+    other = tmp_path / "second mix.wav"
+    other.write_bytes(path.read_bytes())
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--db", db_url, "monitor", str(path), str(tmp_path / "bad.wav"), str(other),
+                                 "--jobs", "2", "--json"], catch_exceptions=False)
+    assert result.exit_code == 3, result.output  # a stream failed, the others were monitored
+    found = [json.loads(line) for line in result.stdout.splitlines()]
+    for stream in (path, other):
+        _check_against_truth([f for f in found if f["stream"] == str(stream)], truth)
+    errors = result.stderr.splitlines()
+    assert sorted(line.split(": monitored ")[0] for line in errors if ": monitored " in line) == sorted(
+        [str(path), str(other)])
+    (failure,) = [line for line in errors if line.startswith("failed: ")]
+    assert failure.startswith(f"failed: {tmp_path / 'bad.wav'}: cannot decode audio")
+
+    logged = runner.invoke(cli, ["--db", db_url, "monitor", str(path), str(other), "--csv"], catch_exceptions=False)
+    rows = list(csv.DictReader(io.StringIO(logged.stdout)))
+    assert logged.exit_code == 0 and list(rows[0])[0] == "stream"
+    assert [row["file_name"] for row in rows if row["stream"] == str(other)] == [name for name, *_ in truth]
+    assert runner.invoke(cli, ["--db", db_url, "monitor", str(path), "-"]).exit_code == 2

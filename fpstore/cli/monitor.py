@@ -8,11 +8,18 @@ import json
 import sys
 from collections.abc import Iterable
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from fpstore.cli.options import cli_state, evidence_from_options, evidence_options, match_options, with_store
+from fpstore.cli.options import (
+    EXIT_SOME_FILES_FAILED,
+    cli_state,
+    evidence_from_options,
+    evidence_options,
+    match_options,
+    with_store,
+)
 from fpstore.monitor import (
     DEFAULT_HOP_S,
     DEFAULT_MAX_GAP,
@@ -38,7 +45,8 @@ class MonitorStopped(KeyboardInterrupt):
 
 
 @click.command("monitor")
-@click.argument("source", type=click.Path(allow_dash=True, dir_okay=False))
+@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True,
+                type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--window", "window_s", type=click.FloatRange(0, min_open=True), default=DEFAULT_WINDOW_S,
               show_default=True, help="Seconds of audio matched at a time.")
 @click.option("--hop", "hop_s", type=click.FloatRange(0, min_open=True), default=DEFAULT_HOP_S, show_default=True,
@@ -54,14 +62,17 @@ class MonitorStopped(KeyboardInterrupt):
               help="Fewest windows a segment needs to be printed (a lone window is mostly a chance match).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per segment (the summary on stderr).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print a CSV log: a header, then one row per segment.")
+@click.option("--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="Streams monitored at once, each in a process of its own (with several SOURCEs).")
 @click.pass_context
 @with_store
-def monitor_command(ctx: click.Context, store: Catalogue, source: str, window_s: float, hop_s: float, zone: str,
+def monitor_command(ctx: click.Context, store: Catalogue, sources: tuple[str, ...], window_s: float, hop_s: float, zone: str,
                     min_votes: int | None, min_ratio: float, alpha: float | None, null: Null, plain: bool,
                     count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
                     pool_speeds: bool | None, merge_first: bool | None, whitened: bool | None,
                     whitened_look: bool | None,
-                    tolerance_frames: int, max_gap: int, min_windows: int, as_json: bool, as_csv: bool) -> None:
+                    tolerance_frames: int, max_gap: int, min_windows: int, as_json: bool, as_csv: bool,
+                    jobs: int) -> None:
     """Follow a long recording or a live stream (SOURCE, or - for standard input) and tell what plays when.
 
     The audio is decoded as files are (mono, the database's sample rate) and cut into windows. A window
@@ -77,27 +88,46 @@ def monitor_command(ctx: click.Context, store: Catalogue, source: str, window_s:
     prints every window's answer on stderr. Standard input is read as it arrives (WAV, also of unknown
     length, or anything libsndfile reads from a pipe).
 
+    Several SOURCEs (files) are monitored --jobs at a time, each in a process of its own: every line
+    starts with its stream's name (a "stream" field with --json, a first "stream" column with --csv),
+    and each stream ends with its own summary line.
+
     \b
     Example:
       fpstore monitor radio_recording.mp3 --csv > log.csv
       ffmpeg -loglevel error -i https://radio.example/stream -f wav - | fpstore monitor - --json
+      fpstore monitor station1.mp3 station2.mp3 station3.mp3 --jobs 2 --json
     """
-    import signal
-
     from fpstore.matching.evidence import DecisionRule
-    from fpstore.monitor import WINDOW_EVIDENCE, StreamMonitor, audio_blocks
+    from fpstore.monitor import WINDOW_EVIDENCE, StreamMonitor
 
     if hop_s > window_s:
         raise click.BadParameter(f"{hop_s:g} s is longer than --window ({window_s:g} s)", param_hint="--hop")
     if as_json and as_csv:
         raise click.UsageError("give --json or --csv, not both")
-    session = StreamMonitor(store, window_s=window_s, hop_s=hop_s, zone=zone,
-                            rule=DecisionRule(min_votes, min_ratio, alpha, null),
-                            evidence=evidence_from_options(plain, count, shifts, speeds, tolerance, WINDOW_EVIDENCE,
-                                                           pool_speeds=pool_speeds, merge_first=merge_first,
-                                                           whitened=whitened, whitened_look=whitened_look),
-                            tolerance_frames=tolerance_frames, max_gap=max_gap, min_windows=min_windows,
-                            on_window=echo_window if cli_state(ctx).verbose else None)
+    options: dict[str, Any] = {
+        "window_s": window_s, "hop_s": hop_s, "zone": zone, "rule": DecisionRule(min_votes, min_ratio, alpha, null),
+        "evidence": evidence_from_options(plain, count, shifts, speeds, tolerance, WINDOW_EVIDENCE,
+                                          pool_speeds=pool_speeds, merge_first=merge_first, whitened=whitened,
+                                          whitened_look=whitened_look),
+        "tolerance_frames": tolerance_frames, "max_gap": max_gap, "min_windows": min_windows}
+    if len(sources) > 1:
+        if "-" in sources:
+            raise click.BadParameter("standard input (-) is monitored alone", param_hint="SOURCE")
+        StreamMonitor(store, **options)  # a bad option or an empty database: one error, before any process starts
+        _monitor_several(ctx, store, sources, jobs, options, as_json, as_csv)
+        return
+    _monitor_one(ctx, store, sources[0], options, as_json, as_csv)
+
+
+def _monitor_one(ctx: click.Context, store: Catalogue, source: str, options: dict[str, Any], as_json: bool,
+                 as_csv: bool) -> None:
+    """One stream, here: its segments as they end, its summary line last."""
+    import signal
+
+    from fpstore.monitor import StreamMonitor, audio_blocks
+
+    session = StreamMonitor(store, **options, on_window=echo_window if cli_state(ctx).verbose else None)
     blocks = audio_blocks(source, store.params(duration_s=None).sample_rate, stdin=sys.stdin.buffer)
     writer = csv.writer(sys.stdout, lineterminator="\n") if as_csv else None
     if writer is not None:
@@ -129,6 +159,49 @@ def monitor_command(ctx: click.Context, store: Catalogue, source: str, window_s:
         ctx.exit(status)
 
 
+def _monitor_several(ctx: click.Context, store: Catalogue, sources: tuple[str, ...], jobs: int, options: dict[str, Any],
+                     as_json: bool, as_csv: bool) -> None:
+    """Several streams, ``jobs`` at a time (:func:`fpstore.monitor.monitor_streams`): each line names its stream."""
+    import signal
+
+    from fpstore.monitor import monitor_streams
+
+    writer = csv.writer(sys.stdout, lineterminator="\n") if as_csv else None
+    if writer is not None:
+        writer.writerow(("stream", *MONITOR_CSV_COLUMNS))
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise MonitorStopped
+
+    verbose = cli_state(ctx).verbose
+    failed, status = 0, 0
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        events = monitor_streams(store.url_with_password(), sources, jobs=jobs,
+                                 windows=bool(verbose), **options)
+        try:
+            for event in events:
+                if event.segment is not None and writer is not None:
+                    writer.writerow([event.source, *(getattr(event.segment, c) for c in MONITOR_CSV_COLUMNS)])
+                    sys.stdout.flush()
+                elif event.segment is not None:
+                    click.echo(json.dumps({"stream": event.source, **segment_json(event.segment)}) if as_json
+                               else f"{event.source}: {segment_line(event.segment)}")
+                elif event.window is not None:
+                    echo_window(event.window, f"{event.source}: ")
+                elif event.summary is not None:
+                    click.echo(f"{event.source}: {summary_line(event.summary)}", err=as_json or as_csv)
+                else:
+                    failed += 1
+                    click.echo(f"failed: {event.error}", err=True)
+        except KeyboardInterrupt as stop:
+            status = 128 + (signal.SIGTERM if isinstance(stop, MonitorStopped) else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if status or failed:
+        ctx.exit(status or EXIT_SOME_FILES_FAILED)
+
+
 def _clock(seconds: float) -> str:
     """``h:mm:ss.s``, for stream and track times (a window may begin before its track: ``-0:00:03.2``)."""
     tenths = round(abs(seconds) * 10)
@@ -157,9 +230,9 @@ def summary_line(summary: MonitorSummary) -> str:
             f"{_clock(summary.named_s)} named ({share:.1f} %), {_clock(summary.unknown_s)} unknown")
 
 
-def echo_window(answer: WindowAnswer) -> None:
-    """One window's answer on stderr (``-v``)."""
-    span = f"window {_clock(answer.start_s)}-{_clock(answer.end_s)}"
+def echo_window(answer: WindowAnswer, prefix: str = "") -> None:
+    """One window's answer on stderr (``-v``), after ``prefix``."""
+    span = f"{prefix}window {_clock(answer.start_s)}-{_clock(answer.end_s)}"
     if answer.track_id is None:
         click.echo(f"{span}: unknown (best {answer.votes} votes)", err=True)
     else:
