@@ -102,9 +102,12 @@ def main() -> None:
     for path in [*streams, *map(pathlib.Path, args.foreign)]:
         began = time.perf_counter()
         with open(args.out / f"{path.stem}.json", "w") as output:
-            subprocess.run([sys.executable, "-m", "fpstore", "--db", args.db, "monitor", str(path), "--json",
-                            *monitor_args], stdout=output, check=True)
+            status = subprocess.run([sys.executable, "-m", "fpstore", "--db", args.db, "monitor", str(path), "--json",
+                                     *monitor_args], stdout=output).returncode
         wall = time.perf_counter() - began
+        if status:
+            print(f"{path.name}: fpstore monitor failed (exit status {status})", flush=True)
+            continue
         (args.out / f"{path.stem}.time").write_text(f"{wall:.3f}\n")
         seconds = soundfile.info(str(path)).duration
         print(f"{path.name}: {seconds:.1f} s of stream, {wall:.1f} s wall, {seconds / wall:.1f}x real time", flush=True)
