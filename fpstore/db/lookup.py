@@ -73,8 +73,11 @@ class LookupStatement:
     @classmethod
     def of(cls, key_zones: np.ndarray, key_hashes: np.ndarray, caps: np.ndarray | None = None,
            track_id: int | None = None) -> LookupStatement:
-        """The statement for these keys, with at most ``caps`` postings of each (see :meth:`Lookup.postings`), or
-        for their postings of one track (``track_id``, without caps)."""
+        """The statement for these keys (see :meth:`Lookup.postings`).
+
+        With ``caps``, at most that many postings of each key; with ``track_id`` (and no caps), only that
+        track's postings (:meth:`Lookup.track_postings`).
+        """
         zones_present = np.unique(key_zones)
         params: list[object] = []
         for zone_id in zones_present.tolist():
