@@ -8,7 +8,8 @@ each stream, one at a time, its output written to ``OUT/<stream>.json`` and its 
 is printed (per stream and overall: airtime recall, false airtime, segments found, held-out alarms, median
 start error, stream seconds per wall second; the last line gives the start error's p90).
 
-Usage (from the project root; the database is ``$FPSTORE_HOME``'s embedded server unless ``--db``)::
+Usage (from the project root; the database is ``$FPSTORE_HOME``'s embedded server unless ``--db``, kept up
+for the whole run)::
 
     FPSTORE_HOME=/tmp/monitor-home python benchmarks/monitor.py --corpus ../corpus/devlarge --out /tmp/monitor_out
     python benchmarks/monitor.py --db postgresql://... --out /tmp/monitor_out -- --window 8 --hop 4
@@ -25,6 +26,7 @@ server's share is not counted).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import resource
@@ -64,18 +66,23 @@ def main() -> None:
     streams = sorted(p for p in folder.iterdir() if p.suffix in STREAM_SUFFIXES)
     if args.streams:
         streams = [p for p in streams if p.stem in args.streams]
-    server = None if args.db else embedded_server_pid()
-    client_cpu = server_cpu = 0.0
-    for stream in streams:
-        began, children, served = time.perf_counter(), children_cpu(), process_tree_cpu(server)
-        with open(args.out / f"{stream.stem}.json", "w") as output:
-            subprocess.run(fpstore(args.db, "monitor", str(stream), "--json", *monitor_args), stdout=output,
-                           check=True)
-        wall = time.perf_counter() - began
-        client_cpu += children_cpu() - children
-        server_cpu += process_tree_cpu(server) - served
-        (args.out / f"{stream.stem}.time").write_text(f"{wall:.3f}\n")
-        print(f"{stream.name}: {wall:.1f} s", file=sys.stderr, flush=True)
+    with contextlib.ExitStack() as held:
+        if not args.db:  # kept up for the whole run: the monitors attach to it, and its CPU can be read
+            from fpstore.db.embedded import EmbeddedServer
+
+            held.enter_context(EmbeddedServer())
+        server = None if args.db else embedded_server_pid()
+        client_cpu = server_cpu = 0.0
+        for stream in streams:
+            began, children, served = time.perf_counter(), children_cpu(), process_tree_cpu(server)
+            with open(args.out / f"{stream.stem}.json", "w") as output:
+                subprocess.run(fpstore(args.db, "monitor", str(stream), "--json", *monitor_args), stdout=output,
+                               check=True)
+            wall = time.perf_counter() - began
+            client_cpu += children_cpu() - children
+            server_cpu += process_tree_cpu(server) - served
+            (args.out / f"{stream.stem}.time").write_text(f"{wall:.3f}\n")
+            print(f"{stream.name}: {wall:.1f} s", file=sys.stderr, flush=True)
     print(f"fpstore monitor {' '.join(monitor_args) or '(default settings)'}; {len(streams)} streams; "
           f"machine: {os.cpu_count()} cores")
     scorer = args.scorer or args.corpus.resolve().parent.parent / "shared" / "corpus" / "score_monitor.py"
