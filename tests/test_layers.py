@@ -57,7 +57,7 @@ GRAPH = {name: imported_modules(path) - {name} for name, path in MODULES.items()
 RUNTIME_GRAPH = {name: imported_modules(path, type_only=False) - {name} for name, path in MODULES.items()}
 
 #: The matching math on arrays and plain values: at the bottom with the signal layer, no database.
-PURE_MATCHING = {"fpstore.matching", "fpstore.matching.vote", "fpstore.matching.significance",
+PURE_MATCHING = {"fpstore.matching", "fpstore.matching.defaults", "fpstore.matching.vote", "fpstore.matching.significance",
                  "fpstore.matching.evidence", "fpstore.matching.results"}
 
 

@@ -225,7 +225,7 @@ def progress(ctx: click.Context) -> Iterator[tuple[Callable[[int], None], Callab
 
 def match_options(command: F) -> F:
     """Options shared by ``match`` and ``eval``: the zone and the "no match" rule."""
-    from fpstore.matching.evidence import (
+    from fpstore.matching.defaults import (
         DEFAULT_ALPHA,
         DEFAULT_MIN_RATIO,
         DEFAULT_ZONE,

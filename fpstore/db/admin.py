@@ -37,11 +37,17 @@ def libpq_url_in_force(url: str | None, *, config_path: str | None = None,
     embedded_down : bool
         True if it is the embedded server and nothing answers on its socket now.
     """
-    from fpstore.db.clients import accepts_connections, url_in_force
-    from fpstore.db.urls import libpq_url
+    from fpstore.db.locate import database_url_in_force
 
-    resolved, embedded = url_in_force(url, config_path=config_path)
-    return libpq_url(resolved, with_password=with_password), embedded and not accepts_connections(resolved)
+    chosen, _ = database_url_in_force(url, config_path=config_path)
+    if chosen is None:  # the embedded server: its URL and its state with the standard library, no driver to load
+        from fpstore.db.embedded import EmbeddedServer, socket_accepts_connections, socket_libpq_url
+
+        socket_dir = EmbeddedServer().socket_dir
+        return socket_libpq_url(socket_dir), not socket_accepts_connections(socket_dir)
+    from fpstore.db.urls import libpq_url, normalize_url
+
+    return libpq_url(normalize_url(chosen), with_password=with_password), False
 
 
 def run_psql(url: str | None, psql_args: Sequence[str], *, config_path: str | None = None) -> int:

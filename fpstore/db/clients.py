@@ -14,7 +14,6 @@ import signal
 import subprocess
 from collections.abc import Callable, Sequence
 
-import psycopg
 from sqlalchemy.engine import URL
 
 from fpstore.db.embedded import EmbeddedServer, find_psql, socket_url
@@ -47,15 +46,6 @@ def url_in_force(url: str | None, *, config_path: str | None = None) -> tuple[UR
     if chosen is not None:
         return normalize_url(chosen), False
     return normalize_url(socket_url(EmbeddedServer().socket_dir)), True
-
-
-def accepts_connections(url: URL) -> bool:
-    """Whether a server answers at ``url`` right now (a 3 s attempt)."""
-    try:
-        with psycopg.connect(libpq_url(url, with_password=True), connect_timeout=3):
-            return True
-    except psycopg.Error:
-        return False
 
 
 def run_psql(url: str | None, psql_args: Sequence[str], *, config_path: str | None = None) -> int:

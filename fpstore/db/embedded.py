@@ -115,6 +115,8 @@ import pwd
 import re
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -321,6 +323,61 @@ def socket_url(socket_dir: pathlib.Path) -> str:
     """
     host = urllib.parse.quote(str(socket_dir), safe="/")
     return f"postgresql+psycopg://{USER}@/{DATABASE}?host={host}&port={PORT}"
+
+
+def socket_libpq_url(socket_dir: pathlib.Path) -> str:
+    """The libpq URI of :func:`socket_url` (``postgresql://...``), the form psql and other clients read.
+
+    Examples
+    --------
+    >>> socket_libpq_url(pathlib.Path("/home/me/.local/share/fpstore/run"))
+    'postgresql://fpstore@/fpstore?host=/home/me/.local/share/fpstore/run&port=5432'
+    """
+    return "postgresql://" + socket_url(socket_dir).removeprefix("postgresql+psycopg://")
+
+
+def socket_accepts_connections(socket_dir: pathlib.Path, timeout: float = 3.0) -> bool:
+    """Whether a server on the unix socket in ``socket_dir`` lets user fpstore into database fpstore now.
+
+    The check a client's connection makes (start-up message, authentication, ready for a query), spoken
+    with the standard library so that ``fpstore db url`` needs no database driver: the server answers
+    ``ReadyForQuery`` once it accepts the connection, or an error (starting, shutting down, refused).
+
+    Parameters
+    ----------
+    socket_dir : pathlib.Path
+        The folder of the server's unix socket (:attr:`EmbeddedServer.socket_dir`).
+    timeout : float
+        Seconds to wait for each answer.
+
+    Returns
+    -------
+    accepts : bool
+        False if nothing listens there, the server refuses, asks for a password, or does not answer in time.
+    """
+    parameters = f"user\0{USER}\0database\0{DATABASE}\0\0".encode()
+    startup = struct.pack("!ii", 8 + len(parameters), 3 << 16) + parameters  # protocol 3.0
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(str(socket_dir / f".s.PGSQL.{PORT}"))
+            conn.sendall(startup)
+            stream = conn.makefile("rb")
+            while True:
+                header = stream.read(5)
+                if len(header) < 5:
+                    return False
+                kind, length = header[:1], struct.unpack("!i", header[1:])[0]
+                body = stream.read(length - 4)
+                if kind == b"R" and struct.unpack("!i", body[:4])[0] != 0:  # not AuthenticationOk: a password
+                    return False
+                if kind == b"E":
+                    return False
+                if kind == b"Z":
+                    conn.sendall(b"X\0\0\0\4")  # Terminate
+                    return True
+    except OSError:
+        return False
 
 
 def default_data_dir() -> pathlib.Path:
