@@ -86,13 +86,21 @@ def linked(folder: Path, files: list[Path]) -> Path:
 
 def timed_ingest(store: Store, files: list[Path], jobs: int, work: Path, duration_s: float | None,
                  check_duplicates: bool = True) -> tuple[float, int]:
-    """Seconds to ingest ``files`` (linked into a fresh folder), and tracks added."""
+    """Seconds to ingest ``files`` (linked into a fresh folder), and tracks added.
+
+    The seconds are the files' (``IngestSummary.elapsed_s``); a merge of partitions at the end of the
+    ingest is printed on a line of its own.
+    """
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         folder = linked(Path(tmp) / "in", files)
         t0 = time.perf_counter()
         summary = ingest(store, folder, FingerprintParams(duration_s=duration_s), jobs=jobs,
                          check_duplicates=check_duplicates)
-        return time.perf_counter() - t0, summary.tracks_added
+        for merged in summary.merges:
+            print(f"ingest of {len(files)} files: {summary.elapsed_s:.1f} s; then merged {merged.partitions_merged} "
+                  f"partitions into {merged.partitions_made} ({merged.postings:,} postings) in {merged.seconds:.1f} s, "
+                  f"{merged.partitions_now} now (wall {time.perf_counter() - t0:.1f} s)", flush=True)
+        return summary.elapsed_s, summary.tracks_added
 
 
 def sizes(store: Store) -> tuple[int, float, int, int]:

@@ -46,6 +46,7 @@ from typing import Any, Literal, Protocol
 
 from fpstore.db.bulk import BulkLoad
 from fpstore.db.cluster import shard_of_digest
+from fpstore.db.compact import DEFAULT_MAX_PARTITIONS, CompactSummary, merge_partitions
 from fpstore.db.contract import Catalogue
 from fpstore.db.runs import Run
 from fpstore.db.tracks import TrackRecord
@@ -101,6 +102,10 @@ class IngestSummary:
     duration_s: float | None = None
     #: Tracks added whose audio reached ``duration_s``: only their first ``duration_s`` seconds are stored.
     tracks_cut: int = 0
+    #: Partitions of ``hashes`` merged at the end of the run (one per database merged; not in ``elapsed_s``).
+    merges: list[CompactSummary] = field(default_factory=list)
+    #: Why a merge at the end failed (one line each; its partitions are as they were, the tracks stored).
+    merge_failures: list[str] = field(default_factory=list)
 
     @property
     def postings(self) -> int:
@@ -293,11 +298,13 @@ class Ingest:
                  on_duplicate: OnDuplicate, duplicate_min_ratio: float, on_excerpt: OnExcerpt,
                  on_file: Callable[[FileEvent], None] | None, on_start: Callable[[int], None] | None,
                  scheduler: str | None = None, on_progress: Callable[[], None] | None = None,
-                 check_duplicates: bool = True) -> None:
+                 check_duplicates: bool = True, max_partitions: int = DEFAULT_MAX_PARTITIONS) -> None:
+        if max_partitions < 0:
+            raise ParameterError(f"max_partitions must be 0 (never merge) or more, not {max_partitions}")
         if scheduler is not None and not check_duplicates:
             raise ParameterError("check_duplicates=False is for this machine's workers: dask workers always check")
         self.store, self.params, self.scheduler = store, params, scheduler
-        self.check_duplicates = check_duplicates
+        self.check_duplicates, self.max_partitions = check_duplicates, max_partitions
         self.on_duplicate, self.duplicate_min_ratio = on_duplicate, duplicate_min_ratio
         self.force, self.jobs, self.bulk = force, jobs, bulk
         self.cluster = store.routed
@@ -338,7 +345,27 @@ class Ingest:
             self.on_start(len(files))
             self._write_all(files)
         self._summary.elapsed_s = time.perf_counter() - started
+        if self.max_partitions:
+            self._merge_partitions()
         return self._summary
+
+    def _merge_partitions(self) -> None:
+        """Merge partitions of ``hashes`` on each database written, now that the run's tracks are committed.
+
+        A merge that fails leaves its partitions as they were (one transaction) and the run's tracks
+        stored: it is reported in the summary, not raised.
+        """
+        for destination, shard in zip(self._destinations, self.store.shards):
+            if destination.down:
+                continue
+            try:
+                merged = merge_partitions(shard, self.max_partitions)
+            except DatabaseError as exc:
+                self._summary.merge_failures.append(f"{destination.name}: {one_line(str(exc))}" if self.cluster
+                                                    else one_line(str(exc)))
+                continue
+            if merged is not None:
+                self._summary.merges.append(merged)
 
     def _open(self, stack: contextlib.ExitStack, source: str, n_files: int) -> list[Destination]:
         """A destination per database written, each with its run and writer; on a cluster a failing shard is down."""
@@ -631,6 +658,7 @@ def ingest(
     scheduler: str | None = None,
     on_progress: Callable[[], None] | None = None,
     check_duplicates: bool = True,
+    max_partitions: int = DEFAULT_MAX_PARTITIONS,
 ) -> IngestSummary:
     """Fingerprint every audio file under ``root`` and store the new ones.
 
@@ -678,6 +706,10 @@ def ingest(
         Check every new track for duplicates and excerpts of the stored ones (the default). False stores
         every new file unchecked (its content digest is still checked): for loading a catalogue known to
         hold no copies, such as a first bulk load (not with ``scheduler``).
+    max_partitions : int
+        At the end, once the run's tracks are committed, a database whose ``hashes`` has more partitions
+        than this (each bulk load adds one) has adjacent ones merged into sorted partitions, size-tiered
+        (:func:`fpstore.db.compact.merge_partitions`; each shard of a cluster on its own); 0 never merges.
 
     Returns
     -------
@@ -688,7 +720,7 @@ def ingest(
     NotFound
         If a ``root`` does not exist, or none holds an audio file (before any run is recorded).
     ParameterError
-        If ``on_duplicate``, ``duplicate_min_ratio`` or ``on_excerpt`` is out of range, or
+        If ``on_duplicate``, ``duplicate_min_ratio``, ``on_excerpt`` or ``max_partitions`` is out of range, or
         ``check_duplicates`` is False with a ``scheduler``.
     ProfileMismatch
         If ``params`` differ from the database's.
@@ -705,4 +737,5 @@ def ingest(
     return Ingest(store, params or FingerprintParams(), force=force, jobs=jobs, batch_postings=batch_postings,
                   bulk=bulk, partition_postings=partition_postings, on_duplicate=on_duplicate,
                   duplicate_min_ratio=duplicate_min_ratio, on_excerpt=on_excerpt, on_file=on_file, on_start=on_start,
-                  scheduler=scheduler, on_progress=on_progress, check_duplicates=check_duplicates).run(roots)
+                  scheduler=scheduler, on_progress=on_progress, check_duplicates=check_duplicates,
+                  max_partitions=max_partitions).run(roots)

@@ -100,7 +100,7 @@ def test_compact_leaves_the_id_block_of_a_running_bulk_load(multi_partition_stor
         store.bulk.stage(bulk, [TrackRecord(str(path), b"\x21" * 32, fingerprint_file(path, params))], run.zone_ids)
         # Another run attaches a block above the running load's block.
         write_tunes(tmp_path / "f", [22, 23], duration_s=6.0)
-        ingest(store, tmp_path / "f", bulk=True, jobs=1)
+        ingest(store, tmp_path / "f", bulk=True, jobs=1, max_partitions=0)
 
         summary = compact(store)
 
@@ -115,7 +115,8 @@ def test_compact_drops_the_staging_table_of_a_dead_run(multi_partition_store, tm
     with pytest.raises(KeyboardInterrupt), store.run("ingest", "x", params) as run:
         bulk = store.bulk.begin(run.id)
         write_tunes(tmp_path / "g", [31], duration_s=6.0)
-        ingest(store, tmp_path / "g", bulk=True, jobs=1)  # attaches the block above the (still running) run's block
+        ingest(store, tmp_path / "g", bulk=True, jobs=1, max_partitions=0)
+        # (that ingest attached the block above the still running run's block)
         raise KeyboardInterrupt  # the run ends 'interrupted': its staging table is a dead run's leftover
     summary = compact(store)
     assert (summary.partitions_merged, summary.partitions_left) == (5, 0)

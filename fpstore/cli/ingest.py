@@ -14,6 +14,7 @@ from fpstore.cli.options import (
     progress,
     with_store,
 )
+from fpstore.db.compact import DEFAULT_MAX_PARTITIONS
 from fpstore.runtime.wording import counted
 
 if TYPE_CHECKING:
@@ -33,13 +34,16 @@ if TYPE_CHECKING:
 @click.option("--scheduler", metavar="ADDRESS",
               help="A dask.distributed scheduler (tcp://host:8786): its workers fingerprint and write the files "
                    "(they must see them under the same paths).")
+@click.option("--max-partitions", type=click.IntRange(0), default=DEFAULT_MAX_PARTITIONS, show_default=True,
+              help="At the end, merge partitions of the postings (each bulk ingest adds one) while there are more "
+                   "than this, into sorted ones (size-tiered); 0: never (`fpstore db compact` merges all by hand).")
 @duplicate_options
 @click.pass_context
 @with_store
 def ingest_command(ctx: click.Context, /, store: Catalogue, paths: tuple[str, ...], zones: tuple[str, ...], force: bool,
                    jobs: int | None, allow_failures: bool, batch_postings: int, scheduler: str | None,
-                   on_duplicate: OnDuplicate, duplicate_min_ratio: float, on_excerpt: OnExcerpt,
-                   **options: Any) -> None:
+                   max_partitions: int, on_duplicate: OnDuplicate, duplicate_min_ratio: float,
+                   on_excerpt: OnExcerpt, **options: Any) -> None:
     """Fingerprint the audio files under PATHS (folders and files) and store the new ones.
 
     Audio files (.mp3 .wav .flac .ogg .opus .m4a .aac .aiff and every other extension the decoders read,
@@ -54,6 +58,9 @@ def ingest_command(ctx: click.Context, /, store: Catalogue, paths: tuple[str, ..
     whole track), is stored with a line naming the other track and where (--on-excerpt skip skips it).
     It is compared with the tracks written before it, not with copies in its own batch (`fpstore tracks
     duplicates` finds those).
+    At the end, once its tracks are stored, a catalogue whose postings have more than --max-partitions
+    partitions has some merged into sorted ones (matching goes on meanwhile; other ingests wait), and a
+    line says so.
 
     \b
     Example:
@@ -68,7 +75,8 @@ def ingest_command(ctx: click.Context, /, store: Catalogue, paths: tuple[str, ..
     with progress(ctx) as (on_start, on_file):
         summary = ingest(store, paths, settings.params, force=force, jobs=jobs, batch_postings=batch_postings,
                          on_duplicate=on_duplicate, duplicate_min_ratio=duplicate_min_ratio, on_excerpt=on_excerpt,
-                         on_file=on_file, on_start=on_start, scheduler=scheduler, on_progress=lambda: on_file(None))
+                         on_file=on_file, on_start=on_start, scheduler=scheduler, on_progress=lambda: on_file(None),
+                         max_partitions=max_partitions)
     click.echo(format_ingest_summary(summary))
     if summary.tracks_failed and not allow_failures:
         ctx.exit(EXIT_SOME_FILES_FAILED)
@@ -94,6 +102,10 @@ def format_ingest_summary(summary: IngestSummary) -> str:
     lines.append("postings added per zone:")
     lines += [f"  {zone:<16} {count:>12,}" for zone, count in summary.postings_by_zone.items()]
     lines.append(f"  {'total':<16} {summary.postings:>12,}")
+    lines += [f"merged {merged.partitions_merged} partitions of the postings into {merged.partitions_made} sorted "
+              f"({counted(merged.postings, 'posting')}) in {merged.seconds:.1f} s: {merged.partitions_now} now"
+              for merged in summary.merges]
+    lines += [f"partitions not merged (left as they were): {failure}" for failure in summary.merge_failures]
     return "\n".join(lines)
 
 
