@@ -545,3 +545,28 @@ def test_what_needs_one_database_is_refused_through_the_router(cluster_url: str,
     assert result.exit_code != 0
     said = result.output.strip().splitlines()
     assert len(said) == 1 and ("one database" in said[0] or "within one database" in said[0]), result.output
+
+
+def _partitions_of(shard: Store, *, filled: bool = False) -> int:
+    """Partitions of the shard's ``hashes`` (only those holding postings with ``filled``)."""
+    with shard.raw() as conn:
+        sizes = conn.execute("SELECT pg_relation_size(i.inhrelid) FROM pg_inherits i"
+                             " WHERE i.inhparent = 'hashes'::regclass").fetchall()
+    return sum(1 for (size,) in sizes if size or not filled)
+
+
+def test_ingest_merges_the_partitions_of_each_shard_on_its_own(cluster_url: str, tmp_path: Path) -> None:
+    with open_store(cluster_url) as cluster:
+        for load in range(3):
+            write_tunes(tmp_path / f"load{load}", [50 + 4 * load + i for i in range(4)], duration_s=4.0)
+            ingest(cluster, tmp_path / f"load{load}", bulk=True, jobs=1, max_partitions=0)
+        before, answers = _pairs_by_name(cluster), _answers(cluster, "python")
+        assert max(_partitions_of(shard, filled=True) for shard in cluster.shards) >= 2
+        partitions = sum(_partitions_of(shard) for shard in cluster.shards)
+
+        summary = ingest(cluster, tmp_path / "load0", jobs=1, max_partitions=1)  # nothing new: merges only
+
+        assert summary.tracks_added == 0 and summary.merges and not summary.merge_failures
+        assert sum(merged.partitions_merged - merged.partitions_made for merged in summary.merges) == \
+            partitions - sum(_partitions_of(shard) for shard in cluster.shards)
+        assert _pairs_by_name(cluster) == before and _answers(cluster, "python") == answers

@@ -28,6 +28,11 @@ def test_plan_merges_takes_no_partition_that_dominates_the_run() -> None:
     assert plan_merges([1000, 100, 10, 1], 4, 2) == []
 
 
+def test_plan_merges_counts_no_empty_partition() -> None:
+    assert plan_merges([0, 1000], 2, 1) == []  # an empty hashes_main before a bulk-loaded catalogue
+    assert plan_merges([0, 10, 10], 3, 1) == [range(0, 3)]  # merged along at no cost
+
+
 def test_plan_merges_leaves_what_is_not_mergeable() -> None:
     assert plan_merges([10, 10, 10, 10, 10], 3, 2) == [range(0, 3)]
     assert plan_merges([10, 10, 10, 10, 10], 1, 2) == []

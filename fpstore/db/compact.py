@@ -109,7 +109,7 @@ def compact(store: Store, *, work_mem: str = "256MB") -> CompactSummary:
 
 def merge_partitions(store: Store, max_partitions: int = DEFAULT_MAX_PARTITIONS, *,
                      work_mem: str = "256MB") -> CompactSummary | None:
-    """If ``hashes`` has more than ``max_partitions`` partitions, merge adjacent ones as :func:`plan_merges` says.
+    """Merge adjacent partitions of ``hashes`` as :func:`plan_merges` says, if more than ``max_partitions`` hold postings.
 
     One database (a cluster's shard is one: ingest merges each shard it wrote).
 
@@ -117,8 +117,8 @@ def merge_partitions(store: Store, max_partitions: int = DEFAULT_MAX_PARTITIONS,
     ----------
     store : Store
     max_partitions : int
-        The bound (≥ 1); the count may stay above it while no adjacent run can be merged within
-        :data:`MAX_SHARE_IN_MERGE`.
+        The bound (≥ 1) on partitions that hold postings; the count may stay above it while no adjacent
+        run can be merged within :data:`MAX_SHARE_IN_MERGE`.
     work_mem : str
         As :func:`compact`'s.
 
@@ -128,7 +128,7 @@ def merge_partitions(store: Store, max_partitions: int = DEFAULT_MAX_PARTITIONS,
         None if nothing was merged.
     """
     with store.raw() as conn, conn.cursor() as cur:  # a look without a lock: most ingests end here
-        if len(_partitions(cur)) <= max_partitions:
+        if sum(1 for p in _partitions(cur) if p.heap_bytes) <= max_partitions:
             return None
     return _merge(store, lambda partitions, mergeable: plan_merges(
         [p.heap_bytes for p in partitions], mergeable, max_partitions), work_mem)
@@ -137,7 +137,8 @@ def merge_partitions(store: Store, max_partitions: int = DEFAULT_MAX_PARTITIONS,
 def plan_merges(sizes: Sequence[int], mergeable: int, max_partitions: int) -> list[range]:
     """Size-tiered merging: which adjacent partitions to merge so that at most ``max_partitions`` remain.
 
-    Pure arithmetic. While more than ``max_partitions`` partitions remain, it merges the adjacent run
+    Pure arithmetic. While more than ``max_partitions`` partitions hold postings (an empty one, such as
+    the ``hashes_main`` of a catalogue loaded in bulk, costs a lookup nothing), it merges the adjacent run
     (of the first ``mergeable``, at least two) that costs the fewest bytes per partition it removes,
     among the runs where no partition holds more than :data:`MAX_SHARE_IN_MERGE` of the run's bytes;
     it stops when there is none (then the sizes fall geometrically along the partitions, and there are
@@ -159,7 +160,7 @@ def plan_merges(sizes: Sequence[int], mergeable: int, max_partitions: int) -> li
     # Each element: the original indexes a planned partition covers, and its bytes.
     planned = [(range(i, i + 1), size) for i, size in enumerate(sizes)]
     n_mergeable = min(mergeable, len(planned))
-    while len(planned) > max_partitions:
+    while sum(1 for _, size in planned if size) > max_partitions:
         best: tuple[tuple[float, int, int], int, int] | None = None
         for length in range(2, n_mergeable + 1):
             for start in range(n_mergeable - length + 1):
