@@ -59,12 +59,17 @@ class QueryPicking:
     floor_quantile : float in (0, 1)
         With ``whiten``: the quantile of a bin's magnitude over the query's frames taken as its floor
         (0.5, the median; a lower one is less raised by the notes music holds in that bin).
+    floor_ratio : float >= 0
+        With ``whiten``: a peak must stand more than this many times above its bin's floor (0: any
+        peak). The largest point of a neighbourhood of stationary noise stands a few times above the
+        floor (over the lower quartile, with the seed's neighbourhood: 4.8 at the median for white or
+        pink noise, 5.7 at the 90th percentile), so a ratio of 5 drops most peaks noise alone makes.
 
     Raises
     ------
     ParameterError
-        If a half-size is negative, ``top_k_targets`` is not a positive integer or None, or
-        ``floor_quantile`` is not in (0, 1).
+        If a half-size is negative, ``top_k_targets`` is not a positive integer or None,
+        ``floor_quantile`` is not in (0, 1), or ``floor_ratio`` is not a finite number >= 0.
 
     Examples
     --------
@@ -79,6 +84,7 @@ class QueryPicking:
     top_k_targets: int | None = 5
     whiten: bool = False
     floor_quantile: float = 0.5
+    floor_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         valid_int("dist_freq", self.dist_freq)
@@ -90,6 +96,9 @@ class QueryPicking:
         if isinstance(self.floor_quantile, bool) or not isinstance(self.floor_quantile, (int, float)) or not (
                 0 < self.floor_quantile < 1):
             raise ParameterError(f"floor_quantile={self.floor_quantile!r} must be a number in (0, 1)")
+        if isinstance(self.floor_ratio, bool) or not isinstance(self.floor_ratio, (int, float)) or not (
+                np.isfinite(self.floor_ratio) and self.floor_ratio >= 0):
+            raise ParameterError(f"floor_ratio={self.floor_ratio!r} must be a finite number >= 0")
 
     @classmethod
     def stored(cls, params: FingerprintParams) -> QueryPicking:
@@ -99,10 +108,11 @@ class QueryPicking:
 
 #: The seed's neighbourhood and five targets per anchor, picked on the whitened spectrogram.
 WHITENED = QueryPicking(whiten=True)
-#: The same, each bin's floor its lower quartile over the query: the default's whitened look
-#: (:attr:`fpstore.matching.evidence.Evidence.own_picks`; chosen over the median on devlarge's hard set,
-#: benchmarks/results/2026-12-07-recognition-noise.md).
-WHITENED_LOOK = QueryPicking(whiten=True, floor_quantile=0.25)
+#: The same, each bin's floor its lower quartile over the query, and only the peaks more than five times
+#: above it: the default's whitened look (:attr:`fpstore.matching.evidence.Evidence.own_picks`; the
+#: quartile chosen over the median on devlarge's hard set, benchmarks/results/2026-12-07-recognition-noise.md;
+#: the ratio drops the peaks noise alone makes, benchmarks/results/2026-12-07-recognition-looks.md).
+WHITENED_LOOK = QueryPicking(whiten=True, floor_quantile=0.25, floor_ratio=5.0)
 
 
 def spectral_floor(magnitudes: np.ndarray, quantile: float = 0.5) -> np.ndarray:
@@ -213,7 +223,7 @@ def pick_query_peaks(magnitudes: np.ndarray, picking: QueryPicking, *, thresh: f
         return find_peaks(magnitudes, dist_freq=picking.dist_freq, dist_time=picking.dist_time, thresh=thresh)
     whitened = whiten_spectrogram(magnitudes, min_floor=max(float(thresh), MIN_FLOOR), quantile=picking.floor_quantile)
     cmap = constellation_map(whitened, dist_freq=picking.dist_freq, dist_time=picking.dist_time, thresh=0.0)
-    return extract_peaks(whitened, cmap & (magnitudes > thresh))
+    return extract_peaks(whitened, cmap & (magnitudes > thresh) & (whitened > picking.floor_ratio))
 
 
 def query_fingerprint(y: np.ndarray, params: FingerprintParams, picking: QueryPicking) -> Fingerprint:
