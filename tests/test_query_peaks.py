@@ -17,6 +17,7 @@ from fpstore.signal.query_peaks import (
     spectral_floor,
     whiten_spectrogram,
 )
+from fpstore.signal.spectrogram import magnitude_spectrogram
 from fpstore.signal.synth import synth_tune
 from fpstore.signal.variants import speed_variant
 
@@ -32,15 +33,18 @@ def slow_whitened(magnitudes: np.ndarray, min_floor: float, quartile: bool = Fal
 
 
 def slow_peaks(values: np.ndarray, magnitudes: np.ndarray, dist_freq: int, dist_time: int,
-               thresh: float) -> list[tuple[int, int]]:
-    """(t, f) of every point that is the maximum of its zero-padded neighbourhood in ``values`` and loud enough."""
+               thresh: float, above: float = 0.0) -> list[tuple[int, int]]:
+    """(t, f) of every point that is the maximum of its zero-padded neighbourhood in ``values``, loud, above ``above``.
+
+    ``above`` is a whitened picking's floor ratio (0: any positive value).
+    """
     n_bins, n_frames = values.shape
     found = []
     for t in range(n_frames):
         for f in range(n_bins):
             window = [values[g, s] if 0 <= g < n_bins and 0 <= s < n_frames else 0.0
                       for g in range(f - dist_freq, f + dist_freq + 1) for s in range(t - dist_time, t + dist_time + 1)]
-            if values[f, t] == max(window) and magnitudes[f, t] > thresh and values[f, t] > 0:
+            if values[f, t] == max(window) and magnitudes[f, t] > thresh and values[f, t] > max(above, 0.0):
                 found.append((t, f))
     return found
 
@@ -68,13 +72,14 @@ def test_a_lower_quartile_floor_is_the_slow_reference_s_and_lies_below_the_media
 
 
 @pytest.mark.parametrize("picking", [QueryPicking(3, 2, whiten=True), QueryPicking(2, 1), QueryPicking(12, 6, None, True),
-                                     QueryPicking(12, 6, 5, True, 0.25)])
+                                     QueryPicking(12, 6, 5, True, 0.25), QueryPicking(3, 2, 5, True, 0.25, 3.0)])
 def test_query_peaks_equal_the_slow_reference(noisy_spectrogram, picking) -> None:
     thresh = 0.5
     peaks = pick_query_peaks(noisy_spectrogram, picking, thresh=thresh)
     values = (whiten_spectrogram(noisy_spectrogram, min_floor=thresh, quantile=picking.floor_quantile) if picking.whiten
               else noisy_spectrogram)
-    expected = slow_peaks(values, noisy_spectrogram, picking.dist_freq, picking.dist_time, thresh)
+    expected = slow_peaks(values, noisy_spectrogram, picking.dist_freq, picking.dist_time, thresh,
+                          picking.floor_ratio if picking.whiten else 0.0)
     assert list(zip(peaks.t_frames.tolist(), peaks.f_bins.tolist())) == expected
     assert expected  # the reference found something to compare
     np.testing.assert_array_equal(peaks.magnitudes, values[peaks.f_bins, peaks.t_frames].astype(np.float32))
@@ -85,6 +90,29 @@ def test_a_smaller_neighbourhood_keeps_every_stored_peak_and_adds_others(noisy_s
     denser = pick_query_peaks(noisy_spectrogram, QueryPicking(3, 2), thresh=0.01)
     as_set = set(zip(denser.t_frames.tolist(), denser.f_bins.tolist()))
     assert set(zip(stored.t_frames.tolist(), stored.f_bins.tolist())) < as_set
+
+
+def test_a_floor_ratio_drops_most_peaks_of_noise_alone_and_keeps_a_tone_over_it(rng_factory) -> None:
+    params = FingerprintParams()
+    rng = rng_factory(5)
+    n = params.sample_rate * 4
+    noise = (0.05 * rng.standard_normal(n)).astype(np.float32)
+    tone = (0.05 * np.sin(2 * np.pi * 1000.0 * np.arange(n) / params.sample_rate)).astype(np.float32)
+    bin_of_tone = round(1000.0 * params.n_fft / params.sample_rate)
+
+    def peaks(y: np.ndarray, floor_ratio: float) -> tuple[int, set[int]]:
+        magnitudes = magnitude_spectrogram(y, n_fft=params.n_fft, hop_length=params.hop_length, bin_max=params.bin_max)
+        found = pick_query_peaks(magnitudes, QueryPicking(whiten=True, floor_quantile=0.25, floor_ratio=floor_ratio),
+                                 thresh=params.peak_thresh)
+        return found.f_bins.size, set(found.f_bins.tolist())
+
+    every, _ = peaks(noise, 0.0)
+    kept, _ = peaks(noise, 5.0)
+    assert every > 100 and kept < every / 2  # noise's own peaks mostly stand less than 5 times above the floor
+    # A tone steady over the whole query raises its bin's floor as well: it stands out where it starts.
+    gated = np.where(np.arange(n) > n // 2, tone, 0).astype(np.float32)
+    _, bins = peaks(noise + gated, 5.0)
+    assert any(abs(f - bin_of_tone) <= 1 for f in bins)
 
 
 def test_the_stored_picking_gives_the_stored_fingerprint() -> None:
@@ -113,6 +141,8 @@ def test_a_variant_pools_each_shift_under_every_picking() -> None:
     (lambda: QueryPicking(top_k_targets=0), r"top_k_targets=0 must be an integer >= 1"),
     (lambda: QueryPicking(whiten=1), r"whiten=1 must be True or False"),  # type: ignore[arg-type]
     (lambda: QueryPicking(floor_quantile=1.0), r"floor_quantile=1.0 must be a number in \(0, 1\)"),
+    (lambda: QueryPicking(floor_ratio=-1.0), r"floor_ratio=-1.0 must be a finite number >= 0"),
+    (lambda: QueryPicking(floor_ratio=float("nan")), r"floor_ratio=nan must be a finite number >= 0"),
     (lambda: whiten_spectrogram(np.ones((4, 4)), min_floor=0.0), r"min_floor=0.0 must be a positive number"),
     (lambda: spectral_floor(np.ones((4, 0))), r"at least one frame"),
     (lambda: spectral_floor(np.ones((4, 4), dtype=np.int32)), r"floating point"),
