@@ -8,8 +8,10 @@ one JSON line per query:
   picking and of the whitened look (``WHITENED_LOOK`` without its floor ratio) pooled into one look
   with ±1 frame, and ``q25w4t0``, that whitened look alone;
 - reaching step 4 (the first three steps named nothing): the whitened look with a denser
-  neighbourhood (``d8``: 8 x 4, ``d6``: 6 x 3), ten targets per anchor (``k10``), and only the peaks
-  more than 2, 4, 5, 6 or 8 times above their bin's floor (``r2`` ... ``r8``).
+  neighbourhood (``d8``: 8 x 4, ``d6``: 6 x 3), ten targets per anchor (``k10``), only the peaks
+  more than 2, 4, 5, 6 or 8 times above their bin's floor (``r2`` ... ``r8``; ``r5`` is the default's),
+  and the seed's picking on the magnitudes less a multiple of each bin's floor (``s50c2``: twice the
+  median), instead of divided by it.
 
 ``simulate`` replays :func:`fpstore.matching.matcher.match_prepared`'s decision for schemes of looks
 and tests (the default's replay gives ``fpstore eval``'s figures); ``null`` counts the negatives whose
@@ -40,9 +42,14 @@ import numpy as np
 
 from fpstore.db.catalogue import open_store
 from fpstore.matching.ranking import match_fingerprint
+from fpstore.signal.analysis import Fingerprint, fingerprint_from_peaks
 from fpstore.signal.audio import load_audio
 from fpstore.signal.fingerprint import fingerprint_signal
-from fpstore.signal.query_peaks import WHITENED_LOOK, query_fingerprint
+from fpstore.signal.hashing import zone_hashes
+from fpstore.signal.params import FingerprintParams
+from fpstore.signal.peaks import constellation_map, extract_peaks
+from fpstore.signal.query_peaks import WHITENED_LOOK, query_fingerprint, spectral_floor
+from fpstore.signal.spectrogram import magnitude_spectrogram
 from fpstore.signal.variants import SpeedVariant, shift_samples
 
 ZONE = "Fsmall_Tlong"
@@ -50,8 +57,8 @@ SCORE_NEEDED = 3.0
 SCREEN_SCORE = 0.5
 DEFAULT_TESTS = 9
 QUARTILE = dataclasses.replace(WHITENED_LOOK, floor_ratio=0.0)
-#: The last-look variants: name -> picking (each at the four shifts, no tolerance).
-LAST_LOOKS = {
+#: The last-look pickings: name -> picking (each at the four shifts, no tolerance).
+PICKINGS = {
     "d8q25w4t0": dataclasses.replace(QUARTILE, dist_freq=8, dist_time=4),
     "d6q25w4t0": dataclasses.replace(QUARTILE, dist_freq=6, dist_time=3),
     "k10q25w4t0": dataclasses.replace(QUARTILE, top_k_targets=10),
@@ -61,6 +68,33 @@ LAST_LOOKS = {
                              ("d6", dataclasses.replace(QUARTILE, dist_freq=6, dist_time=3)),
                              ("k10", dataclasses.replace(QUARTILE, top_k_targets=10)))},
 }
+#: Floors subtracted instead of divided: name -> (quantile, times the floor subtracted).
+SUBTRACTED = {"s50c1w4t0": (0.5, 1.0), "s50c2w4t0": (0.5, 2.0), "s25c3w4t0": (0.25, 3.0)}
+#: Every last look: the pickings, the subtracted floors, and the default's whitened look with ±1 frame.
+LAST_LOOKS = [*PICKINGS, *SUBTRACTED, "r5q25w4t1"]
+
+
+def subtracted_fingerprint(y: np.ndarray, params: FingerprintParams, quantile: float, scale: float) -> Fingerprint:
+    """The seed's picking on the magnitudes less ``scale`` times each bin's floor (clipped at 0), not divided by it.
+
+    Dividing flattens the spectrum's tilt, so the peaks that win can lie where the stored side had none;
+    subtracting keeps the music's own tilt and takes the stationary noise off.
+    """
+    magnitudes = magnitude_spectrogram(y, n_fft=params.n_fft, hop_length=params.hop_length, bin_max=params.bin_max)
+    residual = np.maximum(magnitudes - scale * spectral_floor(magnitudes, quantile), 0).astype(magnitudes.dtype)
+    cmap = constellation_map(residual, dist_freq=params.peak_dist_freq, dist_time=params.peak_dist_time, thresh=0.0)
+    peaks = extract_peaks(residual, cmap & (magnitudes > params.peak_thresh) & (residual > 0))
+    return fingerprint_from_peaks(peaks, zone_hashes(peaks, params.zones, top_k=params.top_k_targets), params,
+                                  n_samples=y.size, n_frames=int(magnitudes.shape[1]))
+
+
+def last_look(audio: np.ndarray, params: FingerprintParams, name: str) -> tuple[tuple[Fingerprint, ...], int]:
+    """A last look's fingerprints at the four shifts, and its offset tolerance."""
+    offsets = shift_samples(4, params.hop_length)
+    if name in SUBTRACTED:
+        return tuple(subtracted_fingerprint(audio[o:], params, *SUBTRACTED[name]) for o in offsets), 0
+    picking = WHITENED_LOOK if name == "r5q25w4t1" else PICKINGS[name]
+    return tuple(query_fingerprint(audio[o:], params, picking) for o in offsets), int(name == "r5q25w4t1")
 
 
 def load(patterns: list[str]) -> dict[str, dict[str, Any]]:
@@ -126,8 +160,8 @@ def record(patterns: list[str], folder: Path, out_path: Path, part: int, parts: 
                     quartile = tuple(query_fingerprint(audio[o:], params, QUARTILE) for o in offsets)
                     new.update({"q25w4t0": look(quartile, 0), "q25sw4t1": look(stored + quartile, 1)})
                 if reaches(rec, 4):
-                    for name, picking in ((n, p) for n, p in LAST_LOOKS.items() if n in wanted):
-                        new[name] = look(tuple(query_fingerprint(audio[o:], params, picking) for o in offsets), 0)
+                    for name in (n for n in LAST_LOOKS if n in wanted):
+                        new[name] = look(*last_look(audio, params, name))
             out.write(json.dumps(new) + "\n")
             out.flush()
             if i % 20 == 0:
@@ -150,6 +184,7 @@ SCHEMES: dict[str, list[tuple[str, float]]] = {
     "whitened pooled, first merged, speeds one test (2)": steps_of(["first", "q25sw4t1", "speeds"], 2),
     "no union bound (1)": steps_of(DEFAULT_LOOKS, 1),
     **{f"last look {name} (9)": steps_of([*DEFAULT_LOOKS[:3], name], 9) for name in LAST_LOOKS},
+    "two last looks r5q25w4t0, s50c2w4t0 (10)": steps_of([*DEFAULT_LOOKS[:3], "r5q25w4t0", "s50c2w4t0"], 10),
 }
 
 
