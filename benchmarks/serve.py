@@ -11,7 +11,9 @@ connection, through a bounded list of requests:
   from clips in the database at random starts (positives), half from the held-out clips (``in_db=0``,
   negatives: the answer must be "no match");
 - ``fingerprint``: the same excerpts fingerprinted once by this script with ``GET /v1/params``'s
-  parameters and sent to ``POST /v1/match/fingerprint``.
+  parameters and sent to ``POST /v1/match/fingerprint`` as JSON triples;
+- ``compact``: the same postings in the compact binary body (``application/octet-stream``, 12 bytes
+  a posting).
 
 For each mode it prints the requests, queries per second (wall clock of the whole run), p50/p95/p99
 latency, errors (a status other than 200, or a transport failure), how many positives were named
@@ -53,6 +55,7 @@ import soundfile
 from match import admin, build, ensure_index, existing_tracks, run_on_server  # benchmarks/match.py: the catalogue
 from sqlalchemy.engine import make_url
 
+from fpstore.signal.analysis import Fingerprint
 from fpstore.signal.audio import load_audio
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.params import FingerprintParams, Zone
@@ -95,6 +98,13 @@ def wav_bytes(y: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     soundfile.write(buffer, y, SR, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
+
+
+def compact_body(fingerprint: Fingerprint, params: FingerprintParams) -> bytes:
+    """The postings as ``POST /v1/match/fingerprint``'s compact body: little-endian uint32 (zone index, hash, t_anchor)."""
+    zone_index = {zone.name: index for index, zone in enumerate(params.zones)}
+    return b"".join(np.stack([np.full(zh.hashes.size, zone_index[name]), zh.hashes, zh.t_anchor_frames], axis=1)
+                    .astype("<u4").tobytes() for name, zh in fingerprint.zones.items())
 
 
 def rss_bytes(pid: int) -> int:
@@ -211,7 +221,7 @@ def main() -> None:
     parser.add_argument("--store-zone", default="Fsmall_Tlong", help="zone stored (the default matcher's), or 'all'")
     parser.add_argument("--clients", default="16", help="concurrent clients, comma-separated runs")
     parser.add_argument("--requests", type=int, default=400, help="requests per mode and client count")
-    parser.add_argument("--modes", default="audio,fingerprint")
+    parser.add_argument("--modes", default="audio,fingerprint,compact")
     parser.add_argument("--workers", type=int, default=2, help="fpstore serve --workers")
     parser.add_argument("--length", type=float, default=10.0, help="seconds per excerpt")
     parser.add_argument("--distinct", type=int, default=1000,
@@ -283,10 +293,12 @@ def serve_and_drive(args: argparse.Namespace, url: str, inside: list[Path], held
         profile["zones"] = tuple(Zone(**z) for z in profile["zones"])
         params = FingerprintParams(duration_s=None, **profile)
         bodies = {"audio": [wav_bytes(y) for _, y in queries]}
-        if "fingerprint" in args.modes:
+        if "fingerprint" in args.modes or "compact" in args.modes:
+            fingerprints = [fingerprint_signal(y, params) for _, y in queries]
             bodies["fingerprint"] = [json.dumps({"params_id": described["params_id"], "hashes": [
-                [zone, h, t] for zone, zh in fingerprint_signal(y, params).zones.items()
-                for h, t in zip(zh.hashes.tolist(), zh.t_anchor_frames.tolist())]}).encode() for _, y in queries]
+                [zone, h, t] for zone, zh in fingerprint.zones.items()
+                for h, t in zip(zh.hashes.tolist(), zh.t_anchor_frames.tolist())]}).encode() for fingerprint in fingerprints]
+            bodies["compact"] = [compact_body(fingerprint, params) for fingerprint in fingerprints]
         print(f"catalogue {make_url(url).database}, {args.tracks} tracks, {args.index} lookup index; "
               f"{len(positives)} positives and {len(negatives)} negatives of {args.length:g} s"
               f"{' (sent round again)' if args.requests > n_distinct else ''}; fpstore serve --workers {args.workers}; "
@@ -298,9 +310,10 @@ def serve_and_drive(args: argparse.Namespace, url: str, inside: list[Path], held
         traces = []
         for clients in [int(c) for c in args.clients.split(",")]:
             for mode in args.modes.split(","):
-                path = ("/v1/match" if mode == "audio" else "/v1/match/fingerprint") + (
-                    f"?{args.options}" if args.options else "")
-                content_type = "audio/wav" if mode == "audio" else "application/json"
+                query = "&".join(([f"params_id={described['params_id']}"] if mode == "compact" else [])
+                                 + ([args.options] if args.options else []))
+                path = ("/v1/match" if mode == "audio" else "/v1/match/fingerprint") + (f"?{query}" if query else "")
+                content_type = {"audio": "audio/wav", "fingerprint": "application/json"}.get(mode, "application/octet-stream")
                 requests = [(path, bodies[mode][i % n_distinct], content_type) for i in rounds]
                 tenth = max(len(requests) // 10, 1)
                 trace: list[int] = []

@@ -9,6 +9,7 @@ import io
 import json
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -501,7 +502,20 @@ def test_a_held_connection_serves_the_lookups_of_a_stream(store) -> None:
                 assert nested.info.backend_pid != pid
         with store.raw() as again:
             assert again.info.backend_pid == pid
-    assert store._held is None
+        # another thread holds its own (fpstore serve matches several queries at once, each holding one)
+        in_thread: list[int] = []
+
+        def held_in_thread() -> None:
+            with store.holding_connection():
+                for _ in range(2):
+                    with store.raw() as conn:
+                        in_thread.append(conn.info.backend_pid)
+
+        worker = threading.Thread(target=held_in_thread)
+        worker.start()
+        worker.join()
+        assert in_thread[0] == in_thread[1] != pid
+    assert store.engine.pool.checkedout() == 0  # every held connection went back to the pool
 
 
 @pytest.mark.postgres

@@ -153,6 +153,10 @@ def test_hashes_computed_by_the_client_name_the_same_track(base, clips) -> None:
     assert answer["match"]["file_name"] == audio["match"]["file_name"] == "tune_042.wav"
     assert (answer["match"]["offset_frames"], answer["n_query_hashes"]) == (audio["match"]["offset_frames"],
                                                                              audio["n_query_hashes"])
+    # The compact body (uint32 triples, the zone as its index in GET /v1/params' zones) gets the same answer.
+    compact = post_to(f"{base}/v1/match/fingerprint", params={"params_id": params.profile_id(), "name": "positive.wav"},
+                      content=compact_body(triples, params), headers={"content-type": "application/octet-stream"})
+    assert compact.status_code == 200 and compact.json() == answer, compact.text
     # A query that names nothing at first sight takes the looks that need no audio, and names nothing.
     unknown = fingerprint_file(clips["negative"], params)
     body_unknown = {"params_id": params.profile_id(), "hashes": [
@@ -164,6 +168,12 @@ def test_hashes_computed_by_the_client_name_the_same_track(base, clips) -> None:
     other = post_to(f"{base}/v1/match/fingerprint", json={**body, "params_id": FingerprintParams(hop_length=512)
                                                                  .profile_id()})
     assert other.status_code == 409 and "GET /v1/params" in other.json()["error"]
+
+
+def compact_body(triples: list[list], params: FingerprintParams) -> bytes:
+    """``[zone, hash, t_anchor]`` triples as the compact body: little-endian uint32 (zone index, hash, t_anchor)."""
+    index = {zone.name: i for i, zone in enumerate(params.zones)}
+    return np.array([[index[zone], h, t] for zone, h, t in triples], dtype="<u4").tobytes()
 
 
 def error_of(response: httpx.Response, status: int) -> str:
@@ -201,6 +211,14 @@ def test_every_bad_request_gets_its_status_and_one_json_message_and_the_server_g
                                                                       "hashes": [["Elsewhere", 1, 2]]}), 422)
     assert "unsigned" in error_of(post("/v1/match/fingerprint", json={"params_id": params_id,
                                                                       "hashes": [["Fsmall_Tlong", -1, 2]]}), 422)
+    for bad in ([["Fsmall_Tlong", 1]], [["Fsmall_Tlong", 1.5, 2]], [[3, 1, 2]], ["Fsmall_Tlong, 1, 2"]):
+        assert "hashes" in error_of(post("/v1/match/fingerprint", json={"params_id": params_id, "hashes": bad}), 422)
+    compact = functools.partial(post, "/v1/match/fingerprint", headers={"content-type": "application/octet-stream"})
+    assert "12-byte" in error_of(compact(params={"params_id": params_id}, content=b"\0" * 13), 422)
+    assert "params_id" in error_of(compact(content=b"\0" * 12), 422)
+    assert "zone index 9" in error_of(compact(params={"params_id": params_id},
+                                              content=np.array([9, 1, 2], dtype="<u4").tobytes()), 422)
+    assert "empty" in error_of(compact(params={"params_id": params_id}, content=b""), 400)
     assert "999" in error_of(get(f"{base}/v1/tracks/999"), 404)
     assert error_of(get(f"{base}/v1/tracks/abc"), 422)
     # Still serving, and still right.

@@ -90,9 +90,8 @@ def _never_prepare(dbapi_connection: Any, connection_record: object, connection_
 
 @dataclasses.dataclass
 class _HeldConnection:
-    """The connection :meth:`Store.holding_connection` checked out, the thread it is for, and whether a block uses it."""
+    """The connection :meth:`Store.holding_connection` checked out for a thread, and whether a block uses it."""
 
-    owner: int
     pooled: Any  # sqlalchemy's PoolProxiedConnection
     busy: bool = False
 
@@ -116,7 +115,8 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._held: _HeldConnection | None = None
+        #: The connection :meth:`holding_connection` checked out, one per thread (``held``).
+        self._holding = threading.local()
         if not event.contains(engine, "handle_error", _report_operational_error):
             event.listen(engine, "handle_error", _report_operational_error)
         if not event.contains(engine, "checkout", _never_prepare):
@@ -166,8 +166,8 @@ class Store:
         :meth:`holding_connection`, the held connection is handed out (in the thread holding it, when
         no other ``raw`` block of that thread is using it).
         """
-        held = self._held
-        borrowed = held is not None and held.owner == threading.get_ident() and not held.busy
+        held: _HeldConnection | None = getattr(self._holding, "held", None)
+        borrowed = held is not None and not held.busy
         if held is not None and borrowed:
             pooled = held.pooled
             held.busy = True
@@ -186,7 +186,7 @@ class Store:
             # psycopg used directly bypasses SQLAlchemy's error hook: report it here.
             pooled.invalidate()
             if borrowed:
-                self._held = None  # the next block checks out a connection that works
+                self._holding.held = None  # the next block checks out a connection that works
             raise ServerFailed(self.url, first_line(exc)) from exc
         except psycopg.errors.InsufficientPrivilege as exc:
             raise DatabaseError(read_only_message(driver.info.user, exc)) from exc
@@ -202,22 +202,23 @@ class Store:
     def holding_connection(self) -> Iterator[None]:
         """Within the block, :meth:`raw` hands this thread one connection, checked out once.
 
-        For a long run of small statements (a monitored stream makes a few a second): each checkout
-        from the pool pings the server first, a round trip as long as a small statement. Other threads,
-        and a ``raw`` block inside another, check out their own as before.
+        For a long run of small statements (a monitored stream makes a few a second, a query answered
+        by ``fpstore serve`` three): each checkout from the pool pings the server first, a round trip as
+        long as a small statement. Each thread holds its own; a ``raw`` block inside another checks out
+        its own as before.
         """
-        if self._held is not None:
-            yield  # already held (by this thread or another): nothing more to hold
+        if getattr(self._holding, "held", None) is not None:
+            yield  # already held by this thread: nothing more to hold
             return
         try:
             pooled = self.engine.raw_connection()
         except psycopg.OperationalError as exc:
             raise ServerFailed(self.url, first_line(exc)) from exc
-        self._held = _HeldConnection(threading.get_ident(), pooled)
+        self._holding.held = _HeldConnection(pooled)
         try:
             yield
         finally:
-            self._held = None
+            self._holding.held = None
             pooled.close()
 
     # -- schema ---------------------------------------------------------------------------------
