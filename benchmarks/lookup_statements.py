@@ -105,6 +105,13 @@ def time_variant(store: Store, queries: list[list[LookupStatement]], settings: l
     return seconds, postings
 
 
+def explain(store: Store, statement: LookupStatement) -> None:
+    """Print the server's plan of ``statement`` with its times and buffers (pages hit in memory, read from disk)."""
+    with store.raw() as conn, conn.cursor() as cur:
+        cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement.statement, statement.params)
+        print("\n".join(row[0] for row in cur.fetchall()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embedded", type=Path, required=True, help="fpstore's embedded server, its data here")
@@ -112,6 +119,8 @@ def main() -> None:
     parser.add_argument("--queries", type=Path, required=True, help="folder of audio files, or a queries.csv")
     parser.add_argument("--limit", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--explain", action="store_true",
+                        help="instead of timing: EXPLAIN (ANALYZE, BUFFERS) of the first query's largest statement")
     args = parser.parse_args()
     from fpstore.db.embedded import EmbeddedServer
 
@@ -123,6 +132,9 @@ def main() -> None:
         keys = [sum(s.count(",") + 1 for st in q for s in st.params[1::2]) for q in queries]  # type: ignore[union-attr]
         print(f"{len(queries)} queries, {np.median([len(q) for q in queries]):.0f} statements and "
               f"{np.median(keys):,.0f} keys each (median)")
+        if args.explain:
+            explain(store, max(queries[0], key=lambda st: sum(len(str(p)) for p in st.params)))
+            return
         print("| statement | lookup per query, median (ms) | mean (ms) | postings per query (median) |")
         print("|---|---:|---:|---:|")
         reference: list[int] | None = None
