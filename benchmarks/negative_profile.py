@@ -10,7 +10,10 @@ the calibrated rule), against an existing database, and splits each query's wall
 - ``frames``: reading the voted tracks' lengths (``Lookup.track_frames``);
 - ``vote``: the rest of each step (pairs, distinct anchors, the vote, the tracks null, the answer).
 
-Also counted per query: lookup statements (looks), keys sent, postings fetched. Prints the median and p95 of each.
+Also counted per query: lookup statements (looks), keys sent, postings fetched. Prints the median and p95 of each,
+then the same parts in CPU seconds of this process (``time.process_time``: the client's share, the figure
+to compare on a machine shared with other jobs; the lookup's CPU is the client's side of the statements,
+the server's own is not counted). ``--cprofile FILE`` writes cProfile's statistics of the timed queries.
 
 Usage::
 
@@ -22,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import cProfile
 import csv
 import dataclasses
 import time
@@ -52,18 +56,20 @@ def query_files(spec: Path, limit: int) -> list[Path]:
 
 
 class Clock:
-    """Sums the wall time of wrapped calls by label."""
+    """Sums the wall time and this process's CPU time of wrapped calls by label."""
 
     def __init__(self) -> None:
         self.spent: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self.counts: dict[str, float] = {}
 
     def wrap(self, label: str, fn: Callable[..., Any], count: Callable[[Any, tuple[Any, ...]], dict[str, float]] | None = None
              ) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = fn(*args, **kwargs)
             self.spent[label] = self.spent.get(label, 0.0) + time.perf_counter() - t0
+            self.cpu[label] = self.cpu.get(label, 0.0) + time.process_time() - c0
             for k, v in (count(out, args) if count else {}).items():
                 self.counts[k] = self.counts.get(k, 0.0) + v
             return out
@@ -81,22 +87,25 @@ def profile(store: Store, files: list[Path], rule: DecisionRule, evidence: Evide
                                 lambda out, args: {"looks": 1, "keys": sum(p.count(",") + 1 for p in args[0].params[1::2]),
                                                    "postings": len(out[0])})
         lookup.track_frames = clock.wrap("frames", type(lookup).track_frames.__get__(lookup))  # type: ignore[method-assign]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             prepared = PreparedQuery(speed_variant(y, params, 1.0, 1), y)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         # The methods that fingerprint the variants (of this version of the matcher), each call a step's.
         for name in ("shifted", "others", "screen", "at_speed", "picked"):
             if hasattr(prepared, name):
                 setattr(prepared, name, clock.wrap("variants", getattr(prepared, name)))
         result = match_prepared(store, prepared, params, evidence=evidence, rule=rule)
-        t2 = time.perf_counter()
-        spent = clock.spent
+        t2, c2 = time.perf_counter(), time.process_time()
+        spent, cpu = clock.spent, clock.cpu
         rows.append({
             "total": t2 - t0, "fingerprint": t1 - t0, "variants": spent.get("variants", 0.0),
             "lookup": spent.get("lookup", 0.0), "frames": spent.get("frames", 0.0),
             "vote": (t2 - t1) - sum(spent.values()),
+            "cpu total": c2 - c0, "cpu fingerprint": c1 - c0, "cpu variants": cpu.get("variants", 0.0),
+            "cpu lookup": cpu.get("lookup", 0.0), "cpu frames": cpu.get("frames", 0.0),
+            "cpu vote": (c2 - c1) - sum(cpu.values()),
             "looks": clock.counts.get("looks", 0.0), "keys": clock.counts.get("keys", 0.0),
             "postings": clock.counts.get("postings", 0.0), "named": float(result.match is not None),
         })
@@ -111,6 +120,9 @@ def report(rows: list[dict[str, float]]) -> None:
     for key in ("total", "fingerprint", "variants", "lookup", "frames", "vote"):
         ms = 1000 * np.array([r[key] for r in rows])
         print(f"| {key} (ms) | {np.median(ms):.0f} | {np.percentile(ms, 95):.0f} | {ms.mean():.0f} |")
+    for key in ("total", "fingerprint", "variants", "lookup", "frames", "vote"):
+        ms = 1000 * np.array([r[f"cpu {key}"] for r in rows])
+        print(f"| CPU {key} (ms) | {np.median(ms):.0f} | {np.percentile(ms, 95):.0f} | {ms.mean():.0f} |")
     for key in ("looks", "keys", "postings"):
         v = np.array([r[key] for r in rows])
         print(f"| {key} | {np.median(v):,.0f} | {np.percentile(v, 95):,.0f} | {v.mean():,.0f} |")
@@ -125,6 +137,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--max-postings-per-key", type=int, help="Evidence.max_postings_per_key (default: none)")
     parser.add_argument("--warm", type=int, default=3, help="queries matched first, untimed")
+    parser.add_argument("--cprofile", type=Path, help="write cProfile's statistics of the timed queries here")
     parser.add_argument("--no-whitened-look", action="store_true",
                         help="the default evidence without its last step, the whitened look (own_picks=())")
     args = parser.parse_args()
@@ -137,7 +150,14 @@ def main() -> None:
         if args.no_whitened_look:
             evidence = dataclasses.replace(evidence, own_picks=())
         profile(store, files[:args.warm], DecisionRule(), evidence)
-        report(profile(store, files[args.warm:], DecisionRule(), evidence))
+        profiler = cProfile.Profile() if args.cprofile else None
+        if profiler is not None:
+            profiler.enable()
+        rows = profile(store, files[args.warm:], DecisionRule(), evidence)
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.cprofile)
+        report(rows)
         engine.dispose()
 
     if args.embedded is not None:

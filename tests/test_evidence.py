@@ -23,7 +23,7 @@ from fpstore.matching.matcher import match_prepared, match_signal
 from fpstore.matching.query import prepare_query
 from fpstore.matching.ranking import fetch_postings, match_fingerprint
 from fpstore.matching.significance import TRACKS_NULL_DEPTH, TRACKS_NULL_SKIP
-from fpstore.matching.vote import distinct_anchor_votes, pair_indices, query_keys
+from fpstore.matching.vote import distinct_anchor_votes, pair_indices, query_keys, vote
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.hashing import ZoneHashes
 from fpstore.signal.query_peaks import WHITENED, WHITENED_LOOK, QueryPicking
@@ -58,6 +58,33 @@ def test_distinct_anchor_votes_keep_one_vote_per_anchor_and_bin(pairs, track_bas
     # Definition: one vote per distinct (track, t_anchor, offset), that is per (anchor, t_query).
     expected = sorted((track_base + t, o) for t, a, o in set(pairs))
     assert list(zip(vote_tracks.tolist(), vote_offsets.tolist())) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6), st.integers(-3, 8)), max_size=60),
+       st.sampled_from([0, 2**40, 2**62]), st.integers(0, 3))
+def test_distinct_anchor_votes_with_a_tolerance_vote_as_the_hashes_sent_again_would(pairs, track_base,
+                                                                                    tolerance) -> None:
+    # Reference: every pair repeated at offset + d (tolerant_times's pairs), then one vote per distinct triple.
+    tracks = np.array([track_base + t for t, _, _ in pairs], dtype=np.int64)
+    t_anchor = np.array([a for _, a, _ in pairs], dtype=np.int64)
+    offsets = np.array([o for _, _, o in pairs], dtype=np.int64)
+    moves = range(-tolerance, tolerance + 1)
+    expected = distinct_anchor_votes(np.tile(tracks, len(moves)), np.tile(t_anchor, len(moves)),
+                                     np.concatenate([offsets + d for d in moves]))
+    got = distinct_anchor_votes(tracks, t_anchor, offsets, tolerance=tolerance)
+    assert [g.tolist() for g in got] == [e.tolist() for e in expected]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 6), st.integers(-5, 9)), min_size=1, max_size=60), st.randoms())
+def test_the_vote_of_votes_in_any_order_is_the_vote_of_them_sorted(votes, rng) -> None:
+    # vote() skips its sort when the votes come sorted (distinct anchors): both paths must agree.
+    ordered = sorted(votes)
+    shuffled = list(votes)
+    rng.shuffle(shuffled)
+    answers = [vote(np.array([t for t, _ in vs]), np.array([o for _, o in vs]), top_k=3) for vs in (ordered, shuffled)]
+    assert [a.tolist() for a in answers[0]] == [a.tolist() for a in answers[1]]
 
 
 def test_variants_are_checked_once() -> None:

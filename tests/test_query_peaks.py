@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 import numpy as np
@@ -11,6 +12,7 @@ from fpstore.errors import ParameterError
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.query_peaks import (
+    WHITENED_LOOK,
     QueryPicking,
     pick_query_peaks,
     query_fingerprint,
@@ -19,7 +21,7 @@ from fpstore.signal.query_peaks import (
 )
 from fpstore.signal.spectrogram import magnitude_spectrogram
 from fpstore.signal.synth import synth_tune
-from fpstore.signal.variants import speed_variant
+from fpstore.signal.variants import picked_variant, speed_variant
 
 
 def slow_whitened(magnitudes: np.ndarray, min_floor: float, quartile: bool = False) -> np.ndarray:
@@ -134,6 +136,28 @@ def test_a_variant_pools_each_shift_under_every_picking() -> None:
     assert variant.fingerprints[0].n_postings == fingerprint_signal(y, params).n_postings
     assert variant.fingerprints[1].n_postings == query_fingerprint(y, params, dense).n_postings
     assert variant.fingerprints[1].n_postings > variant.fingerprints[0].n_postings
+
+
+def test_the_whitened_look_on_the_shifts_spectrograms_and_one_zone_gives_the_same_hashes() -> None:
+    # The matcher fingerprints its later looks in the voting zone only and picks the whitened look's peaks
+    # on the spectrograms the shifted look computed: the hashes must be those computed from scratch.
+    params = FingerprintParams()
+    one_zone = dataclasses.replace(params, zones=(params.zone("Fsmall_Tlong"),))
+    y = synth_tune(7, duration_s=3.0)
+    spectrograms: dict[int, np.ndarray] = {}
+    shifted = speed_variant(y, one_zone, 1.0, 4, spectrograms=spectrograms)
+    assert sorted(spectrograms) == [0, 256, 512, 768]
+    reference_shifted = speed_variant(y, params, 1.0, 4)
+    picked = picked_variant(y, one_zone, 4, (WHITENED_LOOK,), spectrograms=spectrograms)
+    reference_picked = picked_variant(y, params, 4, (WHITENED_LOOK,))
+    for variant, reference in ((shifted, reference_shifted), (picked, reference_picked)):
+        assert len(variant.fingerprints) == len(reference.fingerprints) == 4
+        for fingerprint, expected in zip(variant.fingerprints, reference.fingerprints):
+            assert list(fingerprint.zones) == ["Fsmall_Tlong"] and fingerprint.n_peaks == expected.n_peaks
+            got, want = fingerprint.zones["Fsmall_Tlong"], expected.zones["Fsmall_Tlong"]
+            assert want.hashes.size > 0
+            np.testing.assert_array_equal(got.hashes, want.hashes)
+            np.testing.assert_array_equal(got.t_anchor_frames, want.t_anchor_frames)
 
 
 @pytest.mark.parametrize("call, message", [

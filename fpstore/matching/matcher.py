@@ -87,6 +87,9 @@ def match_prepared(store: Catalogue, prepared: PreparedQuery, params: Fingerprin
     result : MatchResult
         The first step's answer the rule accepts; else the best-scoring one.
     """
+    # The later looks' fingerprints need the hashes of the zone that votes only.
+    looks = params if zone == ALL_ZONES else dataclasses.replace(params, zones=(params.zone(zone),))
+
     def answer(variants: Sequence[SpeedVariant], tolerance: int) -> MatchResult:
         return match_fingerprint(store, variants, params, zone=zone, top_k=top_k, rule=rule, method=method,
                                  query=query, count=evidence.count, tests=evidence.tests, tolerance=tolerance,
@@ -96,24 +99,24 @@ def match_prepared(store: Catalogue, prepared: PreparedQuery, params: Fingerprin
         # The screen: every other speed unshifted, one statement. Only the speed whose best track stood
         # out (SCREEN_SCORE) is then looked at with every shift, and that look is the step's answer: a query
         # that names nothing seldom pays the other speeds' shifts (a quarter of the keys looked up).
-        screened = answer(prepared.screen(params, evidence), evidence.tolerance)
+        screened = answer(prepared.screen(looks, evidence), evidence.tolerance)
         if evidence.shifts == 1 or (screened.match is None and screened.score < SCREEN_SCORE):
             return screened  # unshifted is every shift, or no speed stood out
-        return answer([prepared.at_speed(params, evidence, screened.speed)], evidence.tolerance)
+        return answer([prepared.at_speed(looks, evidence, screened.speed)], evidence.tolerance)
 
     def pooled_other_speeds() -> MatchResult:
         # One look and one test for every other speed at every shift; the factor reported is the one
         # whose own look scores best, looked up only when the pooled look names a track.
-        others = [prepared.at_speed(params, evidence, speed) for speed in evidence.speeds[1:]]
+        others = [prepared.at_speed(looks, evidence, speed) for speed in evidence.speeds[1:]]
         pooled = answer([pooled_speeds(others)], evidence.tolerance)
         if pooled.match is None:
             return pooled
         return dataclasses.replace(pooled, speed=answer(others, evidence.tolerance).speed)
 
     steps: list[Callable[[], MatchResult]] = [step for wanted, step in (
-        (evidence.pools, lambda: answer([prepared.shifted(params, evidence)], evidence.tolerance)),
+        (evidence.pools, lambda: answer([prepared.shifted(looks, evidence)], evidence.tolerance)),
         (len(evidence.speeds) > 1, pooled_other_speeds if evidence.pool_speeds else other_speeds),
-        (bool(evidence.own_picks), lambda: answer([prepared.picked(params, evidence)], 0)),
+        (bool(evidence.own_picks), lambda: answer([prepared.picked(looks, evidence)], 0)),
     ) if wanted]
 
     result = answer([prepared.first], 0)

@@ -39,7 +39,8 @@ STDIN_LABEL = "<stdin>"
 
 
 def _quiet_variant(audio: np.ndarray, params: FingerprintParams, speed: float, shifts: int,
-                   first: SpeedVariant | None = None, picks: Sequence[QueryPicking] = ()) -> SpeedVariant:
+                   first: SpeedVariant | None = None, picks: Sequence[QueryPicking] = (),
+                   spectrograms: dict[int, np.ndarray] | None = None) -> SpeedVariant:
     """:func:`fpstore.signal.variants.speed_variant` without its warnings.
 
     A query without peaks gets its one-line reason instead (:func:`prepare_query`), and a variant
@@ -47,12 +48,21 @@ def _quiet_variant(audio: np.ndarray, params: FingerprintParams, speed: float, s
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return speed_variant(audio, params, speed, shifts, first, picks)
+        return speed_variant(audio, params, speed, shifts, first, picks, spectrograms=spectrograms)
+
+
+def _holds(variant: SpeedVariant | None, params: FingerprintParams) -> bool:
+    """True if every fingerprint of ``variant`` has the hashes of every zone of ``params``."""
+    return variant is not None and all(zone.name in fingerprint.zones for fingerprint in variant.fingerprints
+                                       for zone in params.zones)
 
 
 @dataclass
 class PreparedQuery:
     """A query ready to be matched: as it is, and its audio while shifts or other speeds may be tried.
+
+    The looks' fingerprints are computed with the zones of the ``params`` they are asked with (the
+    matcher asks for the zone that votes only) and computed again if asked for more zones later.
 
     Attributes
     ----------
@@ -60,10 +70,14 @@ class PreparedQuery:
         The query as it is (speed 1.0, unshifted).
     audio : np.ndarray or None
         Its samples, kept when :class:`Evidence` has shifts or speeds besides 1.0.
+    spectrograms : dict
+        Magnitude spectrograms of the query at speed 1.0, by the samples its shift dropped, kept for
+        the look at :attr:`Evidence.own_picks` (which picks its peaks on the same spectrograms).
     """
 
     first: SpeedVariant
     audio: np.ndarray | None = None
+    spectrograms: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _shifted: SpeedVariant | None = field(default=None, repr=False)
     _screen: tuple[SpeedVariant, ...] | None = field(default=None, repr=False)
     _picked: SpeedVariant | None = field(default=None, repr=False)
@@ -76,22 +90,26 @@ class PreparedQuery:
         """Speed 1.0 at every shift and peak selection, fingerprinted on first use (the first look's reused)."""
         if evidence.shifts == 1 and not evidence.picks:
             return self.first
-        if self._shifted is None:
-            self._shifted = _quiet_variant(self._samples(), params, 1.0, evidence.shifts, self.first, evidence.picks)
+        if not _holds(self._shifted, params):
+            self._shifted = _quiet_variant(self._samples(), params, 1.0, evidence.shifts, self.first, evidence.picks,
+                                           self.spectrograms if evidence.own_picks else None)
+        assert self._shifted is not None
         return self._shifted
 
     def screen(self, params: FingerprintParams, evidence: Evidence) -> tuple[SpeedVariant, ...]:
         """The other speeds unshifted (the speeds step's screen), fingerprinted on first use."""
-        if self._screen is None:
+        if self._screen is None or not all(_holds(variant, params) for variant in self._screen):
             self._screen = tuple(_quiet_variant(self._samples(), params, speed, 1) for speed in evidence.speeds[1:])
         return self._screen
 
     def picked(self, params: FingerprintParams, evidence: Evidence) -> SpeedVariant:
         """Speed 1.0 at every shift under the evidence's own picks only, fingerprinted on first use."""
-        if self._picked is None:
+        if not _holds(self._picked, params):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self._picked = picked_variant(self._samples(), params, evidence.shifts, evidence.own_picks)
+                self._picked = picked_variant(self._samples(), params, evidence.shifts, evidence.own_picks,
+                                              spectrograms=self.spectrograms)
+        assert self._picked is not None
         return self._picked
 
     def at_speed(self, params: FingerprintParams, evidence: Evidence, speed: float) -> SpeedVariant:
@@ -133,10 +151,11 @@ def prepare_query(path: str | os.PathLike[str], params: FingerprintParams,
     audio = signal_job(path, params)
     if isinstance(audio, str):
         return one_line(audio)
-    first = _quiet_variant(audio, params, 1.0, 1)
+    spectrograms: dict[int, np.ndarray] = {}
+    first = _quiet_variant(audio, params, 1.0, 1, spectrograms=spectrograms if evidence.own_picks else None)
     if first.fingerprints[0].n_postings == 0:
         return one_line(no_hashes_reason(path, first.fingerprints[0], params))
-    return PreparedQuery(first, audio)
+    return PreparedQuery(first, audio, spectrograms)
 
 
 

@@ -38,7 +38,14 @@ from fpstore.errors import ParameterError
 from fpstore.matching.evidence import ALL_ZONES, DEFAULT_ZONE, Count, DecisionRule, Null
 from fpstore.matching.results import Candidate, MatchResult
 from fpstore.matching.significance import chance_scores, offset_bins, track_log_p, tracks_null_log10_p
-from fpstore.matching.vote import distinct_anchor_votes, pair_indices, query_keys, tolerant_times, vote
+from fpstore.matching.vote import (
+    distinct_anchor_votes,
+    pair_indices,
+    query_keys,
+    tolerant_offsets,
+    tolerant_times,
+    vote,
+)
 from fpstore.signal.fingerprint import Fingerprint
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.variants import SpeedVariant
@@ -176,31 +183,39 @@ def _python_rankings(store: Catalogue, variants: Sequence[SpeedVariant], names: 
     zone_of_hash = np.concatenate([np.full(zh.hashes.size, zone_id) for _, zh, zone_id in parts] or [np.empty(0)])
     variant_of_hash = np.concatenate([np.full(zh.hashes.size, v) for v, zh, _ in parts] or [np.empty(0, np.int64)])
     n_query_hashes = np.bincount(variant_of_hash.astype(np.int64), minlength=len(variants))
-    again, t_query = tolerant_times(t_query, tolerance)
-    hashes, zone_of_hash, variant_of_hash = hashes[again], zone_of_hash[again], variant_of_hash[again]
     if hashes.size:
+        # The keys and pairs of the hashes as they are; the offset tolerance repeats each pair's vote at
+        # offsets + d afterwards (as if each hash were sent again at t - d, with no more keys or pairs to build).
         key_zones, key_hashes, key_of_hash = query_keys(zone_of_hash, hashes)
         key_of_posting, track_ids, t_anchor = fetch_postings(store, key_zones, key_hashes, max_postings_per_key)
         posting, query_hash = pair_indices(key_of_posting, key_of_hash)
     else:
         track_ids = t_anchor = posting = query_hash = np.empty(0, np.int64)
+    if len(variants) > 1:
+        # The pairs grouped by variant (a stable radix sort of small integers), so that each variant's are a slice.
+        by_variant = np.argsort(variant_of_hash.astype(np.int16)[query_hash], kind="stable")
+        posting, query_hash = posting[by_variant], query_hash[by_variant]
+    pair_bounds = np.concatenate([[0], np.cumsum(np.bincount(variant_of_hash.astype(np.int64)[query_hash],
+                                                             minlength=len(variants)))])
     rankings = []
     for v in range(len(variants)):
-        of_variant = variant_of_hash == v
-        mine = of_variant[query_hash]
-        pair_tracks = track_ids[posting[mine]]
-        pair_t_anchor = t_anchor[posting[mine]]
-        pair_offsets = pair_t_anchor - t_query[query_hash[mine]]
+        pairs = slice(pair_bounds[v], pair_bounds[v + 1])
+        pair_tracks = track_ids[posting[pairs]]
+        pair_t_anchor = t_anchor[posting[pairs]]
+        pair_offsets = pair_t_anchor - t_query[query_hash[pairs]]
+        voted_times = tolerant_times(t_query[variant_of_hash == v], tolerance)[1]
         if count == "anchors":
-            vote_tracks, vote_offsets = distinct_anchor_votes(pair_tracks, pair_t_anchor, pair_offsets)
+            vote_tracks, vote_offsets = distinct_anchor_votes(pair_tracks, pair_t_anchor, pair_offsets,
+                                                              tolerance=tolerance)
         else:
-            vote_tracks, vote_offsets = pair_tracks, pair_offsets
+            vote_tracks, vote_offsets = tolerant_offsets(pair_tracks, pair_offsets, tolerance)
         if null == "tracks":
             ranked_tracks, ranked_votes, ranked_offsets, scores = tracks_null_vote(
-                store, vote_tracks, vote_offsets, t_query[of_variant], ranked_k)
+                store, vote_tracks, vote_offsets, voted_times, ranked_k)
         else:
             ranked_tracks, ranked_votes, ranked_offsets = vote(vote_tracks, vote_offsets, top_k=ranked_k)
-            scores = chance_of_votes(store, ranked_votes, pair_tracks, t_query[of_variant])
+            every_pair_track = tolerant_offsets(pair_tracks, pair_offsets, tolerance)[0]
+            scores = chance_of_votes(store, ranked_votes, every_pair_track, voted_times)
         rankings.append((list(zip(ranked_tracks.tolist(), ranked_offsets.tolist(), ranked_votes.tolist(),
                                   scores.tolist())), int(n_query_hashes[v])))
     return rankings

@@ -59,18 +59,17 @@ def vote(track_ids: np.ndarray, offsets_frames: np.ndarray, *, top_k: int) -> tu
     # Sorted, equal keys are runs: a bin per run, and a track's bins are contiguous in offset order.
     shift = offsets.min()
     keys = (tracks << 32) | (offsets - shift)
-    keys.sort()
+    if not _is_sorted(keys):  # distinct anchor votes come sorted already
+        keys.sort()
     bin_starts = np.flatnonzero(_starts_of_runs(keys))
-    counts = np.diff(np.append(bin_starts, keys.size))
+    counts = _run_lengths(bin_starts, keys.size)
     bins = keys[bin_starts]
     bin_tracks = bins >> 32
-    new_track = _starts_of_runs(bin_tracks)
-    track_starts = np.flatnonzero(new_track)
+    track_starts = np.flatnonzero(_starts_of_runs(bin_tracks))
     fullest = np.maximum.reduceat(counts, track_starts)
-    track_of_bin = np.cumsum(new_track) - 1
-    at_fullest = np.flatnonzero(counts == fullest[track_of_bin])
+    at_fullest = np.flatnonzero(counts == np.repeat(fullest, _run_lengths(track_starts, bins.size)))
     # Per track, its first bin at the maximum: the smallest offset among its fullest bins.
-    best_bins = bins[at_fullest[_starts_of_runs(track_of_bin[at_fullest])]]
+    best_bins = bins[at_fullest[_starts_of_runs(bin_tracks[at_fullest])]]
     voted_tracks = bin_tracks[track_starts]
     # Votes descending, then track ascending, as one int64 key per track (both fit in 31 bits).
     ranking = ((fullest.max() - fullest) << 32) | voted_tracks
@@ -78,6 +77,19 @@ def vote(track_ids: np.ndarray, offsets_frames: np.ndarray, *, top_k: int) -> tu
     top = np.argpartition(ranking, k - 1)[:k] if k < ranking.size else np.arange(k)
     top = top[np.argsort(ranking[top])]
     return voted_tracks[top], fullest[top].astype(np.int64), (best_bins[top] & 0xFFFFFFFF) + shift
+
+
+def _run_lengths(run_starts: np.ndarray, size: int) -> np.ndarray:
+    """Lengths of the runs starting at ``run_starts`` (ascending, the first 0) in an array of ``size`` elements."""
+    lengths = np.empty(run_starts.size, dtype=np.int64)
+    np.subtract(run_starts[1:], run_starts[:-1], out=lengths[:-1])
+    lengths[-1:] = size - run_starts[-1:]
+    return lengths
+
+
+def _is_sorted(values: np.ndarray) -> bool:
+    """True if the 1-d array is in ascending order (one pass, cheaper than sorting it again)."""
+    return bool((values[1:] >= values[:-1]).all())
 
 
 def _starts_of_runs(values: np.ndarray) -> np.ndarray:
@@ -171,18 +183,20 @@ def expand_matches(key_of_posting: np.ndarray, t_anchor: np.ndarray, track_ids: 
             np.asarray(t_anchor, dtype=np.int64)[posting] - np.asarray(t_query, dtype=np.int64)[query_hash])
 
 
-def distinct_anchor_votes(track_ids: np.ndarray, t_anchor_frames: np.ndarray,
-                          offsets_frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def distinct_anchor_votes(track_ids: np.ndarray, t_anchor_frames: np.ndarray, offsets_frames: np.ndarray, *,
+                          tolerance: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """One vote per stored anchor and ``(track, offset)`` bin, from every (posting, query hash) pair.
 
     A stored anchor is a ``(track, t_anchor)``; in a bin it is the same vote whichever of its targets,
     zones or query shifts brought it, so the votes are the distinct ``(track, offset, t_anchor)`` of
-    the pairs.
+    the pairs. With an offset tolerance, each pair votes at ``offset + d`` for every ``|d| <= tolerance``
+    too (:func:`tolerant_times` then pairing: the same votes, without pairing each hash again).
 
     Parameters
     ----------
     track_ids, t_anchor_frames, offsets_frames : np.ndarray [shape=(p,)], integer
         Track, stored anchor time and offset ``t_anchor - t_query`` (frames) of each pair.
+    tolerance : int, frames >= 0
 
     Returns
     -------
@@ -193,17 +207,21 @@ def distinct_anchor_votes(track_ids: np.ndarray, t_anchor_frames: np.ndarray,
     --------
     >>> distinct_anchor_votes(np.array([4, 4, 5, 4]), np.array([10, 10, 10, 10]), np.array([7, 7, 7, 8]))
     (array([4, 4, 5]), array([7, 8, 7]))
+    >>> distinct_anchor_votes(np.array([4, 4]), np.array([10, 10]), np.array([7, 8]), tolerance=1)
+    (array([4, 4, 4, 4]), array([6, 7, 8, 9]))
     """
     tracks = np.asarray(track_ids, dtype=np.int64)
     anchors = np.asarray(t_anchor_frames, dtype=np.int64)
     offsets = np.asarray(offsets_frames, dtype=np.int64)
     if tracks.size == 0:
         return tracks, offsets
-    low_offset, low_anchor = int(offsets.min()), int(anchors.min())
-    offset_bits = (int(offsets.max()) - low_offset).bit_length()
+    low_offset, low_anchor = int(offsets.min()) - tolerance, int(anchors.min())
+    offset_bits = (int(offsets.max()) + tolerance - low_offset).bit_length()
     anchor_bits = (int(anchors.max()) - low_anchor).bit_length()
     if int(tracks.max()).bit_length() + offset_bits + anchor_bits > 63:
         # Too wide to pack in one int64: sort the three columns instead (slower, never seen in practice).
+        anchors = np.tile(anchors, 2 * tolerance + 1)
+        tracks, offsets = tolerant_offsets(tracks, offsets, tolerance)
         order = np.lexsort((anchors, offsets, tracks))
         triples = np.stack([tracks[order], offsets[order], anchors[order]])
         first = np.ones(order.size, dtype=bool)
@@ -214,7 +232,40 @@ def distinct_anchor_votes(track_ids: np.ndarray, t_anchor_frames: np.ndarray,
     keys = (tracks << (offset_bits + anchor_bits)) | ((offsets - low_offset) << anchor_bits) | (anchors - low_anchor)
     keys.sort()
     distinct = keys[_starts_of_runs(keys)]
+    if tolerance:
+        # The votes at offset + d are the same keys plus d in the offset's bits (the bits leave room for
+        # it: no carry). Each shifted copy is sorted, so a stable sort (a merge of sorted runs) orders them.
+        keys = np.concatenate([distinct + (move << anchor_bits) for move in range(-tolerance, tolerance + 1)])
+        keys.sort(kind="stable")
+        distinct = keys[_starts_of_runs(keys)]
     return distinct >> (offset_bits + anchor_bits), ((distinct >> anchor_bits) & ((1 << offset_bits) - 1)) + low_offset
+
+
+def tolerant_offsets(track_ids: np.ndarray, offsets_frames: np.ndarray,
+                     tolerance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair's vote again at ``offset + d`` for every ``|d| <= tolerance`` (the pairs of :func:`tolerant_times`).
+
+    Parameters
+    ----------
+    track_ids, offsets_frames : np.ndarray [shape=(p,)], integer
+        Track and offset (frames) of each (posting, query hash) pair.
+    tolerance : int, frames >= 0
+
+    Returns
+    -------
+    track_ids, offsets_frames : np.ndarray [shape=((2 tolerance + 1) p,), dtype=int64]
+
+    Examples
+    --------
+    >>> tolerant_offsets(np.array([3, 4]), np.array([10, 20]), 1)
+    (array([3, 4, 3, 4, 3, 4]), array([ 9, 19, 10, 20, 11, 21]))
+    """
+    tracks = np.asarray(track_ids, dtype=np.int64)
+    offsets = np.asarray(offsets_frames, dtype=np.int64)
+    if tolerance == 0:
+        return tracks, offsets
+    moves = np.arange(-tolerance, tolerance + 1)
+    return np.tile(tracks, moves.size), (offsets[None, :] + moves[:, None]).reshape(-1)
 
 
 def tolerant_times(t_query_frames: np.ndarray, tolerance: int) -> tuple[np.ndarray, np.ndarray]:

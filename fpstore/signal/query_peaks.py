@@ -226,7 +226,8 @@ def pick_query_peaks(magnitudes: np.ndarray, picking: QueryPicking, *, thresh: f
     return extract_peaks(whitened, cmap & (magnitudes > thresh) & (whitened > picking.floor_ratio))
 
 
-def query_fingerprint(y: np.ndarray, params: FingerprintParams, picking: QueryPicking) -> Fingerprint:
+def query_fingerprint(y: np.ndarray, params: FingerprintParams, picking: QueryPicking, *,
+                      magnitudes: np.ndarray | None = None) -> Fingerprint:
     """Fingerprint a query with its own peak picking; the hashes mean what the stored ones mean.
 
     Parameters
@@ -236,6 +237,9 @@ def query_fingerprint(y: np.ndarray, params: FingerprintParams, picking: QueryPi
         The database's: STFT, zones and threshold (the peak neighbourhood and targets per anchor come
         from ``picking``).
     picking : QueryPicking
+    magnitudes : np.ndarray [shape=(n_bins, n_frames)], float32, or None
+        ``y``'s spectrogram with ``params`` (:func:`fpstore.signal.spectrogram.magnitude_spectrogram`)
+        when it is known already; None computes it.
 
     Returns
     -------
@@ -249,7 +253,8 @@ def query_fingerprint(y: np.ndarray, params: FingerprintParams, picking: QueryPi
         As :func:`fpstore.signal.fingerprint.fingerprint_signal` does, for ``y`` that
         :func:`fpstore.signal.validate.valid_audio` refuses; it warns as that function does too.
     """
-    magnitudes = magnitude_spectrogram(y, n_fft=params.n_fft, hop_length=params.hop_length, bin_max=params.bin_max)
+    if magnitudes is None:
+        magnitudes = magnitude_spectrogram(y, n_fft=params.n_fft, hop_length=params.hop_length, bin_max=params.bin_max)
     peaks = pick_query_peaks(magnitudes, picking, thresh=params.peak_thresh)
     hashes = zone_hashes(peaks, params.zones, top_k=picking.top_k_targets)
     return fingerprint_from_peaks(peaks, hashes, params, n_samples=y.size, n_frames=int(magnitudes.shape[1]))

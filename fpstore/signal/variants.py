@@ -25,9 +25,8 @@ import numpy as np
 import soxr
 
 from fpstore.errors import ParameterError
-from fpstore.signal.analysis import Fingerprint
+from fpstore.signal.analysis import Fingerprint, analyze, fingerprint_from_peaks
 from fpstore.signal.audio import RESAMPLE_QUALITY
-from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.params import FingerprintParams
 from fpstore.signal.query_peaks import QueryPicking, query_fingerprint
 from fpstore.signal.validate import valid_audio
@@ -108,7 +107,8 @@ def change_speed(y: np.ndarray, speed: float, sample_rate: int) -> np.ndarray:
 
 
 def speed_variant(y: np.ndarray, params: FingerprintParams, speed: float, shifts: int,
-                  unshifted: SpeedVariant | None = None, pickings: Sequence[QueryPicking] = ()) -> SpeedVariant:
+                  unshifted: SpeedVariant | None = None, pickings: Sequence[QueryPicking] = (), *,
+                  spectrograms: dict[int, np.ndarray] | None = None) -> SpeedVariant:
     """Fingerprint ``y`` as if played at ``speed``, at each of ``shifts`` sub-hop shifts.
 
     Parameters
@@ -124,6 +124,10 @@ def speed_variant(y: np.ndarray, params: FingerprintParams, speed: float, shifts
     pickings : sequence of QueryPicking
         Extra peak selections (:mod:`fpstore.signal.query_peaks`): each shift is fingerprinted under
         each of them too, after its fingerprint with the stored side's picking.
+    spectrograms : dict or None
+        Magnitude spectrograms of this speed's shifts, by the samples dropped (:func:`shift_samples`):
+        each shift fingerprinted here adds its own, and :func:`picked_variant` reads them instead of
+        computing them again. None keeps none.
 
     Returns
     -------
@@ -145,13 +149,19 @@ def speed_variant(y: np.ndarray, params: FingerprintParams, speed: float, shifts
             assert unshifted.speed == speed, "the unshifted variant must be of the same speed"
             fingerprints.append(unshifted.fingerprints[0])
         else:
-            fingerprints.append(fingerprint_signal(slowed[offset:], params))
-        fingerprints.extend(query_fingerprint(slowed[offset:], params, picking) for picking in pickings)
+            analysis = analyze(slowed[offset:], params)  # fingerprint_signal's steps, its spectrogram kept
+            fingerprints.append(fingerprint_from_peaks(analysis.peaks, analysis.zones, params,
+                                                       n_samples=slowed[offset:].size, n_frames=analysis.n_frames))
+            if spectrograms is not None:
+                spectrograms[offset] = analysis.magnitudes
+        magnitudes = None if spectrograms is None else spectrograms.get(offset)
+        fingerprints.extend(query_fingerprint(slowed[offset:], params, picking, magnitudes=magnitudes)
+                            for picking in pickings)
     return SpeedVariant(speed, tuple(fingerprints))
 
 
 def picked_variant(y: np.ndarray, params: FingerprintParams, shifts: int,
-                   pickings: Sequence[QueryPicking]) -> SpeedVariant:
+                   pickings: Sequence[QueryPicking], *, spectrograms: dict[int, np.ndarray] | None = None) -> SpeedVariant:
     """Fingerprint ``y`` at speed 1.0, at each of ``shifts`` sub-hop shifts, under the ``pickings`` only.
 
     Unlike :func:`speed_variant`, the stored side's picking is left out: the variant is a look of its
@@ -165,6 +175,9 @@ def picked_variant(y: np.ndarray, params: FingerprintParams, shifts: int,
         Sub-hop shifts (1: the query as it is).
     pickings : sequence of QueryPicking
         Peak selections (:mod:`fpstore.signal.query_peaks`), at least one.
+    spectrograms : dict or None
+        Spectrograms of the shifts already computed at speed 1.0 (:func:`speed_variant`'s), by the
+        samples dropped; the others are computed.
 
     Returns
     -------
@@ -182,5 +195,6 @@ def picked_variant(y: np.ndarray, params: FingerprintParams, shifts: int,
     if not pickings:
         raise ParameterError("picked_variant needs at least one peak picking")
     y = valid_audio(y)
-    return SpeedVariant(1.0, tuple(query_fingerprint(y[offset:], params, picking)
+    known = {} if spectrograms is None else spectrograms
+    return SpeedVariant(1.0, tuple(query_fingerprint(y[offset:], params, picking, magnitudes=known.get(offset))
                                    for offset in shift_samples(shifts, params.hop_length) for picking in pickings))
