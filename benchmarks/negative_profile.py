@@ -90,7 +90,9 @@ def profile(store: Store, files: list[Path], rule: DecisionRule, evidence: Evide
         t0, c0 = time.perf_counter(), time.process_time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            prepared = PreparedQuery(speed_variant(y, params, 1.0, 1), y)
+            # As prepare_query does: speed 1.0's spectrograms kept for the whitened look.
+            spectrograms: dict[int, np.ndarray] = {}
+            prepared = PreparedQuery(speed_variant(y, params, 1.0, 1, spectrograms=spectrograms), y, spectrograms)
         t1, c1 = time.perf_counter(), time.process_time()
         # The methods that fingerprint the variants (of this version of the matcher), each call a step's.
         for name in ("shifted", "others", "screen", "at_speed", "picked"):

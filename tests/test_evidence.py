@@ -23,7 +23,7 @@ from fpstore.matching.matcher import match_prepared, match_signal
 from fpstore.matching.query import prepare_query
 from fpstore.matching.ranking import fetch_postings, match_fingerprint
 from fpstore.matching.significance import TRACKS_NULL_DEPTH, TRACKS_NULL_SKIP
-from fpstore.matching.vote import distinct_anchor_votes, pair_indices, query_keys, vote
+from fpstore.matching.vote import distinct_anchor_votes, pair_indices, pairs_by_hash, query_keys, vote
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.hashing import ZoneHashes
 from fpstore.signal.query_peaks import WHITENED, WHITENED_LOOK, QueryPicking
@@ -44,6 +44,17 @@ def test_pair_indices_pairs_every_posting_with_every_hash_of_its_key(posting_key
     posting, query_hash = pair_indices(key_of_posting, key_of_hash)
     expected = sorted((p, h) for p, pk in enumerate(key_of_posting) for h, hk in enumerate(key_of_hash) if pk == hk)
     assert sorted(zip(posting.tolist(), query_hash.tolist())) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 5), max_size=40), st.lists(st.integers(0, 5), min_size=1, max_size=40))
+def test_pairs_by_hash_are_the_pairs_of_pair_indices_in_query_hash_order(posting_keys, hash_keys) -> None:
+    key_of_hash = np.array(hash_keys)
+    key_of_posting = np.array(sorted(k for k in posting_keys if k <= key_of_hash.max()), dtype=np.int64)
+    posting, query_hash = pairs_by_hash(key_of_posting, key_of_hash, 6)
+    reference = pair_indices(key_of_posting, key_of_hash)
+    assert sorted(zip(posting.tolist(), query_hash.tolist())) == sorted(zip(*(r.tolist() for r in reference)))
+    assert (np.diff(query_hash) >= 0).all()
 
 
 @settings(max_examples=300, deadline=None)

@@ -40,7 +40,7 @@ from fpstore.matching.results import Candidate, MatchResult
 from fpstore.matching.significance import chance_scores, offset_bins, track_log_p, tracks_null_log10_p
 from fpstore.matching.vote import (
     distinct_anchor_votes,
-    pair_indices,
+    pairs_by_hash,
     query_keys,
     tolerant_offsets,
     tolerant_times,
@@ -73,7 +73,11 @@ def fetch_postings(store: Catalogue, key_zones: np.ndarray, key_hashes: np.ndarr
         else store.lookup.track_postings(key_zones, key_hashes, track_id))
     keys = (key_zones.astype(np.int64) << 32) | key_hashes.view(np.uint32).astype(np.int64)
     found_keys = (found_zone << 32) | found_hash.astype(np.int32).view(np.uint32).astype(np.int64)
-    key_of_posting = np.searchsorted(keys, found_keys)
+    if found_keys.size > 1 and (found_keys[1:] >= found_keys[:-1]).all():
+        # In key order (one database answers so): each key's postings are a run, found by a search per key.
+        key_of_posting = np.repeat(np.arange(keys.size), np.diff(np.searchsorted(found_keys, keys), append=found_keys.size))
+    else:
+        key_of_posting = np.searchsorted(keys, found_keys)
     if max_postings_per_key is not None:  # (a cluster's shards each send up to the cap: still more than the bound)
         kept = np.bincount(key_of_posting, minlength=keys.size)[key_of_posting] <= max_postings_per_key
         return key_of_posting[kept], track_ids[kept], t_anchor[kept]
@@ -188,15 +192,15 @@ def _python_rankings(store: Catalogue, variants: Sequence[SpeedVariant], names: 
         # offsets + d afterwards (as if each hash were sent again at t - d, with no more keys or pairs to build).
         key_zones, key_hashes, key_of_hash = query_keys(zone_of_hash, hashes)
         key_of_posting, track_ids, t_anchor = fetch_postings(store, key_zones, key_hashes, max_postings_per_key)
-        posting, query_hash = pair_indices(key_of_posting, key_of_hash)
+        if key_of_posting.size > 1 and not (key_of_posting[1:] >= key_of_posting[:-1]).all():  # a cluster's shards
+            in_key_order = np.argsort(key_of_posting, kind="stable")
+            key_of_posting, track_ids, t_anchor = (key_of_posting[in_key_order], track_ids[in_key_order],
+                                                   t_anchor[in_key_order])
+        # Pairs in query hash order, so in variant order: each variant's pairs are a slice.
+        posting, query_hash = pairs_by_hash(key_of_posting, key_of_hash, key_zones.size)
     else:
         track_ids = t_anchor = posting = query_hash = np.empty(0, np.int64)
-    if len(variants) > 1:
-        # The pairs grouped by variant (a stable radix sort of small integers), so that each variant's are a slice.
-        by_variant = np.argsort(variant_of_hash.astype(np.int16)[query_hash], kind="stable")
-        posting, query_hash = posting[by_variant], query_hash[by_variant]
-    pair_bounds = np.concatenate([[0], np.cumsum(np.bincount(variant_of_hash.astype(np.int64)[query_hash],
-                                                             minlength=len(variants)))])
+    pair_bounds = np.searchsorted(query_hash, np.searchsorted(variant_of_hash, np.arange(len(variants) + 1)))
     rankings = []
     for v in range(len(variants)):
         pairs = slice(pair_bounds[v], pair_bounds[v + 1])

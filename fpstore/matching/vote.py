@@ -159,6 +159,41 @@ def pair_indices(key_of_posting: np.ndarray, key_of_hash: np.ndarray) -> tuple[n
     return posting, order[first[key_of_posting[posting]] + rank]
 
 
+def pairs_by_hash(key_of_posting: np.ndarray, key_of_hash: np.ndarray,
+                  n_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of :func:`pair_indices`, ordered by query hash, for postings in key order.
+
+    Each key's postings are then one run, and each query hash pairs with its key's run: no sort.
+
+    Parameters
+    ----------
+    key_of_posting : np.ndarray [shape=(m,)], integer, ascending
+        Key index of each fetched posting.
+    key_of_hash : np.ndarray [shape=(n,)], integer
+        Key index of each query hash (from :func:`query_keys`).
+    n_keys : int
+        Number of keys (every index above is below it).
+
+    Returns
+    -------
+    posting_index, hash_index : np.ndarray [shape=(p,), dtype=int64]
+        ``hash_index`` ascending; within a hash, its key's postings in order.
+
+    Examples
+    --------
+    >>> pairs_by_hash(np.array([0, 1, 1]), np.array([1, 0, 1]), 2)
+    (array([1, 2, 0, 1, 2]), array([0, 0, 1, 2, 2]))
+    """
+    per_key = np.bincount(np.asarray(key_of_posting, dtype=np.int64), minlength=n_keys)
+    key_of_hash = np.asarray(key_of_hash, dtype=np.int64)
+    repeats = per_key[key_of_hash]
+    # The run of hash h's key starts at first[key]; its k-th pair is first[key] + k.
+    first_of_hash = (np.cumsum(per_key) - per_key)[key_of_hash]
+    pair_starts = np.cumsum(repeats) - repeats
+    posting = np.arange(int(repeats.sum()), dtype=np.int64) + np.repeat(first_of_hash - pair_starts, repeats)
+    return posting, np.repeat(np.arange(key_of_hash.size, dtype=np.int64), repeats)
+
+
 def expand_matches(key_of_posting: np.ndarray, t_anchor: np.ndarray, track_ids: np.ndarray,
                    key_of_hash: np.ndarray, t_query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pair every fetched posting with every query hash of the same key: ``(track_ids, t_anchor - t_query)``.

@@ -110,11 +110,15 @@ def sliding_max(values: np.ndarray, half_width: int, *, axis: int) -> np.ndarray
     padding[axis] = (half_width, half_width)
     # Zero padding: out-of-range neighbours count as 0, as with mode="constant" (cval 0) in the seed.
     window_max = np.pad(values, padding)
-    covered = 1  # window_max[i] is the maximum of `covered` padded points starting at i
+    # Two buffers taking turns: each doubling writes the other's leading part (no array per step).
+    spare = np.empty_like(window_max)
+    length = window_max.shape[axis]
+    covered = 1  # window_max[i] is the maximum of `covered` padded points starting at i (i < length)
     while 2 * covered <= width:
-        length = window_max.shape[axis]
-        window_max = np.maximum(_take(window_max, 0, length - covered, axis),
-                                _take(window_max, covered, length, axis))
+        length -= covered
+        np.maximum(_take(window_max, 0, length, axis), _take(window_max, covered, length + covered, axis),
+                   out=_take(spare, 0, length, axis))
+        window_max, spare = spare, window_max
         covered *= 2
     return np.asarray(np.maximum(_take(window_max, 0, n_points, axis),
                                  _take(window_max, width - covered, width - covered + n_points, axis)))

@@ -130,7 +130,13 @@ def _frame_magnitudes(padded: np.ndarray, n_fft: int, hop_length: int, bin_max: 
     window = hann_window(n_fft)
     spectrum_dtype = np.result_type(padded.dtype, np.complex64)  # librosa's: complex64 for float32 audio
     magnitudes = np.empty((n_frames, n_bins), dtype=np.finfo(spectrum_dtype).dtype)
+    # One windowed block and one rounded spectrum reused for every block (fewer fresh pages to fault in).
+    windowed = np.empty((min(_FRAMES_PER_BLOCK, n_frames), n_fft), dtype=np.result_type(padded.dtype, window.dtype))
+    rounded = np.empty((windowed.shape[0], n_bins), dtype=spectrum_dtype)
     for start in range(0, n_frames, _FRAMES_PER_BLOCK):
-        block = np.fft.rfft(frames[start:start + _FRAMES_PER_BLOCK] * window, axis=-1)[:, :n_bins]
-        magnitudes[start:start + _FRAMES_PER_BLOCK] = np.abs(block.astype(spectrum_dtype))
+        stop = min(start + _FRAMES_PER_BLOCK, n_frames)
+        block = windowed[:stop - start]
+        np.multiply(frames[start:stop], window, out=block)
+        rounded[:stop - start] = np.fft.rfft(block, axis=-1)[:, :n_bins]  # astype(spectrum_dtype)'s rounding
+        np.abs(rounded[:stop - start], out=magnitudes[start:stop])
     return magnitudes.T
