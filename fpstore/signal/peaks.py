@@ -75,8 +75,11 @@ def constellation_map(
 
 
 def _constellation_map(magnitudes: np.ndarray, dist_freq: int, dist_time: int, thresh: float) -> np.ndarray:
-    neighbourhood_max = sliding_max(sliding_max(magnitudes, dist_freq, axis=0), dist_time, axis=1)
-    return np.asarray((magnitudes == neighbourhood_max) & (neighbourhood_max > thresh))
+    # On the (time x frequency) view: a spectrogram is stored frames-major, so its frames are contiguous
+    # there (the same maxima, read in memory order); the map is handed back as (frequency x time).
+    by_frame = magnitudes.T
+    neighbourhood_max = sliding_max(sliding_max(by_frame, dist_freq, axis=1), dist_time, axis=0)
+    return np.asarray((by_frame == neighbourhood_max) & (neighbourhood_max > thresh)).T
 
 
 def sliding_max(values: np.ndarray, half_width: int, *, axis: int) -> np.ndarray:
