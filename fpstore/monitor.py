@@ -38,6 +38,7 @@ Conventions
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import multiprocessing.process
@@ -526,6 +527,9 @@ class StreamMonitor:
         self._open: _Open | None = None
         self._previous: _Window | None = None
         self._speed = 1.0  # the speed the stream's last segment played at: tried first on a new window
+        self._open_any = False  # a segment was opened: the stream's speed is known
+        self._screened = False  # the window before was matched afresh at every speed and named nothing
+        self._screened_now = False  # ... and this one
         self._heard_s = 0.0
         self._told = 0
         self._named_s = 0.0
@@ -564,6 +568,7 @@ class StreamMonitor:
         """Decide one window: continue the open segment, open another, or count a miss."""
         window = _Window(start, samples, self.params, self._grid)
         self._heard_s = max(self._heard_s, window.end_s)
+        self._screened, self._screened_now = self._screened_now, False
         told: list[Segment] = []
         now = self._open
         if now is not None:
@@ -613,16 +618,25 @@ class StreamMonitor:
                               offset_frames, reach, start_s=window.start_s, speed=speed, after_s=after_s)
 
     def _match(self, window: _Window) -> MatchResult:
-        """The window matched afresh: at the stream's last speed first, then as ``fpstore match`` would."""
+        """The window matched afresh: at the stream's last speed first, then as ``fpstore match`` would.
+
+        In a stretch nothing names, once the stream's speed is known (a segment was named), every other
+        window looks at the stream's speed and at 1.0 only, not at the other speed factors: a track
+        played at another speed is then named one window later, and its start found in the window before.
+        """
         options = {"zone": self.zone, "top_k": 2, "rule": self.rule}
+        screens = not (self._open_any and self._screened)
+        evidence = self.evidence if screens else dataclasses.replace(self.evidence, speeds=(1.0,))
         if self._speed != 1.0:
             # one more test than the matcher's own looks: the union bound counts it
-            result = match_fingerprint(self.store, [window.variant(self._speed)], self.params, count=self.evidence.count,
-                                       tests=self.evidence.tests + 1, **options)  # type: ignore[arg-type]
+            result = match_fingerprint(self.store, [window.variant(self._speed)], self.params, count=evidence.count,
+                                       tests=evidence.tests + 1, **options)  # type: ignore[arg-type]
             if result.match is not None:
                 return result
-        return match_prepared(self.store, window.prepared(), self.params, evidence=self.evidence,
-                              **options)  # type: ignore[arg-type]
+        result = match_prepared(self.store, window.prepared(), self.params, evidence=evidence,
+                                **options)  # type: ignore[arg-type]
+        self._screened_now = screens and len(evidence.speeds) > 1 and result.match is None
+        return result
 
     def _open_segment(self, window: _Window, track_id: int, file_name: str, result: MatchResult,
                       found: TrackEvidence) -> list[Segment]:
@@ -649,7 +663,7 @@ class StreamMonitor:
         self._open = _Open(track_id, file_name, speed, start_s, track_at_start, window.start_s,
                            found.offset_frames * spf, found.votes, max(found.score, result.score), window.end_s,
                            tail=[found.until_s])
-        self._speed = speed
+        self._speed, self._open_any = speed, True
         return told
 
     def _close(self, segment: _Open) -> list[Segment]:

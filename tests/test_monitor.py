@@ -364,6 +364,24 @@ def test_a_stream_played_2_percent_fast_is_named_at_speed_1_02(stored_tunes) -> 
 
 
 @pytest.mark.postgres
+def test_a_track_at_another_speed_after_an_unknown_stretch_is_named_from_its_start(stored_tunes) -> None:
+    store, tune = stored_tunes
+    # A at 1.0 for 25 s names the stream's speed; 20.5 s unknown; then B played 2 % fast from 45.5 s
+    fast = change_speed(tune["B"][5 * SR:40 * SR], 1 / 1.02, SR)
+    stream = np.concatenate([tune["A"][:25 * SR], tune["U1"][:round(20.5 * SR)], fast])
+    answers: list = []
+    segments = list(StreamMonitor(store, on_window=answers.append).run(
+        stream[i:i + SR] for i in range(0, stream.size, SR)))
+    assert [(s.file_name, s.speed) for s in segments] == [("tune_A.wav", 1.0), ("tune_B.wav", 1.02)], segments
+    assert segments[1].start_s == pytest.approx(45.5, abs=BOUNDARY_S)
+    assert segments[1].track_start_s == pytest.approx(5.0, abs=BOUNDARY_S)
+    # in the unknown stretch (windows from 25 s) every other window looks at 1.0 only: the one at 40 s, which
+    # holds 4.6 s of B, names nothing; the next names B at 1.02, and its start is found in the one at 40 s
+    at = {round(a.start_s): a for a in answers}
+    assert at[40].track_id is None and at[45].file_name == "tune_B.wav" and not at[45].continued
+
+
+@pytest.mark.postgres
 def test_a_repeated_section_does_not_split_the_segment(stored_tunes) -> None:
     store, tune = stored_tunes
     stream = np.concatenate([tune["U1"][:10 * SR], tune["R"], tune["U2"][:15 * SR]])
