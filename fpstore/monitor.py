@@ -38,6 +38,7 @@ Conventions
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
 import multiprocessing
@@ -407,10 +408,7 @@ class _Window:
 
     def variant(self, speed: float) -> SpeedVariant:
         if speed not in self._at:
-            grid = self.grid(speed)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a silent window has no peaks: it is simply unknown
-                self._at[speed] = SpeedVariant(speed, (grid.fingerprint(self.start, self.samples),))
+            self._at[speed] = SpeedVariant(speed, (self.grid(speed).fingerprint(self.start, self.samples),))
         return self._at[speed]
 
     def prepared(self) -> PreparedQuery:
@@ -494,6 +492,10 @@ class StreamMonitor:
         Fewest windows a segment needs to be told.
     on_window : callable, optional
         Called with every window's answer, as it is decided.
+    read_ahead : bool
+        Decode the next window before this one is decided, and fingerprint it in a thread meanwhile, so
+        that the analysis overlaps the database's lookups: for files. A live stream's window would
+        then be decided only once the next one has arrived (a hop later); off by default.
 
     Raises
     ------
@@ -507,7 +509,7 @@ class StreamMonitor:
                  zone: str = DEFAULT_ZONE, rule: DecisionRule | None = None, evidence: Evidence = WINDOW_EVIDENCE,
                  tolerance_frames: int = DEFAULT_TOLERANCE_FRAMES, max_gap: int = DEFAULT_MAX_GAP,
                  min_windows: int = DEFAULT_MIN_WINDOWS,
-                 on_window: Callable[[WindowAnswer], None] | None = None) -> None:
+                 on_window: Callable[[WindowAnswer], None] | None = None, read_ahead: bool = False) -> None:
         for name, value, least in (("tolerance_frames", tolerance_frames, 0), ("max_gap", max_gap, 0),
                                    ("min_windows", min_windows, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -519,7 +521,7 @@ class StreamMonitor:
         self.zone, self.zone_ids = zone, {name: every_id[name] for name in names}
         self.rule, self.evidence = rule if rule is not None else DecisionRule(), evidence
         self.reach, self.max_gap, self.min_windows = tolerance_frames + 1, max_gap, min_windows
-        self.on_window = on_window
+        self.on_window, self.read_ahead = on_window, read_ahead
         window = window_frames(window_s, self.params, "window_s") * self.params.hop_length
         hop = window_frames(hop_s, self.params, "hop_s") * self.params.hop_length
         self._windows = SlidingWindows(window, hop)
@@ -535,14 +537,45 @@ class StreamMonitor:
         self._named_s = 0.0
 
     def run(self, blocks: Iterable[np.ndarray]) -> Iterator[Segment]:
-        """Consume the stream's blocks (mono float32, the database's rate); yield each segment as it ends."""
-        with self.store.holding_connection(), self.store.lookup.remembering(REMEMBERED_LOOKUPS):
-            for block in blocks:
-                for start, samples in self._windows.push(block):
-                    yield from self._take(start, samples)
-            for start, samples in self._windows.finish():
-                yield from self._take(start, samples)
+        """Consume the stream's blocks (mono float32, the database's rate); yield each segment as it ends.
+
+        With ``read_ahead``, the next window is decoded before this one is decided, and fingerprinted
+        (at the speed the stream is expected at) in a thread of its own while this one's lookups run.
+        """
+        with self.store.holding_connection(), self.store.lookup.remembering(REMEMBERED_LOOKUPS), \
+                warnings.catch_warnings(), concurrent.futures.ThreadPoolExecutor(1) as analysis:
+            # a silent window has no peaks: it is simply unknown (the analysis thread runs under this filter too)
+            warnings.filterwarnings("ignore", "no spectral peak", UserWarning)
+            windows = self._stream_windows(blocks)
+            window = next(windows, None)
+            while window is not None:
+                coming = next(windows, None) if self.read_ahead else None
+                analysed = None
+                if coming is not None:
+                    speed = self._expected_speed()
+                    window.variant(speed)  # (on this thread if the speed expected changed)
+                    # meanwhile that speed's grid is the analysis thread's: _take reads this window's
+                    # fingerprint at that speed, made already, and its others on grids of their own
+                    analysed = analysis.submit(coming.variant, speed)
+                try:
+                    told = self._take(window)
+                finally:
+                    if analysed is not None:
+                        analysed.result()
+                yield from told
+                window = coming if self.read_ahead else next(windows, None)
         yield from self.stop()
+
+    def _stream_windows(self, blocks: Iterable[np.ndarray]) -> Iterator[_Window]:
+        for block in blocks:
+            for start, samples in self._windows.push(block):
+                yield _Window(start, samples, self.params, self._grid)
+        for start, samples in self._windows.finish():
+            yield _Window(start, samples, self.params, self._grid)
+
+    def _expected_speed(self) -> float:
+        """The speed the next window is first looked at: its open segment's, else the stream's last."""
+        return self._open.speed if self._open is not None else self._speed
 
     def stop(self) -> list[Segment]:
         """The open segment, told as it stands (``cut_short`` if its evidence reached the last window heard)."""
@@ -564,9 +597,8 @@ class StreamMonitor:
         self._named_s += segment.end_s - segment.start_s
         return [segment]
 
-    def _take(self, start: int, samples: np.ndarray) -> list[Segment]:
+    def _take(self, window: _Window) -> list[Segment]:
         """Decide one window: continue the open segment, open another, or count a miss."""
-        window = _Window(start, samples, self.params, self._grid)
         self._heard_s = max(self._heard_s, window.end_s)
         self._screened, self._screened_now = self._screened_now, False
         told: list[Segment] = []
@@ -749,7 +781,7 @@ def _monitor_in_process(url: str, source: str, options: dict[str, object], windo
         with open_store(url) as store:
             session = StreamMonitor(store, **options,  # type: ignore[arg-type]
                                     on_window=(lambda answer: events.put(StreamEvent(source, window=answer)))
-                                    if windows else None)
+                                    if windows else None, read_ahead=os.path.isfile(source))
             try:
                 for segment in session.run(audio_blocks(source, store.params(duration_s=None).sample_rate)):
                     events.put(StreamEvent(source, segment=segment))

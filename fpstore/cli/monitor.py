@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Iterable
 from types import FrameType
@@ -127,7 +128,8 @@ def _monitor_one(ctx: click.Context, store: Catalogue, source: str, options: dic
 
     from fpstore.monitor import StreamMonitor, audio_blocks
 
-    session = StreamMonitor(store, **options, on_window=echo_window if cli_state(ctx).verbose else None)
+    session = StreamMonitor(store, **options, on_window=echo_window if cli_state(ctx).verbose else None,
+                            read_ahead=os.path.isfile(source))  # not a live stream: nothing waits for the next window
     blocks = audio_blocks(source, store.params(duration_s=None).sample_rate, stdin=sys.stdin.buffer)
     writer = csv.writer(sys.stdout, lineterminator="\n") if as_csv else None
     if writer is not None:
