@@ -142,6 +142,8 @@ def main() -> None:
     parser.add_argument("--cprofile", type=Path, help="write cProfile's statistics (CPU time) of the timed queries here")
     parser.add_argument("--no-whitened-look", action="store_true",
                         help="the default evidence without its last step, the whitened look (own_picks=())")
+    parser.add_argument("--shared-buffers", help="with --embedded: start its server with this shared_buffers "
+                        "(e.g. 4GB) instead of fpstore's setting")
     args = parser.parse_args()
     files = query_files(args.queries, args.limit + args.warm)
 
@@ -163,8 +165,10 @@ def main() -> None:
         engine.dispose()
 
     if args.embedded is not None:
-        from fpstore.db.embedded import EmbeddedServer
+        from fpstore.db.embedded import TUNING, EmbeddedServer
 
+        if args.shared_buffers:
+            TUNING["shared_buffers"] = args.shared_buffers
         with EmbeddedServer(args.embedded) as server:
             run(make_url(server.url).set(drivername="postgresql+psycopg", database=args.database)
                 .render_as_string(hide_password=False))
