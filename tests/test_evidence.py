@@ -23,7 +23,15 @@ from fpstore.matching.matcher import match_prepared, match_signal
 from fpstore.matching.query import prepare_query
 from fpstore.matching.ranking import fetch_postings, match_fingerprint
 from fpstore.matching.significance import TRACKS_NULL_DEPTH, TRACKS_NULL_SKIP
-from fpstore.matching.vote import distinct_anchor_votes, pair_indices, pairs_by_hash, query_keys, vote
+from fpstore.matching.vote import (
+    anchor_bins,
+    counted_bins,
+    distinct_anchor_votes,
+    pair_indices,
+    pairs_by_hash,
+    query_keys,
+    vote,
+)
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.hashing import ZoneHashes
 from fpstore.signal.query_peaks import WHITENED, WHITENED_LOOK, QueryPicking
@@ -73,18 +81,24 @@ def test_distinct_anchor_votes_keep_one_vote_per_anchor_and_bin(pairs, track_bas
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6), st.integers(-3, 8)), max_size=60),
-       st.sampled_from([0, 2**40, 2**62]), st.integers(0, 3))
-def test_distinct_anchor_votes_with_a_tolerance_vote_as_the_hashes_sent_again_would(pairs, track_base,
+       st.sampled_from([(0, 1), (2**30, 1), (2**30, 2**40), (2**40, 1), (2**62, 1)]), st.integers(0, 3))
+def test_distinct_anchor_votes_with_a_tolerance_vote_as_the_hashes_sent_again_would(pairs, bases,
                                                                                     tolerance) -> None:
     # Reference: every pair repeated at offset + d (tolerant_times's pairs), then one vote per distinct triple.
+    # Track ids from 2**30 with anchors 2**40 apart, or from 2**40, are too wide to pack: the column sort answers.
+    track_base, anchor_scale = bases
     tracks = np.array([track_base + t for t, _, _ in pairs], dtype=np.int64)
-    t_anchor = np.array([a for _, a, _ in pairs], dtype=np.int64)
+    t_anchor = np.array([a * anchor_scale for _, a, _ in pairs], dtype=np.int64)
     offsets = np.array([o for _, _, o in pairs], dtype=np.int64)
     moves = range(-tolerance, tolerance + 1)
     expected = distinct_anchor_votes(np.tile(tracks, len(moves)), np.tile(t_anchor, len(moves)),
                                      np.concatenate([offsets + d for d in moves]))
     got = distinct_anchor_votes(tracks, t_anchor, offsets, tolerance=tolerance)
     assert [g.tolist() for g in got] == [e.tolist() for e in expected]
+    if track_base < 2**31:  # the vote's track ids (stored as int4)
+        # Counted per bin without listing the votes: the bins of the votes listed.
+        bins = anchor_bins(tracks, t_anchor, offsets, tolerance=tolerance)
+        assert [b.tolist() for b in bins] == [b.tolist() for b in counted_bins(*expected)]
 
 
 @settings(max_examples=200, deadline=None)

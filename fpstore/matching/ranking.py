@@ -39,12 +39,13 @@ from fpstore.matching.evidence import ALL_ZONES, DEFAULT_ZONE, Count, DecisionRu
 from fpstore.matching.results import Candidate, MatchResult
 from fpstore.matching.significance import chance_scores, offset_bins, track_log_p, tracks_null_log10_p
 from fpstore.matching.vote import (
-    distinct_anchor_votes,
+    anchor_bins,
+    counted_bins,
     pairs_by_hash,
     query_keys,
     tolerant_offsets,
     tolerant_times,
-    vote,
+    vote_bins,
 )
 from fpstore.signal.fingerprint import Fingerprint
 from fpstore.signal.params import FingerprintParams
@@ -208,16 +209,13 @@ def _python_rankings(store: Catalogue, variants: Sequence[SpeedVariant], names: 
         pair_t_anchor = t_anchor[posting[pairs]]
         pair_offsets = pair_t_anchor - t_query[query_hash[pairs]]
         voted_times = tolerant_times(t_query[variant_of_hash == v], tolerance)[1]
-        if count == "anchors":
-            vote_tracks, vote_offsets = distinct_anchor_votes(pair_tracks, pair_t_anchor, pair_offsets,
-                                                              tolerance=tolerance)
-        else:
-            vote_tracks, vote_offsets = tolerant_offsets(pair_tracks, pair_offsets, tolerance)
+        bins = (anchor_bins(pair_tracks, pair_t_anchor, pair_offsets, tolerance=tolerance) if count == "anchors"
+                else counted_bins(*tolerant_offsets(pair_tracks, pair_offsets, tolerance)))
         if null == "tracks":
-            ranked_tracks, ranked_votes, ranked_offsets, scores = tracks_null_vote(
-                store, vote_tracks, vote_offsets, voted_times, ranked_k)
+            ranked_tracks, ranked_votes, ranked_offsets, scores = tracks_null_vote(store, *bins, voted_times,
+                                                                                   ranked_k)
         else:
-            ranked_tracks, ranked_votes, ranked_offsets = vote(vote_tracks, vote_offsets, top_k=ranked_k)
+            ranked_tracks, ranked_votes, ranked_offsets, _ = vote_bins(*bins, top_k=ranked_k)
             every_pair_track = tolerant_offsets(pair_tracks, pair_offsets, tolerance)[0]
             scores = chance_of_votes(store, ranked_votes, every_pair_track, voted_times)
         rankings.append((list(zip(ranked_tracks.tolist(), ranked_offsets.tolist(), ranked_votes.tolist(),
@@ -237,8 +235,8 @@ def _sql_ranking(store: Catalogue, variant: SpeedVariant, names: list[str], rank
                                   null=null), int(hashes.size))
 
 
-def tracks_null_vote(store: Catalogue, track_ids: np.ndarray, offsets_frames: np.ndarray, t_query: np.ndarray,
-                     ranked_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def tracks_null_vote(store: Catalogue, bin_tracks: np.ndarray, bin_offsets: np.ndarray, counts: np.ndarray,
+                     t_query: np.ndarray, ranked_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The vote's ranked ``ranked_k`` tracks and their scores under the tracks null.
 
     Every voted track is ranked (the null measures its scale on them, :func:`fpstore.matching.significance.
@@ -249,8 +247,9 @@ def tracks_null_vote(store: Catalogue, track_ids: np.ndarray, offsets_frames: np
     Parameters
     ----------
     store : Catalogue
-    track_ids, offsets_frames : np.ndarray [shape=(p,)], integer
-        The counted votes (pairs, or the pairs that first bring an anchor into a bin).
+    bin_tracks, bin_offsets, counts : np.ndarray [shape=(b,)], int64
+        The bins that got a vote, sorted by track then offset, and the votes counted in each (pairs, or
+        distinct anchors: :func:`fpstore.matching.vote.counted_bins`, :func:`fpstore.matching.vote.anchor_bins`).
     t_query : np.ndarray [shape=(n,)], integer, in frames
         Anchor frame of every query hash that voted.
     ranked_k : int
@@ -261,13 +260,13 @@ def tracks_null_vote(store: Catalogue, track_ids: np.ndarray, offsets_frames: np
         As :func:`fpstore.matching.vote.vote` ranks them, ``k <= ranked_k``.
     scores : np.ndarray [shape=(k,), dtype=float64]
     """
-    every_track, every_votes, every_offset = vote(track_ids, offsets_frames, top_k=max(int(track_ids.size), 1))
+    every_track, every_votes, every_offset, every_total = vote_bins(bin_tracks, bin_offsets, counts,
+                                                                    top_k=max(int(bin_tracks.size), 1))
     log_p = np.zeros(every_track.size)
     several = np.flatnonzero(every_votes >= 2)
     if several.size:
-        counted = np.bincount(np.asarray(track_ids, dtype=np.int64))[every_track[several]]
         frames = store.lookup.track_frames(every_track[several])
-        log_p[several] = track_log_p(every_votes[several], counted, offset_bins(frames, t_query))
+        log_p[several] = track_log_p(every_votes[several], every_total[several], offset_bins(frames, t_query))
     k = min(ranked_k, every_track.size)
     scores = 0.0 - tracks_null_log10_p(log_p[:k], log_p)  # 0.0 - x: no -0.0 scores
     return every_track[:k], every_votes[:k], every_offset[:k], scores

@@ -11,6 +11,8 @@ Conventions
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from fpstore.errors import ParameterError
@@ -46,37 +48,90 @@ def vote(track_ids: np.ndarray, offsets_frames: np.ndarray, *, top_k: int) -> tu
     >>> vote(np.array([7, 7, 7, 3]), np.array([5, 5, 9, 2]), top_k=2)
     (array([7, 3]), array([2, 1]), array([5, 2]))
     """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ParameterError(f"top_k={top_k!r} must be an integer >= 1")
+    ranked_tracks, votes, offsets, _ = vote_bins(*counted_bins(track_ids, offsets_frames), top_k=top_k)
+    return ranked_tracks, votes, offsets
+
+
+def counted_bins(track_ids: np.ndarray, offsets_frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``(track, offset)`` bins that got a vote, sorted by track then offset, and the votes in each.
+
+    Parameters
+    ----------
+    track_ids, offsets_frames : np.ndarray [shape=(n,)], integer
+        Track and offset (frames) of each vote.
+
+    Returns
+    -------
+    bin_tracks, bin_offsets, counts : np.ndarray [shape=(b,), dtype=int64]
+
+    Raises
+    ------
+    ParameterError
+        If the arrays differ in shape or are not 1-d.
+
+    Examples
+    --------
+    >>> counted_bins(np.array([7, 3, 7]), np.array([5, 2, 5]))
+    (array([3, 7]), array([2, 5]), array([1, 2]))
+    """
     tracks = np.asarray(track_ids, dtype=np.int64)
     offsets = np.asarray(offsets_frames, dtype=np.int64)
     if tracks.shape != offsets.shape or tracks.ndim != 1:
         raise ParameterError(f"track_ids {tracks.shape} and offsets_frames {offsets.shape} must be 1-d, same shape")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ParameterError(f"top_k={top_k!r} must be an integer >= 1")
     if tracks.size == 0:
-        empty = np.empty(0, np.int64)
-        return empty, empty, empty
+        return tracks, offsets, np.empty(0, np.int64)
     # One int64 key per bin: track in the high half, offset (shifted to be non-negative) in the low half.
     # Sorted, equal keys are runs: a bin per run, and a track's bins are contiguous in offset order.
     shift = offsets.min()
     keys = (tracks << 32) | (offsets - shift)
-    if not _is_sorted(keys):  # distinct anchor votes come sorted already
+    if not _is_sorted(keys):
         keys.sort()
     bin_starts = np.flatnonzero(_starts_of_runs(keys))
-    counts = _run_lengths(bin_starts, keys.size)
     bins = keys[bin_starts]
-    bin_tracks = bins >> 32
+    return bins >> 32, (bins & 0xFFFFFFFF) + shift, _run_lengths(bin_starts, keys.size)
+
+
+def vote_bins(bin_tracks: np.ndarray, bin_offsets: np.ndarray, counts: np.ndarray, *,
+              top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The vote of counted bins: each track's fullest bin, the tracks ranked, and each one's votes in all.
+
+    Parameters
+    ----------
+    bin_tracks, bin_offsets, counts : np.ndarray [shape=(b,)], int64
+        Bins sorted by track, then offset (no bin twice), and the votes each holds
+        (:func:`counted_bins`, :func:`anchor_bins`).
+    top_k : int
+        How many tracks to return.
+
+    Returns
+    -------
+    track_ids, votes, offsets_frames, total_votes : np.ndarray [shape=(k,), dtype=int64]
+        Ranked by votes (the fullest bin's) descending, then track id; the offset is the smallest
+        among the track's fullest bins; ``total_votes`` the track's votes over all its bins.
+
+    Examples
+    --------
+    >>> vote_bins(np.array([3, 7, 7]), np.array([2, 5, 9]), np.array([1, 2, 1]), top_k=2)
+    (array([7, 3]), array([2, 1]), array([5, 2]), array([3, 1]))
+    """
+    if bin_tracks.size == 0:
+        empty = np.empty(0, np.int64)
+        return empty, empty, empty, empty
     track_starts = np.flatnonzero(_starts_of_runs(bin_tracks))
     fullest = np.maximum.reduceat(counts, track_starts)
-    at_fullest = np.flatnonzero(counts == np.repeat(fullest, _run_lengths(track_starts, bins.size)))
+    at_fullest = np.flatnonzero(counts == np.repeat(fullest, _run_lengths(track_starts, counts.size)))
     # Per track, its first bin at the maximum: the smallest offset among its fullest bins.
-    best_bins = bins[at_fullest[_starts_of_runs(bin_tracks[at_fullest])]]
+    best_offsets = bin_offsets[at_fullest[_starts_of_runs(bin_tracks[at_fullest])]]
     voted_tracks = bin_tracks[track_starts]
     # Votes descending, then track ascending, as one int64 key per track (both fit in 31 bits).
     ranking = ((fullest.max() - fullest) << 32) | voted_tracks
     k = min(top_k, ranking.size)
     top = np.argpartition(ranking, k - 1)[:k] if k < ranking.size else np.arange(k)
     top = top[np.argsort(ranking[top])]
-    return voted_tracks[top], fullest[top].astype(np.int64), (best_bins[top] & 0xFFFFFFFF) + shift
+    return (voted_tracks[top], fullest[top].astype(np.int64), best_offsets[top],
+            np.add.reduceat(counts, track_starts)[top])
 
 
 def _run_lengths(run_starts: np.ndarray, size: int) -> np.ndarray:
@@ -245,6 +300,62 @@ def distinct_anchor_votes(track_ids: np.ndarray, t_anchor_frames: np.ndarray, of
     >>> distinct_anchor_votes(np.array([4, 4]), np.array([10, 10]), np.array([7, 8]), tolerance=1)
     (array([4, 4, 4, 4]), array([6, 7, 8, 9]))
     """
+    packed = _distinct_anchor_keys(track_ids, t_anchor_frames, offsets_frames, tolerance)
+    if not isinstance(packed, _PackedVotes):
+        return packed
+    distinct, offset_bits, anchor_bits, low_offset = packed
+    return distinct >> (offset_bits + anchor_bits), ((distinct >> anchor_bits) & ((1 << offset_bits) - 1)) + low_offset
+
+
+def anchor_bins(track_ids: np.ndarray, t_anchor_frames: np.ndarray, offsets_frames: np.ndarray, *,
+                tolerance: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`distinct_anchor_votes` counted per bin: :func:`counted_bins` of its votes, without listing them.
+
+    Parameters
+    ----------
+    track_ids, t_anchor_frames, offsets_frames : np.ndarray [shape=(p,)], integer
+        Track, stored anchor time and offset (frames) of each (posting, query hash) pair.
+    tolerance : int, frames >= 0
+
+    Returns
+    -------
+    bin_tracks, bin_offsets, counts : np.ndarray [shape=(b,), dtype=int64]
+        Sorted by track, then offset; the distinct anchors in each bin.
+
+    Examples
+    --------
+    >>> anchor_bins(np.array([4, 4, 5, 4]), np.array([10, 11, 10, 10]), np.array([7, 7, 7, 8]))
+    (array([4, 4, 5]), array([7, 8, 7]), array([2, 1, 1]))
+    """
+    packed = _distinct_anchor_keys(track_ids, t_anchor_frames, offsets_frames, tolerance)
+    if not isinstance(packed, _PackedVotes):
+        return counted_bins(*packed)
+    distinct, offset_bits, anchor_bits, low_offset = packed
+    bin_keys = distinct >> anchor_bits  # (track, offset) of each vote, in order
+    bin_starts = np.flatnonzero(_starts_of_runs(bin_keys))
+    bins = bin_keys[bin_starts]
+    return bins >> offset_bits, (bins & ((1 << offset_bits) - 1)) + low_offset, _run_lengths(bin_starts, bin_keys.size)
+
+
+class _PackedVotes(NamedTuple):
+    """Distinct votes packed as sorted int64 keys.
+
+    A key is ``track << (offset_bits + anchor_bits) | (offset - low_offset) << anchor_bits | (t_anchor -
+    the least t_anchor)``.
+    """
+
+    keys: np.ndarray
+    offset_bits: int
+    anchor_bits: int
+    low_offset: int
+
+
+def _distinct_anchor_keys(track_ids: np.ndarray, t_anchor_frames: np.ndarray, offsets_frames: np.ndarray,
+                          tolerance: int) -> _PackedVotes | tuple[np.ndarray, np.ndarray]:
+    """The distinct votes of :func:`distinct_anchor_votes`, packed.
+
+    Too wide to pack in one int64 (or no pair): the votes themselves, ``(track_ids, offsets_frames)``.
+    """
     tracks = np.asarray(track_ids, dtype=np.int64)
     anchors = np.asarray(t_anchor_frames, dtype=np.int64)
     offsets = np.asarray(offsets_frames, dtype=np.int64)
@@ -273,7 +384,7 @@ def distinct_anchor_votes(track_ids: np.ndarray, t_anchor_frames: np.ndarray, of
         keys = np.concatenate([distinct + (move << anchor_bits) for move in range(-tolerance, tolerance + 1)])
         keys.sort(kind="stable")
         distinct = keys[_starts_of_runs(keys)]
-    return distinct >> (offset_bits + anchor_bits), ((distinct >> anchor_bits) & ((1 << offset_bits) - 1)) + low_offset
+    return _PackedVotes(distinct, offset_bits, anchor_bits, low_offset)
 
 
 def tolerant_offsets(track_ids: np.ndarray, offsets_frames: np.ndarray,
