@@ -268,6 +268,14 @@ class HashesUpload:
     postings: list[Any] | np.ndarray
 
 
+def _media_type(content_type: str) -> str:
+    """The media type a ``Content-Type`` header names, lower case and without its parameters (``; charset=...``).
+
+    Media types are case-insensitive (RFC 9110 8.3.1): ``Application/Octet-Stream`` names the compact form too.
+    """
+    return content_type.partition(";")[0].strip().lower()
+
+
 def read_hashes(body: bytes, content_type: str, params_id: str | None, name: str | None) -> HashesUpload:
     """The upload of ``POST /v1/match/fingerprint``: a JSON body, or a compact one (:data:`HASHES_BINARY`).
 
@@ -280,7 +288,7 @@ def read_hashes(body: bytes, content_type: str, params_id: str | None, name: str
     """
     if not body:
         raise ApiError(400, "empty body: send the query's hashes as JSON or in the compact form (docs: fpstore serve)")
-    if content_type.startswith(HASHES_BINARY):
+    if _media_type(content_type) == HASHES_BINARY:
         return _compact_hashes(body, params_id, name)
     try:
         document = json.loads(body)
@@ -528,7 +536,7 @@ async def _upload(request: Request, limit: int) -> tuple[bytes, str]:
     """The uploaded audio and its label: a multipart form's first file, or the raw body."""
     body = await _read_body(request, limit)
     label = os.path.basename(request.query_params.get("name", "")) or BODY_LABEL
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if _media_type(request.headers.get("content-type", "")) == "multipart/form-data":
         async def replay() -> AsyncGenerator[bytes, None]:
             yield body
 

@@ -215,6 +215,8 @@ def test_every_bad_request_gets_its_status_and_one_json_message_and_the_server_g
         assert "hashes" in error_of(post("/v1/match/fingerprint", json={"params_id": params_id, "hashes": bad}), 422)
     compact = functools.partial(post, "/v1/match/fingerprint", headers={"content-type": "application/octet-stream"})
     assert "12-byte" in error_of(compact(params={"params_id": params_id}, content=b"\0" * 13), 422)
+    assert "12-byte" in error_of(post("/v1/match/fingerprint", params={"params_id": params_id}, content=b"\0" * 13,
+                                      headers={"content-type": "Application/Octet-Stream"}), 422)  # not read as JSON
     assert "params_id" in error_of(compact(content=b"\0" * 12), 422)
     assert "zone index 9" in error_of(compact(params={"params_id": params_id},
                                               content=np.array([9, 1, 2], dtype="<u4").tobytes()), 422)
