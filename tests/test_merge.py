@@ -7,9 +7,12 @@ import math
 import pytest
 from click.testing import CliRunner
 from helpers import write_tunes
+from psycopg import sql
 from test_compact import all_postings, heap_order, is_sorted, partitions
 
 from fpstore.cli import cli
+from fpstore.cli.ingest import format_ingest_summary
+from fpstore.db.catalogue import open_store
 from fpstore.db.compact import MAX_SHARE_IN_MERGE, merge_partitions, plan_merges
 from fpstore.ingest import ingest
 from fpstore.matching.matcher import match_signal
@@ -118,3 +121,24 @@ def test_ingest_command_says_it_merged(loaded, db_url, tmp_path) -> None:
     off = CliRunner().invoke(cli, ["--db", db_url, "ingest", str(tmp_path / "cli"), "--max-partitions", "0", "--force",
                                    "-q"], catch_exceptions=False)
     assert off.exit_code == 0 and "merged" not in off.output
+
+
+@pytest.mark.postgres
+def test_a_merge_that_fails_leaves_the_partitions_and_the_tracks_and_is_one_line(loaded, db_url, tmp_path) -> None:
+    """A reader holds ``hashes`` past the lock timeout: the swap cannot take it, the merge rolls back whole."""
+    store = loaded
+    before, names = all_postings(store), partitions(store)
+    with store.raw() as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET lock_timeout = '300ms'").format(
+            sql.Identifier(conn.info.dbname)))
+    write_tunes(tmp_path / "blocked", [14], duration_s=5.0)
+    with store.raw() as reader, reader.transaction(), open_store(db_url) as timed:
+        reader.execute("LOCK TABLE hashes IN ACCESS SHARE MODE")  # as a long lookup does
+        summary = ingest(timed, tmp_path / "blocked", bulk=False, jobs=1, max_partitions=3)
+
+    assert summary.tracks_added == 1 and summary.merges == []
+    assert len(summary.merge_failures) == 1 and "lock timeout" in summary.merge_failures[0]
+    said = format_ingest_summary(summary).splitlines()[-1]
+    assert said.startswith("partitions not merged (left as they were): ") and "\n" not in summary.merge_failures[0]
+    after = all_postings(store)
+    assert partitions(store) == names and set(before) <= set(after) and len(after) - len(before) == summary.postings
