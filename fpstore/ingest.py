@@ -51,7 +51,7 @@ from fpstore.db.contract import Catalogue
 from fpstore.db.runs import Run
 from fpstore.db.tracks import TrackRecord
 from fpstore.duplicates import DEFAULT_MIN_RATIO, DuplicateCheck, OnDuplicate, OnExcerpt, unchecked_reason
-from fpstore.errors import DatabaseError, NotFound, ParameterError, ShardDown
+from fpstore.errors import DatabaseError, NotFound, ParameterError, ServerFailed, ShardDown
 from fpstore.runtime.dask_workers import DaskWriters, WriteJob
 from fpstore.runtime.files import FolderScan, file_sha256, one_line, scan_folder, unreadable_reason
 from fpstore.runtime.wording import counted
@@ -361,8 +361,9 @@ class Ingest:
             try:
                 merged = merge_partitions(shard, self.max_partitions)
             except DatabaseError as exc:
-                self._summary.merge_failures.append(f"{destination.name}: {one_line(str(exc))}" if self.cluster
-                                                    else one_line(str(exc)))
+                # The driver's own line: ServerFailed's advice (no partial track, rerun) is about writing tracks.
+                reason = one_line(exc.reason if isinstance(exc, ServerFailed) else str(exc))
+                self._summary.merge_failures.append(f"{destination.name}: {reason}" if self.cluster else reason)
                 continue
             if merged is not None:
                 self._summary.merges.append(merged)
