@@ -69,7 +69,7 @@ class CompactSummary:
     partitions_left: int
     postings: int
     seconds: float
-    partitions_made: int = 1
+    partitions_made: int
 
     @property
     def partitions_now(self) -> int:
