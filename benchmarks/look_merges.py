@@ -34,11 +34,11 @@ import json
 import math
 import time
 import warnings
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from look_scores import print_table, tally  # benchmarks/look_scores.py, next to this script
 
 from fpstore.db.catalogue import open_store
 from fpstore.matching.ranking import match_fingerprint
@@ -190,28 +190,9 @@ SCHEMES: dict[str, list[tuple[str, float]]] = {
 
 def simulate(patterns: list[str]) -> None:
     """Print top-1 % / false positives per degradation and length for every scheme."""
-    recs = list(load(patterns).values())
-    tables: dict[str, dict[tuple[str, str], list[int]]] = {}
-    for scheme, steps in SCHEMES.items():
-        cells: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-        for rec in recs:
-            named = decide(rec, steps)
-            for key in ((rec["deg"], rec["len"]), ("*", "*")):
-                cell = cells[key]
-                if rec["true"]:
-                    cell[0] += 1
-                    cell[1] += named == rec["true"]
-                else:
-                    cell[2] += 1
-                    cell[3] += named != ""
-        tables[scheme] = cells
-    keys = sorted((k for k in next(iter(tables.values())) if k != ("*", "*")), key=lambda k: (k[0], int(k[1])))
+    tables = tally(list(load(patterns).values()), SCHEMES, decide)
     for names in (list(SCHEMES)[:8], [list(SCHEMES)[0], *list(SCHEMES)[8:]]):
-        print("| degradation | length_s | " + " | ".join(names) + " |")
-        print("|---|---|" + "---|" * len(names))
-        for key in [*keys, ("*", "*")]:
-            print(f"| {key[0]} | {key[1]} | " + " | ".join(
-                f"{100 * tables[n][key][1] / tables[n][key][0]:.1f} % / {tables[n][key][3]}" for n in names) + " |")
+        print_table(tables, names)
         print()
 
 

@@ -31,6 +31,7 @@ import math
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,15 +140,14 @@ SCHEMES: dict[str, list[Step]] = {
 }
 
 
-def simulate(pattern: str) -> None:
-    """Print top-1 % / false positives per degradation and length for every scheme."""
-    recs = [json.loads(line) for path in sorted(glob.glob(pattern)) for line in open(path)]
-    recs = [r for r in recs if "error" not in r]
+def tally(recs: list[dict[str, Any]], schemes: dict[str, Any],
+          decide_one: Callable[[dict[str, Any], Any], str]) -> dict[str, dict[tuple[str, str], list[int]]]:
+    """Per scheme, per (degradation, length) and overall ``("*", "*")``: positives, named right, negatives, named."""
     tables = {}
-    for scheme, steps in SCHEMES.items():
+    for scheme, steps in schemes.items():
         cells: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
         for r in recs:
-            named = decide(r, steps)
+            named = decide_one(r, steps)
             for key in ((r["deg"], r["len"]), ("*", "*")):
                 cell = cells[key]
                 if r["true"]:
@@ -157,12 +157,24 @@ def simulate(pattern: str) -> None:
                     cell[2] += 1
                     cell[3] += named != ""
         tables[scheme] = cells
+    return tables
+
+
+def print_table(tables: dict[str, dict[tuple[str, str], list[int]]], names: list[str]) -> None:
+    """One markdown row per cell: top-1 % / false positives of every scheme in ``names``."""
     keys = sorted((k for k in next(iter(tables.values())) if k != ("*", "*")), key=lambda k: (k[0], int(k[1])))
-    print("| degradation | length_s | " + " | ".join(tables) + " |")
-    print("|---|---|" + "---|" * len(tables))
+    print("| degradation | length_s | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
     for key in [*keys, ("*", "*")]:
         print(f"| {key[0]} | {key[1]} | " + " | ".join(
-            f"{100 * t[key][1] / t[key][0]:.1f} % / {t[key][3]}" for t in tables.values()) + " |")
+            f"{100 * tables[n][key][1] / tables[n][key][0]:.1f} % / {tables[n][key][3]}" for n in names) + " |")
+
+
+def simulate(pattern: str) -> None:
+    """Print top-1 % / false positives per degradation and length for every scheme."""
+    recs = [json.loads(line) for path in sorted(glob.glob(pattern)) for line in open(path)]
+    recs = [r for r in recs if "error" not in r]
+    print_table(tally(recs, SCHEMES, decide), list(SCHEMES))
 
 
 def main() -> None:
