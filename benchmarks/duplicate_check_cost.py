@@ -6,30 +6,40 @@ and vote (:func:`fpstore.duplicates._aligned_candidates`: each key's list read u
 makes it common) against the same vote on every posting of its keys (the check before that bound), and
 checks that both rank the same candidates with the same votes. Prints the median and mean per file.
 
+With ``--ingest N``, then ingests N never-stored renditions (30 s of each, ``--jobs`` workers, the
+duplicate check on) into the catalogue, timed, prints what the check said of each file that it did not
+simply add, removes the tracks added (the catalogue is left as it was found), and ingests the same
+files into an empty database (created on the same server, dropped after): the two rates and their ratio.
+
 Usage::
 
     python benchmarks/duplicate_check_cost.py --embedded /tmp/scale-catpg/pg --database fpstore_catalogue \\
-        --count 20
+        --count 20 --ingest 35
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import psycopg
 from catalogue import DEFAULT_OUT  # benchmarks/catalogue.py, next to this script
+from catalogue_scale import create_db, linked, url_of
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from fpstore import duplicates
 from fpstore.db.duplicates import sampled_hashes
 from fpstore.db.store import Store
+from fpstore.ingest import FileEvent, ingest
 from fpstore.matching.ranking import fetch_postings
 from fpstore.matching.vote import expand_matches, query_keys, vote
 from fpstore.signal.fingerprint import fingerprint_file
+from fpstore.signal.params import FingerprintParams
 
 
 def every_posting(store: Store, zone_of_hash: np.ndarray, hashes: np.ndarray, t_query: np.ndarray,
@@ -67,12 +77,52 @@ def run(store: Store, files: list[Path]) -> None:
         print(f"| {label} | {1000 * np.median(seconds):.0f} | {1000 * np.mean(seconds):.0f} |")
 
 
+def timed_ingest(store: Store, files: list[Path], jobs: int, work: Path) -> tuple[float, list[FileEvent]]:
+    """Seconds to ingest ``files`` (30 s of each, the check on; ``IngestSummary.elapsed_s``) and every file's event."""
+    events: list[FileEvent] = []
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        summary = ingest(store, linked(Path(tmp) / "in", files), FingerprintParams(duration_s=30), jobs=jobs,
+                         on_file=events.append, max_partitions=0)
+    return summary.elapsed_s, events
+
+
+def ingest_rate(server_url: str, database: str, files: list[Path], jobs: int, work: Path) -> None:
+    """Ingest ``files`` into the catalogue (then remove them) and into an empty database; print both rates."""
+    engine = create_engine(url_of(server_url, database))
+    store = Store(engine)
+    try:
+        with_s, events = timed_ingest(store, files, jobs, work)
+        added = [int(e.detail.split(",")[0].removeprefix("track ")) for e in events if e.status == "added"]
+        if added:
+            store.tracks.remove(added)
+    finally:
+        engine.dispose()
+    said = [e for e in events if e.status != "added" or e.notable]
+    print(f"ingest of {len(files)} never-stored renditions: {len(added)} added, {len(said)} with a note")
+    for event in said:
+        print(f"  {event.path}: {event.status} {event.detail}")
+    create_db(server_url, "fpstore_dupcheck_empty", drop=True)
+    empty_engine = create_engine(url_of(server_url, "fpstore_dupcheck_empty"))
+    try:
+        empty = Store(empty_engine)
+        empty.upgrade()
+        empty_s, _ = timed_ingest(empty, files, jobs, work)
+    finally:
+        empty_engine.dispose()
+    with psycopg.connect(url_of(server_url, "postgres", "postgresql"), autocommit=True) as conn:
+        conn.execute('DROP DATABASE "fpstore_dupcheck_empty" WITH (FORCE)')
+    print("| files | with the catalogue (files/s) | into an empty database (files/s) | ratio |\n|---:|---:|---:|---:|")
+    print(f"| {len(files)} | {len(files) / with_s:.2f} | {len(files) / empty_s:.2f} | {empty_s / with_s:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embedded", type=Path, required=True, help="fpstore's embedded server, its data here")
     parser.add_argument("--database", default="fpstore_catalogue")
     parser.add_argument("--catalogue", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--ingest", type=int, default=0, help="then time the ingest of this many never-stored files")
+    parser.add_argument("--jobs", type=int, default=2, help="ingest's worker processes")
     args = parser.parse_args()
     with open(args.catalogue / "renditions.csv", newline="") as f:
         never_stored = [args.catalogue / r["file"] for r in csv.DictReader(f) if r["in_db"] == "0"]
@@ -81,8 +131,11 @@ def main() -> None:
     with EmbeddedServer(args.embedded) as server:
         engine = create_engine(make_url(server.url).set(drivername="postgresql+psycopg", database=args.database)
                                .render_as_string(hide_password=False))
-        run(Store(engine), never_stored[:args.count])
+        if args.count:
+            run(Store(engine), never_stored[:args.count])
         engine.dispose()
+        if args.ingest:
+            ingest_rate(server.url, args.database, never_stored[:args.ingest], args.jobs, args.embedded.parent)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import dataclasses
 import functools
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,9 @@ from fpstore.signal.params import FingerprintParams
 
 #: Runs over at least this many files take the bulk path (docs/speed.md).
 BULK_MIN_FILES = 64
+#: Duplicate checks of new files running at once, each in a thread on its own connection: a check is
+#: mostly the server's index probes, which then overlap each other, the vote and the fingerprinting.
+CHECKS_IN_FLIGHT = 2
 
 FileStatus = Literal["added", "skipped", "failed"]
 
@@ -438,26 +442,48 @@ class Ingest:
         if self.scheduler is not None:
             self._write_all_on_dask(files, self.scheduler)
             return
-        with Fingerprinter[bytes](self.params, self.jobs) as fingerprinter:
+        with Fingerprinter[bytes](self.params, self.jobs) as fingerprinter, concurrent.futures.ThreadPoolExecutor(
+                CHECKS_IN_FLIGHT, thread_name_prefix="fpstore-check") as checks:
+            # Each file's turn, in the files' order: its check (if any) started when its fingerprint came.
+            turns: deque[Callable[[], None]] = deque()
             for path, sha256, outcome in fingerprinter.run(self._new_files(files)):
-                if isinstance(outcome, str):
-                    self._record(FileEvent(display_path(path), "failed", outcome), self._route(sha256))
-                    continue
                 destination = self._route(sha256)
-                record = TrackRecord(display_path(os.path.abspath(path)), sha256, outcome)
-                # Half a frame of slack: a file cut at duration_s decodes to duration_s, give or take a sample.
-                if self.params.duration_s is not None and (
-                        outcome.duration_s >= self.params.duration_s - self.params.seconds_per_frame / 2):
-                    self._cut.add(record.path)
-                self._progress(record.path)
-                if destination.down:
-                    self._record(destination.fail(record.path))
-                elif (down := self._first_down()) is not None:
-                    self._record(down.unchecked(record.path), destination)
+                if isinstance(outcome, str):
+                    turns.append(functools.partial(
+                        self._record, FileEvent(display_path(path), "failed", outcome), destination))
                 else:
-                    self._add(destination, record)
+                    record = TrackRecord(display_path(os.path.abspath(path)), sha256, outcome)
+                    # Half a frame of slack: a file cut at duration_s decodes to duration_s, give or take a sample.
+                    if self.params.duration_s is not None and (
+                            outcome.duration_s >= self.params.duration_s - self.params.seconds_per_frame / 2):
+                        self._cut.add(record.path)
+                    self._progress(record.path)
+                    turns.append(functools.partial(self._place, destination, record,
+                                                   self._start_check(checks, destination, record)))
+                while len(turns) > CHECKS_IN_FLIGHT:
+                    turns.popleft()()
+            while turns:
+                turns.popleft()()
         for destination in self._destinations:
             self._submit(destination, last=True)
+
+    def _start_check(self, checks: concurrent.futures.Executor, destination: Destination,
+                     record: TrackRecord) -> concurrent.futures.Future[tuple[TrackRecord | None, str]] | None:
+        """Start checking ``record`` for duplicates in a check thread (None: no check, or a shard is down)."""
+        if not self.check_duplicates or destination.down or self._first_down() is not None:
+            return None
+        assert destination.run is not None
+        return checks.submit(self.duplicates.apply, record, destination.run.zone_ids)
+
+    def _place(self, destination: Destination, record: TrackRecord,
+               check: concurrent.futures.Future[tuple[TrackRecord | None, str]] | None) -> None:
+        """A fingerprinted file's turn: fail it if a shard went down, else batch it with its check's answer."""
+        if destination.down:
+            self._record(destination.fail(record.path))
+        elif (down := self._first_down()) is not None:
+            self._record(down.unchecked(record.path), destination)
+        else:
+            self._add(destination, record, check)
 
     def _write_all_on_dask(self, files: list[Path], scheduler: str) -> None:
         """Hand each new file to a dask worker, which fingerprints it and writes it on its database itself."""
@@ -489,15 +515,20 @@ class Ingest:
                            destination.run.zone_ids, self.params, self.force, self.on_duplicate,
                            self.duplicate_min_ratio, self.on_excerpt)
 
-    def _add(self, destination: Destination, record: TrackRecord) -> None:
-        """Check ``record`` for duplicates and batch it; write the batch once it is full.
+    def _add(self, destination: Destination, record: TrackRecord,
+             check: concurrent.futures.Future[tuple[TrackRecord | None, str]] | None) -> None:
+        """Batch ``record`` with its duplicate check's answer (``check``, or checked now); write a full batch.
 
         A shard that cannot answer the check is taken down, and the file is not stored unchecked.
         """
         assert destination.run is not None
         try:
-            checked, note = (self.duplicates.apply(record, destination.run.zone_ids) if self.check_duplicates
-                             else (record, ""))
+            if check is not None:
+                checked, note = check.result()
+            elif self.check_duplicates:
+                checked, note = self.duplicates.apply(record, destination.run.zone_ids)
+            else:
+                checked, note = record, ""
         except ShardDown as exc:
             failed = self._destinations[exc.index]
             self._shard_failed(failed, exc)

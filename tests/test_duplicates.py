@@ -112,6 +112,27 @@ def test_bulk_ingest_checks_against_what_is_stored(store, tunes, tmp_path) -> No
     assert store.tracks.count() == 3
 
 
+def test_checks_running_at_once_keep_the_files_order_and_answers(store, tunes, tmp_path) -> None:
+    # Checks overlap (ingest.CHECKS_IN_FLIGHT): each file still gets its own answer, and the files not
+    # written are reported in the files' order (the added ones when their batch is written).
+    paths, copy = tunes
+    ingest(store, tmp_path / "music", jobs=1)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(copy, mixed / "a_copy_of_1.flac")
+    (mixed / "b_not_audio.mp3").write_text("this is not audio")
+    write_tunes(mixed, [3])[0].rename(mixed / "c_new.wav")
+    write_resampled_copy(paths[1], mixed / "d_copy_of_2.wav")
+    write_tunes(mixed, [4])[0].rename(mixed / "e_new.wav")
+    events = []
+    ingest(store, mixed, jobs=2, on_file=events.append)
+    assert [(Path(e.path).name, e.status) for e in events if e.status != "added"] == [
+        ("a_copy_of_1.flac", "skipped"), ("b_not_audio.mp3", "failed"), ("d_copy_of_2.wav", "skipped")]
+    assert sorted(Path(e.path).name for e in events if e.status == "added") == ["c_new.wav", "e_new.wav"]
+    assert events[0].detail.startswith("duplicate of track 1 (") and events[2].detail.startswith("duplicate of track 2 (")
+    assert store.tracks.count() == 4
+
+
 def test_ingest_keeps_a_copy_when_asked(run, store, tunes, tmp_path) -> None:
     run("ingest", str(tmp_path / "music"), "--jobs", "1")
     result = run("ingest", str(tmp_path / "copy"), "--jobs", "1", "--on-duplicate", "keep")
