@@ -39,6 +39,7 @@ Conventions
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import math
 import multiprocessing
@@ -328,9 +329,37 @@ class TrackEvidence:
 NO_EVIDENCE = TrackEvidence(0, 0, np.zeros(0), np.zeros(0), 0.0)
 
 
+def _window_hashes(fingerprint: Fingerprint, zone_ids: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A window's hashes of the voting zones, their anchor frames and each one's ``zones.id``."""
+    zones = [(fingerprint.zones[name], zone_id) for name, zone_id in zone_ids.items()]
+    hashes = np.concatenate([zh.hashes for zh, _ in zones])
+    t_query = np.concatenate([zh.t_anchor_frames for zh, _ in zones]).astype(np.int64)
+    zone_of_hash = np.concatenate([np.full(zh.hashes.size, zone_id) for zh, zone_id in zones])
+    return hashes, t_query, zone_of_hash
+
+
+def track_postings(store: Catalogue, fingerprint: Fingerprint, zone_ids: dict[str, int],
+                   track_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """One track's postings of a window's keys (the lookup of :func:`track_evidence`), in one statement.
+
+    Returns
+    -------
+    key_of_posting, t_anchor_frames : np.ndarray [shape=(m,), dtype=int64]
+        Index into the window's distinct keys (:func:`fpstore.matching.vote.query_keys`, in the order
+        of ``zone_ids``) and the stored anchor frame of each posting.
+    """
+    hashes, _, zone_of_hash = _window_hashes(fingerprint, zone_ids)
+    if hashes.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    key_zones, key_hashes, _ = query_keys(zone_of_hash, hashes)
+    key_of_posting, _, t_anchor = fetch_postings(store, key_zones, key_hashes, track_id=track_id)
+    return key_of_posting, t_anchor
+
+
 def track_evidence(store: Catalogue, fingerprint: Fingerprint, params: FingerprintParams, zone_ids: dict[str, int],
                    track_id: int, offset_frames: int, reach: int, *, start_s: float = 0.0,
-                   speed: float = 1.0, after_s: float | None = None) -> TrackEvidence:
+                   speed: float = 1.0, after_s: float | None = None,
+                   postings: tuple[np.ndarray, np.ndarray] | None = None) -> TrackEvidence:
     """The targeted test: how many of a window's hashes align with one track within ``reach`` frames of an offset.
 
     One posting lookup for the window's keys, of ``track_id``'s postings only
@@ -360,19 +389,22 @@ def track_evidence(store: Catalogue, fingerprint: Fingerprint, params: Fingerpri
     after_s : float, optional
         Where the part of the window no window before it held begins (stream time): the aligned hashes
         anchored there or later are counted apart (``TrackEvidence.fresh_votes``).
+    postings : tuple of np.ndarray, optional
+        The track's postings of the window's keys, fetched already (:func:`track_postings` of the
+        same fingerprint and track); by default they are looked up.
 
     Returns
     -------
     evidence : TrackEvidence
     """
-    zones = [(fingerprint.zones[name], zone_id) for name, zone_id in zone_ids.items()]
-    hashes = np.concatenate([zh.hashes for zh, _ in zones])
+    hashes, t_query, zone_of_hash = _window_hashes(fingerprint, zone_ids)
     if hashes.size == 0:
         return NO_EVIDENCE
-    t_query = np.concatenate([zh.t_anchor_frames for zh, _ in zones]).astype(np.int64)
-    zone_of_hash = np.concatenate([np.full(zh.hashes.size, zone_id) for zh, zone_id in zones])
     key_zones, key_hashes, key_of_hash = query_keys(zone_of_hash, hashes)
-    key_of_posting, _, t_anchor = fetch_postings(store, key_zones, key_hashes, track_id=track_id)
+    if postings is None:
+        key_of_posting, _, t_anchor = fetch_postings(store, key_zones, key_hashes, track_id=track_id)
+    else:
+        key_of_posting, t_anchor = postings
     posting, query_hash = pair_indices(key_of_posting, key_of_hash)
     anchors, times = t_anchor[posting], t_query[query_hash]
     targets = times + (hashes[query_hash].astype(np.int64) & ((1 << BITS_DT) - 1))  # dt: the low bits
@@ -397,7 +429,11 @@ def track_evidence(store: Catalogue, fingerprint: Fingerprint, params: Fingerpri
 
 
 class _Window:
-    """One window's samples and its fingerprints, made at each speed on first use along the stream's grids."""
+    """One window's samples and its fingerprints, made at each speed on first use along the stream's grids.
+
+    ``fetched`` holds the postings of a track looked up ahead for it (:func:`track_postings`), by
+    ``(track_id, speed)``.
+    """
 
     def __init__(self, start: int, samples: np.ndarray, params: FingerprintParams,
                  grid: Callable[[float], WindowPeaks]) -> None:
@@ -405,6 +441,7 @@ class _Window:
         self.start_s = start / params.sample_rate
         self.end_s = self.start_s + samples.size / params.sample_rate
         self._at: dict[float, SpeedVariant] = {}
+        self.fetched: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}
 
     def variant(self, speed: float) -> SpeedVariant:
         if speed not in self._at:
@@ -493,9 +530,11 @@ class StreamMonitor:
     on_window : callable, optional
         Called with every window's answer, as it is decided.
     read_ahead : bool
-        Decode the next window before this one is decided, and fingerprint it in a thread meanwhile, so
-        that the analysis overlaps the database's lookups: for files. A live stream's window would
-        then be decided only once the next one has arrived (a hop later); off by default.
+        Decode the next window before this one is decided, and fingerprint it in a thread meanwhile
+        (and, while a segment is open, look up its track's postings of that window's keys there, on a
+        connection of the thread's own), so that the analysis and the targeted test's lookup overlap
+        this window's work: for files. A live stream's window would then be decided only once the next
+        one has arrived (a hop later); off by default.
 
     Raises
     ------
@@ -540,31 +579,52 @@ class StreamMonitor:
         """Consume the stream's blocks (mono float32, the database's rate); yield each segment as it ends.
 
         With ``read_ahead``, the next window is decoded before this one is decided, and fingerprinted
-        (at the speed the stream is expected at) in a thread of its own while this one's lookups run.
+        (at the speed the stream is expected at) in a thread of its own while this one's lookups run;
+        while a segment is open, that thread also looks up the segment track's postings of the next
+        window's keys (the lookup of its targeted test), with a connection and a posting memory of its own.
         """
         with self.store.holding_connection(), self.store.lookup.remembering(REMEMBERED_LOOKUPS), \
                 warnings.catch_warnings(), concurrent.futures.ThreadPoolExecutor(1) as analysis:
             # a silent window has no peaks: it is simply unknown (the analysis thread runs under this filter too)
             warnings.filterwarnings("ignore", "no spectral peak", UserWarning)
-            windows = self._stream_windows(blocks)
-            window = next(windows, None)
-            while window is not None:
-                coming = next(windows, None) if self.read_ahead else None
-                analysed = None
-                if coming is not None:
-                    speed = self._expected_speed()
-                    window.variant(speed)  # (on this thread if the speed expected changed)
-                    # meanwhile that speed's grid is the analysis thread's: _take reads this window's
-                    # fingerprint at that speed, made already, and its others on grids of their own
-                    analysed = analysis.submit(coming.variant, speed)
-                try:
-                    told = self._take(window)
-                finally:
-                    if analysed is not None:
-                        analysed.result()
-                yield from told
-                window = coming if self.read_ahead else next(windows, None)
+            held = contextlib.ExitStack()  # the analysis thread's connection and memory, left in that thread
+            try:
+                if self.read_ahead:
+                    analysis.submit(self._hold, held).result()
+                windows = self._stream_windows(blocks)
+                window = next(windows, None)
+                while window is not None:
+                    coming = next(windows, None) if self.read_ahead else None
+                    analysed = None
+                    if coming is not None:
+                        speed = self._expected_speed()
+                        window.variant(speed)  # (on this thread if the speed expected changed)
+                        # meanwhile that speed's grid is the analysis thread's: _take reads this window's
+                        # fingerprint at that speed, made already, and its others on grids of their own
+                        analysed = analysis.submit(self._analyse, coming, speed,
+                                                   None if self._open is None else self._open.track_id)
+                    try:
+                        told = self._take(window)
+                    finally:
+                        if analysed is not None:
+                            analysed.result()
+                    yield from told
+                    window = coming if self.read_ahead else next(windows, None)
+            finally:
+                analysis.submit(held.close).result()
         yield from self.stop()
+
+    def _hold(self, held: contextlib.ExitStack) -> None:
+        """In the analysis thread: a connection of its own, and a posting memory (both thread-local)."""
+        held.enter_context(self.store.holding_connection())
+        held.enter_context(self.store.lookup.remembering(REMEMBERED_LOOKUPS))
+
+    def _analyse(self, window: _Window, speed: float, track_id: int | None) -> None:
+        """In the analysis thread: the window's fingerprint at ``speed``, and ``track_id``'s postings of its keys."""
+        variant = window.variant(speed)
+        if track_id is not None:  # the open segment's track: its targeted test will want them
+            window.fetched[track_id, speed] = track_postings(self.store, variant.fingerprints[0], self.zone_ids,
+                                                             track_id)
 
     def _stream_windows(self, blocks: Iterable[np.ndarray]) -> Iterator[_Window]:
         for block in blocks:
@@ -647,7 +707,8 @@ class StreamMonitor:
     def _evidence(self, window: _Window, track_id: int, speed: float, offset_frames: int, reach: int,
                   after_s: float | None = None) -> TrackEvidence:
         return track_evidence(self.store, window.variant(speed).fingerprints[0], self.params, self.zone_ids, track_id,
-                              offset_frames, reach, start_s=window.start_s, speed=speed, after_s=after_s)
+                              offset_frames, reach, start_s=window.start_s, speed=speed, after_s=after_s,
+                              postings=window.fetched.get((track_id, speed)))
 
     def _match(self, window: _Window) -> MatchResult:
         """The window matched afresh: at the stream's last speed first, then as ``fpstore match`` would.

@@ -205,6 +205,39 @@ def test_mix_segments_match_the_truth(mix) -> None:
 
 
 @pytest.mark.postgres
+def test_reading_ahead_gives_the_same_segments_and_looks_up_the_targeted_tests_in_its_thread(mix, monkeypatch) -> None:
+    """With read-ahead the open segment's postings of the next window are fetched in the analysis thread.
+
+    The segments are the same as without, and that thread's own connection goes back to the pool.
+    """
+    store, path, truth = mix
+    y, _ = soundfile.read(path, dtype="float32")
+    statements: list[tuple[bool, bool]] = []  # (in the main thread, for one track) of each lookup statement
+    run = store.lookup.run
+
+    def counted(lookup):  # the real statement, counted by thread
+        statements.append((threading.current_thread() is threading.main_thread(), "track_id =" in lookup.statement))
+        return run(lookup)
+
+    monkeypatch.setattr(store.lookup, "run", counted)
+
+    def segments(read_ahead: bool) -> list[dict[str, object]]:
+        session = StreamMonitor(store, read_ahead=read_ahead)
+        return [segment.__dict__ for segment in session.run(y[i:i + SR] for i in range(0, y.size, SR))]
+
+    plain = segments(False)
+    assert all(main for main, _ in statements)
+    statements.clear()
+    ahead = segments(True)
+    assert ahead == plain
+    _check_against_truth(ahead, truth)
+    # most targeted tests were looked up ahead, in the other thread: the main thread asked for few
+    ahead_track = sum(1 for main, track in statements if track and not main)
+    assert ahead_track > 2 * sum(1 for main, track in statements if track and main)
+    assert store.engine.pool.checkedout() == 0
+
+
+@pytest.mark.postgres
 def test_cli_monitor_file_stdin_and_pipe(mix, db_url) -> None:
     _, path, truth = mix
     runner = CliRunner()

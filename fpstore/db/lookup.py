@@ -174,17 +174,21 @@ class PostingMemory:
     def _recall(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[np.ndarray, Postings, np.ndarray]:
         """The distinct wanted keys (combined), the remembered ones' postings (keys combined), the missing keys."""
         wanted = np.unique(_combined_keys(key_zones, key_hashes))
-        left = np.ones(wanted.size, dtype=bool)
+        left = wanted  # the keys no newer call answered, sorted
         parts: list[Postings] = []
         for answered in reversed(self._answered):
-            where = np.minimum(np.searchsorted(answered.keys, wanted), max(answered.keys.size - 1, 0))
-            hit = left & (answered.keys[where] == wanted) if answered.keys.size else np.zeros_like(left)
+            if left.size == 0:
+                break
+            if answered.keys.size == 0:
+                continue
+            where = np.minimum(np.searchsorted(answered.keys, left), answered.keys.size - 1)
+            hit = answered.keys[where] == left
             rows = _rows_of_ranges(answered.starts[where[hit]], answered.ends[where[hit]])
             parts.append((answered.columns[0][rows], answered.columns[1][rows], answered.columns[2][rows],
                           answered.columns[3][rows]))
-            left &= ~hit
+            left = left[~hit]
         remembered = tuple(np.concatenate([part[i] for part in parts] or [np.zeros(0, np.int64)]) for i in range(4))
-        return wanted, remembered, wanted[left]  # type: ignore[return-value]
+        return wanted, remembered, left  # type: ignore[return-value]
 
 
 def _split_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
