@@ -7,9 +7,10 @@ import json
 import pytest
 from click.testing import CliRunner
 from helpers import write_tunes
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from fpstore.cli import cli
+from fpstore.db.store import Store
 from fpstore.errors import NotFound
 from fpstore.ingest import ingest
 
@@ -88,3 +89,22 @@ def test_cli_tracks(three_tracks, db_url) -> None:
     assert removed.output.startswith("removed 2 tracks and ") and "then vacuumed" in removed.output
     unknown = runner.invoke(cli, ["--db", db_url, "tracks", "remove", "9", "--yes"])
     assert unknown.exit_code == 1 and "no track with id 9" in unknown.output
+
+
+def test_names_are_read_once_per_track_and_tracks_added_elsewhere_are_found(three_tracks, db_url, tmp_path,
+                                                                            monkeypatch) -> None:
+    statements = []
+    raw = three_tracks.raw
+    monkeypatch.setattr(three_tracks, "raw", lambda: statements.append(1) or raw())
+    assert three_tracks.tracks.names([3, 1, 99]) == {3: "tune_023.wav", 1: "tune_021.wav"}
+    assert three_tracks.tracks.names([1, 3]) == {1: "tune_021.wav", 3: "tune_023.wav"}
+    assert len(statements) == 1  # the second answer came from the names already read
+    # Another process (another worker of fpstore serve) ingests a track and deletes one: the names asked
+    # for afterwards are the database's.
+    other = Store(create_engine(db_url))
+    write_tunes(tmp_path / "more", [24], duration_s=5.0)
+    ingest(other, tmp_path / "more", jobs=1)
+    other.tracks.remove([2])
+    other.engine.dispose()
+    assert three_tracks.tracks.names([1, 4, 2]) == {1: "tune_021.wav", 4: "tune_024.wav"}
+    assert len(statements) == 2

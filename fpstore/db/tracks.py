@@ -216,6 +216,11 @@ class Tracks:
 
     def __init__(self, store: Database) -> None:
         self._store = store
+        # File name of every stored track asked for so far (:meth:`names`): a track's name is written with
+        # it and never changed, and ids are not reused (they come from sequences), so an entry never goes
+        # stale: a track deleted since only stops being voted for. Ingest and delete in other processes
+        # (another worker of ``fpstore serve``) need no invalidation for the same reason.
+        self._known_names: dict[int, str] = {}
 
     # -- writing ------------------------------------------------------------------------------------
     def write(self, run_id: int, records: Sequence[TrackRecord], zone_ids: dict[str, int], *,
@@ -322,12 +327,18 @@ class Tracks:
             return int(conn.execute(text("SELECT count(*) FROM tracks")).scalar_one())
 
     def names(self, track_ids: Sequence[int]) -> dict[int, str]:
-        """File names of the given tracks."""
-        if not track_ids:
-            return {}
-        with self._store.raw() as conn, conn.cursor() as cur:
-            cur.execute("SELECT id, file_name FROM tracks WHERE id = ANY(%s)", (list(track_ids),))
-            return {int(track_id): str(name) for track_id, name in cur.fetchall()}
+        """File names of the given tracks (those stored), read from the database only for ids not asked for before.
+
+        The matcher asks for the names of the tracks it ranks at every answer; a long-lived process (``fpstore
+        serve``) then reads each track's name once.
+        """
+        known = self._known_names
+        missing = sorted({int(track_id) for track_id in track_ids} - known.keys())
+        if missing:
+            with self._store.raw() as conn, conn.cursor() as cur:
+                cur.execute("SELECT id, file_name FROM tracks WHERE id = ANY(%s)", (missing,))
+                known.update((int(track_id), str(name)) for track_id, name in cur.fetchall())
+        return {int(track_id): known[int(track_id)] for track_id in track_ids if int(track_id) in known}
 
     def ids_by_file_name(self) -> dict[str, int]:
         """Track id by file name and by file-name stem (``track001.mp3`` and ``track001``)."""
