@@ -34,7 +34,7 @@ from fpstore.matching.vote import (
 )
 from fpstore.signal.fingerprint import fingerprint_signal
 from fpstore.signal.hashing import ZoneHashes
-from fpstore.signal.query_peaks import WHITENED, WHITENED_LOOK, QueryPicking
+from fpstore.signal.query_peaks import DEREVERBERATED_LOOK, WHITENED, WHITENED_LOOK, QueryPicking
 from fpstore.signal.synth import synth_tune
 from fpstore.signal.variants import change_speed, check_variants, picked_variant, shift_samples
 
@@ -121,7 +121,7 @@ def test_variants_are_checked_once() -> None:
         with pytest.raises(ParameterError):
             Evidence(**bad)
     assert not PLAIN.needs_audio and Evidence(shifts=2).needs_audio and Evidence(speeds=(0.99,)).needs_audio
-    # The query as it is, then pooled (shifts or a tolerance), then each other factor, then the whitened look.
+    # The query as it is, then pooled (shifts or a tolerance), then each other factor, then each own look.
     assert (PLAIN.tests, Evidence(tolerance=1).tests, Evidence(speeds=(0.99,)).tests, ROBUST.tests) == (1, 2, 2, 9)
     assert Evidence(own_picks=(WHITENED,)).needs_audio and not Evidence(own_picks=(WHITENED,)).pools
     assert not Evidence(tolerance=1).needs_audio
@@ -257,24 +257,29 @@ def test_a_query_that_names_nothing_screens_the_other_speeds_unshifted(tuned, tm
 @pytest.mark.postgres
 def test_own_picks_are_a_last_look_that_an_easy_query_never_pays(tuned, tmp_path) -> None:
     params = tuned.params(duration_s=None)
-    whitened = ROBUST
-    assert ROBUST.own_picks == (WHITENED_LOOK,) and ROBUST.tests == dataclasses.replace(ROBUST, own_picks=()).tests + 1
+    assert ROBUST.own_picks == (WHITENED_LOOK,)
+    # Each own pick is a step of its own and a test: the whitened look, then the dereverberated one.
+    both_looks = dataclasses.replace(ROBUST, own_picks=(WHITENED_LOOK, DEREVERBERATED_LOOK))
+    assert both_looks.tests == dataclasses.replace(ROBUST, own_picks=()).tests + 2 == ROBUST.tests + 1
     easy, noise = tmp_path / "easy.wav", tmp_path / "noise.wav"
     soundfile.write(easy, _excerpt(31, 5 * HOP, 5.0), SR, subtype="PCM_16")
     soundfile.write(noise, np.random.default_rng(9).standard_normal(5 * SR).astype(np.float32) * 0.1, SR,
                     subtype="PCM_16")
     answers = {}
     for path in (easy, noise):
-        prepared = prepare_query(path, params, whitened)
+        prepared = prepare_query(path, params, both_looks)
         assert not isinstance(prepared, str)
-        answers[path] = match_prepared(tuned, prepared, params, evidence=whitened), prepared
+        answers[path] = match_prepared(tuned, prepared, params, evidence=both_looks), prepared
     # The easy query is named by its first look; the whitened one is never fingerprinted.
     named, prepared = answers[easy]
-    assert named.match is not None and named.match.file_name == "tune_031.wav" and prepared._picked is None
-    # A query that names nothing pays the last look: whitened peaks only, one fingerprint per shift.
+    assert named.match is not None and named.match.file_name == "tune_031.wav" and not prepared._picked
+    # A query that names nothing pays the last looks, each its own picking only: whitened peaks, one
+    # fingerprint per shift; dereverberated peaks, one per shift of its own two.
     nothing, prepared = answers[noise]
-    assert nothing.match is None and prepared._picked is not None
-    assert len(prepared._picked.fingerprints) == ROBUST.shifts and prepared._picked.speed == 1.0
+    assert nothing.match is None and list(prepared._picked) == [WHITENED_LOOK, DEREVERBERATED_LOOK]
+    assert len(prepared._picked[WHITENED_LOOK].fingerprints) == both_looks.shifts
+    assert len(prepared._picked[DEREVERBERATED_LOOK].fingerprints) == DEREVERBERATED_LOOK.shifts == 2
+    assert all(variant.speed == 1.0 for variant in prepared._picked.values())
 
 
 @pytest.mark.postgres
@@ -311,6 +316,12 @@ def test_evidence_options_change_one_part_of_the_default_or_of_plain() -> None:
     assert evidence_from_options(False, None, None, "1", 0) == dataclasses.replace(ROBUST, speeds=(1.0,), tolerance=0)
     assert evidence_from_options(True, "anchors", 2, None, None) == Evidence("anchors", shifts=2)
     assert evidence_from_options(False, None, None, None, None, whitened_look=False).own_picks == ()
+    # --no-whitened-look leaves the whitened look out of a base with other own looks, and those in.
+    both = dataclasses.replace(ROBUST, own_picks=(WHITENED_LOOK, DEREVERBERATED_LOOK))
+    without_whitened = evidence_from_options(False, None, None, None, None, both, whitened_look=False)
+    assert without_whitened.own_picks == (DEREVERBERATED_LOOK,)
+    assert evidence_from_options(False, None, None, None, None, dereverberated_look=True) == both
+    assert evidence_from_options(False, None, None, None, None, both, dereverberated_look=False) == ROBUST
     assert evidence_from_options(True, None, None, None, None, whitened_look=True) == Evidence(own_picks=(WHITENED_LOOK,))
     assert (evidence_from_options(False, None, None, None, None, pool_speeds=True)
             == dataclasses.replace(ROBUST, pool_speeds=True))

@@ -40,7 +40,7 @@ def match_command(ctx: click.Context, store: Catalogue, queries: tuple[str, ...]
                   min_ratio: float, alpha: float | None, null: Null, top_k: int, use_sql: bool, as_json: bool, plain: bool,
                   count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
                   pool_speeds: bool | None, merge_first: bool | None, whitened: bool | None,
-                  whitened_look: bool | None) -> None:
+                  whitened_look: bool | None, dereverberated_look: bool | None) -> None:
     """Name the stored track each audio query is an excerpt of, and where it starts.
 
     QUERIES are audio files, folders (walked as ingest walks them) and '-' (audio of any format on
@@ -66,7 +66,8 @@ def match_command(ctx: click.Context, store: Catalogue, queries: tuple[str, ...]
 
     some_failed = False
     evidence = evidence_from_options(plain, count, shifts, speeds, tolerance, pool_speeds=pool_speeds,
-                                     merge_first=merge_first, whitened=whitened, whitened_look=whitened_look)
+                                     merge_first=merge_first, whitened=whitened, whitened_look=whitened_look,
+                                     dereverberated_look=dereverberated_look)
     for result in match_queries(store, queries, zone=zone, top_k=top_k, rule=DecisionRule(min_votes, min_ratio, alpha, null),
                                 method="sql" if use_sql else "python", stdin=getattr(sys.stdin, "buffer", None),
                                 evidence=evidence):
@@ -123,7 +124,7 @@ def eval_command(ctx: click.Context, store: Catalogue, queries_csv: str, zone: s
                  alpha: float | None, null: Null, all_zones: bool, labels: tuple[str, ...], out_dir: str, plain: bool,
                  count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
                  pool_speeds: bool | None, merge_first: bool | None, whitened: bool | None,
-                 whitened_look: bool | None) -> None:
+                 whitened_look: bool | None, dereverberated_look: bool | None) -> None:
     """Run every query of QUERIES_CSV and score the answers.
 
     QUERIES_CSV has columns file (relative to the CSV's folder), true_track (a stored track's file
@@ -142,7 +143,8 @@ def eval_command(ctx: click.Context, store: Catalogue, queries_csv: str, zone: s
     from fpstore.matching.evidence import DecisionRule
 
     evidence = evidence_from_options(plain, count, shifts, speeds, tolerance, pool_speeds=pool_speeds,
-                                     merge_first=merge_first, whitened=whitened, whitened_look=whitened_look)
+                                     merge_first=merge_first, whitened=whitened, whitened_look=whitened_look,
+                                     dereverberated_look=dereverberated_look)
     with progress(ctx) as (on_start, on_file):
         outcome = run_eval(store, queries_csv, out_dir, zones=None if all_zones else [zone],
                            labels=list(labels) or None, rule=DecisionRule(min_votes, min_ratio, alpha, null),

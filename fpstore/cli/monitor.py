@@ -71,7 +71,7 @@ def monitor_command(ctx: click.Context, store: Catalogue, sources: tuple[str, ..
                     min_votes: int | None, min_ratio: float, alpha: float | None, null: Null, plain: bool,
                     count: str | None, shifts: int | None, speeds: str | None, tolerance: int | None,
                     pool_speeds: bool | None, merge_first: bool | None, whitened: bool | None,
-                    whitened_look: bool | None,
+                    whitened_look: bool | None, dereverberated_look: bool | None,
                     tolerance_frames: int, max_gap: int, min_windows: int, as_json: bool, as_csv: bool,
                     jobs: int) -> None:
     """Follow a long recording or a live stream (SOURCE, or - for standard input) and tell what plays when.
@@ -110,7 +110,7 @@ def monitor_command(ctx: click.Context, store: Catalogue, sources: tuple[str, ..
         "window_s": window_s, "hop_s": hop_s, "zone": zone, "rule": DecisionRule(min_votes, min_ratio, alpha, null),
         "evidence": evidence_from_options(plain, count, shifts, speeds, tolerance, WINDOW_EVIDENCE,
                                           pool_speeds=pool_speeds, merge_first=merge_first, whitened=whitened,
-                                          whitened_look=whitened_look),
+                                          whitened_look=whitened_look, dereverberated_look=dereverberated_look),
         "tolerance_frames": tolerance_frames, "max_gap": max_gap, "min_windows": min_windows}
     if len(sources) > 1:
         if "-" in sources:

@@ -283,6 +283,10 @@ def evidence_options(command: F) -> F:
         click.option("--whitened-look/--no-whitened-look", "whitened_look", default=None,
                      help="When every other look names nothing, one more look (a test) at the query's peaks "
                           "picked on a whitened spectrogram at every shift, or none [a look; none with --plain]."),
+        click.option("--dereverberated-look/--no-dereverberated-look", "dereverberated_look", default=None,
+                     help="After that, one more look (a test) at the query's peaks picked on a dereverberated "
+                          "spectrogram (each bin less its earlier magnitudes' decaying tail) at two shifts, or "
+                          "none [none]."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
@@ -290,16 +294,22 @@ def evidence_options(command: F) -> F:
 def evidence_from_options(plain: bool, count: str | None, shifts: int | None, speeds: str | None,
                           tolerance: int | None, robust: Evidence | None = None, *, pool_speeds: bool | None = None,
                           merge_first: bool | None = None, whitened: bool | None = None,
-                          whitened_look: bool | None = None) -> Evidence:
+                          whitened_look: bool | None = None, dereverberated_look: bool | None = None) -> Evidence:
     """The :class:`~fpstore.matching.evidence.Evidence` the options ask for: ROBUST or PLAIN, the parts given changed."""
     from fpstore.matching.evidence import PLAIN, ROBUST, evidence_with
-    from fpstore.signal.query_peaks import WHITENED, WHITENED_LOOK
+    from fpstore.signal.query_peaks import DEREVERBERATED_LOOK, WHITENED, WHITENED_LOOK
 
+    base = PLAIN if plain else robust or ROBUST
+    # Each own look taken or left out as asked, the base's others kept; the whitened look first.
+    wanted = {look: (look in base.own_picks) if asked is None else asked
+              for look, asked in ((WHITENED_LOOK, whitened_look), (DEREVERBERATED_LOOK, dereverberated_look))}
+    others = tuple(picking for picking in base.own_picks if picking not in wanted)
+    own_picks = (*(look for look, taken in wanted.items() if taken), *others)
     try:
-        return evidence_with(PLAIN if plain else robust or ROBUST, speeds=speeds, count=count, shifts=shifts,
+        return evidence_with(base, speeds=speeds, count=count, shifts=shifts,
                              tolerance=tolerance, pool_speeds=pool_speeds, merge_first=merge_first,
                              picks=None if whitened is None else (WHITENED,) if whitened else (),
-                             own_picks=None if whitened_look is None else (WHITENED_LOOK,) if whitened_look else ())
+                             own_picks=own_picks)
     except ValueError as exc:
         raise click.BadParameter(f"{speeds!r} is not a comma-separated list of numbers", param_hint="--speeds") from exc
 

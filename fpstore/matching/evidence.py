@@ -72,10 +72,11 @@ class Evidence:
         look holds every hash of the first, so the first is taken as an early answer of the pooled
         one), instead of one test each.
     own_picks : tuple of QueryPicking
-        Peak selections looked at in a step of their own, the last (one more test): the query at
-        speed 1.0 picked with each of them at every shift, without the stored side's picking and
-        without offset tolerance, for queries whose peaks noise outranked. Unlike ``picks``, the looks
-        the other queries are named by stay as they are.
+        Peak selections each looked at in a step of its own, after the other steps and in this order
+        (one more test each): the query at speed 1.0 picked with it at every shift (or at the
+        picking's own ``shifts``), without the stored side's picking and without offset tolerance, for
+        queries whose peaks noise or a room's reverberation outranked. Unlike ``picks``, the looks the
+        other queries are named by stay as they are.
     max_postings_per_key : int or None
         Leave out a query key whose stored list holds more than this many postings (a hash that many
         recordings share says little; audfprint caps its lists the same way): the lookup reads each
@@ -124,7 +125,7 @@ class Evidence:
         other_speeds = len(self.speeds) - 1
         first = 0 if self.merge_first and self.pools else 1
         speeds = min(other_speeds, 1) if self.pool_speeds else other_speeds
-        return first + int(self.pools) + speeds + int(bool(self.own_picks))
+        return first + int(self.pools) + speeds + len(self.own_picks)
 
 
 #: The notebook's vote: every pair of the query as it is.

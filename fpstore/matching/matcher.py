@@ -37,6 +37,7 @@ from fpstore.matching.results import MatchResult
 from fpstore.runtime.files import discover_audio_files, one_line
 from fpstore.signal.audio import display_path
 from fpstore.signal.params import FingerprintParams
+from fpstore.signal.query_peaks import QueryPicking
 from fpstore.signal.variants import SpeedVariant, speed_variant
 
 #: The speeds step looks at a speed with every shift only when, unshifted, its best track scored at least
@@ -63,12 +64,12 @@ def match_signal(store: Catalogue, y: np.ndarray, *, evidence: Evidence = ROBUST
 def match_prepared(store: Catalogue, prepared: PreparedQuery, params: FingerprintParams, *, evidence: Evidence = ROBUST,
                    zone: str = DEFAULT_ZONE, top_k: int = 5, rule: DecisionRule = DecisionRule(),
                    method: Method = "python", query: str = "") -> MatchResult:
-    """Match a prepared query as it is; if that names nothing, at every shift; then at the other speeds; then its own picks.
+    """Match a prepared query as it is; if that names nothing, at every shift; then at the other speeds; then each own pick.
 
     Each step is one statement and is taken only when the steps before it named nothing, so an easy
     query costs what a plain one does. The shifts and speeds steps use the offset tolerance too. Every
     step counts as a test (the union bound over the query as it is, then each speed factor at every
-    shift, then the look at :attr:`Evidence.own_picks`). The speeds step screens the factors unshifted
+    shift, then each look at one of :attr:`Evidence.own_picks`). The speeds step screens the factors unshifted
     first, and looks at every shift only at the factor whose best track scored at least
     :data:`SCREEN_SCORE` (a second statement).
 
@@ -113,11 +114,13 @@ def match_prepared(store: Catalogue, prepared: PreparedQuery, params: Fingerprin
             return pooled
         return dataclasses.replace(pooled, speed=answer(others, evidence.tolerance).speed)
 
+    def own_look(picking: QueryPicking) -> Callable[[], MatchResult]:
+        return lambda: answer([prepared.picked(looks, evidence, picking)], 0)
+
     steps: list[Callable[[], MatchResult]] = [step for wanted, step in (
         (evidence.pools, lambda: answer([prepared.shifted(looks, evidence)], evidence.tolerance)),
         (len(evidence.speeds) > 1, pooled_other_speeds if evidence.pool_speeds else other_speeds),
-        (bool(evidence.own_picks), lambda: answer([prepared.picked(looks, evidence)], 0)),
-    ) if wanted]
+    ) if wanted] + [own_look(picking) for picking in evidence.own_picks]
 
     result = answer([prepared.first], 0)
     for step in steps:

@@ -80,7 +80,7 @@ class PreparedQuery:
     spectrograms: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _shifted: SpeedVariant | None = field(default=None, repr=False)
     _screen: tuple[SpeedVariant, ...] | None = field(default=None, repr=False)
-    _picked: SpeedVariant | None = field(default=None, repr=False)
+    _picked: dict[QueryPicking, SpeedVariant] = field(default_factory=dict, repr=False)
 
     def _samples(self) -> np.ndarray:
         assert self.audio is not None, "a query prepared with shifts or speeds keeps its audio"
@@ -102,15 +102,14 @@ class PreparedQuery:
             self._screen = tuple(_quiet_variant(self._samples(), params, speed, 1) for speed in evidence.speeds[1:])
         return self._screen
 
-    def picked(self, params: FingerprintParams, evidence: Evidence) -> SpeedVariant:
-        """Speed 1.0 at every shift under the evidence's own picks only, fingerprinted on first use."""
-        if not _holds(self._picked, params):
+    def picked(self, params: FingerprintParams, evidence: Evidence, picking: QueryPicking) -> SpeedVariant:
+        """Speed 1.0 at every shift (or the picking's own) under one own pick of the evidence, fingerprinted on first use."""
+        if not _holds(self._picked.get(picking), params):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self._picked = picked_variant(self._samples(), params, evidence.shifts, evidence.own_picks,
-                                              spectrograms=self.spectrograms)
-        assert self._picked is not None
-        return self._picked
+                self._picked[picking] = picked_variant(self._samples(), params, picking.shifts or evidence.shifts,
+                                                       (picking,), spectrograms=self.spectrograms)
+        return self._picked[picking]
 
     def at_speed(self, params: FingerprintParams, evidence: Evidence, speed: float) -> SpeedVariant:
         """One of the other speeds at every shift (its unshifted fingerprint taken from the screen)."""

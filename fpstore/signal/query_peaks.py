@@ -12,7 +12,10 @@ anchor's five strongest targets. A :class:`QueryPicking` takes back what noise t
 - a whitened spectrogram (``whiten``): each bin divided by its own floor, a quantile of its magnitude
   over the query's frames (:func:`spectral_floor`; the median, or the lower quartile), so that peaks
   and target strengths are picked on how far the music stands above the noise of its band, not on the
-  noise's own loudness (pink noise puts most of its energy in the low bins, where most stored peaks lie).
+  noise's own loudness (pink noise puts most of its energy in the low bins, where most stored peaks lie);
+- a dereverberated spectrogram (``decay``): each bin less the largest of its earlier magnitudes, decayed
+  by ``decay`` per frame since (:func:`rising_spectrogram`), so that a room's reverberant tail, which
+  prolongs every note, no longer outranks the music's next peaks of its neighbourhood.
 
 The extra hashes cost lookups and chance votes; the matcher's null measures the chance votes
 (:mod:`fpstore.matching`, :class:`fpstore.matching.evidence.Evidence`).
@@ -64,12 +67,21 @@ class QueryPicking:
         peak). The largest point of a neighbourhood of stationary noise stands a few times above the
         floor (over the lower quartile, with the seed's neighbourhood: 4.8 at the median for white or
         pink noise, 5.7 at the 90th percentile), so a ratio of 5 drops most peaks noise alone makes.
+    decay : float in [0, 1)
+        0: off. Else peaks are picked on :func:`rising_spectrogram` with this decay per frame (before
+        whitening, when ``whiten`` is set too), and the targets ranked on it.
+    shifts : int >= 1 or None
+        For a look of its own (:attr:`fpstore.matching.evidence.Evidence.own_picks`): the number of
+        sub-hop shifts it is fingerprinted at (None: the evidence's; 2 are the first and the third of
+        4, whose spectrograms the look then shares). A pooled selection (``Evidence.picks``) is taken
+        at every shift of the evidence.
 
     Raises
     ------
     ParameterError
         If a half-size is negative, ``top_k_targets`` is not a positive integer or None,
-        ``floor_quantile`` is not in (0, 1), or ``floor_ratio`` is not a finite number >= 0.
+        ``floor_quantile`` is not in (0, 1), ``floor_ratio`` is not a finite number >= 0, ``decay`` is
+        not in [0, 1), or ``shifts`` is not a positive integer or None.
 
     Examples
     --------
@@ -85,6 +97,8 @@ class QueryPicking:
     whiten: bool = False
     floor_quantile: float = 0.5
     floor_ratio: float = 0.0
+    decay: float = 0.0
+    shifts: int | None = None
 
     def __post_init__(self) -> None:
         valid_int("dist_freq", self.dist_freq)
@@ -99,6 +113,10 @@ class QueryPicking:
         if isinstance(self.floor_ratio, bool) or not isinstance(self.floor_ratio, (int, float)) or not (
                 np.isfinite(self.floor_ratio) and self.floor_ratio >= 0):
             raise ParameterError(f"floor_ratio={self.floor_ratio!r} must be a finite number >= 0")
+        if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float)) or not 0 <= self.decay < 1:
+            raise ParameterError(f"decay={self.decay!r} must be a number in [0, 1)")
+        if self.shifts is not None:
+            valid_int("shifts", self.shifts, minimum=1)
 
     @classmethod
     def stored(cls, params: FingerprintParams) -> QueryPicking:
@@ -113,6 +131,11 @@ WHITENED = QueryPicking(whiten=True)
 #: quartile chosen over the median on devlarge's hard set, benchmarks/results/2026-12-07-recognition-noise.md;
 #: the ratio drops the peaks noise alone makes, benchmarks/results/2026-12-07-recognition-looks.md).
 WHITENED_LOOK = QueryPicking(whiten=True, floor_quantile=0.25, floor_ratio=5.0)
+#: The seed's neighbourhood and four targets per anchor, picked on the dereverberated spectrogram (decay
+#: 0.5 per frame, 6 dB per 46 ms frame) at two shifts: a look for reverberant queries, an option
+#: (:attr:`fpstore.matching.evidence.Evidence.own_picks` after the whitened look; not in the default:
+#: benchmarks/results/2026-12-08-recognition.md).
+DEREVERBERATED_LOOK = QueryPicking(top_k_targets=4, decay=0.5, shifts=2)
 
 
 def spectral_floor(magnitudes: np.ndarray, quantile: float = 0.5) -> np.ndarray:
@@ -188,6 +211,48 @@ def whiten_spectrogram(magnitudes: np.ndarray, *, min_floor: float = MIN_FLOOR, 
     return np.asarray(magnitudes / floor, dtype=magnitudes.dtype)
 
 
+def rising_spectrogram(magnitudes: np.ndarray, decay: float) -> np.ndarray:
+    """Each bin less the largest of its earlier magnitudes decayed by ``decay`` per frame since, clipped at 0.
+
+    ``R[f, t] = max(S[f, t] - max_{k < t} S[f, k] * decay ** (t - k), 0)``: a note's reverberant tail
+    decays from the note's own peak, so it is taken off, while a bin that rises above the tail keeps
+    what it rose by. Computed in the log domain as a running maximum (no loop over frames).
+
+    Parameters
+    ----------
+    magnitudes : np.ndarray [shape=(n_bins, n_frames)], float
+        Linear magnitudes.
+    decay : float in (0, 1)
+        Of a tail, per frame.
+
+    Returns
+    -------
+    rising : np.ndarray [shape=(n_bins, n_frames)], the dtype of ``magnitudes``
+        The first frame is the magnitudes' own.
+
+    Raises
+    ------
+    ParameterError
+        If ``magnitudes`` is not a spectrogram, or ``decay`` is not in (0, 1).
+
+    Examples
+    --------
+    >>> rising_spectrogram(np.array([[4.0, 2.0, 1.0, 3.0]]), 0.5).tolist()
+    [[4.0, 0.0, 0.0, 2.5]]
+    """
+    valid_spectrogram(magnitudes)
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
+        raise ParameterError(f"decay={decay!r} must be a number in (0, 1)")
+    log_magnitudes = np.log(np.maximum(magnitudes.astype(np.float64), MIN_FLOOR))
+    frames = np.arange(magnitudes.shape[1])
+    log_decay = np.log(decay)
+    # max_{k <= t} (log S[k] + (t - k) log a) = t log a + the running maximum of (log S[k] - k log a).
+    tail = np.maximum.accumulate(log_magnitudes - frames * log_decay, axis=1) + frames * log_decay
+    earlier = np.zeros(magnitudes.shape, dtype=np.float64)
+    earlier[:, 1:] = np.exp(tail[:, :-1] + log_decay)
+    return np.maximum(magnitudes - earlier, 0).astype(magnitudes.dtype, copy=False)
+
+
 def pick_query_peaks(magnitudes: np.ndarray, picking: QueryPicking, *, thresh: float) -> Peaks:
     """The query's peaks under ``picking``: maxima of their neighbourhood, louder than ``thresh``.
 
@@ -219,11 +284,18 @@ def pick_query_peaks(magnitudes: np.ndarray, picking: QueryPicking, *, thresh: f
     [2]
     """
     valid_spectrogram(magnitudes)
-    if not picking.whiten:
+    if not picking.whiten and not picking.decay:
         return find_peaks(magnitudes, dist_freq=picking.dist_freq, dist_time=picking.dist_time, thresh=thresh)
-    whitened = whiten_spectrogram(magnitudes, min_floor=max(float(thresh), MIN_FLOOR), quantile=picking.floor_quantile)
-    cmap = constellation_map(whitened, dist_freq=picking.dist_freq, dist_time=picking.dist_time, thresh=0.0)
-    return extract_peaks(whitened, cmap & (magnitudes > thresh) & (whitened > picking.floor_ratio))
+    picked_on = rising_spectrogram(magnitudes, picking.decay) if picking.decay else magnitudes
+    keep = magnitudes > thresh
+    if picking.decay:
+        keep &= picked_on > 0
+    if picking.whiten:
+        picked_on = whiten_spectrogram(picked_on, min_floor=max(float(thresh), MIN_FLOOR),
+                                       quantile=picking.floor_quantile)
+        keep &= picked_on > picking.floor_ratio
+    cmap = constellation_map(picked_on, dist_freq=picking.dist_freq, dist_time=picking.dist_time, thresh=0.0)
+    return extract_peaks(picked_on, cmap & keep)
 
 
 def query_fingerprint(y: np.ndarray, params: FingerprintParams, picking: QueryPicking, *,
