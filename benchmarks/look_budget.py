@@ -14,9 +14,15 @@ with:
 - ``r5q25w{n}t0``: the default's whitened look at ``n`` shifts; ``s50c2w2t0``: the subtracted floor of
   ``look_merges.py`` at two shifts.
 
+With ``--cheaper``: the screen with 3 or 4 targets per anchor (``screen{k}@S``, and the at-looks it may
+pick that were not recorded), the whitened look with 4 (``r5q25k4w4t0``) and the dereverberated look at
+one shift (``dr0.5k{k}w1t0``).
+
 ``simulate`` replays the decision for schemes of looks (``look_merges.py``'s replay, with the speeds
-step built from the remaining factors) and prints each scheme's keys: the hashes a negative sends,
-summed over the looks it takes (median and mean over the negatives), against the default's.
+step built from the factors a scheme keeps; ``default (9)`` gives ``fpstore eval``'s figures), prints
+every cell, then one line per scheme: the hard set, the pink-noise and room cells, the cells lower
+than the default, and the keys (the hashes a negative sends, summed over the looks it takes; median
+and mean over the negatives that reach the speeds step).
 
     FPSTORE_HOME=/tmp/h python benchmarks/look_budget.py record '/tmp/looks/*.jsonl' \\
         ../corpus/devlarge/hard /tmp/budget/rec_0.jsonl --part 0 --parts 2
@@ -38,11 +44,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from look_merges import load, subtracted_fingerprint  # benchmarks/, next to this script
+from look_merges import load, raw_look, subtracted_fingerprint  # benchmarks/, next to this script
 from look_scores import print_table, tally
 
 from fpstore.db.catalogue import open_store
-from fpstore.matching.ranking import match_fingerprint
 from fpstore.signal.analysis import Fingerprint, fingerprint_from_peaks
 from fpstore.signal.audio import load_audio
 from fpstore.signal.hashing import zone_hashes
@@ -52,7 +57,6 @@ from fpstore.signal.query_peaks import WHITENED_LOOK, QueryPicking, query_finger
 from fpstore.signal.spectrogram import magnitude_spectrogram
 from fpstore.signal.variants import SpeedVariant, change_speed, shift_samples
 
-ZONE = "Fsmall_Tlong"
 SCORE_NEEDED = 3.0
 SCREEN_SCORE = 0.5
 #: The speeds step's factors of the default these looks were recorded against (ROBUST until 2026-12-08).
@@ -113,11 +117,7 @@ def record(patterns: list[str], folder: Path, out_path: Path, part: int, parts: 
         names = {v: k for k, v in store.tracks.ids_by_file_name().items()}
 
         def look(speed: float, fingerprints: tuple[Any, ...], tolerance: int) -> list[Any]:
-            result = match_fingerprint(store, [SpeedVariant(speed, fingerprints)], params, zone=ZONE, tests=1,
-                                       tolerance=tolerance, top_k=2)
-            best = result.best
-            return [names.get(best.track_id, "") if best else "", result.score, best.votes if best else 0,
-                    result.speed, result.n_query_hashes]
+            return raw_look(store, params, names, SpeedVariant(speed, fingerprints), tolerance)
 
         for i, rec in enumerate(recs):
             audio = load_audio(folder / rec["file"], sample_rate=params.sample_rate, duration_s=None)
@@ -260,23 +260,39 @@ def schemes() -> dict[str, Scheme]:
 
 
 def simulate(patterns: list[str]) -> None:
-    """Print top-1 % / false positives per cell for every scheme, then a negative's keys per scheme."""
+    """Print top-1 % / false positives per cell for every scheme, then one line per scheme against the default."""
     recs = list(load(patterns).values())
     chosen = schemes()
     tables = tally(recs, chosen, lambda rec, scheme: answer(rec, scheme)[0])
     names = list(chosen)
-    for start in range(0, len(names), 8):
-        print_table(tables, names[:1] + names[max(start, 1):start + 8])
+    for start in range(1, len(names), 8):
+        print_table(tables, names[:1] + names[start:start + 8])
         print()
     if MISSING:
-        print(f"looks not recorded, counted as naming nothing (queries x schemes): {MISSING}")
+        print(f"looks not recorded, counted as naming nothing (queries x schemes): {MISSING}\n")
     negatives = [rec for rec in recs if not rec["true"] and "screen@0.99" in rec]
-    base = [answer(rec, chosen[names[0]])[1] for rec in negatives]
-    print(f"keys a negative sends ({len(negatives)} negatives that reach the speeds step): median / mean")
+    base_keys = np.mean([answer(rec, chosen[names[0]])[1] for rec in negatives])
+    base = tables[names[0]]
+
+    def top1(cell: list[int]) -> float:
+        return 100 * cell[1] / cell[0]
+
+    print(f"Keys: the hashes a negative sends over the looks it takes ({len(negatives)} negatives that reach the "
+          "speeds step); cells lower: top-1 below the default's, or more false positives.\n")
+    print("| scheme (tests) | hard set top-1 / FP | pink noise 3 / 5 / 10 s | room mic 3 s | cells lower than the "
+          "default | a negative's keys, median / mean (mean against the default) |")
+    print("|---|---|---|---|---|---|")
     for name in names:
+        cells = tables[name]
+        lower = [f"{deg} {length} s {top1(base[(deg, length)]):.0f} → {top1(cell):.0f} %"
+                 for (deg, length), cell in cells.items() if deg != "*" and top1(cell) < top1(base[(deg, length)])]
+        lower += [f"{deg} {length} s {cell[3]} FP" for (deg, length), cell in cells.items()
+                  if deg != "*" and cell[3] > base[(deg, length)][3]]
+        pink = " / ".join(f"{top1(cells[('pinknoise_snr-5', length)]):.1f}" for length in ("3", "5", "10"))
         keys = [answer(rec, chosen[name])[1] for rec in negatives]
-        print(f"| {name} | {np.median(keys):.0f} / {np.mean(keys):.0f} | "
-              f"{100 * (np.mean(keys) / np.mean(base) - 1):+.1f} % |")
+        print(f"| {name} | {top1(cells[('*', '*')]):.1f} % / {cells[('*', '*')][3]} | {pink} | "
+              f"{top1(cells[('room_mic', '3')]):.1f} | {', '.join(lower) or 'none'} | {np.median(keys):,.0f} / "
+              f"{np.mean(keys):,.0f} ({100 * (np.mean(keys) / base_keys - 1):+.1f} %) |")
 
 
 if __name__ == "__main__":

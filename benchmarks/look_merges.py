@@ -41,6 +41,7 @@ import numpy as np
 from look_scores import print_table, tally  # benchmarks/look_scores.py, next to this script
 
 from fpstore.db.catalogue import open_store
+from fpstore.db.store import Store
 from fpstore.matching.ranking import match_fingerprint
 from fpstore.signal.analysis import Fingerprint, fingerprint_from_peaks
 from fpstore.signal.audio import load_audio
@@ -132,6 +133,15 @@ def reaches(rec: dict[str, Any], step: int) -> bool:
     return decide(rec, [(look, penalty) for look in looks]) == ""
 
 
+def raw_look(store: Store, params: FingerprintParams, names: dict[int, str], variant: SpeedVariant,
+             tolerance: int) -> list[Any]:
+    """One look's raw answer (``tests=1``): [best track's file name, score, votes, speed, hashes sent]."""
+    result = match_fingerprint(store, [variant], params, zone=ZONE, tests=1, tolerance=tolerance, top_k=2)
+    best = result.best
+    return [names.get(best.track_id, "") if best else "", result.score, best.votes if best else 0, result.speed,
+            result.n_query_hashes]
+
+
 def record(patterns: list[str], folder: Path, out_path: Path, part: int, parts: int, only: set[str] | None) -> None:
     """Write the looks of this script (or ``only`` these) for every ``parts``-th query (from ``part``) reaching step 2."""
     wanted = only or {"q25w4t0", "q25sw4t1", *LAST_LOOKS}
@@ -143,11 +153,7 @@ def record(patterns: list[str], folder: Path, out_path: Path, part: int, parts: 
         names = {v: k for k, v in store.tracks.ids_by_file_name().items()}
 
         def look(fingerprints: tuple[Any, ...], tolerance: int) -> list[Any]:
-            result = match_fingerprint(store, [SpeedVariant(1.0, fingerprints)], params, zone=ZONE, tests=1,
-                                       tolerance=tolerance, top_k=2)
-            best = result.best
-            return [names.get(best.track_id, "") if best else "", result.score, best.votes if best else 0,
-                    result.speed, result.n_query_hashes]
+            return raw_look(store, params, names, SpeedVariant(1.0, fingerprints), tolerance)
 
         for i, rec in enumerate(recs):
             audio = load_audio(folder / rec["file"], sample_rate=params.sample_rate, duration_s=None)
