@@ -56,6 +56,7 @@ from typing import BinaryIO
 import numpy as np
 
 from fpstore.db.contract import Catalogue
+from fpstore.db.lookup import PostingMemory
 from fpstore.errors import FpstoreError, ParameterError
 from fpstore.matching.evidence import ALL_ZONES, DEFAULT_ZONE, ROBUST, DecisionRule, Evidence
 from fpstore.matching.matcher import match_prepared
@@ -583,14 +584,14 @@ class StreamMonitor:
         while a segment is open, that thread also looks up the segment track's postings of the next
         window's keys (the lookup of its targeted test), with a connection and a posting memory of its own.
         """
-        with self.store.holding_connection(), self.store.lookup.remembering(REMEMBERED_LOOKUPS), \
+        with self.store.holding_connection(), self.store.lookup.remembering(REMEMBERED_LOOKUPS) as memory, \
                 warnings.catch_warnings(), concurrent.futures.ThreadPoolExecutor(1) as analysis:
             # a silent window has no peaks: it is simply unknown (the analysis thread runs under this filter too)
             warnings.filterwarnings("ignore", "no spectral peak", UserWarning)
             held = contextlib.ExitStack()  # the analysis thread's connection and memory, left in that thread
             try:
                 if self.read_ahead:
-                    analysis.submit(self._hold, held).result()
+                    analysis.submit(self._hold, held, memory).result()
                 windows = self._stream_windows(blocks)
                 window = next(windows, None)
                 while window is not None:
@@ -614,17 +615,26 @@ class StreamMonitor:
                 analysis.submit(held.close).result()
         yield from self.stop()
 
-    def _hold(self, held: contextlib.ExitStack) -> None:
-        """In the analysis thread: a connection of its own, and a posting memory (both thread-local)."""
+    def _hold(self, held: contextlib.ExitStack, memory: PostingMemory) -> None:
+        """In the analysis thread: a connection of its own, and the stream's posting memory (both thread-local)."""
         held.enter_context(self.store.holding_connection())
-        held.enter_context(self.store.lookup.remembering(REMEMBERED_LOOKUPS))
+        held.enter_context(self.store.lookup.sharing(memory))
 
     def _analyse(self, window: _Window, speed: float, track_id: int | None) -> None:
-        """In the analysis thread: the window's fingerprint at ``speed``, and ``track_id``'s postings of its keys."""
-        variant = window.variant(speed)
-        if track_id is not None:  # the open segment's track: its targeted test will want them
-            window.fetched[track_id, speed] = track_postings(self.store, variant.fingerprints[0], self.zone_ids,
-                                                             track_id)
+        """In the analysis thread: the window's fingerprint at ``speed``, and the postings it will most likely need.
+
+        While a segment is open (``track_id``), that track's postings of the window's keys, for its
+        targeted test; else all postings of its keys, which the window matched afresh at that speed
+        (the stream's) then finds in the stream's posting memory.
+        """
+        fingerprint = window.variant(speed).fingerprints[0]
+        if track_id is not None:
+            window.fetched[track_id, speed] = track_postings(self.store, fingerprint, self.zone_ids, track_id)
+            return
+        hashes, _, zone_of_hash = _window_hashes(fingerprint, self.zone_ids)
+        if hashes.size:
+            key_zones, key_hashes, _ = query_keys(zone_of_hash, hashes)
+            fetch_postings(self.store, key_zones, key_hashes)
 
     def _stream_windows(self, blocks: Iterable[np.ndarray]) -> Iterator[_Window]:
         for block in blocks:

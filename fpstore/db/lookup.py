@@ -133,12 +133,14 @@ class PostingMemory:
 
     A stream's overlapping windows share half their keys, and a window's later looks (another offset
     tolerance, the evidence of one track) ask for keys its first look fetched. The memory holds the
-    answers of its last ``calls`` calls (keys with no posting too) and forgets the older ones.
+    answers of its last ``calls`` calls (keys with no posting too) and forgets the older ones. Threads may
+    share one (:meth:`Lookup.sharing`): a call another thread makes meanwhile is remembered too.
     """
 
     def __init__(self, calls: int) -> None:
         self.calls = calls
         self._answered: list[_Answered] = []
+        self._remembered = threading.Lock()  # two threads' answers are both kept
 
     def postings(self, key_zones: np.ndarray, key_hashes: np.ndarray,
                  fetch: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]) -> Postings:
@@ -151,9 +153,10 @@ class PostingMemory:
         key, hashes, tracks, t_anchor = (np.concatenate([part[i] for part in parts]) for i in range(4))
         order = np.argsort(key, kind="stable")
         columns = (key[order], hashes[order], tracks[order], t_anchor[order])
-        kept = self._answered[max(len(self._answered) - self.calls + 1, 0):]
-        self._answered = [*kept, _Answered(
-            wanted, np.searchsorted(columns[0], wanted), np.searchsorted(columns[0], wanted, side="right"), columns)]
+        answered = _Answered(
+            wanted, np.searchsorted(columns[0], wanted), np.searchsorted(columns[0], wanted, side="right"), columns)
+        with self._remembered:
+            self._answered = [*self._answered[max(len(self._answered) - self.calls + 1, 0):], answered]
         return key >> 32, hashes, tracks, t_anchor
 
     def recall(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[Postings, np.ndarray, np.ndarray]:
@@ -265,17 +268,28 @@ class Lookup:
         return self.run(lookup)
 
     @contextlib.contextmanager
-    def remembering(self, calls: int) -> Iterator[None]:
+    def remembering(self, calls: int) -> Iterator[PostingMemory]:
         """Within the block, :meth:`postings` fetches only the keys none of its last ``calls`` calls asked for.
 
         For a stream matched window by window (:mod:`fpstore.monitor`), whose windows overlap, and a
         query's later looks (:mod:`fpstore.serve`): the catalogue is taken not to change meanwhile.
-        The memory is this thread's. A cluster's lookup (``ClusterLookup``) fetches every key every time.
+        The memory is this thread's (another thread may share it: :meth:`sharing`). A cluster's lookup
+        (``ClusterLookup``) fetches every key every time.
+        """
+        with self.sharing(PostingMemory(calls)) as memory:
+            yield memory
+
+    @contextlib.contextmanager
+    def sharing(self, memory: PostingMemory) -> Iterator[PostingMemory]:
+        """Within the block, this thread's :meth:`postings` use ``memory``, another thread's :meth:`remembering`.
+
+        A monitored stream's analysis thread looks up the next window's keys ahead into the memory the
+        stream's own thread then finds them in. The memory of :meth:`track_postings` stays this thread's.
         """
         previous = getattr(self._thread, "memory", None)
-        self._thread.memory = PostingMemory(calls)
+        self._thread.memory = memory
         try:
-            yield
+            yield memory
         finally:
             self._thread.memory = previous
             self._thread.track_memory = None
