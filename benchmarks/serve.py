@@ -22,7 +22,10 @@ workers, summed from /proc) at the start, the end and its peak, sampled every 0.
 ``--embedded`` (a PostgreSQL server of this run's own) it also prints the CPU time per query of the
 service and of PostgreSQL together, and the queries per second two idle cores would give at that cost
 (2 / CPU s): on a machine shared with other jobs the wall-clock figures measure the load as much as
-fpstore, the CPU time much less so.
+fpstore, the CPU time much less so. ``--shared-buffers`` starts that embedded server with another
+``shared_buffers`` than fpstore's (the catalogue's covering index of 1,000 tracks is 237 MB).
+
+Where one query's CPU goes, part by part: ``benchmarks/serve_profile.py``.
 
 Usage::
 
@@ -233,9 +236,17 @@ def main() -> None:
     parser.add_argument("--negative-share", type=float, default=0.5, help="share of the requests that are negatives")
     parser.add_argument("--options", default="", help="query string of the match options, e.g. 'plain=true&min_votes=15'")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--shared-buffers", help="with --embedded: start its server with this shared_buffers "
+                        "(e.g. 512MB) instead of fpstore's setting")
     args = parser.parse_args()
     if (args.server is None) == (args.embedded is None):
         parser.error("give one of --server and --embedded")
+    if args.shared_buffers:
+        if args.embedded is None:
+            parser.error("--shared-buffers is for --embedded")
+        from fpstore.db.embedded import TUNING
+
+        TUNING["shared_buffers"] = args.shared_buffers
     run_on_server(args, run)
 
 
@@ -302,7 +313,9 @@ def serve_and_drive(args: argparse.Namespace, url: str, inside: list[Path], held
         print(f"catalogue {make_url(url).database}, {args.tracks} tracks, {args.index} lookup index; "
               f"{len(positives)} positives and {len(negatives)} negatives of {args.length:g} s"
               f"{' (sent round again)' if args.requests > n_distinct else ''}; fpstore serve --workers {args.workers}; "
-              f"match options {args.options or '(defaults)'}; load average before {os.getloadavg()[0]:.1f}", flush=True)
+              f"match options {args.options or '(defaults)'}"
+              f"{f'; shared_buffers {args.shared_buffers}' if args.shared_buffers else ''}; "
+              f"load average before {os.getloadavg()[0]:.1f}", flush=True)
         print("| mode | clients | requests | queries/s | p50 ms | p95 ms | p99 ms | p50 ms positives / negatives | errors | "
               "positives named right | negatives named | server RSS MiB start / end / peak | CPU s per query (serve + "
               "PostgreSQL) | q/s 2 idle cores would give (2 / CPU s) | CPU s per query of this load generator |")
