@@ -6,7 +6,8 @@ the calibrated rule), against an existing database, and splits each query's wall
 
 - ``fingerprint``: the query as it is (decoding excluded: the samples are read before timing);
 - ``variants``: fingerprinting the other shifts and speeds and the whitened look (made lazily, when a step is taken);
-- ``lookup``: the posting lookup statements (server time plus transfer; ``Lookup.run``);
+- ``lookup``: the posting lookups (server time plus transfer; ``Lookup.postings``, its statements run at once
+  on ``--statements-at-once`` connections);
 - ``frames``: reading the voted tracks' lengths (``Lookup.track_frames``);
 - ``vote``: the rest of each step (pairs, distinct anchors, the vote, the tracks null, the answer).
 
@@ -83,9 +84,9 @@ def profile(store: Store, files: list[Path], rule: DecisionRule, evidence: Evide
     for path in files:
         y = load_audio(path, sample_rate=params.sample_rate, duration_s=None)
         clock = Clock()
-        lookup.run = clock.wrap("lookup", type(lookup).run.__get__(lookup),  # type: ignore[method-assign]
-                                lambda out, args: {"looks": 1, "keys": sum(p.count(",") + 1 for p in args[0].params[1::2]),
-                                                   "postings": len(out[0])})
+        # A look's lookup is timed whole (its statements may run at once on several connections).
+        lookup.postings = clock.wrap("lookup", type(lookup).postings.__get__(lookup),  # type: ignore[method-assign]
+                                     lambda out, args: {"looks": 1, "keys": args[1].size, "postings": len(out[0])})
         lookup.track_frames = clock.wrap("frames", type(lookup).track_frames.__get__(lookup))  # type: ignore[method-assign]
         t0, c0 = time.perf_counter(), time.process_time()
         with warnings.catch_warnings():
@@ -111,7 +112,7 @@ def profile(store: Store, files: list[Path], rule: DecisionRule, evidence: Evide
             "looks": clock.counts.get("looks", 0.0), "keys": clock.counts.get("keys", 0.0),
             "postings": clock.counts.get("postings", 0.0), "named": float(result.match is not None),
         })
-        del lookup.run, lookup.track_frames
+        del lookup.postings, lookup.track_frames
     return rows
 
 
@@ -142,6 +143,9 @@ def main() -> None:
     parser.add_argument("--cprofile", type=Path, help="write cProfile's statistics (CPU time) of the timed queries here")
     parser.add_argument("--no-whitened-look", action="store_true",
                         help="the default evidence without its last step, the whitened look (own_picks=())")
+    parser.add_argument("--statements-at-once", type=int,
+                        help="Lookup.statements_at_once: a large lookup split into this many statements run at once "
+                        "(default: fpstore's)")
     parser.add_argument("--shared-buffers", help="with --embedded: start its server with this shared_buffers "
                         "(e.g. 4GB) instead of fpstore's setting")
     args = parser.parse_args()
@@ -150,6 +154,8 @@ def main() -> None:
     def run(url: str) -> None:
         engine = create_engine(url)
         store = Store(engine)
+        if args.statements_at_once is not None:
+            store.lookup.statements_at_once = args.statements_at_once
         evidence = dataclasses.replace(ROBUST, max_postings_per_key=args.max_postings_per_key)
         if args.no_whitened_look:
             evidence = dataclasses.replace(evidence, own_picks=())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import warnings
 
 import numpy as np
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
 from fpstore.cli import cli
-from fpstore.db.lookup import LookupStatement
+from fpstore.db.lookup import SPLIT_MIN_KEYS, LookupStatement
 from fpstore.errors import AudioError, ParameterError
 from fpstore.ingest import ingest
 from fpstore.matching.evidence import ALL_ZONES, DEFAULT_ALPHA, PLAIN, ROBUST, DecisionRule
@@ -147,6 +148,33 @@ def test_track_frames_reads_each_stored_track_once(tuned_store, monkeypatch) -> 
     # Known tracks are not read again; an id not stored is (it may be stored by the next call).
     assert lookup.track_frames(np.array([first, absent])).tolist() == [stored[first], 0]
     assert asked == [sorted([first, second, absent]), [absent]]
+
+
+@pytest.mark.postgres
+def test_a_large_lookup_runs_as_statements_at_once_with_the_same_postings(tuned_store, monkeypatch) -> None:
+    with tuned_store.raw() as conn:
+        stored = np.array(conn.execute("SELECT DISTINCT zone, hash FROM hashes ORDER BY 1, 2").fetchall())
+    # Keys with no posting too, so that the lookup is long enough to be split whatever the tunes hold.
+    absent = np.arange(2 * SPLIT_MIN_KEYS, dtype=np.int32) * 7919 + 1
+    keys = np.unique(np.concatenate([stored[:, 0].astype(np.int64) << 32 | (stored[:, 1] & 0xFFFFFFFF),
+                                     (int(stored[0, 0]) << 32) | absent.astype(np.int64)]))
+    key_zones, key_hashes = keys >> 32, (keys & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+    lookup = tuned_store.lookup
+    threads: list[str] = []
+    run = lookup.run
+    monkeypatch.setattr(lookup, "run", lambda statement: threads.append(threading.current_thread().name) or run(statement))
+
+    def postings(at_once: int) -> list[tuple[int, ...]]:
+        threads.clear()
+        lookup.statements_at_once = at_once
+        return sorted(zip(*(column.tolist() for column in lookup.postings(key_zones, key_hashes))))
+
+    one = postings(1)
+    assert len(threads) == 1
+    assert postings(2) == one and len(one) >= stored.shape[0]  # every stored key has a posting
+    assert len(threads) == 2 and any(name.startswith("fpstore-lookup") for name in threads)
+    with tuned_store.holding_connection():  # a thread that holds its connection keeps to it
+        assert postings(2) == one and len(threads) == 1
 
 
 @pytest.mark.postgres

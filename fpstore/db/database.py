@@ -37,6 +37,9 @@ class Database(Protocol):
     def raw(self) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
         """A psycopg connection in autocommit mode (COPY, identifiers, binary results)."""
 
+    def holds_connection(self) -> bool:
+        """True inside :meth:`~fpstore.db.store.Store.holding_connection` in this thread (one connection per thread)."""
+
     def check_schema(self, *, upgrade_empty: bool = False) -> None:
         """Raise unless the schema is this fpstore's (with ``upgrade_empty``, create it in an empty database)."""
 

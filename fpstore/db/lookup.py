@@ -9,9 +9,11 @@ Conventions
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,6 +45,12 @@ _LOOKUP_ONE_ZONE_CAPPED = (
     " FROM unnest(CAST((SELECT %s::int[]) AS int[]), CAST((SELECT %s::int[]) AS int[])) AS k(hash, cap)"
     " CROSS JOIN LATERAL (SELECT track_id, t_anchor FROM hashes WHERE zone = %s AND hash = k.hash LIMIT k.cap) p)"
 )
+
+#: A lookup of at least this many keys is split into :attr:`Lookup.statements_at_once` statements run at
+#: once on as many connections: the server runs one statement on one core, and a query that names
+#: nothing spends most of its time waiting for it (20,000 keys and 600,000 postings at 10,000
+#: recordings). Below it, a second connection's round trip costs more than the half it saves.
+SPLIT_MIN_KEYS = 2000
 
 #: The SQL vote of each count and chance model (migrations 0002 to 0006, and 0009), one call per query.
 _SQL_VOTES = {
@@ -210,6 +218,14 @@ class Lookup:
         self._known_frames = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         #: :meth:`remembering`'s memory, one per thread: the HTTP service matches queries in several at once.
         self._thread = threading.local()
+        #: Statements a lookup of :data:`SPLIT_MIN_KEYS` keys or more is split into, each on its own
+        #: connection, run at once (1: one statement). Not in a thread that holds its connection
+        #: (:meth:`~fpstore.db.store.Store.holding_connection`: the HTTP service and a monitored stream,
+        #: which match several queries or windows at once on a connection each).
+        self.statements_at_once = 2
+        #: Threads that run the other statements of a split lookup, and how many (made on first use).
+        self._helpers: tuple[int, ThreadPoolExecutor] | None = None
+        self._helpers_made = threading.Lock()
 
     def postings(self, key_zones: np.ndarray, key_hashes: np.ndarray,
                  caps: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
@@ -235,9 +251,31 @@ class Lookup:
             return self.run(LookupStatement.of(key_zones, key_hashes, caps))
         memory: PostingMemory | None = getattr(self._thread, "memory", None)
         if memory is not None:
-            return memory.postings(key_zones, key_hashes,
-                                         lambda zones, hashes: self.run(LookupStatement.of(zones, hashes)))
-        return self.run(LookupStatement.of(key_zones, key_hashes))
+            return memory.postings(key_zones, key_hashes, self._fetch)
+        return self._fetch(key_zones, key_hashes)
+
+    def _fetch(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[np.ndarray, ...]:
+        """:meth:`postings` of the keys, in :attr:`statements_at_once` statements run at once when there are many.
+
+        The keys are cut into consecutive runs of about equal size, so each key's postings stay together
+        and in the order one statement gives them; the runs' postings are concatenated in key order.
+        """
+        parts = min(self.statements_at_once, key_hashes.size // SPLIT_MIN_KEYS)
+        if parts < 2 or self._store.holds_connection():
+            return self.run(LookupStatement.of(key_zones, key_hashes))
+        bounds = np.linspace(0, key_hashes.size, parts + 1).astype(np.int64)
+        statements = [LookupStatement.of(key_zones[a:b], key_hashes[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        with self._helpers_made:
+            if self._helpers is None or self._helpers[0] < parts - 1:
+                self._helpers = (parts - 1, ThreadPoolExecutor(parts - 1, thread_name_prefix="fpstore-lookup"))
+            helpers = self._helpers[1]
+        others = [helpers.submit(self.run, statement) for statement in statements[1:]]
+        try:
+            first = self.run(statements[0])
+        finally:
+            concurrent.futures.wait(others)  # no statement left running on its connection
+        found = [first, *(other.result() for other in others)]
+        return tuple(np.concatenate(column) for column in zip(*found))
 
     def track_postings(self, key_zones: np.ndarray, key_hashes: np.ndarray, track_id: int) -> tuple[np.ndarray, ...]:
         """The postings of the keys that belong to one track (as :meth:`postings`, in one statement).

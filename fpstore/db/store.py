@@ -198,6 +198,10 @@ class Store:
             else:
                 pooled.close()
 
+    def holds_connection(self) -> bool:
+        """True inside :meth:`holding_connection` in this thread: the thread's statements go through one connection."""
+        return getattr(self._holding, "held", None) is not None
+
     @contextlib.contextmanager
     def holding_connection(self) -> Iterator[None]:
         """Within the block, :meth:`raw` hands this thread one connection, checked out once.
