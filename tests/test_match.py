@@ -178,6 +178,28 @@ def test_a_large_lookup_runs_as_statements_at_once_with_the_same_postings(tuned_
 
 
 @pytest.mark.postgres
+def test_a_query_that_names_nothing_fetches_its_next_look_ahead_with_the_same_answer(tuned_store, monkeypatch) -> None:
+    lookup = tuned_store.lookup
+    fetched: list[str] = []
+    fetch = lookup._fetch
+    monkeypatch.setattr(lookup, "_fetch", lambda *keys: fetched.append(threading.current_thread().name) or fetch(*keys))
+
+    def answer(at_once: int) -> tuple[object, ...]:
+        fetched.clear()
+        lookup.statements_at_once = at_once
+        result = match_signal(tuned_store, synth_tune(77, duration_s=5.0), evidence=ROBUST)
+        return result.match, result.candidates, result.speed
+
+    alone = answer(1)
+    assert alone[0] is None and fetched and not any(name.startswith("fpstore-ahead") for name in fetched)
+    looks = len(fetched)
+    assert answer(2) == alone
+    # the looks after the second were made and fetched while the one before them voted
+    ahead = [name for name in fetched if name.startswith("fpstore-ahead")]
+    assert looks >= 4 and len(ahead) >= 1 and len(fetched) - len(ahead) < looks
+
+
+@pytest.mark.postgres
 @pytest.mark.parametrize("snr_db", [None, 10.0])
 def test_excerpts_find_their_tune_and_offset(tuned_store, rng_factory, snr_db) -> None:
     rng = rng_factory(1)

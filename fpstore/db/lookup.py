@@ -223,9 +223,15 @@ class Lookup:
         #: (:meth:`~fpstore.db.store.Store.holding_connection`: the HTTP service and a monitored stream,
         #: which match several queries or windows at once on a connection each).
         self.statements_at_once = 2
+        #: Whether :meth:`prefetch` fetches ahead (with :attr:`statements_at_once` 2 or more). Off: on the
+        #: shared 2-core machine it gained nothing over the split lookups alone, and a look fetched ahead
+        #: that is not taken (a query named by the look before it) keeps the server busy after the answer.
+        self.fetch_ahead = False
         #: Threads that run the other statements of a split lookup, and how many (made on first use).
         self._helpers: tuple[int, ThreadPoolExecutor] | None = None
         self._helpers_made = threading.Lock()
+        #: The thread that makes and fetches the look asked for ahead (:meth:`prefetch`), made on first use.
+        self._ahead: ThreadPoolExecutor | None = None
 
     def postings(self, key_zones: np.ndarray, key_hashes: np.ndarray,
                  caps: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
@@ -249,10 +255,62 @@ class Lookup:
         """
         if caps is not None:
             return self.run(LookupStatement.of(key_zones, key_hashes, caps))
+        ahead = self._fetched_ahead(key_zones, key_hashes)
+        if ahead is not None:
+            return ahead
         memory: PostingMemory | None = getattr(self._thread, "memory", None)
         if memory is not None:
             return memory.postings(key_zones, key_hashes, self._fetch)
         return self._fetch(key_zones, key_hashes)
+
+    def prefetch(self, keys_of: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
+        """Make the keys of a look likely to come next and fetch their postings, in a thread, while the caller votes.
+
+        The next :meth:`postings` call of this thread takes them if it asks for the same keys (else they are
+        dropped, and that call waits for ``keys_of`` only). Not without :attr:`fetch_ahead`, nor when
+        :attr:`statements_at_once` is 1, nor in
+        a thread that holds its connection (as :meth:`postings` splits), nor within :meth:`remembering`.
+
+        Parameters
+        ----------
+        keys_of : callable
+            Returns the look's ``(key_zones, key_hashes)`` as :meth:`postings` takes them; run in the thread
+            (it may fingerprint the look's variants).
+        """
+        if (not self.fetch_ahead or self.statements_at_once < 2 or self._store.holds_connection()
+                or getattr(self._thread, "memory", None) is not None):
+            return
+        with self._helpers_made:
+            if self._ahead is None:
+                self._ahead = ThreadPoolExecutor(1, thread_name_prefix="fpstore-ahead")
+            ahead = self._ahead
+        keys: concurrent.futures.Future[tuple[np.ndarray, np.ndarray]] = concurrent.futures.Future()
+
+        def fetch() -> tuple[np.ndarray, ...]:
+            try:
+                zones, hashes = keys_of()
+            except BaseException as exc:
+                keys.set_exception(exc)
+                raise
+            keys.set_result((zones, hashes))
+            return self._fetch(zones, hashes)
+
+        self._thread.ahead = (keys, ahead.submit(fetch))
+
+    def _fetched_ahead(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        """The postings :meth:`prefetch` fetched if it was asked for these keys (None otherwise, or if it failed)."""
+        asked: tuple[concurrent.futures.Future[tuple[np.ndarray, np.ndarray]],
+                     concurrent.futures.Future[tuple[np.ndarray, ...]]] | None = getattr(self._thread, "ahead", None)
+        if asked is None:
+            return None
+        self._thread.ahead = None
+        keys, postings = asked
+        if keys.exception() is not None:
+            return None  # (asked again here, the same keys raise in the caller's own thread)
+        zones, hashes = keys.result()
+        if not (np.array_equal(zones, key_zones) and np.array_equal(hashes, key_hashes)):
+            return None  # another look came next: the one fetched ahead was not needed
+        return None if postings.exception() is not None else postings.result()
 
     def _fetch(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[np.ndarray, ...]:
         """:meth:`postings` of the keys, in :attr:`statements_at_once` statements run at once when there are many.

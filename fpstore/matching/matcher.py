@@ -43,6 +43,8 @@ from fpstore.signal.variants import SpeedVariant, speed_variant
 #: The speeds step looks at a speed with every shift only when, unshifted, its best track scored at least
 #: this (``-log10 p`` after the union bound over the evidence's tests; the rule names a track above 3).
 SCREEN_SCORE = 0.5
+#: The variants of a look that may come next (:func:`fpstore.matching.ranking.match_fingerprint`'s ``next_look``).
+NextLook = Callable[[], Sequence[SpeedVariant]] | None
 
 
 def match_signal(store: Catalogue, y: np.ndarray, *, evidence: Evidence = ROBUST, **options: object) -> MatchResult:
@@ -91,42 +93,55 @@ def match_prepared(store: Catalogue, prepared: PreparedQuery, params: Fingerprin
     # The later looks' fingerprints need the hashes of the zone that votes only.
     looks = params if zone == ALL_ZONES else dataclasses.replace(params, zones=(params.zone(zone),))
 
-    def answer(variants: Sequence[SpeedVariant], tolerance: int) -> MatchResult:
+    def answer(variants: Sequence[SpeedVariant], tolerance: int, next_look: NextLook = None) -> MatchResult:
         return match_fingerprint(store, variants, params, zone=zone, top_k=top_k, rule=rule, method=method,
                                  query=query, count=evidence.count, tests=evidence.tests, tolerance=tolerance,
-                                 max_postings_per_key=evidence.max_postings_per_key)
+                                 max_postings_per_key=evidence.max_postings_per_key, next_look=next_look)
 
-    def other_speeds() -> MatchResult:
+    def other_speeds(next_look: NextLook) -> MatchResult:
         # The screen: every other speed unshifted, one statement. Only the speed whose best track stood
         # out (SCREEN_SCORE) is then looked at with every shift, and that look is the step's answer: a query
         # that names nothing seldom pays the other speeds' shifts (a quarter of the keys looked up).
-        screened = answer(prepared.screen(looks, evidence), evidence.tolerance)
+        screened = answer(prepared.screen(looks, evidence), evidence.tolerance, next_look)
         if evidence.shifts == 1 or (screened.match is None and screened.score < SCREEN_SCORE):
             return screened  # unshifted is every shift, or no speed stood out
-        return answer([prepared.at_speed(looks, evidence, screened.speed)], evidence.tolerance)
+        return answer([prepared.at_speed(looks, evidence, screened.speed)], evidence.tolerance, next_look)
 
-    def pooled_other_speeds() -> MatchResult:
+    def pooled_other_speeds(next_look: NextLook) -> MatchResult:
         # One look and one test for every other speed at every shift; the factor reported is the one
         # whose own look scores best, looked up only when the pooled look names a track.
         others = [prepared.at_speed(looks, evidence, speed) for speed in evidence.speeds[1:]]
-        pooled = answer([pooled_speeds(others)], evidence.tolerance)
+        pooled = answer([pooled_speeds(others)], evidence.tolerance, next_look)
         if pooled.match is None:
             return pooled
         return dataclasses.replace(pooled, speed=answer(others, evidence.tolerance).speed)
 
-    def own_look(picking: QueryPicking) -> Callable[[], MatchResult]:
-        return lambda: answer([prepared.picked(looks, evidence, picking)], 0)
+    def shifted() -> Sequence[SpeedVariant]:
+        return [prepared.shifted(looks, evidence)]
 
-    steps: list[Callable[[], MatchResult]] = [step for wanted, step in (
-        (evidence.pools, lambda: answer([prepared.shifted(looks, evidence)], evidence.tolerance)),
-        (len(evidence.speeds) > 1, pooled_other_speeds if evidence.pool_speeds else other_speeds),
+    def own_look(picking: QueryPicking) -> tuple[Callable[[NextLook], MatchResult], NextLook]:
+        def variants() -> Sequence[SpeedVariant]:
+            return [prepared.picked(looks, evidence, picking)]
+        return (lambda next_look: answer(variants(), 0, next_look)), variants
+
+    # Each step, and the variants of its first look (None: not known ahead, its speeds made for it alone).
+    steps: list[tuple[Callable[[NextLook], MatchResult], NextLook]] = [(step, first) for wanted, step, first in (
+        (evidence.pools, lambda next_look: answer(shifted(), evidence.tolerance, next_look), shifted),
+        (len(evidence.speeds) > 1, pooled_other_speeds if evidence.pool_speeds else other_speeds,
+         None if evidence.pool_speeds else lambda: prepared.screen(looks, evidence)),
     ) if wanted] + [own_look(picking) for picking in evidence.own_picks]
 
-    result = answer([prepared.first], 0)
-    for step in steps:
+    return _steps_taken(answer([prepared.first], 0), steps)
+
+
+def _steps_taken(result: MatchResult, steps: Sequence[tuple[Callable[[NextLook], MatchResult], NextLook]]) -> MatchResult:
+    """Each step taken while nothing is named, told the next step's first look; the first named, else the best."""
+    for k, (step, _) in enumerate(steps):
         if result.match is not None:
             break
-        tried = step()
+        # While a later step votes, the next step's first look is made and fetched (both cores at work); not
+        # while the first look votes, which names most positives.
+        tried = step(steps[k + 1][1] if k + 1 < len(steps) else None)
         result = tried if tried.score > result.score else result
     return result
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -81,6 +82,9 @@ class PreparedQuery:
     _shifted: SpeedVariant | None = field(default=None, repr=False)
     _screen: tuple[SpeedVariant, ...] | None = field(default=None, repr=False)
     _picked: dict[QueryPicking, SpeedVariant] = field(default_factory=dict, repr=False)
+    #: Held while a variant is made: the matcher may make the next look's in another thread
+    #: (:meth:`fpstore.db.lookup.Lookup.prefetch`), and it is made once.
+    _making: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def _samples(self) -> np.ndarray:
         assert self.audio is not None, "a query prepared with shifts or speeds keeps its audio"
@@ -90,26 +94,29 @@ class PreparedQuery:
         """Speed 1.0 at every shift and peak selection, fingerprinted on first use (the first look's reused)."""
         if evidence.shifts == 1 and not evidence.picks:
             return self.first
-        if not _holds(self._shifted, params):
-            self._shifted = _quiet_variant(self._samples(), params, 1.0, evidence.shifts, self.first, evidence.picks,
-                                           self.spectrograms if evidence.own_picks else None)
-        assert self._shifted is not None
-        return self._shifted
+        with self._making:
+            if not _holds(self._shifted, params):
+                self._shifted = _quiet_variant(self._samples(), params, 1.0, evidence.shifts, self.first,
+                                               evidence.picks, self.spectrograms if evidence.own_picks else None)
+            assert self._shifted is not None
+            return self._shifted
 
     def screen(self, params: FingerprintParams, evidence: Evidence) -> tuple[SpeedVariant, ...]:
         """The other speeds unshifted (the speeds step's screen), fingerprinted on first use."""
-        if self._screen is None or not all(_holds(variant, params) for variant in self._screen):
-            self._screen = tuple(_quiet_variant(self._samples(), params, speed, 1) for speed in evidence.speeds[1:])
-        return self._screen
+        with self._making:
+            if self._screen is None or not all(_holds(variant, params) for variant in self._screen):
+                self._screen = tuple(_quiet_variant(self._samples(), params, speed, 1) for speed in evidence.speeds[1:])
+            return self._screen
 
     def picked(self, params: FingerprintParams, evidence: Evidence, picking: QueryPicking) -> SpeedVariant:
         """Speed 1.0 at every shift (or the picking's own) under one own pick of the evidence, fingerprinted on first use."""
-        if not _holds(self._picked.get(picking), params):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._picked[picking] = picked_variant(self._samples(), params, picking.shifts or evidence.shifts,
-                                                       (picking,), spectrograms=self.spectrograms)
-        return self._picked[picking]
+        with self._making:
+            if not _holds(self._picked.get(picking), params):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._picked[picking] = picked_variant(self._samples(), params, picking.shifts or evidence.shifts,
+                                                           (picking,), spectrograms=self.spectrograms)
+            return self._picked[picking]
 
     def at_speed(self, params: FingerprintParams, evidence: Evidence, speed: float) -> SpeedVariant:
         """One of the other speeds at every shift (its unshifted fingerprint taken from the screen)."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -99,6 +99,7 @@ def match_fingerprint(
     tests: int = 1,
     tolerance: int = 0,
     max_postings_per_key: int | None = None,
+    next_look: Callable[[], Sequence[SpeedVariant]] | None = None,
 ) -> MatchResult:
     """Rank the stored tracks for one fingerprinted query (or its variants: the best speed's answer).
 
@@ -133,6 +134,10 @@ def match_fingerprint(
         Offset tolerance in frames (:attr:`Evidence.tolerance`).
     max_postings_per_key : int or None
         Leave out the keys with longer lists (:attr:`Evidence.max_postings_per_key`); Python vote only.
+    next_look : callable or None
+        The variants of the look likely to be taken after this one: with the Python vote (and every
+        posting), they are made and their postings fetched in a thread while this look votes
+        (:meth:`fpstore.db.lookup.Lookup.prefetch`). The answer is the same with or without.
 
     Returns
     -------
@@ -157,7 +162,9 @@ def match_fingerprint(
     # The runner-up decides the confidence and the ratio rule: always rank it, list only top_k.
     ranked_k = max(top_k, 2)
     names = [z.name for z in params.zones] if zone == ALL_ZONES else [params.zone(zone).name]
-    rankings = (_python_rankings(store, variants, names, ranked_k, count, rule.null, tolerance, max_postings_per_key)
+    rankings = (_python_rankings(store, variants, names, ranked_k, count, rule.null, tolerance, max_postings_per_key,
+                                 None if next_look is None or max_postings_per_key is not None
+                                 else lambda: look_keys(store, next_look(), names))
                 if method == "python"
                 else [_sql_ranking(store, variant, names, ranked_k, count, rule.null, tolerance) for variant in variants])
     best: tuple[float, list[tuple[int, int, int, float]], int, float] | None = None
@@ -177,9 +184,9 @@ def match_fingerprint(
 Ranking = tuple[list[tuple[int, int, int, float]], int]
 
 
-def _python_rankings(store: Catalogue, variants: Sequence[SpeedVariant], names: list[str], ranked_k: int,
-                     count: Count, null: Null, tolerance: int, max_postings_per_key: int | None) -> list[Ranking]:
-    """Each variant's ranked ``(track, offset, votes, score)`` and hash count, from one posting lookup for all."""
+def _look_hashes(store: Catalogue, variants: Sequence[SpeedVariant],
+                 names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every query hash of a look (the variants' fingerprints' zones ``names``): hash, t_query, zone id, variant."""
     ids = store.zone_ids()
     parts = [(v, fp.zones[name], ids[name]) for v, variant in enumerate(variants)
              for fp in variant.fingerprints for name in names]
@@ -187,12 +194,32 @@ def _python_rankings(store: Catalogue, variants: Sequence[SpeedVariant], names: 
     t_query = np.concatenate([zh.t_anchor_frames for _, zh, _ in parts] or [np.empty(0, np.int64)]).astype(np.int64)
     zone_of_hash = np.concatenate([np.full(zh.hashes.size, zone_id) for _, zh, zone_id in parts] or [np.empty(0)])
     variant_of_hash = np.concatenate([np.full(zh.hashes.size, v) for v, zh, _ in parts] or [np.empty(0, np.int64)])
+    return hashes, t_query, zone_of_hash, variant_of_hash
+
+
+def look_keys(store: Catalogue, variants: Sequence[SpeedVariant], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``(zone, hash)`` keys a look of these variants looks up (as :func:`match_fingerprint` sends them)."""
+    hashes, _, zone_of_hash, _ = _look_hashes(store, variants, names)
+    key_zones, key_hashes, _ = query_keys(zone_of_hash, hashes)
+    return key_zones, key_hashes
+
+
+def _python_rankings(store: Catalogue, variants: Sequence[SpeedVariant], names: list[str], ranked_k: int,
+                     count: Count, null: Null, tolerance: int, max_postings_per_key: int | None,
+                     next_keys: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None) -> list[Ranking]:
+    """Each variant's ranked ``(track, offset, votes, score)`` and hash count, from one posting lookup for all.
+
+    ``next_keys``: the keys of the look likely to come next, fetched ahead once this look's postings are in.
+    """
+    hashes, t_query, zone_of_hash, variant_of_hash = _look_hashes(store, variants, names)
     n_query_hashes = np.bincount(variant_of_hash.astype(np.int64), minlength=len(variants))
     if hashes.size:
         # The keys and pairs of the hashes as they are; the offset tolerance repeats each pair's vote at
         # offsets + d afterwards (as if each hash were sent again at t - d, with no more keys or pairs to build).
         key_zones, key_hashes, key_of_hash = query_keys(zone_of_hash, hashes)
         key_of_posting, track_ids, t_anchor = fetch_postings(store, key_zones, key_hashes, max_postings_per_key)
+        if next_keys is not None:
+            store.lookup.prefetch(next_keys)
         if key_of_posting.size > 1 and not (key_of_posting[1:] >= key_of_posting[:-1]).all():  # a cluster's shards
             in_key_order = np.argsort(key_of_posting, kind="stable")
             key_of_posting, track_ids, t_anchor = (key_of_posting[in_key_order], track_ids[in_key_order],
