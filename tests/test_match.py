@@ -184,16 +184,18 @@ def test_a_query_that_names_nothing_fetches_its_next_look_ahead_with_the_same_an
     fetch = lookup._fetch
     monkeypatch.setattr(lookup, "_fetch", lambda *keys: fetched.append(threading.current_thread().name) or fetch(*keys))
 
-    def answer(at_once: int) -> tuple[object, ...]:
+    def answer(at_once: int, ahead: bool) -> tuple[object, ...]:
         fetched.clear()
-        lookup.statements_at_once = at_once
+        lookup.statements_at_once, lookup.fetch_ahead = at_once, ahead
         result = match_signal(tuned_store, synth_tune(77, duration_s=5.0), evidence=ROBUST)
         return result.match, result.candidates, result.speed
 
-    alone = answer(1)
+    alone = answer(1, True)  # one statement at a time: nothing fetched ahead
     assert alone[0] is None and fetched and not any(name.startswith("fpstore-ahead") for name in fetched)
     looks = len(fetched)
-    assert answer(2) == alone
+    assert answer(2, False) == alone and len(fetched) == looks and not any(
+        name.startswith("fpstore-ahead") for name in fetched)
+    assert answer(2, True) == alone
     # the looks after the second were made and fetched while the one before them voted
     ahead = [name for name in fetched if name.startswith("fpstore-ahead")]
     assert looks >= 4 and len(ahead) >= 1 and len(fetched) - len(ahead) < looks
