@@ -133,21 +133,27 @@ def match_queries(store: Store, rows: list[dict[str, str]], evidence: Evidence =
     return out
 
 
-def match_on(url: str, rows: list[dict[str, str]], max_postings_per_key: int | None) -> list[dict[str, object]]:
+def match_on(url: str, rows: list[dict[str, str]], max_postings_per_key: int | None,
+             statements_at_once: int | None = None) -> list[dict[str, object]]:
     """:func:`match_queries` in a process of its own (``--match-jobs``), on its own connection."""
     engine = create_engine(url)
     try:
-        return match_queries(Store(engine), rows, dataclasses.replace(ROBUST, max_postings_per_key=max_postings_per_key))
+        store = Store(engine)
+        if statements_at_once is not None:
+            store.lookup.statements_at_once = statements_at_once
+        return match_queries(store, rows, dataclasses.replace(ROBUST, max_postings_per_key=max_postings_per_key))
     finally:
         engine.dispose()
 
 
-def match_all(url: str, rows: list[dict[str, str]], jobs: int, max_postings_per_key: int | None) -> list[dict[str, object]]:
+def match_all(url: str, rows: list[dict[str, str]], jobs: int, max_postings_per_key: int | None,
+              statements_at_once: int | None = None) -> list[dict[str, object]]:
     """Every row matched, by ``jobs`` processes at once (each a share of the rows, interleaved)."""
     if jobs == 1:
-        return match_on(url, rows, max_postings_per_key)
+        return match_on(url, rows, max_postings_per_key, statements_at_once)
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = pool.map(match_on, [url] * jobs, [rows[i::jobs] for i in range(jobs)], [max_postings_per_key] * jobs)
+        parts = pool.map(match_on, [url] * jobs, [rows[i::jobs] for i in range(jobs)], [max_postings_per_key] * jobs,
+                         [statements_at_once] * jobs)
         return [row for part in parts for row in part]
 
 
@@ -161,6 +167,8 @@ def main() -> None:
                         help="queries matched at once, each process its share (latencies then include the others')")
     parser.add_argument("--max-postings-per-key", type=int,
                         help="match with Evidence.max_postings_per_key (default: none, as fpstore match)")
+    parser.add_argument("--statements-at-once", type=int,
+                        help="Lookup.statements_at_once of the matching processes (default: fpstore's)")
     parser.add_argument("--queries-csv", type=Path, help="the excerpts to match [CATALOGUE/queries/queries.csv]")
     parser.add_argument("--probe", type=int, default=100, help="files per step timed with and without a catalogue")
     parser.add_argument("--queries", type=int, default=200, help="positives matched per size")
@@ -229,8 +237,11 @@ def run(args: argparse.Namespace, server: str) -> None:
         positives = [q for q in queries if q["true_track"] in ids
                      and float(q["start_s"]) + float(q["length_s"]) <= (args.duration or math.inf)][:args.queries]
         chosen_negatives = negatives[args.negative_offset:args.negative_offset + args.negative_queries]
+        started = time.perf_counter()
         results = match_all(url_of(server, "fpstore_catalogue"), positives + chosen_negatives, args.match_jobs,
-                            args.max_postings_per_key)
+                            args.max_postings_per_key, args.statements_at_once)
+        print(f"{n}: {len(results)} queries matched in {time.perf_counter() - started:.1f} s, "
+              f"{args.match_jobs} at a time", flush=True)
         for kind in sorted({str(r["kind"]) for r in results}):
             chosen = [r for r in results if r["kind"] == kind]
             ms = np.array([float(r["ms"]) for r in chosen])  # type: ignore[arg-type]

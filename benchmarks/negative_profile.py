@@ -131,11 +131,30 @@ def report(rows: list[dict[str, float]]) -> None:
         print(f"| {key} | {np.median(v):,.0f} | {np.percentile(v, 95):,.0f} | {v.mean():,.0f} |")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_database_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--url``, or ``--embedded`` and ``--database``: the database a benchmark matches against."""
     parser.add_argument("--url", help="database URL")
     parser.add_argument("--embedded", type=Path, help="instead of --url: fpstore's embedded server with its data here")
     parser.add_argument("--database", help="with --embedded: the database's name")
+
+
+def on_database(args: argparse.Namespace, run: Callable[[str], None], shared_buffers: str | None = None) -> None:
+    """``run(url)`` on the database of :func:`add_database_arguments` (the embedded server started for it)."""
+    if args.embedded is not None:
+        from fpstore.db.embedded import TUNING, EmbeddedServer
+
+        if shared_buffers:
+            TUNING["shared_buffers"] = shared_buffers
+        with EmbeddedServer(args.embedded) as server:
+            run(make_url(server.url).set(drivername="postgresql+psycopg", database=args.database)
+                .render_as_string(hide_password=False))
+    else:
+        run(args.url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_database_arguments(parser)
     parser.add_argument("--queries", type=Path, required=True, help="folder of audio files, or a queries.csv")
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--max-postings-per-key", type=int, help="Evidence.max_postings_per_key (default: none)")
@@ -170,16 +189,7 @@ def main() -> None:
         report(rows)
         engine.dispose()
 
-    if args.embedded is not None:
-        from fpstore.db.embedded import TUNING, EmbeddedServer
-
-        if args.shared_buffers:
-            TUNING["shared_buffers"] = args.shared_buffers
-        with EmbeddedServer(args.embedded) as server:
-            run(make_url(server.url).set(drivername="postgresql+psycopg", database=args.database)
-                .render_as_string(hide_password=False))
-    else:
-        run(args.url)
+    on_database(args, run, args.shared_buffers)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from negative_profile import add_database_arguments, on_database
 from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
 
 from fpstore.db.lookup import Lookup
 from fpstore.db.store import Store
@@ -61,9 +61,7 @@ def timed_match(store: Store, y: np.ndarray, looks: list[int]) -> tuple[float, A
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="database URL")
-    parser.add_argument("--embedded", type=Path, help="instead of --url: fpstore's embedded server with its data here")
-    parser.add_argument("--database", help="with --embedded: the database's name")
+    add_database_arguments(parser)
     parser.add_argument("--queries", type=Path, required=True, help="a queries.csv")
     parser.add_argument("--kind", choices=("negative", "clean10"), default="negative")
     parser.add_argument("--limit", type=int, default=20)
@@ -111,14 +109,7 @@ def main() -> None:
                   f"{np.median(ratio):.2f} ({np.percentile(ratio, 25):.2f}-{np.percentile(ratio, 75):.2f}) |")
         engine.dispose()
 
-    if args.embedded is not None:
-        from fpstore.db.embedded import EmbeddedServer
-
-        with EmbeddedServer(args.embedded) as server:
-            run(make_url(server.url).set(drivername="postgresql+psycopg", database=args.database)
-                .render_as_string(hide_password=False))
-    else:
-        run(args.url)
+    on_database(args, run)
 
 
 if __name__ == "__main__":
