@@ -196,6 +196,7 @@ def test_a_query_that_names_nothing_fetches_its_next_look_ahead_with_the_same_an
     assert answer(2, False) == alone and len(fetched) == looks and not any(
         name.startswith("fpstore-ahead") for name in fetched)
     assert answer(2, True) == alone
+    assert getattr(lookup._thread, "ahead", None) is None  # nothing left for the thread's next query
     # the looks after the second were made and fetched while the one before them voted
     ahead = [name for name in fetched if name.startswith("fpstore-ahead")]
     assert looks >= 4 and len(ahead) >= 1 and len(fetched) - len(ahead) < looks

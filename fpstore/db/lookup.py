@@ -297,6 +297,10 @@ class Lookup:
 
         self._thread.ahead = (keys, ahead.submit(fetch))
 
+    def forget_ahead(self) -> None:
+        """Drop what :meth:`prefetch` fetched for this thread and no lookup took (the query it was for has its answer)."""
+        self._thread.ahead = None
+
     def _fetched_ahead(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[np.ndarray, ...] | None:
         """The postings :meth:`prefetch` fetched if it was asked for these keys (None otherwise, or if it failed)."""
         asked: tuple[concurrent.futures.Future[tuple[np.ndarray, np.ndarray]],

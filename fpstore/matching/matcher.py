@@ -131,7 +131,10 @@ def match_prepared(store: Catalogue, prepared: PreparedQuery, params: Fingerprin
          None if evidence.pool_speeds else lambda: prepared.screen(looks, evidence)),
     ) if wanted] + [own_look(picking) for picking in evidence.own_picks]
 
-    return _steps_taken(answer([prepared.first], 0), steps)
+    try:
+        return _steps_taken(answer([prepared.first], 0), steps)
+    finally:
+        store.lookup.forget_ahead()  # a look fetched ahead and not taken is not this thread's next query's
 
 
 def _steps_taken(result: MatchResult, steps: Sequence[tuple[Callable[[NextLook], MatchResult], NextLook]]) -> MatchResult:
