@@ -3,9 +3,10 @@
 Matches each query of ``--queries`` (a ``queries.csv`` of the corpus layout; ``--kind negative`` takes its rows
 with an empty ``true_track``, ``--kind clean10`` its clean 10 s excerpts of stored tracks) as ``fpstore match``
 does by default (:data:`fpstore.matching.evidence.ROBUST`, the calibrated rule), fingerprinting included
-(decoding excluded: the samples are read before timing), in three settings: ``Lookup.statements_at_once = 1``
-(one statement at a time), fpstore's setting without ``Lookup.fetch_ahead`` (large lookups split) and with
-it (the next look fetched while one votes), each setting first in turn query by query, so that all see the
+(decoding excluded: the samples are read before timing), in four settings: ``Lookup.statements_at_once = 1``
+and ``matcher.LOOKS_REMEMBERED = 0`` (one statement at a time, every look fetching all its keys); large
+lookups split; split and each query's looks remembered (fpstore's default); split and ``Lookup.fetch_ahead``
+(the next look fetched while one votes), each setting first in turn query by query, so that all see the
 same load. Prints the median and p95 of each, the median of the per-query ratio to the first, whether the
 answers agree, and how many looks the queries took.
 
@@ -30,8 +31,8 @@ from sqlalchemy import create_engine
 
 from fpstore.db.lookup import Lookup
 from fpstore.db.store import Store
+from fpstore.matching import matcher
 from fpstore.matching.evidence import ROBUST, DecisionRule
-from fpstore.matching.matcher import match_prepared
 from fpstore.matching.query import PreparedQuery
 from fpstore.signal.audio import load_audio
 from fpstore.signal.variants import speed_variant
@@ -55,7 +56,7 @@ def timed_match(store: Store, y: np.ndarray, looks: list[int]) -> tuple[float, A
         warnings.simplefilter("ignore")
         spectrograms: dict[int, np.ndarray] = {}
         prepared = PreparedQuery(speed_variant(y, params, 1.0, 1, spectrograms=spectrograms), y, spectrograms)
-    result = match_prepared(store, prepared, params, evidence=ROBUST, rule=DecisionRule())
+    result = matcher.match_prepared(store, prepared, params, evidence=ROBUST, rule=DecisionRule())
     return time.perf_counter() - t0, result
 
 
@@ -76,19 +77,22 @@ def main() -> None:
         engine = create_engine(url)
         store = Store(engine)
         params = store.params(duration_s=None)
-        default = store.lookup.statements_at_once
-        # (label, statements at once, fetch ahead): one statement at a time; split lookups; both and the look ahead
-        modes = [("1", 1, False), (f"{default}", default, False), (f"{default} + ahead", default, True)]
+        default, remembered = store.lookup.statements_at_once, matcher.LOOKS_REMEMBERED
+        # (label, statements at once, looks remembered, fetch ahead): one statement at a time and every look
+        # fetching all its keys; split lookups; split and remembered (fpstore's default); split and fetched ahead
+        modes = [("1", 1, 0, False), (f"{default}", default, 0, False),
+                 (f"{default} + memory", default, remembered, False), (f"{default} + ahead", default, 0, True)]
         looks: list[int] = []
         postings = Lookup.postings
         store.lookup.postings = lambda *a, **k: looks.append(1) or postings(store.lookup, *a, **k)  # type: ignore[method-assign]
-        wall: dict[str, list[float]] = {label: [] for label, _, _ in modes}
+        wall: dict[str, list[float]] = {label: [] for label, _, _, _ in modes}
         taken, same, named = [], 0, 0
         for i, row in enumerate(rows):
             y = load_audio(args.queries.parent / row["file"], sample_rate=params.sample_rate, duration_s=None)
             answers = {}
-            for label, at_once, ahead in modes[i % 3:] + modes[:i % 3]:  # each setting first in turn
+            for label, at_once, looks_remembered, ahead in modes[i % 4:] + modes[:i % 4]:  # each first in turn
                 store.lookup.statements_at_once, store.lookup.fetch_ahead = at_once, ahead
+                matcher.LOOKS_REMEMBERED = looks_remembered
                 seconds, result = timed_match(store, y, looks)
                 answers[label] = (result.match, result.candidates, result.speed)
                 if i >= args.warm:

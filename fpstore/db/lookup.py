@@ -367,12 +367,17 @@ class Lookup:
         """Run a lookup statement where the postings are (this database; every shard of a cluster)."""
         return self.run(lookup)
 
+    def remembers(self) -> bool:
+        """True within :meth:`remembering` or :meth:`sharing` in this thread."""
+        return getattr(self._thread, "memory", None) is not None
+
     @contextlib.contextmanager
     def remembering(self, calls: int) -> Iterator[PostingMemory]:
         """Within the block, :meth:`postings` fetches only the keys none of its last ``calls`` calls asked for.
 
         For a stream matched window by window (:mod:`fpstore.monitor`), whose windows overlap, and a
-        query's later looks (:mod:`fpstore.serve`): the catalogue is taken not to change meanwhile.
+        query's later looks (:func:`fpstore.matching.matcher.match_prepared`, :mod:`fpstore.serve`): the
+        catalogue is taken not to change meanwhile.
         The memory is this thread's (another thread may share it: :meth:`sharing`). A cluster's lookup
         (``ClusterLookup``) fetches every key every time.
         """

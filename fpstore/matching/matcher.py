@@ -14,6 +14,7 @@ Conventions
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +44,9 @@ from fpstore.signal.variants import SpeedVariant, speed_variant
 #: The speeds step looks at a speed with every shift only when, unshifted, its best track scored at least
 #: this (``-log10 p`` after the union bound over the evidence's tests; the rule names a track above 3).
 SCREEN_SCORE = 0.5
+#: Lookups a query's looks remember (:meth:`fpstore.db.lookup.Lookup.remembering`): a later look fetches only
+#: the keys none of the last this many looks of the query asked for. 0: every look fetches all its keys.
+LOOKS_REMEMBERED = 4
 #: The variants of a look that may come next (:func:`fpstore.matching.ranking.match_fingerprint`'s ``next_look``).
 NextLook = Callable[[], Sequence[SpeedVariant]] | None
 
@@ -131,10 +135,15 @@ def match_prepared(store: Catalogue, prepared: PreparedQuery, params: Fingerprin
          None if evidence.pool_speeds else lambda: prepared.screen(looks, evidence)),
     ) if wanted] + [own_look(picking) for picking in evidence.own_picks]
 
-    try:
-        return _steps_taken(answer([prepared.first], 0), steps)
-    finally:
-        store.lookup.forget_ahead()  # a look fetched ahead and not taken is not this thread's next query's
+    # The looks ask again for many keys of the looks before them (a negative's, at 10,000 recordings, for
+    # about a quarter of its postings): within one query, those are not fetched again. Not when the thread
+    # already remembers (fpstore serve, fpstore monitor), nor with the look ahead, which fetches whole looks.
+    remember = LOOKS_REMEMBERED > 0 and not store.lookup.fetch_ahead and not store.lookup.remembers()
+    with store.lookup.remembering(LOOKS_REMEMBERED) if remember else contextlib.nullcontext():
+        try:
+            return _steps_taken(answer([prepared.first], 0), steps)
+        finally:
+            store.lookup.forget_ahead()  # a look fetched ahead and not taken is not this thread's next query's
 
 
 def _steps_taken(result: MatchResult, steps: Sequence[tuple[Callable[[NextLook], MatchResult], NextLook]]) -> MatchResult:
