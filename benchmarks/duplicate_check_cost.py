@@ -3,8 +3,10 @@
 Fingerprints ``--count`` of the catalogue's negatives (renditions never stored; 30 s of each, as the
 catalogue database holds), then times, for each, the check's lookup
 and vote (:func:`fpstore.duplicates._aligned_candidates`: each key's list read up to the length that
-makes it common) against the same vote on every posting of its keys (the check before that bound), and
-checks that both rank the same candidates with the same votes. Prints the median and mean per file.
+makes it common) against the same vote on every posting of its keys (the check before that bound) and
+with the keys found common by the files before it not looked up (a run's
+:class:`~fpstore.duplicates.CommonKeys`), and checks that all three rank the same candidates with the same
+votes. Prints the median and mean per file and the keys looked up.
 
 With ``--ingest N``, then ingests N never-stored renditions (30 s of each, ``--jobs`` workers, the
 duplicate check on) into the catalogue, timed, prints what the check said of each file that it did not
@@ -55,7 +57,10 @@ def every_posting(store: Store, zone_of_hash: np.ndarray, hashes: np.ndarray, t_
 
 def run(store: Store, files: list[Path]) -> None:
     zone_ids, params = store.zone_ids(), store.params(duration_s=30)
-    spent: dict[str, list[float]] = {"every posting": [], "bounded lists": []}
+    spent: dict[str, list[float]] = {"every posting": [], "bounded lists": [],
+                                     "bounded lists, the run's common keys remembered": []}
+    keys: dict[str, list[int]] = {label: [] for label in spent}
+    common = duplicates.CommonKeys()  # one run's memory, over the files in order
     for path in files:
         fp = fingerprint_file(path, params)
         names = list(fp.zones)
@@ -63,18 +68,28 @@ def run(store: Store, files: list[Path]) -> None:
         hashes = np.concatenate([fp.zones[n].hashes for n in names])
         t_query = np.concatenate([fp.zones[n].t_anchor_frames for n in names])
         sample = sampled_hashes(hashes)
+        key_zones, key_hashes, key_of_hash = query_keys(zone_of_hash[sample], hashes[sample])
+        own = np.bincount(key_of_hash, minlength=key_zones.size)
+        n_keys = int((own <= duplicates.MAX_POSTINGS_PER_HASH).sum())
+        n_remembered = int((common.left_out(duplicates._combined(key_zones, key_hashes), own)).sum())
         t0 = time.perf_counter()
         before = every_posting(store, zone_of_hash[sample], hashes[sample], t_query[sample], top_k=5)
         t1 = time.perf_counter()
         after = duplicates._aligned_candidates(store, zone_of_hash[sample], hashes[sample], t_query[sample], top_k=5)
         t2 = time.perf_counter()
+        remembered = duplicates._aligned_candidates(store, zone_of_hash[sample], hashes[sample], t_query[sample],
+                                                    top_k=5, common=common)
+        t3 = time.perf_counter()
         assert all(np.array_equal(b, a) for b, a in zip(before, after)), f"{path.name}: the candidates differ"
-        spent["every posting"].append(t1 - t0)
-        spent["bounded lists"].append(t2 - t1)
-    print(f"{len(files)} new files, the same candidates and votes both ways")
-    print("| check's lookup and vote | median (ms) | mean (ms) |\n|---|---:|---:|")
+        assert all(np.array_equal(b, a) for b, a in zip(before, remembered)), f"{path.name}: the candidates differ"
+        for label, seconds, n in zip(spent, (t1 - t0, t2 - t1, t3 - t2), (n_keys, n_keys, n_keys - n_remembered)):
+            spent[label].append(seconds)
+            keys[label].append(n)
+    print(f"{len(files)} new files, the same candidates and votes all three ways")
+    print("| check's lookup and vote | median (ms) | mean (ms) | keys looked up (mean) |\n|---|---:|---:|---:|")
     for label, seconds in spent.items():
-        print(f"| {label} | {1000 * np.median(seconds):.0f} | {1000 * np.mean(seconds):.0f} |")
+        print(f"| {label} | {1000 * np.median(seconds):.0f} | {1000 * np.mean(seconds):.0f} | "
+              f"{np.mean(keys[label]):,.0f} |")
 
 
 def timed_ingest(store: Store, files: list[Path], jobs: int, work: Path) -> tuple[float, list[FileEvent]]:

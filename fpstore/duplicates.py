@@ -27,6 +27,7 @@ Conventions
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -271,31 +272,98 @@ def _combined(zones: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     return (np.asarray(zones, dtype=np.int64) << 32) | (np.asarray(hashes, dtype=np.int64) & 0xFFFFFFFF)
 
 
+class CommonKeys:
+    """The keys that a run's checks found common, each with a lower bound on its stored postings (thread-safe).
+
+    A key whose stored postings and the new track's own exceed :data:`MAX_POSTINGS_PER_HASH` is left out
+    of the check. While a run adds tracks, a key's stored postings only grow: a key found common stays
+    common for every later file of the run with as many own postings or more, and its lookup is spared
+    (the same answers). About half of a new file's sampled keys are common on a catalogue of 10,000
+    recordings (docs/scale.md), and a long run meets the same ones again and again. Tracks deleted
+    during the run (the copies a new track replaces) can shorten a list: :meth:`forget` then empties
+    the memory for the rest of the run.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # (sorted combined keys, stored postings at least), replaced as one tuple: a reader in another
+        # thread sees one or the other.
+        self._known = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        self._forgotten = False
+
+    def left_out(self, keys: np.ndarray, own: np.ndarray) -> np.ndarray:
+        """Which keys are known to be common for a track with ``own`` postings of each.
+
+        Parameters
+        ----------
+        keys : np.ndarray [shape=(k,), dtype=int64]
+            Combined ``(zone, hash)`` keys (:func:`_combined`).
+        own : np.ndarray [shape=(k,)], integer
+            The new track's sampled postings of each key.
+
+        Returns
+        -------
+        left_out : np.ndarray [shape=(k,), dtype=bool]
+        """
+        known, at_least = self._known
+        if not known.size:
+            return np.zeros(keys.size, dtype=bool)
+        where = np.minimum(np.searchsorted(known, keys), known.size - 1)
+        return np.asarray((known[where] == keys) & (at_least[where] + own > MAX_POSTINGS_PER_HASH))
+
+    def learn(self, keys: np.ndarray, stored_at_least: np.ndarray) -> None:
+        """Remember that each of ``keys`` (sorted, distinct) has at least ``stored_at_least`` stored postings."""
+        with self._lock:
+            if self._forgotten or not keys.size:
+                return
+            known, at_least = self._known
+            where = np.searchsorted(known, keys)
+            hit = np.zeros(keys.size, dtype=bool)
+            hit[where < known.size] = known[where[where < known.size]] == keys[where < known.size]
+            at_least = at_least.copy()
+            at_least[where[hit]] = np.maximum(at_least[where[hit]], stored_at_least[hit])
+            self._known = (np.insert(known, where[~hit], keys[~hit]),
+                           np.insert(at_least, where[~hit], stored_at_least[~hit]))
+
+    def forget(self) -> None:
+        """Empty the memory for good: stored postings were deleted, a known bound may no longer hold."""
+        with self._lock:
+            self._forgotten = True
+            self._known = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
 def _aligned_candidates(store: Catalogue, zone_of_hash: np.ndarray, hashes: np.ndarray, t_query: np.ndarray, *,
-                        top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        top_k: int, common: CommonKeys | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The stored tracks with the most postings aligned with these at one offset: ``(track_ids, votes, offsets)``.
 
     One posting lookup; a key with more than :data:`MAX_POSTINGS_PER_HASH` postings, the new track's
-    included, is left out (the listing's rule).
+    included, is left out (the listing's rule). With ``common``, the keys it knows to be common are not
+    looked up, and those found common are added to it.
     """
     key_zones, key_hashes, key_of_hash = query_keys(zone_of_hash, hashes)
+    keys = _combined(key_zones, key_hashes)
     # A key is common when its stored postings and the new track's exceed the bound: fetching one more
     # than the bound leaves says so (a cluster's shards each send that many at most, which still tells).
     own = np.bincount(key_of_hash, minlength=key_zones.size)
     looked_up = own <= MAX_POSTINGS_PER_HASH
+    if common is not None:
+        looked_up &= ~common.left_out(keys, own)
     found_zone, found_hash, track_ids, t_anchor = store.lookup.postings(
         key_zones[looked_up], key_hashes[looked_up], MAX_POSTINGS_PER_HASH + 1 - own[looked_up])
-    keys = _combined(key_zones, key_hashes)
     key_of_posting = np.searchsorted(keys, _combined(found_zone, found_hash))
     n_postings_of_key = np.bincount(key_of_posting, minlength=key_zones.size) + own
-    kept = ~(n_postings_of_key > MAX_POSTINGS_PER_HASH)[key_of_posting]
+    is_common = n_postings_of_key > MAX_POSTINGS_PER_HASH
+    if common is not None:
+        found_common = looked_up & is_common
+        common.learn(keys[found_common], (n_postings_of_key - own)[found_common])
+    kept = ~is_common[key_of_posting]
     ranked: tuple[np.ndarray, np.ndarray, np.ndarray] = vote(*expand_matches(
         key_of_posting[kept], t_anchor[kept], track_ids[kept], key_of_hash, t_query), top_k=top_k)
     return ranked
 
 
 def duplicates_of(store: Catalogue, fingerprint: Fingerprint, zone_ids: dict[str, int], *, min_ratio: float,
-                  own_sha256: bytes = b"") -> list[DuplicateOf]:
+                  own_sha256: bytes = b"", common: CommonKeys | None = None) -> list[DuplicateOf]:
     """The stored tracks that ``fingerprint`` duplicates or shares an excerpt with, best first, with one posting lookup.
 
     The new track's sampled postings (:func:`fpstore.db.duplicates.sampled_hashes`) are looked up in
@@ -315,6 +383,8 @@ def duplicates_of(store: Catalogue, fingerprint: Fingerprint, zone_ids: dict[str
     own_sha256 : bytes
         The new track's content digest: the stored track with the same content is not its duplicate
         (re-ingesting it with ``--force`` replaces it).
+    common : CommonKeys or None
+        The keys known to be common (not looked up), learning the ones found common.
 
     Returns
     -------
@@ -330,7 +400,7 @@ def duplicates_of(store: Catalogue, fingerprint: Fingerprint, zone_ids: dict[str
     if n_sampled == 0:
         return []
     ranked_tracks, votes, offsets = _aligned_candidates(store, zone_of_hash[in_sample], hashes[in_sample],
-                                                        t_query[in_sample], top_k=_CANDIDATES)
+                                                        t_query[in_sample], top_k=_CANDIDATES, common=common)
     sizes = store.duplicates.n_postings(ranked_tracks.tolist(), except_sha256=own_sha256)
     sampling_rate = n_sampled / hashes.size
     seconds_per_frame = fingerprint.duration_s / max(1, fingerprint.n_frames)
@@ -359,6 +429,9 @@ class DuplicateCheck:
     min_ratio : float
     on_excerpt : {"keep", "skip"}
         A new track that is an excerpt of a stored one, or holds one: store it (saying so), or skip it.
+    common : CommonKeys
+        The keys this check's lookups found common, not looked up again (one run's; forgotten once a
+        new track replaces stored ones).
 
     Raises
     ------
@@ -370,6 +443,7 @@ class DuplicateCheck:
     on_duplicate: OnDuplicate = "skip"
     min_ratio: float = DEFAULT_MIN_RATIO
     on_excerpt: OnExcerpt = "keep"
+    common: CommonKeys = dataclasses.field(default_factory=CommonKeys, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.on_duplicate not in ON_DUPLICATE_CHOICES:
@@ -394,7 +468,7 @@ class DuplicateCheck:
             If the database fails.
         """
         found = duplicates_of(self.store, record.fingerprint, zone_ids, min_ratio=self.min_ratio,
-                              own_sha256=record.sha256)
+                              own_sha256=record.sha256, common=self.common)
         if not found:
             return record, ""
         note = found[0].describe()
@@ -406,6 +480,7 @@ class DuplicateCheck:
         if self.on_duplicate == "keep":
             return record, f"{note}, kept"
         replaced = tuple(d.track_id for d in found)
+        self.common.forget()  # the replaced tracks' postings are deleted when this one is written
         elsewhere: tuple[int, ...] = ()
         if self.store.routed:
             n_shards = len(self.store.shards)

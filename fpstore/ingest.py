@@ -314,6 +314,8 @@ class Ingest:
         self.cluster = store.routed
         self.on_excerpt = on_excerpt
         self.duplicates = DuplicateCheck(store, on_duplicate, duplicate_min_ratio, on_excerpt)
+        if force:  # a re-ingested file's stored postings are deleted: the lists they were in shorten
+            self.duplicates.common.forget()
         # Path of a written track → what it duplicates, added to its "added" event.
         self._duplicate_notes: dict[str, str] = {}
         self.batch_postings, self.partition_postings = batch_postings, partition_postings

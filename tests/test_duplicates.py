@@ -9,16 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import seed_port
+import soundfile
 from helpers import write_resampled_copy, write_tunes
 
+from fpstore import duplicates
 from fpstore.db.duplicates import sampled_hashes
-from fpstore.duplicates import find_duplicates, linked_groups
+from fpstore.db.tracks import TrackRecord
+from fpstore.duplicates import DuplicateCheck, find_duplicates, linked_groups
 from fpstore.errors import ParameterError
 from fpstore.ingest import ingest
 from fpstore.matching.matcher import match_files
 from fpstore.matching.vote import query_keys
 from fpstore.pickle_io import export_seed_pickle, import_seed_pickle
 from fpstore.report import build_report
+from fpstore.signal.fingerprint import fingerprint_file
+from fpstore.signal.params import FingerprintParams
 
 pytestmark = pytest.mark.postgres
 
@@ -131,6 +136,35 @@ def test_checks_running_at_once_keep_the_files_order_and_answers(store, tunes, t
     assert sorted(Path(e.path).name for e in events if e.status == "added") == ["c_new.wav", "e_new.wav"]
     assert events[0].detail.startswith("duplicate of track 1 (") and events[2].detail.startswith("duplicate of track 2 (")
     assert store.tracks.count() == 4
+
+
+def test_a_run_does_not_look_up_again_the_keys_it_found_common(store, tunes, tmp_path, monkeypatch) -> None:
+    paths, copy = tunes
+    ingest(store, tmp_path / "music", jobs=1)
+    (tmp_path / "more").mkdir()
+    for rate in (44100, 32000):  # tune 2 stored three times, unchecked: its keys hold 3 postings each
+        write_resampled_copy(paths[1], tmp_path / "more" / f"tune_002_{rate}.wav", rate)
+    ingest(store, tmp_path / "more", jobs=1, check_duplicates=False)
+    monkeypatch.setattr(duplicates, "MAX_POSTINGS_PER_HASH", 3)  # so they are common to a file holding tune 2
+    both = tmp_path / "both.wav"  # tune 1 then tune 2: it holds tune 1 as an excerpt
+    soundfile.write(both, np.concatenate([soundfile.read(p, dtype="float32")[0] for p in paths]), 22050)
+    record = TrackRecord(str(both), b"", fingerprint_file(both, FingerprintParams()))
+    keys_looked_up = []
+    real_postings = store.lookup.postings
+    monkeypatch.setattr(store.lookup, "postings", lambda zones, hashes, caps=None: keys_looked_up.append(zones.size)
+                        or real_postings(zones, hashes, caps))
+    check = DuplicateCheck(store)
+    first, second = check.apply(record, store.zone_ids()), check.apply(record, store.zone_ids())
+    alone = DuplicateCheck(store).apply(record, store.zone_ids())
+    assert first == second == alone == (record, "track 1 is an excerpt of it at 0:00")
+    assert keys_looked_up[1] < keys_looked_up[0] == keys_looked_up[2]
+    # A track that replaces stored copies deletes postings when written: the memory is forgotten.
+    replacing = DuplicateCheck(store, on_duplicate="replace")
+    copy_record = TrackRecord(str(copy), b"", fingerprint_file(copy, FingerprintParams()))
+    assert replacing.apply(copy_record, store.zone_ids())[0].replaces == (1,)
+    replacing.apply(record, store.zone_ids())
+    replacing.apply(record, store.zone_ids())
+    assert keys_looked_up[-1] == keys_looked_up[-2] == keys_looked_up[0]
 
 
 def test_ingest_keeps_a_copy_when_asked(run, store, tunes, tmp_path) -> None:
