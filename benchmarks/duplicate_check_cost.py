@@ -8,6 +8,9 @@ with the keys found common by the files before it not looked up (a run's
 :class:`~fpstore.duplicates.CommonKeys`), and checks that all three rank the same candidates with the same
 votes. Prints the median and mean per file and the keys looked up.
 
+With ``--copies N``, the same on MP3 copies (128 and 64 kbit/s, made with ffmpeg under the
+embedded server's parent folder) of the first 30 s of N stored renditions: duplicates of stored tracks.
+
 With ``--ingest N``, then ingests N never-stored renditions (30 s of each, ``--jobs`` workers, the
 duplicate check on, the ordinary path) into the catalogue, timed, prints what the check said of each file
 that it did not simply add, removes the tracks added (the catalogue is left as it was found), and ingests the same
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -53,6 +57,22 @@ def every_posting(store: Store, zone_of_hash: np.ndarray, hashes: np.ndarray, t_
     kept = ~(n_postings_of_key > duplicates.MAX_POSTINGS_PER_HASH)[key_of_posting]
     return vote(*expand_matches(key_of_posting[kept], t_anchor[kept], track_ids[kept], key_of_hash, t_query),
                 top_k=top_k)
+
+
+def reencoded_copies(catalogue: Path, count: int, folder: Path) -> list[Path]:
+    """MP3 copies (128 and 64 kbit/s, ffmpeg) of the first 30 s of the first ``count`` stored renditions, made once."""
+    with open(catalogue / "renditions.csv", newline="") as f:
+        stored = [catalogue / r["file"] for r in csv.DictReader(f) if r["in_db"] == "1"][:count]
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for source in stored:
+        for rate in ("128k", "64k"):
+            copy = folder / f"{source.stem}_{rate}.mp3"
+            if not copy.exists():
+                subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(source), "-t", "30", "-b:a", rate, str(copy)],
+                               check=True)
+            copies.append(copy)
+    return copies
 
 
 def run(store: Store, files: list[Path]) -> None:
@@ -86,6 +106,13 @@ def run(store: Store, files: list[Path]) -> None:
             spent[label].append(seconds)
             keys[label].append(n)
     print(f"{len(files)} new files, the same candidates and votes all three ways")
+    common = duplicates.CommonKeys()
+    said, said_alone = ([duplicates.duplicates_of(store, fingerprint_file(path, params), zone_ids,
+                                                  min_ratio=duplicates.DEFAULT_MIN_RATIO, common=memory)
+                         for path in files] for memory in (common, None))
+    assert said == said_alone, "the check's answers differ with the common keys remembered"
+    print(f"the check, common keys remembered or not, calls {sum(bool(d) and d[0].relation == 'duplicate' for d in said)} "
+          f"of them duplicates, {sum(bool(d) and d[0].relation == 'excerpt' for d in said)} excerpts")
     print("| check's lookup and vote | median (ms) | mean (ms) | keys looked up (mean) |\n|---|---:|---:|---:|")
     for label, seconds in spent.items():
         print(f"| {label} | {1000 * np.median(seconds):.0f} | {1000 * np.mean(seconds):.0f} | "
@@ -140,6 +167,8 @@ def main() -> None:
     parser.add_argument("--database", default="fpstore_catalogue")
     parser.add_argument("--catalogue", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--copies", type=int, default=0,
+                        help="then the same on MP3 copies of this many stored renditions (made with ffmpeg)")
     parser.add_argument("--ingest", type=int, default=0, help="then time the ingest of this many never-stored files")
     parser.add_argument("--jobs", type=int, default=2, help="ingest's worker processes")
     args = parser.parse_args()
@@ -152,6 +181,8 @@ def main() -> None:
                                .render_as_string(hide_password=False))
         if args.count:
             run(Store(engine), never_stored[:args.count])
+        if args.copies:
+            run(Store(engine), reencoded_copies(args.catalogue, args.copies, args.embedded.parent / "copies"))
         engine.dispose()
         if args.ingest:
             ingest_rate(server.url, args.database, never_stored[:args.ingest], args.jobs, args.embedded.parent)
