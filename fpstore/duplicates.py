@@ -320,7 +320,7 @@ class CommonKeys:
             where = np.searchsorted(known, keys)
             hit = np.zeros(keys.size, dtype=bool)
             hit[where < known.size] = known[where[where < known.size]] == keys[where < known.size]
-            at_least = at_least.copy()
+            at_least = np.array(at_least)  # a new array: readers may hold the old one
             at_least[where[hit]] = np.maximum(at_least[where[hit]], stored_at_least[hit])
             self._known = (np.insert(known, where[~hit], keys[~hit]),
                            np.insert(at_least, where[~hit], stored_at_least[~hit]))
