@@ -326,6 +326,8 @@ class Ingest:
         self._progressed: set[str] = set()
         # Paths of fingerprinted files whose audio reached params.duration_s (cut there).
         self._cut: set[str] = set()
+        # While files are fingerprinted here: the turns of the files waiting for their check (_write_all).
+        self._turns: deque[Callable[[], None]] | None = None
 
     def run(self, roots: Sequence[str | os.PathLike[str]]) -> IngestSummary:
         """Ingest every audio file under ``roots``; return the run's totals."""
@@ -446,8 +448,10 @@ class Ingest:
             return
         with Fingerprinter[bytes](self.params, self.jobs) as fingerprinter, concurrent.futures.ThreadPoolExecutor(
                 CHECKS_IN_FLIGHT, thread_name_prefix="fpstore-check") as checks:
-            # Each file's turn, in the files' order: its check (if any) started when its fingerprint came.
+            # Each file's turn, in the files' order: its check (if any) started when its fingerprint came;
+            # a file passed over before fingerprinting (stored, unreadable) takes the turns before it (_report).
             turns: deque[Callable[[], None]] = deque()
+            self._turns = turns
             for path, sha256, outcome in fingerprinter.run(self._new_files(files)):
                 destination = self._route(sha256)
                 if isinstance(outcome, str):
@@ -466,6 +470,7 @@ class Ingest:
                     turns.popleft()()
             while turns:
                 turns.popleft()()
+            self._turns = None
         for destination in self._destinations:
             self._submit(destination, last=True)
 
@@ -582,9 +587,9 @@ class Ingest:
             except OSError as exc:
                 reason = f"{shown}: cannot read ({exc.strerror or exc})"
             if reason is not None:
-                self._record(FileEvent(shown, "failed", reason))
+                self._report(FileEvent(shown, "failed", reason))
             elif sha256 in seen:
-                self._record(FileEvent(shown, "skipped", f"same content as {seen[sha256]}"))
+                self._report(FileEvent(shown, "skipped", f"same content as {seen[sha256]}"))
             elif not self._is_new(path, sha256):
                 seen[sha256] = shown
             else:
@@ -595,20 +600,20 @@ class Ingest:
         """Whether a file must be fingerprinted: its content is not stored, and its shard can take it."""
         destination, shown = self._route(sha256), display_path(path)
         if destination.down:
-            self._record(destination.fail(shown))
+            self._report(destination.fail(shown))
             return False
         if not self.force:
             try:
                 track_id = destination.store.tracks.id_by_sha256(sha256)
             except DatabaseError as exc:
                 self._shard_failed(destination, exc)
-                self._record(destination.fail(shown))
+                self._report(destination.fail(shown))
                 return False
             if track_id is not None:
-                self._record(FileEvent(shown, "skipped", self._stored_as(destination.store, track_id)), destination)
+                self._report(FileEvent(shown, "skipped", self._stored_as(destination.store, track_id)), destination)
                 return False
         if (down := self._first_down()) is not None:
-            self._record(down.unchecked(shown), destination)
+            self._report(down.unchecked(shown), destination)
             return False
         return True
 
@@ -636,6 +641,12 @@ class Ingest:
                 if destination is not None:
                     destination.handed.pop(event.path, None)
                 self._record(event)
+
+    def _report(self, event: FileEvent, destination: Destination | None = None) -> None:
+        """Record the event of a file passed over before fingerprinting, once the files before it had their turn."""
+        while self._turns:
+            self._turns.popleft()()
+        self._record(event, destination)
 
     def _record(self, event: FileEvent, destination: Destination | None = None) -> None:
         """Count one file's event and pass it on; a failure is also recorded in a run that can take it."""
