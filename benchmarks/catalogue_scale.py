@@ -47,6 +47,7 @@ from sqlalchemy.engine import make_url
 
 from fpstore.db.store import Store
 from fpstore.ingest import ingest
+from fpstore.matching import matcher
 from fpstore.matching.evidence import ROBUST, DecisionRule, Evidence
 from fpstore.matching.matcher import match_prepared
 from fpstore.matching.query import PreparedQuery
@@ -134,26 +135,28 @@ def match_queries(store: Store, rows: list[dict[str, str]], evidence: Evidence =
 
 
 def match_on(url: str, rows: list[dict[str, str]], max_postings_per_key: int | None,
-             statements_at_once: int | None = None) -> list[dict[str, object]]:
+             statements_at_once: int | None = None, looks_remembered: int | None = None) -> list[dict[str, object]]:
     """:func:`match_queries` in a process of its own (``--match-jobs``), on its own connection."""
     engine = create_engine(url)
     try:
         store = Store(engine)
         if statements_at_once is not None:
             store.lookup.statements_at_once = statements_at_once
+        if looks_remembered is not None:
+            matcher.LOOKS_REMEMBERED = looks_remembered
         return match_queries(store, rows, dataclasses.replace(ROBUST, max_postings_per_key=max_postings_per_key))
     finally:
         engine.dispose()
 
 
 def match_all(url: str, rows: list[dict[str, str]], jobs: int, max_postings_per_key: int | None,
-              statements_at_once: int | None = None) -> list[dict[str, object]]:
+              statements_at_once: int | None = None, looks_remembered: int | None = None) -> list[dict[str, object]]:
     """Every row matched, by ``jobs`` processes at once (each a share of the rows, interleaved)."""
     if jobs == 1:
-        return match_on(url, rows, max_postings_per_key, statements_at_once)
+        return match_on(url, rows, max_postings_per_key, statements_at_once, looks_remembered)
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         parts = pool.map(match_on, [url] * jobs, [rows[i::jobs] for i in range(jobs)], [max_postings_per_key] * jobs,
-                         [statements_at_once] * jobs)
+                         [statements_at_once] * jobs, [looks_remembered] * jobs)
         return [row for part in parts for row in part]
 
 
@@ -169,6 +172,8 @@ def main() -> None:
                         help="match with Evidence.max_postings_per_key (default: none, as fpstore match)")
     parser.add_argument("--statements-at-once", type=int,
                         help="Lookup.statements_at_once of the matching processes (default: fpstore's)")
+    parser.add_argument("--looks-remembered", type=int,
+                        help="matcher.LOOKS_REMEMBERED of the matching processes (0: every look fetches all its keys)")
     parser.add_argument("--queries-csv", type=Path, help="the excerpts to match [CATALOGUE/queries/queries.csv]")
     parser.add_argument("--probe", type=int, default=100, help="files per step timed with and without a catalogue")
     parser.add_argument("--queries", type=int, default=200, help="positives matched per size")
@@ -239,7 +244,7 @@ def run(args: argparse.Namespace, server: str) -> None:
         chosen_negatives = negatives[args.negative_offset:args.negative_offset + args.negative_queries]
         started = time.perf_counter()
         results = match_all(url_of(server, "fpstore_catalogue"), positives + chosen_negatives, args.match_jobs,
-                            args.max_postings_per_key, args.statements_at_once)
+                            args.max_postings_per_key, args.statements_at_once, args.looks_remembered)
         print(f"{n}: {len(results)} queries matched in {time.perf_counter() - started:.1f} s, "
               f"{args.match_jobs} at a time", flush=True)
         for kind in sorted({str(r["kind"]) for r in results}):
