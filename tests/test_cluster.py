@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 from fpstore.cli import cli
 from fpstore.db.catalogue import open_store
-from fpstore.db.cluster import ClusterStore, init_cluster, is_router, open_cluster, shard_of_digest
+from fpstore.db.cluster import ClusterStore, init_cluster, is_router, open_cluster, opened, shard_of_digest
 from fpstore.db.embedded import EmbeddedServer
 from fpstore.db.store import Store
 from fpstore.errors import ParameterError, ShardDown
@@ -263,8 +263,17 @@ def test_cluster_init_checks_its_shards(servers: Servers) -> None:
         init_cluster(router, shards)
     with pytest.raises(ParameterError, match="twice"):
         init_cluster(router, [shards[0], shards[0]])
+    # Shard 1 gave ids before (tracks stored and removed since): its new ids come after them, never again.
+    with opened(shards[1]) as used, used.raw() as conn:
+        used.upgrade()
+        conn.execute("SELECT setval('tracks_id_seq', 40), setval('tracks_bulk_id_seq', %s)", (1_000_004_999,))
     init_cluster(router, shards[:2])
     assert len(init_cluster(router, shards[:2])) == 2  # again: only upgrades
+    first_ids = []
+    for shard in shards[:2]:
+        with opened(shard) as store, store.raw() as conn:
+            first_ids.append(conn.execute("SELECT nextval('tracks_id_seq'), nextval('tracks_bulk_id_seq')").fetchone())
+    assert first_ids == [(2, 1_000_000_000), (41, 1_000_005_001)]
     with pytest.raises(ParameterError, match="already routes"):
         init_cluster(router, [shards[0], shards[2]])
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import psycopg
 from sqlalchemy import text
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 
 from fpstore.db.duplicates import DuplicatePair, Duplicates
 from fpstore.db.lookup import Lookup, LookupStatement
@@ -614,15 +614,27 @@ def init_cluster(router_url: str, shard_urls: Sequence[str]) -> list[ShardStatus
 
 
 def _number_track_ids(shard: Store, index: int, n_shards: int) -> None:
-    """Make the shard's new track ids ``index (mod n_shards)``; it must hold no track yet."""
+    """Make the shard's new track ids ``index (mod n_shards)``; it must hold no track yet.
+
+    The ids go on after the highest one the database ever gave (tracks stored once and removed): an id
+    is never given to two tracks, and a bulk load's id block never meets an old partition's range.
+    """
     with shard.begin() as conn:
         if conn.execute(text("SELECT count(*) FROM tracks")).scalar_one():
             raise ParameterError(f"shard {index} ({shard.url}) already holds tracks: a cluster starts from empty "
                                  "shards (ingest the files again through the router)")
-        conn.execute(text(f"ALTER SEQUENCE tracks_id_seq INCREMENT BY {n_shards} MINVALUE 0 RESTART WITH "
-                          f"{index or n_shards}"))
-        conn.execute(text(f"ALTER SEQUENCE tracks_bulk_id_seq INCREMENT BY {n_shards} RESTART WITH "
-                          f"{_BULK_FIRST_ID + index}"))
+        first_id = _next_id_of_shard(conn, "tracks_id_seq", 1, index, n_shards)
+        conn.execute(text(f"ALTER SEQUENCE tracks_id_seq INCREMENT BY {n_shards} MINVALUE 0 RESTART WITH {first_id}"))
+        first_bulk_id = _next_id_of_shard(conn, "tracks_bulk_id_seq", _BULK_FIRST_ID, index, n_shards)
+        conn.execute(text(f"ALTER SEQUENCE tracks_bulk_id_seq INCREMENT BY {n_shards} RESTART WITH {first_bulk_id}"))
+
+
+def _next_id_of_shard(conn: Connection, sequence: str, lowest: int, index: int, n_shards: int) -> int:
+    """The first id ``index (mod n_shards)`` of at least ``lowest`` that ``sequence`` has not given yet."""
+    given = int(conn.execute(text(f"SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END "
+                                  f"FROM {sequence}")).scalar_one())
+    first = max(given + 1, lowest)
+    return first + (index - first) % n_shards
 
 
 @contextlib.contextmanager
