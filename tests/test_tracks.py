@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import write_tunes
@@ -108,3 +109,11 @@ def test_names_are_read_once_per_track_and_tracks_added_elsewhere_are_found(thre
     other.engine.dispose()
     assert three_tracks.tracks.names([1, 4, 2]) == {1: "tune_021.wav", 4: "tune_024.wav"}
     assert len(statements) == 2
+    # Tables dropped and made again by this process: the ids start again, and so do the names read.
+    monkeypatch.undo()
+    assert three_tracks.lookup.track_frames(np.array([4]))[0] > 0
+    three_tracks.downgrade("base")
+    three_tracks.upgrade()
+    ingest(three_tracks, tmp_path / "more", jobs=1)
+    assert three_tracks.tracks.names([1]) == {1: "tune_024.wav"}
+    assert three_tracks.lookup.track_frames(np.array([4]))[0] == 0  # no track 4 any more

@@ -428,6 +428,10 @@ class Lookup:
             frames[~known] = read[np.searchsorted(missing, ids[~known])]
         return frames
 
+    def forget_frames(self) -> None:
+        """Forget what :meth:`track_frames` read: the tracks table was dropped, and its ids start again."""
+        self._known_frames = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
     def _read_frames(self, track_ids: np.ndarray) -> np.ndarray:
         """``tracks.n_frames`` of each of the distinct ``track_ids`` (0 for an id not stored), from the database."""
         with self._store.raw() as conn, conn.cursor() as cur:

@@ -245,6 +245,9 @@ class Store:
         from alembic import command
 
         self._zone_ids = None
+        # The tracks may be dropped, their ids then starting again: what was read of them goes.
+        self.tracks.forget_names()
+        self.lookup.forget_frames()
         self._migrate(command.downgrade, revision)
 
     def downgrade_drops_data(self, revision: str) -> bool:

@@ -217,9 +217,11 @@ class Tracks:
     def __init__(self, store: Database) -> None:
         self._store = store
         # File name of every stored track asked for so far (:meth:`names`): a track's name is written with
-        # it and never changed, and ids are not reused (they come from sequences), so an entry never goes
-        # stale: a track deleted since only stops being voted for. Ingest and delete in other processes
-        # (another worker of ``fpstore serve``) need no invalidation for the same reason.
+        # it and never changed, and a database never gives an id twice (its sequences only go on, a
+        # cluster's shards' too), so an entry never goes stale: a track deleted since only stops being
+        # voted for. Ingest and delete in other processes (another worker of ``fpstore serve``) need no
+        # invalidation for the same reason. Dropping the tables starts the ids again: this process's own
+        # downgrade forgets the names (:meth:`forget_names`); another process's needs this one restarted.
         self._known_names: dict[int, str] = {}
 
     # -- writing ------------------------------------------------------------------------------------
@@ -339,6 +341,10 @@ class Tracks:
                 cur.execute("SELECT id, file_name FROM tracks WHERE id = ANY(%s)", (missing,))
                 known.update((int(track_id), str(name)) for track_id, name in cur.fetchall())
         return {int(track_id): known[int(track_id)] for track_id in track_ids if int(track_id) in known}
+
+    def forget_names(self) -> None:
+        """Forget the names :meth:`names` read: the tracks table was dropped, and its ids start again."""
+        self._known_names.clear()
 
     def ids_by_file_name(self) -> dict[str, int]:
         """Track id by file name and by file-name stem (``track001.mp3`` and ``track001``)."""
