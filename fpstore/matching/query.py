@@ -83,7 +83,8 @@ class PreparedQuery:
     _screen: tuple[SpeedVariant, ...] | None = field(default=None, repr=False)
     _picked: dict[QueryPicking, SpeedVariant] = field(default_factory=dict, repr=False)
     #: Held while a variant is made: the matcher may make the next look's in another thread
-    #: (:meth:`fpstore.db.lookup.Lookup.prefetch`), and it is made once.
+    #: (:meth:`fpstore.db.lookup.Lookup.prefetch`), and it is made once; and the warnings filters that
+    #: making one swaps (:func:`_quiet_variant`) are the process's, so two threads must not swap them at once.
     _making: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def _samples(self) -> np.ndarray:
@@ -123,7 +124,8 @@ class PreparedQuery:
         unshifted = next(variant for variant in self.screen(params, evidence) if variant.speed == speed)
         if evidence.shifts == 1:
             return unshifted
-        return _quiet_variant(self._samples(), params, speed, evidence.shifts, unshifted)
+        with self._making:  # (warnings.catch_warnings is not thread-safe: one variant made at a time)
+            return _quiet_variant(self._samples(), params, speed, evidence.shifts, unshifted)
 
 
 def prepare_query(path: str | os.PathLike[str], params: FingerprintParams,
