@@ -401,6 +401,9 @@ class ClusterLookup(Lookup):
         """Every shard's postings of the keys, concatenated (see :meth:`Lookup.postings`; ``caps`` per shard)."""
         return self.run_everywhere(LookupStatement.of(key_zones, key_hashes, caps))
 
+    def prefetch(self, keys_of: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
+        """Nothing: :meth:`postings` asks every shard each time, and a look fetched ahead would never be taken."""
+
     def run_everywhere(self, lookup: LookupStatement) -> tuple[np.ndarray, ...]:
         """The statement run on every shard, their postings concatenated."""
         found = self._store.on_every_shard(lambda shard: shard.lookup.run(lookup))
