@@ -32,7 +32,7 @@ from fpstore.db.catalogue import open_store
 from fpstore.db.cluster import ClusterStore, init_cluster, is_router, open_cluster, opened, shard_of_digest
 from fpstore.db.embedded import EmbeddedServer
 from fpstore.db.store import Store
-from fpstore.errors import ParameterError, ShardDown
+from fpstore.errors import NotFound, ParameterError, ShardDown
 from fpstore.ingest import ingest
 from fpstore.matching.evidence import DecisionRule, Null
 from fpstore.matching.matcher import match_signal
@@ -183,6 +183,15 @@ def test_a_cluster_gives_the_single_databases_answers(cluster_url: str, db_url: 
 
         export_seed_pickle(cluster, tmp_path / "cluster.pkl")
         export_seed_pickle(single, tmp_path / "single.pkl")
+
+        # Every id is checked on its shard before anything is removed, a name read before or not.
+        ids = [int(t["id"]) for t in cluster.tracks.search().tracks]
+        on_0, on_1 = (next(i for i in ids if i % N_SHARDS == k) for k in (0, 1))
+        assert len(cluster.tracks.names([on_0, on_1])) == 2
+        cluster.tracks.remove([on_0])
+        with pytest.raises(NotFound, match=f"no track with id {on_0}: nothing removed"):
+            cluster.tracks.remove([on_0, on_1])
+        assert cluster.tracks.count() == len(SEEDS) - 1
     exported = [read_seed_pickle(tmp_path / name)[0] for name in ("cluster.pkl", "single.pkl")]
     assert _pickle_by_name(exported[0]) == _pickle_by_name(exported[1])
 

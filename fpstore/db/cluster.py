@@ -305,7 +305,9 @@ class ClusterTracks(Tracks):
         grouped = self._store.by_shard(sorted({int(t) for t in track_ids}))
         if not grouped:
             raise ParameterError("give at least one track id to remove")
-        found = self._store.tracks.names([t for ids in grouped.values() for t in ids])
+        # Asked of the shards now (Tracks.names keeps the names of tracks removed since it read them).
+        found = {t for stored in self._store.on_shards({k: _stored_of(ids) for k, ids in grouped.items()}).values()
+                 for t in stored}
         missing = [t for ids in grouped.values() for t in ids if t not in found]
         if missing:
             raise NotFound(f"no track with id {', '.join(map(str, sorted(missing)))}: nothing removed")
@@ -378,6 +380,14 @@ class ClusterTracks(Tracks):
 
 def _names_of(track_ids: list[int]) -> Callable[[Store], dict[int, str]]:
     return lambda shard: shard.tracks.names(track_ids)
+
+
+def _stored_of(track_ids: list[int]) -> Callable[[Store], list[int]]:
+    def stored(shard: Store) -> list[int]:
+        with shard.connect() as conn:
+            return [int(t) for t in conn.execute(text("SELECT id FROM tracks WHERE id = ANY(:ids)"),
+                                                 {"ids": track_ids}).scalars()]
+    return stored
 
 
 def _postings_held(shard: Store) -> int:

@@ -329,7 +329,10 @@ class Tracks:
             return int(conn.execute(text("SELECT count(*) FROM tracks")).scalar_one())
 
     def names(self, track_ids: Sequence[int]) -> dict[int, str]:
-        """File names of the given tracks (those stored), read from the database only for ids not asked for before.
+        """File names of the given tracks, read from the database only for ids not asked for before.
+
+        An id is answered if its track was stored when first asked for (a track removed since keeps its
+        name here: use :meth:`find` or :meth:`search` to tell whether a track is stored).
 
         The matcher asks for the names of the tracks it ranks at every answer; a long-lived process (``fpstore
         serve``) then reads each track's name once.
