@@ -284,9 +284,9 @@ def evidence_options(command: F) -> F:
                      help="When every other look names nothing, one more look (a test) at the query's peaks "
                           "picked on a whitened spectrogram at every shift, or none [a look; none with --plain]."),
         click.option("--dereverberated-look/--no-dereverberated-look", "dereverberated_look", default=None,
-                     help="After that, one more look (a test) at the query's peaks picked on a dereverberated "
-                          "spectrogram (each bin less its earlier magnitudes' decaying tail) at two shifts, or "
-                          "none [none]."),
+                     help="After the whitened look, one more look (a test) at the query's peaks picked on a "
+                          "dereverberated spectrogram (each bin less its earlier magnitudes' decaying tail) at two "
+                          "shifts, or none [none]."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
