@@ -81,7 +81,7 @@ from fpstore.matching.evidence import (
     evidence_with,
 )
 from fpstore.matching.histogram import offset_histogram
-from fpstore.matching.matcher import match_prepared
+from fpstore.matching.matcher import LOOKS_REMEMBERED, match_prepared
 from fpstore.matching.query import PreparedQuery, prepare_stream
 from fpstore.matching.results import MatchResult
 from fpstore.report import build_report
@@ -392,16 +392,12 @@ def _fingerprint_of(postings: list[Any] | np.ndarray, params: FingerprintParams)
     return Fingerprint(zones, n_frames * params.seconds_per_frame, n_frames, 0)
 
 
-#: Lookups of one query remembered: its looks (as it is, every shift, the speeds' screen, one speed at
-#: every shift) ask again for many keys of the looks before (a fingerprint upload's second look, with the
-#: offset tolerance, for every key of its first).
-LOOKS_REMEMBERED = 4
-
-
 def _answer(store: Catalogue, prepared: PreparedQuery, params: FingerprintParams, options: MatchOptions,
             label: str) -> dict[str, Any]:
     # One connection for the query's statements (its lookups, the tracks' lengths and names): checked
-    # out, and so pinged, once.
+    # out, and so pinged, once. Its looks ask again for many keys of the looks before (a fingerprint
+    # upload's second look, with the offset tolerance, for every key of its first): remembered, as
+    # match_prepared remembers them.
     with store.holding_connection(), store.lookup.remembering(LOOKS_REMEMBERED):
         return _answer_looks(store, prepared, params, options, label)
 
