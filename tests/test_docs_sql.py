@@ -27,6 +27,7 @@ from fpstore.db.embedded import find_psql
 from fpstore.db.store import Store
 from fpstore.db.urls import libpq_url, normalize_url
 from fpstore.ingest import ingest
+from fpstore.matching import matcher
 from fpstore.signal.synth import write_example_audio
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -128,6 +129,17 @@ def test_the_python_example_of_the_matching_page_runs(examples_store: tuple[Stor
     assert [answer.error is None for answer in answers] == [True, False]  # type: ignore[attr-defined]
     assert np.isclose(namespace["m"].offset_s, 10.0, atol=0.05)  # type: ignore[attr-defined]
 
+
+
+def test_the_lookup_settings_of_the_matching_page_name_what_exists(store: Store) -> None:
+    """The settings listing (a fragment, not run: it changes module state) names real attributes."""
+    listings = re.findall(r"```\{code-block\} python\n(.*?)```", (DOCS / "matching.md").read_text(), flags=re.S)
+    assert len(listings) == 1
+    targets = {"store.lookup": store.lookup, "fpstore.matching.matcher": matcher}
+    assigned = re.findall(r"^([\w.]+)\.(\w+) = ", listings[0], flags=re.M)
+    assert len(assigned) == 3
+    for owner, attribute in assigned:
+        assert hasattr(targets[owner], attribute), f"{owner}.{attribute}"
 
 if __name__ == "__main__":
     pairs = sql_examples((DOCS / "sql.md").read_text())
