@@ -69,6 +69,7 @@ from fpstore.errors import (
     ParameterError,
     ProfileMismatch,
 )
+from fpstore.matching import matcher
 from fpstore.matching.evidence import (
     ALL_ZONES,
     DEFAULT_MIN_RATIO,
@@ -81,7 +82,7 @@ from fpstore.matching.evidence import (
     evidence_with,
 )
 from fpstore.matching.histogram import offset_histogram
-from fpstore.matching.matcher import LOOKS_REMEMBERED, match_prepared
+from fpstore.matching.matcher import match_prepared
 from fpstore.matching.query import PreparedQuery, prepare_stream
 from fpstore.matching.results import MatchResult
 from fpstore.report import build_report
@@ -398,7 +399,7 @@ def _answer(store: Catalogue, prepared: PreparedQuery, params: FingerprintParams
     # out, and so pinged, once. Its looks ask again for many keys of the looks before (a fingerprint
     # upload's second look, with the offset tolerance, for every key of its first): remembered, as
     # match_prepared remembers them.
-    with store.holding_connection(), store.lookup.remembering(LOOKS_REMEMBERED):
+    with store.holding_connection(), store.lookup.remembering(matcher.LOOKS_REMEMBERED):
         return _answer_looks(store, prepared, params, options, label)
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
 from fpstore.cli import cli
-from fpstore.db.lookup import SPLIT_MIN_KEYS, LookupStatement
+from fpstore.db.lookup import SPLIT_MIN_KEYS, LookupStatement, PostingMemory
 from fpstore.errors import AudioError, ParameterError
 from fpstore.ingest import ingest
 from fpstore.matching.evidence import ALL_ZONES, DEFAULT_ALPHA, PLAIN, ROBUST, DecisionRule
@@ -586,3 +586,19 @@ def test_a_query_without_hashes_fails_with_ingests_reason(tuned_store, tmp_path)
         for evidence in (PLAIN, ROBUST):
             [result] = match_files(tuned_store, [silent], errors="report", evidence=evidence)
             assert result.error == f"{silent}: no hashes: no spectral peak above peak_thresh=0.01 (silence?)"
+
+
+@pytest.mark.parametrize("calls", [0, 1, 2])
+def test_a_posting_memory_keeps_the_answers_of_its_last_calls_and_no_more(calls: int) -> None:
+    fetched: list[list[int]] = []
+
+    def fetch(zones: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, ...]:
+        fetched.append(hashes.tolist())
+        return zones, hashes, np.ones(hashes.size, np.int32), np.zeros(hashes.size, np.int32)
+
+    memory = PostingMemory(calls)
+    zone = np.ones(1, np.int16)
+    for hash_value in (7, 7, 8, 7):
+        memory.postings(zone, np.array([hash_value], np.int32), fetch)
+    assert fetched == {0: [[7], [7], [8], [7]], 1: [[7], [8], [7]], 2: [[7], [8]]}[calls]
+

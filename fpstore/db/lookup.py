@@ -164,7 +164,8 @@ class PostingMemory:
         answered = _Answered(
             wanted, np.searchsorted(columns[0], wanted), np.searchsorted(columns[0], wanted, side="right"), columns)
         with self._remembered:
-            self._answered = [*self._answered[max(len(self._answered) - self.calls + 1, 0):], answered]
+            kept = [*self._answered, answered]
+            self._answered = kept[max(len(kept) - self.calls, 0):] if self.calls > 0 else []
         return key >> 32, hashes, tracks, t_anchor
 
     def recall(self, key_zones: np.ndarray, key_hashes: np.ndarray) -> tuple[Postings, np.ndarray, np.ndarray]:
